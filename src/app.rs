@@ -1,0 +1,62 @@
+//! What a push component says, as pure functions over stanzas: no sockets, no
+//! store. The gateway runs the effects these functions ask for.
+//!
+//! - [`incoming`]: classify a stanza into a [`Request`].
+//! - [`disco`]: disco#info and disco#items answers.
+//! - [`commands`]: the Tigase `register-device` / `unregister-device` commands.
+//! - [`publish`]: a XEP-0357 publish → [`Notification`].
+//! - [`replies`]: results and stanza errors, and how publish outcomes map to them.
+
+pub mod commands;
+pub mod disco;
+pub mod forms;
+pub mod incoming;
+pub mod publish;
+pub mod replies;
+
+pub use incoming::{Request, classify};
+pub use publish::{Encrypted, Notification, Priority, PublishRequest};
+pub use replies::{PublishOutcome, StanzaFault};
+
+/// Namespaces used by the push component.
+pub mod ns {
+    /// XEP-0357 push.
+    pub const PUSH: &str = "urn:xmpp:push:0";
+    /// XEP-0357 summary form type.
+    pub const PUSH_SUMMARY: &str = "urn:xmpp:push:summary";
+    /// XEP-0060 pubsub.
+    pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+    /// Publish-options form type.
+    pub const PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
+    /// XEP-0004 data forms.
+    pub const DATA: &str = "jabber:x:data";
+    /// XEP-0050 ad-hoc commands.
+    pub const COMMANDS: &str = "http://jabber.org/protocol/commands";
+    /// XEP-0030 disco#info.
+    pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+    /// XEP-0030 disco#items.
+    pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+    /// XEP-0199 ping.
+    pub const PING: &str = "urn:xmpp:ping";
+    /// Stanza error conditions.
+    pub const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+    /// Tigase explicit priority.
+    pub const TIGASE_PRIORITY: &str = "tigase:push:priority:0";
+    /// Tigase encrypted payload.
+    pub const TIGASE_ENCRYPT: &str = "tigase:push:encrypt:0";
+    /// Tigase incoming call.
+    pub const TIGASE_JINGLE: &str = "tigase:push:jingle:0";
+    /// Tigase MUC offline marker.
+    pub const TIGASE_MUC_OFFLINE: &str = "http://tigase.org/protocol/muc#offline";
+    /// The component stream namespace stanzas are built in.
+    pub const COMPONENT: &str = "jabber:component:accept";
+}
+
+/// What the app logic needs to know about the deployment.
+#[derive(Debug, Clone)]
+pub struct AppContext {
+    /// Our component JID.
+    pub component_jid: String,
+    /// The configured provider ids, in configuration order, with their kinds.
+    pub providers: Vec<(String, crate::config::ProviderKind)>,
+}

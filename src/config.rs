@@ -1,0 +1,92 @@
+//! Configuration: a TOML file, overridden by `PUSHGATE_…` environment variables,
+//! validated before anything starts so that a mistake is reported by key name.
+//!
+//! Environment overrides use `__` between path segments, e.g.
+//! `PUSHGATE_COMPONENT__SECRET`, `PUSHGATE_HTTP__LISTEN`, and for providers either the
+//! index or the id: `PUSHGATE_PROVIDERS__APNS__KEY_FILE`.
+
+mod env;
+mod model;
+mod validate;
+
+pub use model::*;
+pub use validate::{ConfigIssue, validate};
+
+use std::path::Path;
+use thiserror::Error;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown/mistyped keys.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file that was read.
+        path: String,
+        /// What the TOML parser said, naming the key.
+        message: String,
+    },
+    /// An environment override could not be applied.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable's name.
+        var: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The values parse but do not make sense together.
+    #[error("invalid configuration:\n{}", format_issues(.0))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+fn format_issues(issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(|i| format!("  - {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Loads `path`, applies the process environment's overrides, and validates.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_from_str(&text, &path.display().to_string(), std::env::vars())
+}
+
+/// Parses `text`, applies the given `(name, value)` overrides (only those starting
+/// with `PUSHGATE_` are used), and validates. Separate from [`load`] so tests can
+/// feed their own environment.
+pub fn load_from_str(
+    text: &str,
+    origin: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: origin.to_owned(),
+        message: e.to_string(),
+    })?;
+    env::apply_overrides(&mut table, vars)?;
+    let config: Config = table
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+    let issues = validate(&config);
+    if issues.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(issues))
+    }
+}

@@ -1,0 +1,339 @@
+//! The configuration's shape. Field names are part of the operator interface: keep
+//! them stable and document each in `config/pushgate.example.toml`.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::PathBuf;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The XEP-0114 component identity and the servers to connect to.
+    pub component: ComponentConfig,
+    /// Where registrations live.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The HTTP listener (REST unregister, health, metrics).
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Push providers; `id` is what clients name in the `provider` field.
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    /// Rules for accepting publishes.
+    #[serde(default)]
+    pub publish: PublishConfig,
+    /// Delivery queue and request limits.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// A value that must never be printed: `Debug` and `Display` show `***`.
+#[derive(Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `[component]`: who we are to the XMPP servers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentConfig {
+    /// The component's JID, a bare domain such as `push.example.com`.
+    pub jid: String,
+    /// The XEP-0114 shared secret.
+    pub secret: Secret,
+    /// The servers to connect to; at least one.
+    #[serde(default)]
+    pub servers: Vec<ServerConfig>,
+    /// Seconds of silence after which a whitespace keepalive is sent.
+    #[serde(default = "defaults::keepalive_s")]
+    pub keepalive_s: u64,
+    /// Largest stanza accepted, in bytes; a larger one ends the stream with
+    /// `policy-violation`, as XMPP servers do.
+    #[serde(default = "defaults::max_stanza_bytes")]
+    pub max_stanza_bytes: usize,
+    /// First reconnect delay, in milliseconds; doubled after every failure.
+    #[serde(default = "defaults::reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay, in milliseconds.
+    #[serde(default = "defaults::reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// Seconds allowed for TCP connect plus handshake.
+    #[serde(default = "defaults::connect_timeout_s")]
+    pub connect_timeout_s: u64,
+    /// Stanzas handled at once per connection; more wait in the socket buffer.
+    #[serde(default = "defaults::max_concurrent_stanzas")]
+    pub max_concurrent_stanzas: usize,
+}
+
+/// `[[component.servers]]`: one XMPP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Host name or address of the server's component listener.
+    pub host: String,
+    /// Its port.
+    #[serde(default = "defaults::component_port")]
+    pub port: u16,
+    /// Parallel component connections to this server.
+    #[serde(default = "defaults::connections")]
+    pub connections: usize,
+}
+
+/// Which registry backend to use.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// redb file in `store.path`: single node, no setup.
+    #[default]
+    Embedded,
+    /// Redis (not implemented yet; refused by validation).
+    Redis,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The backend.
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// Directory of the embedded store.
+    #[serde(default = "defaults::store_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::default(),
+            path: defaults::store_path(),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on, `host:port`.
+    #[serde(default = "defaults::http_listen")]
+    pub listen: String,
+    /// PEM certificate chain; with `tls_key_file`, serve HTTPS.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::http_listen(),
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+/// The kind of push service a provider talks to.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Apple Push Notification service, HTTP/2 with token auth.
+    Apns,
+    /// Firebase Cloud Messaging HTTP v1.
+    Fcm,
+}
+
+/// `[[providers]]`: one configured push provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// What clients put in the `provider` field, and what disco lists.
+    pub id: String,
+    /// `apns` or `fcm`.
+    pub kind: ProviderKind,
+    /// Base URL; defaults to the production endpoint of the kind.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Extra trusted CA certificates (PEM), for mocks and TLS-intercepting proxies.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// APNs: the app's bundle id, sent as `apns-topic`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// APNs token auth: the team id (`iss` of the JWT).
+    #[serde(default)]
+    pub team_id: Option<String>,
+    /// APNs token auth: the key id (`kid` of the JWT).
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// APNs token auth: the `.p8` ES256 private key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// FCM: the service-account JSON of the Firebase project.
+    #[serde(default)]
+    pub service_account_file: Option<PathBuf>,
+    /// FCM: project id, when it differs from the service account's `project_id`.
+    #[serde(default)]
+    pub project_id: Option<String>,
+    /// Seconds allowed for one request to the provider.
+    #[serde(default = "defaults::request_timeout_s")]
+    pub request_timeout_s: u64,
+}
+
+/// `[publish]`: what makes a publish acceptable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// Accept a publish only from the domain of the account that registered the
+    /// node. Turn off only when a server publishes under another domain.
+    #[serde(default = "defaults::yes")]
+    pub require_account_domain: bool,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        Self {
+            require_account_domain: true,
+        }
+    }
+}
+
+/// `[delivery]`: queues and limits of the provider pools.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Notifications waiting per provider; beyond it publishes get `wait/resource-constraint`.
+    #[serde(default = "defaults::queue_capacity")]
+    pub queue_capacity: usize,
+    /// Requests in flight per provider.
+    #[serde(default = "defaults::max_in_flight")]
+    pub max_in_flight: usize,
+    /// Lifetime given to the provider (`apns-expiration`, FCM `ttl`), in seconds.
+    #[serde(default = "defaults::expiration_s")]
+    pub expiration_s: u64,
+    /// Seconds allowed at shutdown for queued and in-flight deliveries.
+    #[serde(default = "defaults::shutdown_grace_s")]
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: defaults::queue_capacity(),
+            max_in_flight: defaults::max_in_flight(),
+            expiration_s: defaults::expiration_s(),
+            shutdown_grace_s: defaults::shutdown_grace_s(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `pushgate=debug`; `RUST_LOG` wins.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: defaults::log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+mod defaults {
+    use std::path::PathBuf;
+
+    pub(super) fn keepalive_s() -> u64 {
+        60
+    }
+    pub(super) fn max_stanza_bytes() -> usize {
+        65_536
+    }
+    pub(super) fn reconnect_min_ms() -> u64 {
+        500
+    }
+    pub(super) fn reconnect_max_ms() -> u64 {
+        60_000
+    }
+    pub(super) fn connect_timeout_s() -> u64 {
+        10
+    }
+    pub(super) fn max_concurrent_stanzas() -> usize {
+        256
+    }
+    pub(super) fn component_port() -> u16 {
+        5347
+    }
+    pub(super) fn connections() -> usize {
+        1
+    }
+    pub(super) fn store_path() -> PathBuf {
+        PathBuf::from("data")
+    }
+    pub(super) fn http_listen() -> String {
+        "127.0.0.1:8080".to_owned()
+    }
+    pub(super) fn request_timeout_s() -> u64 {
+        10
+    }
+    pub(super) fn yes() -> bool {
+        true
+    }
+    pub(super) fn queue_capacity() -> usize {
+        10_000
+    }
+    pub(super) fn max_in_flight() -> usize {
+        100
+    }
+    pub(super) fn expiration_s() -> u64 {
+        86_400
+    }
+    pub(super) fn shutdown_grace_s() -> u64 {
+        10
+    }
+    pub(super) fn log_level() -> String {
+        "info".to_owned()
+    }
+}

@@ -1,0 +1,208 @@
+//! Cross-field checks that serde cannot express. Every problem is collected, not
+//! just the first, and each names its key.
+
+use super::{Config, ProviderKind, StoreBackend};
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// One thing wrong with the configuration, at one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The key, as written in the file (`providers[apns].topic`).
+    pub key: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl ConfigIssue {
+    /// An issue at `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Checks `config` without touching the network or key files; credentials are
+/// checked when providers are built (see `gateway::check`).
+pub fn validate(config: &Config) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    let c = &config.component;
+    match xmpp_parsers::jid::BareJid::new(&c.jid) {
+        Ok(jid) if jid.node().is_none() => {}
+        _ => issues.push(ConfigIssue::new(
+            "component.jid",
+            format!(
+                "must be a bare domain such as push.example.com, got {:?}",
+                c.jid
+            ),
+        )),
+    }
+    if c.secret.expose().is_empty() {
+        issues.push(ConfigIssue::new("component.secret", "must not be empty"));
+    }
+    if c.servers.is_empty() {
+        issues.push(ConfigIssue::new(
+            "component.servers",
+            "at least one [[component.servers]] entry is required",
+        ));
+    }
+    for (i, s) in c.servers.iter().enumerate() {
+        if s.host.trim().is_empty() {
+            issues.push(ConfigIssue::new(
+                format!("component.servers[{i}].host"),
+                "must not be empty",
+            ));
+        }
+        if s.port == 0 {
+            issues.push(ConfigIssue::new(
+                format!("component.servers[{i}].port"),
+                "must be 1-65535",
+            ));
+        }
+        if !(1..=64).contains(&s.connections) {
+            issues.push(ConfigIssue::new(
+                format!("component.servers[{i}].connections"),
+                format!("must be 1-64, got {}", s.connections),
+            ));
+        }
+    }
+    positive(&mut issues, "component.keepalive_s", c.keepalive_s);
+    positive(
+        &mut issues,
+        "component.connect_timeout_s",
+        c.connect_timeout_s,
+    );
+    positive(
+        &mut issues,
+        "component.reconnect_min_ms",
+        c.reconnect_min_ms,
+    );
+    positive(
+        &mut issues,
+        "component.max_concurrent_stanzas",
+        c.max_concurrent_stanzas as u64,
+    );
+    if c.reconnect_max_ms < c.reconnect_min_ms {
+        issues.push(ConfigIssue::new(
+            "component.reconnect_max_ms",
+            "must not be below component.reconnect_min_ms",
+        ));
+    }
+    if c.max_stanza_bytes < 4096 {
+        issues.push(ConfigIssue::new(
+            "component.max_stanza_bytes",
+            "must be at least 4096",
+        ));
+    }
+    if config.store.backend == StoreBackend::Redis {
+        issues.push(ConfigIssue::new(
+            "store.backend",
+            "\"redis\" is not available in this version; use \"embedded\"",
+        ));
+    }
+    if config.store.path.as_os_str().is_empty() {
+        issues.push(ConfigIssue::new("store.path", "must not be empty"));
+    }
+    if config.http.listen.parse::<SocketAddr>().is_err() {
+        issues.push(ConfigIssue::new(
+            "http.listen",
+            format!(
+                "must be an address such as 127.0.0.1:8080, got {:?}",
+                config.http.listen
+            ),
+        ));
+    }
+    if config.http.tls_cert_file.is_some() != config.http.tls_key_file.is_some() {
+        issues.push(ConfigIssue::new(
+            "http.tls_cert_file",
+            "http.tls_cert_file and http.tls_key_file go together",
+        ));
+    }
+    let d = &config.delivery;
+    positive(
+        &mut issues,
+        "delivery.queue_capacity",
+        d.queue_capacity as u64,
+    );
+    positive(
+        &mut issues,
+        "delivery.max_in_flight",
+        d.max_in_flight as u64,
+    );
+    validate_providers(config, &mut issues);
+    issues
+}
+
+fn validate_providers(config: &Config, issues: &mut Vec<ConfigIssue>) {
+    let mut ids = HashSet::new();
+    for (i, p) in config.providers.iter().enumerate() {
+        let label = if p.id.trim().is_empty() {
+            i.to_string()
+        } else {
+            p.id.clone()
+        };
+        let key = |field: &str| format!("providers[{label}].{field}");
+        if p.id.trim().is_empty() || p.id.chars().any(char::is_whitespace) {
+            issues.push(ConfigIssue::new(
+                key("id"),
+                "must be non-empty without spaces",
+            ));
+        }
+        if !ids.insert(p.id.as_str()) {
+            issues.push(ConfigIssue::new(
+                key("id"),
+                format!("duplicate id {:?}", p.id),
+            ));
+        }
+        if let Some(endpoint) = &p.endpoint
+            && reqwest::Url::parse(endpoint)
+                .map(|u| !matches!(u.scheme(), "https" | "http"))
+                .unwrap_or(true)
+        {
+            issues.push(ConfigIssue::new(
+                key("endpoint"),
+                format!("must be an http(s) base URL, got {endpoint:?}"),
+            ));
+        }
+        positive(issues, &key("request_timeout_s"), p.request_timeout_s);
+        let required: &[(&str, bool)] = match p.kind {
+            ProviderKind::Apns => &[
+                ("topic", p.topic.is_some()),
+                ("team_id", p.team_id.is_some()),
+                ("key_id", p.key_id.is_some()),
+                ("key_file", p.key_file.is_some()),
+            ],
+            ProviderKind::Fcm => &[("service_account_file", p.service_account_file.is_some())],
+        };
+        for (field, present) in required {
+            if !present {
+                issues.push(ConfigIssue::new(
+                    key(field),
+                    format!("required for kind = {:?}", kind_name(p.kind)),
+                ));
+            }
+        }
+    }
+}
+
+fn kind_name(kind: ProviderKind) -> &'static str {
+    match kind {
+        ProviderKind::Apns => "apns",
+        ProviderKind::Fcm => "fcm",
+    }
+}
+
+fn positive(issues: &mut Vec<ConfigIssue>, key: &str, value: u64) {
+    if value == 0 {
+        issues.push(ConfigIssue::new(key, "must be greater than 0"));
+    }
+}

@@ -1,0 +1,150 @@
+//! Wiring: builds every part from the configuration, runs until the shutdown
+//! signal, then stops in order (HTTP, component streams, delivery pools).
+
+mod handler;
+
+pub use handler::PushComponent;
+
+use crate::app::AppContext;
+use crate::config::{Config, ConfigIssue};
+use crate::delivery::{Dispatcher, Pool};
+use crate::http::{self, HttpError, HttpState};
+use crate::providers::{self, BuildError, PushClient};
+use crate::registry::{Registry, RegistryError};
+use crate::telemetry::Metrics;
+use crate::xmpp::{Close, Session, SessionSettings, StanzaHandler};
+use actix::{Actor, Addr};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tracing::{info, warn};
+
+/// Why the gateway could not start.
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    /// The store could not be opened.
+    #[error("store.path: {0}")]
+    Store(#[from] RegistryError),
+    /// A provider could not be built.
+    #[error(transparent)]
+    Provider(#[from] BuildError),
+    /// The HTTP server could not start.
+    #[error(transparent)]
+    Http(#[from] HttpError),
+}
+
+/// Checks everything that can be checked without the network: the validation of
+/// [`crate::config::validate`] has passed already; this reads key, CA and
+/// service-account files by building every provider.
+pub fn check(config: &Config) -> Vec<ConfigIssue> {
+    config
+        .providers
+        .iter()
+        .filter_map(|p| providers::build(p, &config.delivery).err())
+        .map(|e| ConfigIssue::new(format!("providers[{}].{}", e.provider, e.key), e.message))
+        .collect()
+}
+
+/// Runs the gateway until `shutdown` resolves. Must be called inside an actix
+/// `System`.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), GatewayError> {
+    let metrics = Arc::new(Metrics::default());
+    let registry = Registry::open_embedded(&config.store.path)?;
+    info!(path = %config.store.path.display(), "embedded store open");
+
+    let mut clients: Vec<(String, Arc<dyn PushClient>)> = Vec::new();
+    for p in &config.providers {
+        clients.push((p.id.clone(), providers::build(p, &config.delivery)?));
+    }
+    if clients.is_empty() {
+        warn!("no [[providers]] configured: devices cannot register until one is added");
+    }
+    let dispatcher = Dispatcher::new(clients.into_iter().map(|(id, client)| {
+        let pool = Pool::new(
+            id.clone(),
+            client,
+            registry.clone(),
+            metrics.clone(),
+            config.delivery.queue_capacity,
+            config.delivery.max_in_flight,
+        );
+        (id, pool.start())
+    }));
+    let app = AppContext {
+        component_jid: config.component.jid.to_ascii_lowercase(),
+        providers: config
+            .providers
+            .iter()
+            .map(|p| (p.id.clone(), p.kind))
+            .collect(),
+    };
+    let server = http::start(
+        &config.http,
+        HttpState {
+            app: app.clone(),
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+        },
+    )?;
+    let server_handle = server.handle();
+    actix::spawn(async move {
+        if let Err(e) = server.await {
+            warn!("HTTP server stopped: {e}");
+        }
+    });
+    info!(listen = %config.http.listen, "HTTP listening");
+
+    let handler: Arc<dyn StanzaHandler> = Arc::new(Arc::new(PushComponent {
+        app,
+        registry,
+        dispatcher: dispatcher.clone(),
+        metrics: metrics.clone(),
+        require_account_domain: config.publish.require_account_domain,
+    }));
+    let sessions = start_sessions(&config, &handler, &metrics);
+
+    shutdown.await;
+    info!("shutting down: closing the HTTP listener and component streams");
+    let grace = Duration::from_secs(config.delivery.shutdown_grace_s);
+    server_handle.stop(true).await;
+    let closes = sessions.iter().map(|s| s.send(Close { grace }));
+    futures_util::future::join_all(closes).await;
+    if dispatcher.drain(grace).await {
+        info!("all deliveries finished; bye");
+    } else {
+        warn!(
+            ?grace,
+            "shutdown deadline passed with deliveries still pending"
+        );
+    }
+    Ok(())
+}
+
+fn start_sessions(
+    config: &Config,
+    handler: &Arc<dyn StanzaHandler>,
+    metrics: &Arc<Metrics>,
+) -> Vec<Addr<Session>> {
+    let c = &config.component;
+    let mut sessions = Vec::new();
+    for server in &c.servers {
+        for n in 0..server.connections {
+            let settings = SessionSettings {
+                label: format!("{}:{}#{n}", server.host, server.port),
+                host: server.host.clone(),
+                port: server.port,
+                jid: c.jid.clone(),
+                secret: c.secret.clone(),
+                keepalive: Duration::from_secs(c.keepalive_s),
+                max_stanza_bytes: c.max_stanza_bytes,
+                reconnect_min: Duration::from_millis(c.reconnect_min_ms),
+                reconnect_max: Duration::from_millis(c.reconnect_max_ms),
+                connect_timeout: Duration::from_secs(c.connect_timeout_s),
+                max_concurrent: c.max_concurrent_stanzas,
+            };
+            sessions.push(Session::new(settings, handler.clone(), metrics.clone()).start());
+        }
+    }
+    sessions
+}

@@ -1,0 +1,168 @@
+//! The stanza handler: runs what the `app` functions decide against the registry
+//! and the delivery pools.
+
+use crate::app::commands::{self, CommandPlan, CommandRequest};
+use crate::app::replies::IqHeader;
+use crate::app::{AppContext, PublishOutcome, PublishRequest, Request, classify, disco};
+use crate::delivery::{Dispatcher, Job, SubmitError, build_push};
+use crate::registry::{DeviceRef, NewRegistration, Registry};
+use crate::telemetry::Metrics;
+use crate::xmpp::StanzaHandler;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::{debug, warn};
+use xmpp_parsers::minidom::Element;
+
+/// Everything the handler needs, shared by all sessions.
+pub struct PushComponent {
+    /// Deployment facts for the app logic.
+    pub app: AppContext,
+    /// The registry.
+    pub registry: Registry,
+    /// The provider pools.
+    pub dispatcher: Dispatcher,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// `[publish] require_account_domain`.
+    pub require_account_domain: bool,
+}
+
+impl StanzaHandler for Arc<PushComponent> {
+    fn handle(&self, stanza: Element) -> Pin<Box<dyn Future<Output = Option<Element>> + Send>> {
+        let this = self.clone();
+        Box::pin(async move { this.respond(stanza).await })
+    }
+}
+
+impl PushComponent {
+    /// The reply to `stanza`, if it deserves one.
+    pub async fn respond(&self, stanza: Element) -> Option<Element> {
+        Some(match classify(&stanza) {
+            Request::Ignore => return None,
+            Request::Invalid { header, fault } => {
+                debug!(id = %header.id, "refusing stanza: {}", fault.text);
+                header.error("iq", &fault)
+            }
+            Request::Ping { header } => header.result(None),
+            Request::DiscoInfo { header, node } => match disco::info(&self.app, node.as_deref()) {
+                Ok(q) => header.result(Some(q)),
+                Err(f) => header.error("iq", &f),
+            },
+            Request::DiscoItems { header, node } => {
+                match disco::items(&self.app, node.as_deref()) {
+                    Ok(q) => header.result(Some(q)),
+                    Err(f) => header.error("iq", &f),
+                }
+            }
+            Request::Command {
+                header,
+                account,
+                command,
+            } => self.command(header, account, command).await,
+            Request::Publish {
+                header,
+                publisher_domain,
+                request,
+            } => {
+                let outcome = self.publish(&publisher_domain, request).await;
+                self.metrics.publishes.inc(&[outcome.label()]);
+                match outcome.fault() {
+                    None => header.result(None),
+                    Some(f) => header.error("iq", &f),
+                }
+            }
+        })
+    }
+
+    async fn command(&self, header: IqHeader, account: String, cmd: CommandRequest) -> Element {
+        let session_id = cmd
+            .session_id
+            .clone()
+            .unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()));
+        let plan = match commands::plan(&cmd, &self.app, || session_id.clone()) {
+            Ok(plan) => plan,
+            Err(fault) => {
+                self.metrics
+                    .registration_commands
+                    .inc(&[cmd.node.as_str(), "refused"]);
+                return header.error("iq", &fault);
+            }
+        };
+        let result = match plan {
+            CommandPlan::Reply(reply) => return header.result(Some(reply)),
+            CommandPlan::Register(device) => self
+                .registry
+                .register(NewRegistration {
+                    account,
+                    provider: device.provider,
+                    token: device.token,
+                    voip_token: device.voip_token,
+                    secret: None,
+                })
+                .await
+                .map(|r| commands::completed_register(&cmd, &session_id, &r.node)),
+            CommandPlan::Unregister(device) => self
+                .registry
+                .unregister(&DeviceRef {
+                    account: &account,
+                    provider: &device.provider,
+                    token: &device.token,
+                })
+                .await
+                .map(|removed| commands::completed_unregister(&cmd, &session_id, removed)),
+        };
+        match result {
+            Ok(reply) => {
+                self.metrics
+                    .registration_commands
+                    .inc(&[cmd.node.as_str(), "ok"]);
+                header.result(Some(reply))
+            }
+            Err(e) => {
+                warn!("{} failed: {e}", cmd.node);
+                self.metrics
+                    .registration_commands
+                    .inc(&[cmd.node.as_str(), "store-error"]);
+                header.error(
+                    "iq",
+                    &crate::app::StanzaFault::new(
+                        "wait",
+                        "internal-server-error",
+                        "the registration store is unavailable; try again later",
+                    ),
+                )
+            }
+        }
+    }
+
+    async fn publish(&self, publisher_domain: &str, request: PublishRequest) -> PublishOutcome {
+        let registration = match self.registry.get(&request.node).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return PublishOutcome::UnknownNode,
+            Err(e) => {
+                warn!(node = %request.node, "publish refused: {e}");
+                return PublishOutcome::StoreUnavailable;
+            }
+        };
+        if self.require_account_domain && registration.account_domain != publisher_domain {
+            warn!(node = %request.node, publisher = publisher_domain, "publish from a domain that does not own the node");
+            return PublishOutcome::WrongDomain;
+        }
+        if !registration.accepts_secret(self.registry.keys(), request.secret.as_deref()) {
+            return PublishOutcome::BadSecret;
+        }
+        let job = Job {
+            node: registration.node.clone(),
+            provider: registration.provider.clone(),
+            push: build_push(&request.notification, &registration),
+            accepted_at: Instant::now(),
+        };
+        match self.dispatcher.submit(job).await {
+            Ok(()) => PublishOutcome::Accepted,
+            Err(SubmitError::QueueFull | SubmitError::Stopped) => PublishOutcome::Overloaded,
+            Err(SubmitError::UnknownProvider(p)) => PublishOutcome::ProviderNotConfigured(p),
+        }
+    }
+}

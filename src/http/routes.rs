@@ -1,0 +1,124 @@
+//! The routes.
+
+use super::HttpState;
+use crate::app::commands::normalize_token;
+use crate::registry::DeviceRef;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+use xmpp_parsers::jid::Jid;
+
+/// Registers every route.
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .route(
+            "/rest/push/unregister-device/{jid}",
+            web::post().to(unregister_device),
+        )
+        .route(
+            "/unregister-device/{jid}",
+            web::post().to(unregister_device),
+        );
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
+    let sessions = state.metrics.sessions_up.get();
+    let store = match state.registry.count().await {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => format!("error: {e}"),
+    };
+    let ready = sessions > 0 && store == "ok";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status).json(json!({
+        "ready": ready,
+        "component_sessions": sessions,
+        "store": store,
+    }))
+}
+
+async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
+    if let Ok(count) = state.registry.count().await {
+        state
+            .metrics
+            .registrations
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+fn result(status: StatusCode, outcome: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "result": outcome }))
+}
+
+/// Tigase-compatible REST unregister (`PROTOCOL.md` §8). An unknown component or
+/// a missing field answers 404 on purpose, as Tigase does.
+async fn unregister_device(
+    state: web::Data<HttpState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if !path.eq_ignore_ascii_case(&state.app.component_jid) {
+        return result(StatusCode::NOT_FOUND, "failure");
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return result(StatusCode::BAD_REQUEST, "failure");
+    };
+    let field = |name: &str| body.get(name).and_then(Value::as_str).map(str::trim);
+    let (Some(account), Some(provider), Some(token)) =
+        (field("account"), field("provider"), field("device-token"))
+    else {
+        return result(StatusCode::NOT_FOUND, "failure");
+    };
+    let Some(account) = Jid::new(account)
+        .ok()
+        .filter(|j| j.node().is_some())
+        .map(|j| j.to_bare().to_string().to_lowercase())
+    else {
+        return result(StatusCode::NOT_FOUND, "failure");
+    };
+    let Some(kind) = state
+        .app
+        .providers
+        .iter()
+        .find(|(id, _)| id == provider)
+        .map(|(_, kind)| *kind)
+    else {
+        return result(StatusCode::NOT_FOUND, "failure");
+    };
+    let Ok(token) = normalize_token(kind, token) else {
+        return result(StatusCode::OK, "failure");
+    };
+    let device = DeviceRef {
+        account: &account,
+        provider,
+        token: &token,
+    };
+    match state.registry.unregister(&device).await {
+        Ok(true) => {
+            info!(provider, "device unregistered over REST");
+            state
+                .metrics
+                .registration_commands
+                .inc(&["rest-unregister", "ok"]);
+            result(StatusCode::OK, "success")
+        }
+        Ok(false) => result(StatusCode::OK, "failure"),
+        Err(e) => {
+            warn!("REST unregister failed: {e}");
+            result(StatusCode::SERVICE_UNAVAILABLE, "failure")
+        }
+    }
+}

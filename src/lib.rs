@@ -1,0 +1,29 @@
+//! pushgate: an XEP-0357 push app server for XMPP servers.
+//!
+//! The crate is laid out along the flow of a notification:
+//!
+//! - [`config`]: the TOML file plus `PUSHGATE_…` environment overrides, validated at
+//!   start-up with errors that name the key.
+//! - [`xmpp`]: the XEP-0114 component stream (framing, handshake, keepalive,
+//!   reconnect). It knows nothing about push.
+//! - [`app`]: what a push component says: disco, the ad-hoc registration commands,
+//!   publish → [`app::Notification`], and the mapping of outcomes to IQ replies.
+//!   Pure functions over stanzas.
+//! - [`registry`]: registrations (push node → device), in the embedded store.
+//! - [`delivery`]: one pool actor per provider, with outcome handling.
+//! - [`providers`]: thin APNs and FCM v1 HTTP/2 clients.
+//! - [`http`]: Tigase REST unregister, health, readiness and metrics.
+//! - [`telemetry`]: logging and the metrics registry.
+//! - [`gateway`]: wires the pieces together and runs them until shutdown.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod app;
+pub mod config;
+pub mod delivery;
+pub mod gateway;
+pub mod http;
+pub mod providers;
+pub mod registry;
+pub mod telemetry;
+pub mod xmpp;

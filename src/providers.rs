@@ -1,0 +1,80 @@
+//! Thin HTTP/2 clients for APNs and FCM v1.
+//!
+//! Our own rather than the `a2` or `fcm` crates: `a2` cannot be pointed at any
+//! endpoint but Apple's (no mock, proxy or extra CA), and `fcm` speaks the legacy
+//! API Google shut down in 2024. Both clients here take a base URL and an extra CA
+//! from configuration, so tests and proxies use the same code as production.
+
+mod apns;
+mod apns_token;
+mod error;
+mod fcm;
+mod fcm_token;
+mod tls;
+
+pub use apns::ApnsClient;
+pub use error::{BuildError, DeliveryError, ErrorClass};
+pub use fcm::FcmClient;
+
+use crate::config::{DeliveryConfig, ProviderConfig, ProviderKind};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// What kind of push to send; decides APNs push type and priority and FCM priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushKind {
+    /// A visible alert: APNs `alert`/10 with `mutable-content`, FCM high.
+    Alert,
+    /// A silent wake-up: APNs `background`/5 with `content-available`, FCM normal.
+    Background,
+    /// An incoming call: APNs `voip` to the PushKit token (topic `.voip`).
+    Voip,
+}
+
+/// One push to one device, independent of the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    /// The device token.
+    pub token: String,
+    /// Alert, background or VoIP.
+    pub kind: PushKind,
+    /// Collapses pushes for the same node at the provider.
+    pub collapse_id: Option<String>,
+    /// Badge count, when the server sent a message count.
+    pub badge: Option<u32>,
+    /// Alert text shown when the app cannot rewrite it.
+    pub alert_body: Option<String>,
+    /// Custom string keys for the app (`unread-messages`, `encrypted`, …).
+    pub data: BTreeMap<String, String>,
+}
+
+/// A successful delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// The provider's id for the message (`apns-id`, FCM message name).
+    pub id: Option<String>,
+}
+
+/// A future returned by [`PushClient::send`].
+pub type SendFuture = Pin<Box<dyn Future<Output = Result<Delivered, DeliveryError>> + Send>>;
+
+/// A push provider client. One instance is shared by all requests to the provider,
+/// so connections and tokens are reused.
+pub trait PushClient: Send + Sync + 'static {
+    /// Sends one push.
+    fn send(&self, push: Push) -> SendFuture;
+}
+
+/// Builds the client for one `[[providers]]` entry. Reads and checks every key and
+/// CA file, so configuration mistakes surface at start-up and in `check-config`.
+pub fn build(
+    config: &ProviderConfig,
+    delivery: &DeliveryConfig,
+) -> Result<Arc<dyn PushClient>, BuildError> {
+    Ok(match config.kind {
+        ProviderKind::Apns => Arc::new(ApnsClient::new(config, delivery)?),
+        ProviderKind::Fcm => Arc::new(FcmClient::new(config, delivery)?),
+    })
+}

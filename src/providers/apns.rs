@@ -1,0 +1,253 @@
+//! The APNs HTTP/2 client (`PROTOCOL.md` §6): token auth, one multiplexed
+//! connection, and the status/reason table.
+
+use super::apns_token::{ApnsTokenSigner, now_secs};
+use super::error::{BuildError, DeliveryError, ErrorClass, retry_after};
+use super::tls::http_client;
+use super::{Delivered, Push, PushClient, PushKind, SendFuture};
+use crate::config::{DeliveryConfig, ProviderConfig};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+const DEFAULT_ENDPOINT: &str = "https://api.push.apple.com";
+
+/// An APNs provider.
+pub struct ApnsClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: String,
+    topic: String,
+    expiration_s: u64,
+    http: reqwest::Client,
+    signer: ApnsTokenSigner,
+}
+
+impl ApnsClient {
+    /// Builds the client from its configuration, loading the `.p8` key.
+    pub fn new(config: &ProviderConfig, delivery: &DeliveryConfig) -> Result<Self, BuildError> {
+        let id = config.id.as_str();
+        let missing = |key: &'static str| BuildError::new(id, key, "required for kind = \"apns\"");
+        let key_file = config
+            .key_file
+            .as_ref()
+            .ok_or_else(|| missing("key_file"))?;
+        let key_pem = std::fs::read(key_file).map_err(|e| {
+            BuildError::new(
+                id,
+                "key_file",
+                format!("cannot read {}: {e}", key_file.display()),
+            )
+        })?;
+        let signer = ApnsTokenSigner::new(
+            id,
+            config
+                .team_id
+                .as_deref()
+                .ok_or_else(|| missing("team_id"))?,
+            config.key_id.as_deref().ok_or_else(|| missing("key_id"))?,
+            &key_pem,
+        )?;
+        let http = http_client(
+            id,
+            config.ca_file.as_deref(),
+            Duration::from_secs(config.request_timeout_s),
+            true,
+        )?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                endpoint: config
+                    .endpoint
+                    .as_deref()
+                    .unwrap_or(DEFAULT_ENDPOINT)
+                    .trim_end_matches('/')
+                    .to_owned(),
+                topic: config.topic.clone().ok_or_else(|| missing("topic"))?,
+                expiration_s: delivery.expiration_s,
+                http,
+                signer,
+            }),
+        })
+    }
+}
+
+impl PushClient for ApnsClient {
+    fn send(&self, push: Push) -> SendFuture {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.send(push).await })
+    }
+}
+
+impl Inner {
+    async fn send(&self, push: Push) -> Result<Delivered, DeliveryError> {
+        let bearer = self.signer.bearer().map_err(DeliveryError::Credentials)?;
+        let (push_type, priority, topic) = match push.kind {
+            PushKind::Alert => ("alert", "10", self.topic.clone()),
+            PushKind::Background => ("background", "5", self.topic.clone()),
+            PushKind::Voip => ("voip", "10", format!("{}.voip", self.topic)),
+        };
+        let mut request = self
+            .http
+            .post(format!("{}/3/device/{}", self.endpoint, push.token))
+            .bearer_auth(bearer)
+            .header("apns-topic", topic)
+            .header("apns-push-type", push_type)
+            .header("apns-priority", priority)
+            .header(
+                "apns-expiration",
+                (now_secs() + self.expiration_s).to_string(),
+            )
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(payload(&push).to_string());
+        if let Some(collapse) = push
+            .collapse_id
+            .as_deref()
+            .filter(|_| push.kind != PushKind::Voip)
+        {
+            request = request.header("apns-collapse-id", collapse);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| DeliveryError::Transport(error_chain(&e)))?;
+        let status = response.status().as_u16();
+        let apns_id = response
+            .headers()
+            .get("apns-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if status == 200 {
+            return Ok(Delivered { id: apns_id });
+        }
+        let retry_after = retry_after(response.headers());
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let reason = body
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if reason == "ExpiredProviderToken" {
+            self.signer.invalidate();
+        }
+        Err(DeliveryError::Rejected {
+            status,
+            class: classify(status, &reason),
+            invalid_since_ms: body.get("timestamp").and_then(Value::as_u64),
+            reason,
+            retry_after,
+        })
+    }
+}
+
+/// The APNs status/reason table (`PROTOCOL.md` §6).
+pub(crate) fn classify(status: u16, reason: &str) -> ErrorClass {
+    match (status, reason) {
+        (410, _) => ErrorClass::RemoveRegistration,
+        (400, "BadDeviceToken" | "DeviceTokenNotForTopic") => ErrorClass::RemoveRegistration,
+        (400, _) | (413, _) => ErrorClass::FailNotification,
+        (403, "ExpiredProviderToken") => ErrorClass::Retry,
+        (403, _) | (404 | 405, _) => ErrorClass::ProviderMisconfigured,
+        _ => ErrorClass::Retry,
+    }
+}
+
+/// The JSON body: `aps` for the system, the push's data as top-level keys.
+pub(crate) fn payload(push: &Push) -> Value {
+    let mut aps = Map::new();
+    match push.kind {
+        PushKind::Alert => {
+            let body = push
+                .alert_body
+                .clone()
+                .unwrap_or_else(|| "New message".to_owned());
+            aps.insert("alert".into(), json!({ "body": body }));
+            aps.insert("sound".into(), json!("default"));
+            aps.insert("mutable-content".into(), json!(1));
+        }
+        PushKind::Background => {
+            aps.insert("content-available".into(), json!(1));
+        }
+        PushKind::Voip => {}
+    }
+    if let Some(badge) = push.badge.filter(|_| push.kind != PushKind::Voip) {
+        aps.insert("badge".into(), json!(badge));
+    }
+    let mut root = Map::new();
+    root.insert("aps".into(), Value::Object(aps));
+    for (k, v) in &push.data {
+        root.insert(k.clone(), Value::String(v.clone()));
+    }
+    Value::Object(root)
+}
+
+/// The error and its sources, which is where reqwest keeps the useful part.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn status_reason_table() {
+        let table = [
+            (410, "Unregistered", ErrorClass::RemoveRegistration),
+            (410, "ExpiredToken", ErrorClass::RemoveRegistration),
+            (400, "BadDeviceToken", ErrorClass::RemoveRegistration),
+            (
+                400,
+                "DeviceTokenNotForTopic",
+                ErrorClass::RemoveRegistration,
+            ),
+            (400, "BadCollapseId", ErrorClass::FailNotification),
+            (400, "PayloadEmpty", ErrorClass::FailNotification),
+            (403, "ExpiredProviderToken", ErrorClass::Retry),
+            (
+                403,
+                "InvalidProviderToken",
+                ErrorClass::ProviderMisconfigured,
+            ),
+            (403, "BadCertificate", ErrorClass::ProviderMisconfigured),
+            (413, "PayloadTooLarge", ErrorClass::FailNotification),
+            (429, "TooManyRequests", ErrorClass::Retry),
+            (500, "InternalServerError", ErrorClass::Retry),
+            (503, "ServiceUnavailable", ErrorClass::Retry),
+            (503, "Shutdown", ErrorClass::Retry),
+        ];
+        for (status, reason, class) in table {
+            assert_eq!(classify(status, reason), class, "{status} {reason}");
+        }
+    }
+
+    #[test]
+    fn alert_and_background_payloads() {
+        let mut push = Push {
+            token: "aa".into(),
+            kind: PushKind::Alert,
+            collapse_id: None,
+            badge: Some(3),
+            alert_body: None,
+            data: BTreeMap::from([("unread-messages".to_owned(), "3".to_owned())]),
+        };
+        let alert = payload(&push);
+        assert_eq!(alert["aps"]["mutable-content"], 1);
+        assert_eq!(alert["aps"]["badge"], 3);
+        assert_eq!(alert["aps"]["alert"]["body"], "New message");
+        assert_eq!(alert["unread-messages"], "3");
+        push.kind = PushKind::Background;
+        let background = payload(&push);
+        assert_eq!(background["aps"]["content-available"], 1);
+        assert!(background["aps"].get("alert").is_none());
+    }
+}

@@ -1,0 +1,101 @@
+//! Delivery errors and their classification (`PROTOCOL.md` §6–7): every failure
+//! ends in exactly one [`ErrorClass`], which says what to do about it.
+
+use std::time::Duration;
+use thiserror::Error;
+
+/// What a failed delivery means for the notification and the registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Transient: try again later (5xx, 429, network).
+    Retry,
+    /// The token is dead: remove the registration.
+    RemoveRegistration,
+    /// This notification cannot be sent (our bug or its content): drop it, keep the
+    /// registration.
+    FailNotification,
+    /// Our credentials or configuration are wrong: keep notifications, alert.
+    ProviderMisconfigured,
+}
+
+impl ErrorClass {
+    /// A label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorClass::Retry => "retry",
+            ErrorClass::RemoveRegistration => "token-dead",
+            ErrorClass::FailNotification => "failed",
+            ErrorClass::ProviderMisconfigured => "misconfigured",
+        }
+    }
+}
+
+/// Why a push was not delivered.
+#[derive(Debug, Error)]
+pub enum DeliveryError {
+    /// The provider answered with an error status.
+    #[error("HTTP {status} {reason}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The provider's reason or error code (`BadDeviceToken`, `UNREGISTERED`).
+        reason: String,
+        /// What it means.
+        class: ErrorClass,
+        /// APNs 410 `timestamp`: when the token became invalid (ms since epoch).
+        invalid_since_ms: Option<u64>,
+        /// `Retry-After`, if the provider sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The request did not complete (connect, TLS, timeout, reset).
+    #[error("request failed: {0}")]
+    Transport(String),
+    /// We could not produce credentials (signing, OAuth2 token endpoint).
+    #[error("credentials: {0}")]
+    Credentials(String),
+}
+
+impl DeliveryError {
+    /// What to do about it.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            DeliveryError::Rejected { class, .. } => *class,
+            DeliveryError::Transport(_) => ErrorClass::Retry,
+            DeliveryError::Credentials(_) => ErrorClass::ProviderMisconfigured,
+        }
+    }
+}
+
+/// Why a provider could not be built; names the configuration key.
+#[derive(Debug, Error)]
+#[error("providers[{provider}].{key}: {message}")]
+pub struct BuildError {
+    /// The provider id.
+    pub provider: String,
+    /// The offending key.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl BuildError {
+    pub(crate) fn new(provider: &str, key: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            provider: provider.to_owned(),
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses a `Retry-After` header given in seconds.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}

@@ -1,0 +1,203 @@
+//! The FCM HTTP v1 client (`PROTOCOL.md` §7): data messages, one token per request
+//! over a shared HTTP/2 connection, and the error-code table.
+
+use super::error::{BuildError, DeliveryError, ErrorClass, retry_after};
+use super::fcm_token::FcmTokenSource;
+use super::tls::http_client;
+use super::{Delivered, Push, PushClient, PushKind, SendFuture};
+use crate::config::{DeliveryConfig, ProviderConfig};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+const DEFAULT_ENDPOINT: &str = "https://fcm.googleapis.com";
+const FCM_ERROR_TYPE: &str = "type.googleapis.com/google.firebase.fcm.v1.FcmError";
+
+/// An FCM provider.
+pub struct FcmClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    send_url: String,
+    expiration_s: u64,
+    http: reqwest::Client,
+    tokens: FcmTokenSource,
+}
+
+impl FcmClient {
+    /// Builds the client, reading the service account.
+    pub fn new(config: &ProviderConfig, delivery: &DeliveryConfig) -> Result<Self, BuildError> {
+        let id = config.id.as_str();
+        let timeout = Duration::from_secs(config.request_timeout_s);
+        let path = config.service_account_file.as_ref().ok_or_else(|| {
+            BuildError::new(id, "service_account_file", "required for kind = \"fcm\"")
+        })?;
+        let token_http = http_client(id, config.ca_file.as_deref(), timeout, false)?;
+        let (tokens, account_project) = FcmTokenSource::from_file(id, path, token_http)?;
+        let project = config
+            .project_id
+            .clone()
+            .or(account_project)
+            .ok_or_else(|| {
+                BuildError::new(
+                    id,
+                    "project_id",
+                    "the service account has no project_id; set it here",
+                )
+            })?;
+        let endpoint = config
+            .endpoint
+            .as_deref()
+            .unwrap_or(DEFAULT_ENDPOINT)
+            .trim_end_matches('/');
+        Ok(Self {
+            inner: Arc::new(Inner {
+                send_url: format!("{endpoint}/v1/projects/{project}/messages:send"),
+                expiration_s: delivery.expiration_s,
+                http: http_client(id, config.ca_file.as_deref(), timeout, true)?,
+                tokens,
+            }),
+        })
+    }
+}
+
+impl PushClient for FcmClient {
+    fn send(&self, push: Push) -> SendFuture {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.send(push).await })
+    }
+}
+
+impl Inner {
+    async fn send(&self, push: Push) -> Result<Delivered, DeliveryError> {
+        let bearer = self.tokens.bearer().await?;
+        let response = self
+            .http
+            .post(&self.send_url)
+            .bearer_auth(bearer)
+            .json(&message(&push, self.expiration_s))
+            .send()
+            .await
+            .map_err(|e| DeliveryError::Transport(super::apns::error_chain(&e)))?;
+        let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers());
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status == 200 {
+            return Ok(Delivered {
+                id: body.get("name").and_then(Value::as_str).map(str::to_owned),
+            });
+        }
+        let reason = error_code(&body);
+        if status == 401 {
+            self.tokens.invalidate().await;
+        }
+        Err(DeliveryError::Rejected {
+            status,
+            class: classify(status, &reason),
+            reason,
+            invalid_since_ms: None,
+            retry_after,
+        })
+    }
+}
+
+/// The v1 message: data only (string values), Android priority and TTL.
+pub(crate) fn message(push: &Push, expiration_s: u64) -> Value {
+    let priority = match push.kind {
+        PushKind::Alert | PushKind::Voip => "high",
+        PushKind::Background => "normal",
+    };
+    let mut android = json!({ "priority": priority, "ttl": format!("{expiration_s}s") });
+    if let Some(collapse) = &push.collapse_id {
+        android["collapse_key"] = json!(collapse);
+    }
+    json!({ "message": { "token": push.token, "data": push.data, "android": android } })
+}
+
+/// `error.details[FcmError].errorCode` first, then `error.status`.
+fn error_code(body: &Value) -> String {
+    let error = &body["error"];
+    error["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["@type"] == FCM_ERROR_TYPE)
+        .and_then(|d| d["errorCode"].as_str())
+        .or_else(|| error["status"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The FCM error table (`PROTOCOL.md` §7).
+pub(crate) fn classify(status: u16, code: &str) -> ErrorClass {
+    match (status, code) {
+        (_, "UNREGISTERED" | "SENDER_ID_MISMATCH") => ErrorClass::RemoveRegistration,
+        (_, "INVALID_ARGUMENT") => ErrorClass::FailNotification,
+        (_, "THIRD_PARTY_AUTH_ERROR" | "PERMISSION_DENIED" | "UNAUTHENTICATED") => {
+            ErrorClass::ProviderMisconfigured
+        }
+        (401 | 403 | 404, _) => ErrorClass::ProviderMisconfigured,
+        (400, _) => ErrorClass::FailNotification,
+        _ => ErrorClass::Retry,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn error_code_table() {
+        let table = [
+            (404, "UNREGISTERED", ErrorClass::RemoveRegistration),
+            (403, "SENDER_ID_MISMATCH", ErrorClass::RemoveRegistration),
+            (400, "INVALID_ARGUMENT", ErrorClass::FailNotification),
+            (429, "QUOTA_EXCEEDED", ErrorClass::Retry),
+            (503, "UNAVAILABLE", ErrorClass::Retry),
+            (500, "INTERNAL", ErrorClass::Retry),
+            (
+                401,
+                "THIRD_PARTY_AUTH_ERROR",
+                ErrorClass::ProviderMisconfigured,
+            ),
+            (401, "UNAUTHENTICATED", ErrorClass::ProviderMisconfigured),
+            (404, "NOT_FOUND", ErrorClass::ProviderMisconfigured),
+        ];
+        for (status, code, class) in table {
+            assert_eq!(classify(status, code), class, "{status} {code}");
+        }
+    }
+
+    #[test]
+    fn reads_the_fcm_error_code_before_the_status() {
+        let body = json!({"error": {"code": 404, "status": "NOT_FOUND", "details": [
+            {"@type": "type.googleapis.com/google.rpc.BadRequest"},
+            {"@type": FCM_ERROR_TYPE, "errorCode": "UNREGISTERED"}]}});
+        assert_eq!(error_code(&body), "UNREGISTERED");
+        assert_eq!(
+            error_code(&json!({"error": {"status": "UNAVAILABLE"}})),
+            "UNAVAILABLE"
+        );
+        assert_eq!(error_code(&Value::Null), "");
+    }
+
+    #[test]
+    fn message_has_string_data_and_android_priority() {
+        let push = Push {
+            token: "tok".into(),
+            kind: PushKind::Background,
+            collapse_id: Some("node".into()),
+            badge: None,
+            alert_body: None,
+            data: BTreeMap::from([("unread-messages".to_owned(), "2".to_owned())]),
+        };
+        let m = message(&push, 60);
+        assert_eq!(m["message"]["token"], "tok");
+        assert_eq!(m["message"]["data"]["unread-messages"], "2");
+        assert_eq!(m["message"]["android"]["priority"], "normal");
+        assert_eq!(m["message"]["android"]["ttl"], "60s");
+        assert_eq!(m["message"]["android"]["collapse_key"], "node");
+    }
+}

@@ -1,0 +1,213 @@
+//! The embedded backend: one redb file, durable on every commit.
+
+use super::{Registration, RegistryError};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::Path;
+
+const REGISTRATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("registrations");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const DEPLOYMENT_KEY: &str = "deployment_key";
+const FILE_NAME: &str = "pushgate.redb";
+
+/// Registrations in a redb database under a directory.
+pub struct EmbeddedStore {
+    db: Database,
+}
+
+fn storage<E: std::fmt::Display>(e: E) -> RegistryError {
+    RegistryError::Storage(e.to_string())
+}
+
+impl EmbeddedStore {
+    /// Opens or creates `dir/pushgate.redb`. Fails clearly when another process
+    /// has it open.
+    pub fn open(dir: &Path) -> Result<Self, RegistryError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            RegistryError::Storage(format!(
+                "cannot create store directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path)
+            .map_err(|e| RegistryError::Storage(format!("cannot open {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(storage)?;
+        {
+            txn.open_table(REGISTRATIONS).map_err(storage)?;
+            txn.open_table(META).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        Ok(Self { db })
+    }
+
+    /// The deployment key, created at random on first use and kept forever: node
+    /// ids depend on it.
+    pub fn deployment_key(&self) -> Result<[u8; 32], RegistryError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let key = {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let existing = meta
+                .get(DEPLOYMENT_KEY)
+                .map_err(storage)?
+                .map(|v| v.value().to_vec());
+            match existing {
+                Some(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                    RegistryError::Storage("deployment key has the wrong length".into())
+                })?,
+                None => {
+                    let key: [u8; 32] = rand::random();
+                    meta.insert(DEPLOYMENT_KEY, key.as_slice())
+                        .map_err(storage)?;
+                    key
+                }
+            }
+        };
+        txn.commit().map_err(storage)?;
+        Ok(key)
+    }
+
+    /// Inserts `registration`, or refreshes the existing one of the same node
+    /// (keeping its creation time).
+    pub fn upsert(&self, mut registration: Registration) -> Result<Registration, RegistryError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
+            let existing = table
+                .get(registration.node.as_str())
+                .map_err(storage)?
+                .map(|v| decode(&registration.node, v.value()))
+                .transpose()?;
+            if let Some(old) = existing {
+                registration.created_ms = old.created_ms;
+                registration.updated_ms = registration.updated_ms.max(old.updated_ms);
+            }
+            let bytes = encode(&registration)?;
+            table
+                .insert(registration.node.as_str(), bytes.as_slice())
+                .map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        Ok(registration)
+    }
+
+    /// The registration of `node`.
+    pub fn get(&self, node: &str) -> Result<Option<Registration>, RegistryError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(REGISTRATIONS).map_err(storage)?;
+        let value = table.get(node).map_err(storage)?;
+        value.map(|v| decode(node, v.value())).transpose()
+    }
+
+    /// Removes `node` if it exists and `keep_unless` says so; true if removed.
+    pub fn remove_if(
+        &self,
+        node: &str,
+        should_remove: impl FnOnce(&Registration) -> bool,
+    ) -> Result<bool, RegistryError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let removed = {
+            let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
+            let existing = table
+                .get(node)
+                .map_err(storage)?
+                .map(|v| decode(node, v.value()))
+                .transpose()?;
+            match existing {
+                Some(r) if should_remove(&r) => {
+                    table.remove(node).map_err(storage)?;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if removed {
+            txn.commit().map_err(storage)?;
+        } else {
+            txn.abort().map_err(storage)?;
+        }
+        Ok(removed)
+    }
+
+    /// Number of registrations.
+    pub fn count(&self) -> Result<u64, RegistryError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(REGISTRATIONS).map_err(storage)?;
+        table.len().map_err(storage)
+    }
+}
+
+fn encode(r: &Registration) -> Result<Vec<u8>, RegistryError> {
+    serde_json::to_vec(r).map_err(storage)
+}
+
+fn decode(node: &str, bytes: &[u8]) -> Result<Registration, RegistryError> {
+    serde_json::from_slice(bytes).map_err(|e| RegistryError::Corrupt {
+        node: node.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{DeviceRef, NewRegistration, Registry};
+
+    fn new(token: &str) -> NewRegistration {
+        NewRegistration {
+            account: "alice@example.com".into(),
+            provider: "apns".into(),
+            token: token.into(),
+            voip_token: None,
+            secret: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn register_is_idempotent_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::open_embedded(dir.path()).expect("open");
+        let a = reg.register(new("aa")).await.expect("register");
+        let again = reg.register(new("aa")).await.expect("register again");
+        assert_eq!(a.node, again.node);
+        assert_eq!(a.created_ms, again.created_ms);
+        assert_eq!(reg.count().await.expect("count"), 1);
+        drop(reg);
+        let reopened = Registry::open_embedded(dir.path()).expect("reopen");
+        let found = reopened.get(&a.node).await.expect("get").expect("present");
+        assert_eq!(found.token, "aa");
+        assert_eq!(reopened.register(new("aa")).await.expect("r").node, a.node);
+    }
+
+    #[tokio::test]
+    async fn unregister_and_dead_token_guard() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::open_embedded(dir.path()).expect("open");
+        let a = reg.register(new("aa")).await.expect("register");
+        // Renewed after the token was reported dead: kept.
+        assert!(
+            !reg.remove_dead_token(&a.node, "aa", Some(a.updated_ms - 1))
+                .await
+                .expect("guard")
+        );
+        // A different token on the node: kept.
+        assert!(
+            !reg.remove_dead_token(&a.node, "bb", None)
+                .await
+                .expect("token")
+        );
+        assert!(
+            reg.remove_dead_token(&a.node, "aa", Some(a.updated_ms + 1))
+                .await
+                .expect("remove")
+        );
+        assert!(reg.get(&a.node).await.expect("get").is_none());
+        let b = reg.register(new("bb")).await.expect("register");
+        let device = DeviceRef {
+            account: "alice@example.com",
+            provider: "apns",
+            token: "bb",
+        };
+        assert!(reg.unregister(&device).await.expect("unregister"));
+        assert!(!reg.unregister(&device).await.expect("twice"));
+        assert!(reg.get(&b.node).await.expect("get").is_none());
+    }
+}

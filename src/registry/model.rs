@@ -1,0 +1,124 @@
+//! What a registration is.
+
+use super::keys::{NodeKeys, constant_time_eq};
+use serde::{Deserialize, Serialize};
+
+/// One device registered for push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The push node the XMPP server publishes to.
+    pub node: String,
+    /// HMAC of the account's bare JID.
+    pub account_hash: String,
+    /// The account's domain, in clear: publishes must come from it.
+    pub account_domain: String,
+    /// The provider id (a `[[providers]] id`).
+    pub provider: String,
+    /// The device token at that provider.
+    pub token: String,
+    /// A second token for VoIP pushes (PushKit), if registered.
+    #[serde(default)]
+    pub voip_token: Option<String>,
+    /// HMAC of the publish secret, if the registration has one.
+    #[serde(default)]
+    pub secret_hash: Option<String>,
+    /// First registration, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// Last (re-)registration, ms since the Unix epoch.
+    pub updated_ms: u64,
+}
+
+impl Registration {
+    /// Whether a publish carrying `secret` may use this registration. A
+    /// registration without a secret accepts any; one with a secret requires it.
+    pub fn accepts_secret(&self, keys: &NodeKeys, secret: Option<&str>) -> bool {
+        match (&self.secret_hash, secret) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(stored), Some(given)) => {
+                constant_time_eq(stored.as_bytes(), keys.secret_hash(given).as_bytes())
+            }
+        }
+    }
+}
+
+/// A device as the unregister requests name it.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceRef<'a> {
+    /// Normalized bare JID of the account.
+    pub account: &'a str,
+    /// Provider id.
+    pub provider: &'a str,
+    /// Device token.
+    pub token: &'a str,
+}
+
+/// A registration request, before ids are derived.
+#[derive(Debug, Clone)]
+pub struct NewRegistration {
+    /// Normalized bare JID of the account.
+    pub account: String,
+    /// Provider id.
+    pub provider: String,
+    /// Device token.
+    pub token: String,
+    /// Optional VoIP token.
+    pub voip_token: Option<String>,
+    /// Optional publish secret.
+    pub secret: Option<String>,
+}
+
+impl NewRegistration {
+    pub(super) fn into_registration(self, keys: &NodeKeys, now: u64) -> Registration {
+        let account_domain = self
+            .account
+            .rsplit_once('@')
+            .map_or(self.account.as_str(), |(_, d)| d)
+            .to_owned();
+        Registration {
+            node: keys.node_id(&self.account, &self.provider, &self.token),
+            account_hash: keys.account_hash(&self.account),
+            account_domain,
+            provider: self.provider,
+            token: self.token,
+            voip_token: self.voip_token,
+            secret_hash: self.secret.as_deref().map(|s| keys.secret_hash(s)),
+            created_ms: now,
+            updated_ms: now,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_required_only_when_registered_with_one() {
+        let keys = NodeKeys::new([1; 32]);
+        let new = |secret: Option<&str>| NewRegistration {
+            account: "alice@example.com".into(),
+            provider: "fcm".into(),
+            token: "t".into(),
+            voip_token: None,
+            secret: secret.map(str::to_owned),
+        };
+        let open = new(None).into_registration(&keys, 1);
+        assert!(open.accepts_secret(&keys, None));
+        assert!(open.accepts_secret(&keys, Some("anything")));
+        let closed = new(Some("s3")).into_registration(&keys, 1);
+        assert_eq!(closed.account_domain, "example.com");
+        assert_ne!(closed.secret_hash.as_deref(), Some("s3"));
+        assert!(closed.accepts_secret(&keys, Some("s3")));
+        assert!(!closed.accepts_secret(&keys, Some("s4")));
+        assert!(!closed.accepts_secret(&keys, None));
+    }
+}

@@ -1,0 +1,23 @@
+//! Logging set-up and the metrics registry served at `/metrics`.
+
+mod metrics;
+
+pub use metrics::{CounterVec, Gauge, Metrics};
+
+use crate::config::{LogConfig, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global `tracing` subscriber. `RUST_LOG`, when set, wins over the
+/// configured level. Safe to call more than once (later calls do nothing).
+pub fn init_logging(config: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,215 @@
+//! Incremental framing of an XMPP stream into header, stanzas and end, with a size
+//! limit per stanza. Built on rxml (the parser xmpp-parsers uses) and minidom's
+//! tree builder, so stanzas come out as namespace-correct [`Element`]s.
+
+use rxml::error::EndOrError;
+use rxml::{Parse, RawEvent, RawParser};
+use thiserror::Error;
+use xmpp_parsers::minidom::{Element, tree_builder::TreeBuilder};
+
+/// What the stream produced.
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// The peer's `<stream:stream>` header.
+    Header {
+        /// The stream id (used in the handshake digest).
+        id: Option<String>,
+        /// The `from` attribute.
+        from: Option<String>,
+    },
+    /// One complete top-level element (a stanza, handshake or stream error).
+    Stanza(Element),
+    /// The peer sent `</stream:stream>`.
+    End,
+}
+
+/// Why the stream cannot go on; each maps to a stream error condition.
+#[derive(Debug, Error)]
+pub enum FrameError {
+    /// The XML is not well-formed (or uses something XMPP forbids).
+    #[error("not well-formed XML: {0}")]
+    NotWellFormed(String),
+    /// A stanza exceeded the configured size.
+    #[error("stanza larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+impl FrameError {
+    /// The RFC 6120 stream error condition to send before closing.
+    pub fn condition(&self) -> &'static str {
+        match self {
+            FrameError::NotWellFormed(_) => "not-well-formed",
+            FrameError::TooLarge(_) => "policy-violation",
+        }
+    }
+}
+
+/// Turns bytes into [`StreamEvent`]s. Feed it whatever the socket gave.
+pub struct StreamReader {
+    parser: RawParser,
+    tree: TreeBuilder,
+    max_stanza_bytes: usize,
+    /// Bytes consumed since the current stanza began.
+    pending_bytes: usize,
+    /// Whether a top-level element has begun and not yet ended.
+    in_stanza: bool,
+    header_seen: bool,
+}
+
+impl StreamReader {
+    /// A reader that refuses stanzas larger than `max_stanza_bytes`.
+    pub fn new(max_stanza_bytes: usize) -> Self {
+        Self {
+            parser: RawParser::new(),
+            tree: TreeBuilder::new(),
+            max_stanza_bytes,
+            pending_bytes: 0,
+            in_stanza: false,
+            header_seen: false,
+        }
+    }
+
+    /// Parses all of `data`, appending complete events to `out`.
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), FrameError> {
+        let mut buf = data;
+        loop {
+            let before = buf.len();
+            let result = self.parser.parse(&mut buf, false);
+            if self.in_stanza {
+                self.pending_bytes += before - buf.len();
+            }
+            match result {
+                Ok(Some(event)) => self.on_event(event, out)?,
+                Ok(None) => return Ok(()),
+                Err(EndOrError::NeedMoreData) => {
+                    self.check_size()?;
+                    return Ok(());
+                }
+                Err(EndOrError::Error(e)) => return Err(FrameError::NotWellFormed(e.to_string())),
+            }
+            self.check_size()?;
+        }
+    }
+
+    fn check_size(&self) -> Result<(), FrameError> {
+        if self.in_stanza && self.pending_bytes > self.max_stanza_bytes {
+            Err(FrameError::TooLarge(self.max_stanza_bytes))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn on_event(&mut self, event: RawEvent, out: &mut Vec<StreamEvent>) -> Result<(), FrameError> {
+        let depth = self.tree.depth();
+        if depth <= 1 {
+            match event {
+                // Whitespace keepalives between stanzas: drop, never accumulate.
+                RawEvent::Text(..) => return Ok(()),
+                RawEvent::ElementHeadOpen(..) if self.header_seen => {
+                    self.in_stanza = true;
+                    self.pending_bytes = 0;
+                }
+                _ => {}
+            }
+        }
+        if depth == 1 && matches!(event, RawEvent::ElementFoot(_)) {
+            out.push(StreamEvent::End);
+            return Ok(());
+        }
+        let closes_element = matches!(event, RawEvent::ElementFoot(_));
+        let closes_head = matches!(event, RawEvent::ElementHeadClose(_));
+        self.tree
+            .process_event(event)
+            .map_err(|e| FrameError::NotWellFormed(e.to_string()))?;
+        if closes_head && !self.header_seen && self.tree.depth() == 1 {
+            self.header_seen = true;
+            let top = self.tree.top();
+            out.push(StreamEvent::Header {
+                id: top.and_then(|e| e.attr("id")).map(str::to_owned),
+                from: top.and_then(|e| e.attr("from")).map(str::to_owned),
+            });
+        }
+        if closes_element && self.tree.depth() == 1 {
+            self.in_stanza = false;
+            if let Some(stanza) = self.tree.unshift_child() {
+                out.push(StreamEvent::Stanza(stanza));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' \
+        xmlns='jabber:component:accept' id='a+b/c=' from='push.localhost'>";
+
+    fn feed_all(
+        reader: &mut StreamReader,
+        chunks: &[&str],
+    ) -> Result<Vec<StreamEvent>, FrameError> {
+        let mut out = Vec::new();
+        for chunk in chunks {
+            reader.feed(chunk.as_bytes(), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn splits_header_stanzas_and_end_across_chunk_boundaries() {
+        let mut r = StreamReader::new(65536);
+        let text = format!(
+            "{HEADER}<handshake/> \n<iq type='get' id='1' from='a@b/c' xml:lang='en'><query xmlns='http://jabber.org/protocol/disco#info'/></iq></stream:stream>"
+        );
+        // Feed one byte at a time: the worst case for an incremental parser.
+        let chunks: Vec<String> = text.chars().map(String::from).collect();
+        let refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
+        let events = feed_all(&mut r, &refs).expect("valid stream");
+        assert!(matches!(&events[0], StreamEvent::Header { id: Some(id), .. } if id == "a+b/c="));
+        assert!(
+            matches!(&events[1], StreamEvent::Stanza(e) if e.is("handshake", "jabber:component:accept"))
+        );
+        match &events[2] {
+            StreamEvent::Stanza(iq) => {
+                assert!(iq.is("iq", "jabber:component:accept"));
+                assert_eq!(iq.attr("from"), Some("a@b/c"));
+                assert!(iq.has_child("query", "http://jabber.org/protocol/disco#info"));
+            }
+            other => panic!("expected iq, got {other:?}"),
+        }
+        assert!(matches!(events[3], StreamEvent::End));
+    }
+
+    #[test]
+    fn refuses_an_oversized_stanza() {
+        let mut r = StreamReader::new(4096);
+        let big = format!(
+            "{HEADER}<message><body>{}</body></message>",
+            "x".repeat(10_000)
+        );
+        let err = feed_all(&mut r, &[&big]).expect_err("too large");
+        assert_eq!(err.condition(), "policy-violation");
+    }
+
+    #[test]
+    fn whitespace_keepalives_do_not_add_up_to_a_limit() {
+        let mut r = StreamReader::new(4096);
+        let mut out = Vec::new();
+        r.feed(HEADER.as_bytes(), &mut out).expect("header");
+        for _ in 0..10_000 {
+            r.feed(b" ", &mut out).expect("whitespace is fine");
+        }
+        r.feed(b"<iq type='result' id='x'/>", &mut out)
+            .expect("stanza");
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn malformed_xml_is_not_well_formed() {
+        let mut r = StreamReader::new(4096);
+        let err = feed_all(&mut r, &[HEADER, "<iq></message>"]).expect_err("mismatched tags");
+        assert_eq!(err.condition(), "not-well-formed");
+    }
+}
