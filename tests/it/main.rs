@@ -1,1 +1,10 @@
+//! Integration tests: the real gateway binary against a fake XMPP server and mock
+//! APNs/FCM providers. One test binary, a module per behaviour.
 
+mod support;
+
+mod component;
+mod config_check;
+mod http_api;
+mod publish;
+mod registration;

@@ -1,0 +1,274 @@
+//! The component stream: handshake, disco, bad input, reconnects, shutdown.
+
+use crate::support::gateway::{GatewayProcess, TestConfig};
+use crate::support::harness::{
+    Harness, error_of, next_id, node_of, prosody_publish, register_one_step,
+};
+use crate::support::mock_provider::MockProvider;
+use crate::support::xmpp_server::{FakeServer, Verdict};
+use crate::support::{SECRET, WAIT};
+
+#[tokio::test]
+async fn disco_describes_a_push_service_with_commands_and_providers() {
+    let mut h = Harness::start().await;
+    let info = h
+        .iq(&format!("<iq type='get' id='{}' from='alice@localhost/phone' to='push.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>", next_id()))
+        .await;
+    let query = info
+        .get_child("query", "http://jabber.org/protocol/disco#info")
+        .expect("query");
+    assert!(query.children().any(|c| c.name() == "identity"
+        && c.attr("category") == Some("pubsub")
+        && c.attr("type") == Some("push")));
+    let features: Vec<&str> = query.children().filter_map(|c| c.attr("var")).collect();
+    for f in [
+        "urn:xmpp:push:0",
+        "http://jabber.org/protocol/commands",
+        "apns",
+        "fcm",
+    ] {
+        assert!(features.contains(&f), "missing feature {f}: {features:?}");
+    }
+    let items = h
+        .iq(&format!("<iq type='get' id='{}' from='alice@localhost/phone' to='push.localhost'><query xmlns='http://jabber.org/protocol/disco#items' node='http://jabber.org/protocol/commands'/></iq>", next_id()))
+        .await;
+    let nodes: Vec<String> = items
+        .get_child("query", "http://jabber.org/protocol/disco#items")
+        .expect("items")
+        .children()
+        .filter_map(|i| i.attr("node").map(str::to_owned))
+        .collect();
+    assert_eq!(nodes, ["register-device", "unregister-device"]);
+    let pong = h
+        .iq(&format!("<iq type='get' id='{}' from='localhost' to='push.localhost'><ping xmlns='urn:xmpp:ping'/></iq>", next_id()))
+        .await;
+    assert_eq!(pong.attr("type"), Some("result"));
+}
+
+#[tokio::test]
+async fn malformed_stanzas_get_stanza_errors_and_the_stream_survives() {
+    let mut h = Harness::start().await;
+    let cases = [
+        (
+            format!(
+                "<iq type='set' id='{}' from='localhost'><a xmlns='x'/><b xmlns='x'/></iq>",
+                next_id()
+            ),
+            ("modify", "bad-request"),
+        ),
+        (
+            format!(
+                "<iq type='get' id='{}' from='alice@localhost/r'><vCard xmlns='vcard-temp'/></iq>",
+                next_id()
+            ),
+            ("cancel", "service-unavailable"),
+        ),
+        (
+            format!(
+                "<iq type='set' id='{}' from='localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish/></pubsub></iq>",
+                next_id()
+            ),
+            ("modify", "bad-request"),
+        ),
+        (
+            format!(
+                "<iq type='set' id='{}' from='alice@localhost/r'><command xmlns='http://jabber.org/protocol/commands'/></iq>",
+                next_id()
+            ),
+            ("modify", "bad-request"),
+        ),
+        (
+            format!(
+                "<iq type='whatever' id='{}' from='localhost'><x xmlns='y'/></iq>",
+                next_id()
+            ),
+            ("modify", "bad-request"),
+        ),
+    ];
+    for (xml, (kind, condition)) in cases {
+        h.conn
+            .write("<message from='bob@localhost'><body>ignored</body></message>")
+            .await;
+        let reply = h.iq(&xml).await;
+        assert_eq!(
+            error_of(&reply),
+            Some((kind.to_owned(), condition.to_owned())),
+            "{xml} -> {}",
+            String::from(&reply)
+        );
+    }
+    // Still the same stream: disco answers.
+    let info = h
+        .iq(&format!("<iq type='get' id='{}' from='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>", next_id()))
+        .await;
+    assert_eq!(info.attr("type"), Some("result"));
+}
+
+#[tokio::test]
+async fn an_oversized_stanza_ends_the_stream_with_policy_violation_then_reconnects() {
+    let mut h = Harness::start().await;
+    let big = format!(
+        "<message from='bob@localhost'><body>{}</body></message>",
+        "x".repeat(70_000)
+    );
+    h.conn.write(&big).await;
+    let error = h.conn.next_stanza(WAIT).await.expect("a stream error");
+    assert_eq!(error.name(), "error");
+    assert!(error.has_child("policy-violation", "urn:ietf:params:xml:ns:xmpp-streams"));
+    assert!(h.conn.wait_end(WAIT).await);
+    let mut again = h.server.accept(WAIT).await;
+    let pong = again
+        .iq(
+            &format!(
+                "<iq type='get' id='{}' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+                next_id()
+            ),
+            WAIT,
+        )
+        .await;
+    assert_eq!(pong.attr("type"), Some("result"));
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_logged_as_such_and_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FakeServer::start(SECRET).await;
+    let mut config = TestConfig::new(server.port, dir.path());
+    config.secret = "not-the-secret".into();
+    let gateway = GatewayProcess::start(&config, dir.path());
+    assert_eq!(
+        server
+            .accept_with(Verdict::Check, WAIT)
+            .await
+            .err()
+            .as_deref(),
+        Some("not-authorized")
+    );
+    // It backs off and tries again.
+    assert_eq!(
+        server
+            .accept_with(Verdict::Check, WAIT)
+            .await
+            .err()
+            .as_deref(),
+        Some("not-authorized")
+    );
+    assert!(
+        gateway
+            .wait_log("component.secret does not match", WAIT)
+            .await,
+        "{}",
+        gateway.log()
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_component_jid_is_logged_as_such() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FakeServer::start(SECRET).await;
+    let gateway = GatewayProcess::start(&TestConfig::new(server.port, dir.path()), dir.path());
+    assert_eq!(
+        server
+            .accept_with(Verdict::HostUnknown, WAIT)
+            .await
+            .err()
+            .as_deref(),
+        Some("host-unknown")
+    );
+    assert!(
+        gateway
+            .wait_log("does not know the component push.localhost", WAIT)
+            .await,
+        "{}",
+        gateway.log()
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_reconnects_when_the_server_goes_away_and_comes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockProvider::start(dir.path()).await;
+    let server = FakeServer::start(SECRET).await;
+    let port = server.port;
+    let config = TestConfig::new(port, dir.path()).with_mock_providers(&mock);
+    let gateway = GatewayProcess::start(&config, dir.path());
+    let mut conn = server.accept(WAIT).await;
+    let token = crate::support::apns_token(1);
+    let reply = conn
+        .iq(
+            &register_one_step("alice@localhost/phone", "apns", &token, None),
+            WAIT,
+        )
+        .await;
+    let node = node_of(&reply).expect("registered");
+    // The server crashes: the connection and the listener are gone.
+    drop(conn);
+    drop(server);
+    assert!(
+        gateway.wait_log("component session lost", WAIT).await,
+        "{}",
+        gateway.log()
+    );
+    assert!(
+        gateway.wait_log("connection refused", WAIT).await,
+        "{}",
+        gateway.log()
+    );
+    // It comes back on the same port; the gateway finds it by itself.
+    let server = FakeServer::restart_on(port, SECRET).await;
+    let mut conn = server.accept(WAIT).await;
+    let reply = conn
+        .iq(&prosody_publish(&node, "localhost", "hello", None), WAIT)
+        .await;
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        String::from(&reply)
+    );
+    assert_eq!(mock.wait_pushes(1, WAIT).await.len(), 1);
+}
+
+#[tokio::test]
+async fn several_servers_and_connections_are_all_kept_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = FakeServer::start(SECRET).await;
+    let b = FakeServer::start(SECRET).await;
+    let mut config = TestConfig::new(a.port, dir.path());
+    config.xmpp_ports.push(b.port);
+    config.connections = 2;
+    let gateway = GatewayProcess::start(&config, dir.path());
+    let mut conns = Vec::new();
+    for server in [&a, &a, &b, &b] {
+        conns.push(server.accept(WAIT).await);
+    }
+    let up = crate::support::eventually(WAIT, || async {
+        gateway
+            .get("/metrics")
+            .await
+            .1
+            .contains("pushgate_component_sessions_up 4")
+    })
+    .await;
+    assert!(up, "{}", gateway.get("/metrics").await.1);
+    for conn in &mut conns {
+        let pong = conn
+            .iq(
+                &format!(
+                    "<iq type='get' id='{}' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+                    next_id()
+                ),
+                WAIT,
+            )
+            .await;
+        assert_eq!(pong.attr("type"), Some("result"));
+    }
+}
+
+#[tokio::test]
+async fn sigterm_closes_the_stream_and_exits_cleanly() {
+    let mut h = Harness::start().await;
+    let status = h.gateway.terminate(WAIT).expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", h.gateway.log());
+    assert!(h.conn.wait_end(WAIT).await, "no </stream:stream>");
+}

@@ -1,0 +1,109 @@
+//! The HTTP endpoints: Tigase REST unregister, health, readiness, metrics.
+
+use crate::support::gateway::{GatewayProcess, TestConfig};
+use crate::support::harness::{Harness, error_of};
+use crate::support::xmpp_server::FakeServer;
+use crate::support::{SECRET, WAIT, apns_token, eventually};
+use serde_json::json;
+
+#[tokio::test]
+async fn rest_unregister_on_both_paths() {
+    let mut h = Harness::start().await;
+    let token_a = apns_token(0x0a);
+    let token_b = apns_token(0x0b);
+    let node_a = h.register("alice@localhost/r", "apns", &token_a).await;
+    let node_b = h.register("alice@localhost/r", "apns", &token_b).await;
+
+    let unregister = |path: &'static str, token: String| {
+        let gw = &h.gateway;
+        async move {
+            gw.post_json(
+                path,
+                json!({"account": "Alice@localhost", "provider": "apns", "device-token": token.to_uppercase()}),
+            )
+            .await
+        }
+    };
+    let (status, body) = unregister(
+        "/rest/push/unregister-device/push.localhost",
+        token_a.clone(),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"result":"success"}"#));
+    let (status, body) = unregister("/unregister-device/push.localhost", token_b.clone()).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"result":"success"}"#));
+    let (status, body) = unregister("/unregister-device/push.localhost", token_b.clone()).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"result":"failure"}"#));
+    let (status, _) = unregister(
+        "/rest/push/unregister-device/other.localhost",
+        token_a.clone(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = h
+        .gateway
+        .post_json(
+            "/rest/push/unregister-device/push.localhost",
+            json!({"account": "alice@localhost"}),
+        )
+        .await;
+    assert_eq!(status, 404, "a missing field answers 404");
+
+    for node in [node_a, node_b] {
+        let reply = h.publish_prosody(&node, "localhost", "hi", None).await;
+        assert_eq!(
+            error_of(&reply),
+            Some(("cancel".into(), "item-not-found".into()))
+        );
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FakeServer::start(SECRET).await;
+    let gateway = GatewayProcess::start(&TestConfig::new(server.port, dir.path()), dir.path());
+    let up = eventually(WAIT, || async {
+        GatewayProcess::client()
+            .get(format!("{}/healthz", gateway.http))
+            .send()
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(up, "{}", gateway.log());
+    assert_eq!(gateway.get("/healthz").await.0, 200);
+    let (status, body) = gateway.get("/readyz").await;
+    assert_eq!(status, 503, "not ready without a component session: {body}");
+    assert!(body.contains("\"component_sessions\":0"), "{body}");
+    let _conn = server.accept(WAIT).await;
+    assert!(eventually(WAIT, || async { gateway.get("/readyz").await.0 == 200 }).await);
+    drop(_conn);
+    drop(gateway);
+
+    let mut h = Harness::start().await;
+    let node = h
+        .register("alice@localhost/r", "apns", &apns_token(1))
+        .await;
+    h.publish_prosody(&node, "localhost", "hi", None).await;
+    h.publish_prosody("unknown", "localhost", "hi", None).await;
+    h.mock.wait_pushes(1, WAIT).await;
+    let delivered = eventually(WAIT, || async {
+        h.gateway
+            .get("/metrics")
+            .await
+            .1
+            .contains(r#"pushgate_deliveries_total{provider="apns",outcome="delivered"} 1"#)
+    })
+    .await;
+    let (_, metrics) = h.gateway.get("/metrics").await;
+    assert!(delivered, "{metrics}");
+    for line in [
+        r#"pushgate_publishes_total{outcome="accepted"} 1"#,
+        r#"pushgate_publishes_total{outcome="item-not-found"} 1"#,
+        "pushgate_registrations 1",
+        "pushgate_component_sessions_up 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+}

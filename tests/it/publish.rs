@@ -1,0 +1,391 @@
+//! Publishes from Prosody and ejabberd, and what reaches APNs and FCM.
+
+use crate::support::harness::{
+    Harness, ejabberd_empty_publish, ejabberd_publish, error_of, next_id,
+};
+use crate::support::{WAIT, apns_token, eventually};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use pushgate::registry::{NewRegistration, Registry};
+use serde_json::{Value, json};
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn prosody_publish_becomes_an_apns_alert() {
+    let mut h = Harness::start().await;
+    let token = apns_token(0xab);
+    let node = h.register("alice@localhost/phone", "apns", &token).await;
+    let reply = h
+        .publish_prosody(&node, "localhost", "New Message!", Some("s"))
+        .await;
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        String::from(&reply)
+    );
+    assert_eq!(reply.attr("to"), Some("localhost"));
+    let pushes = h.mock.wait_pushes(1, WAIT).await;
+    let push = pushes.first().expect("one push");
+    assert_eq!(push.path, format!("/3/device/{token}"));
+    assert_eq!(push.header("apns-topic"), Some("com.example.app"));
+    assert_eq!(push.header("apns-push-type"), Some("alert"));
+    assert_eq!(push.header("apns-priority"), Some("10"));
+    assert_eq!(push.header("apns-collapse-id"), Some(node.as_str()));
+    let expiration: u64 = push
+        .header("apns-expiration")
+        .and_then(|v| v.parse().ok())
+        .expect("expiration");
+    assert!(expiration > now_s() + 3600, "expiration {expiration}");
+    // The JWT: ES256, our key id, our team, signed by the configured key.
+    let authorization = push.header("authorization").expect("authorization");
+    let (scheme, bearer) = authorization.split_once(' ').expect("scheme and token");
+    assert!(scheme.eq_ignore_ascii_case("bearer"), "{authorization}");
+    let header = jsonwebtoken::decode_header(bearer).expect("JWT header");
+    assert_eq!(header.alg, Algorithm::ES256);
+    assert_eq!(header.kid.as_deref(), Some("TESTKEY01"));
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    let claims = jsonwebtoken::decode::<Value>(
+        bearer,
+        &DecodingKey::from_ec_pem(h.mock.pki.apns_public_pem.as_bytes()).expect("public key"),
+        &validation,
+    )
+    .expect("JWT verifies with the configured key")
+    .claims;
+    assert_eq!(claims["iss"], "TEAM123456");
+    assert!(claims["iat"].as_u64().expect("iat") + 60 > now_s());
+    let body = push.json();
+    assert_eq!(body["aps"]["mutable-content"], 1);
+    assert_eq!(body["aps"]["badge"], 1);
+    assert!(body["aps"]["alert"]["body"].is_string());
+    assert_eq!(body["unread-messages"], "1");
+    assert!(
+        !push.body.contains("New Message!"),
+        "the message body must not leave: {}",
+        push.body
+    );
+
+    // A second push reuses the JWT.
+    let reply = h.iq(&ejabberd_publish(&node, "localhost")).await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    let pushes = h.mock.wait_pushes(2, WAIT).await;
+    assert_eq!(
+        pushes[1].header("authorization"),
+        push.header("authorization")
+    );
+}
+
+#[tokio::test]
+async fn ejabberd_empty_publish_becomes_a_background_push() {
+    let mut h = Harness::start().await;
+    let token = apns_token(3);
+    let node = h.register("alice@localhost/phone", "apns", &token).await;
+    let reply = h.iq(&ejabberd_empty_publish(&node, "localhost")).await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    let push = h.mock.wait_pushes(1, WAIT).await.remove(0);
+    assert_eq!(push.header("apns-push-type"), Some("background"));
+    assert_eq!(push.header("apns-priority"), Some("5"));
+    let body = push.json();
+    assert_eq!(body["aps"]["content-available"], 1);
+    assert!(body["aps"].get("alert").is_none());
+}
+
+#[tokio::test]
+async fn fcm_gets_an_oauth_token_once_and_a_v1_data_message() {
+    let mut h = Harness::start().await;
+    let token = "dGVzdC1mY20tdG9rZW4:APA91bH-x_y";
+    let node = h.register("alice@localhost/phone", "fcm", token).await;
+    for publish in [
+        ejabberd_publish(&node, "localhost"),
+        ejabberd_empty_publish(&node, "localhost"),
+    ] {
+        let reply = h.iq(&publish).await;
+        assert_eq!(
+            reply.attr("type"),
+            Some("result"),
+            "{}",
+            String::from(&reply)
+        );
+    }
+    let pushes = h.mock.wait_pushes(2, WAIT).await;
+    let grants = h.mock.grants();
+    assert_eq!(grants.len(), 1, "the access token is cached");
+    let grant = &grants[0];
+    assert!(grant.body.starts_with(
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion="
+    ));
+    let assertion = grant.body.split("assertion=").nth(1).expect("assertion");
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_audience(&[format!("{}/token", h.mock.url)]);
+    let claims = jsonwebtoken::decode::<Value>(
+        assertion,
+        &DecodingKey::from_rsa_pem(include_bytes!("../fixtures/test-service-account-pub.pem"))
+            .expect("pub"),
+        &validation,
+    )
+    .expect("grant signed by the service account key")
+    .claims;
+    assert_eq!(
+        claims["iss"],
+        "pushgate@test-project.iam.gserviceaccount.com"
+    );
+    assert_eq!(
+        claims["scope"],
+        "https://www.googleapis.com/auth/firebase.messaging"
+    );
+
+    for (push, priority) in pushes.iter().zip(["high", "normal"]) {
+        assert_eq!(push.path, "/v1/projects/test-project/messages:send");
+        assert_eq!(push.header("authorization"), Some("Bearer test-access-1"));
+        let message = &push.json()["message"];
+        assert_eq!(message["token"], token);
+        assert_eq!(message["android"]["priority"], priority);
+        assert_eq!(message["android"]["collapse_key"], node.as_str());
+        assert!(
+            message["data"]
+                .as_object()
+                .expect("data")
+                .values()
+                .all(Value::is_string)
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_nodes_foreign_domains_and_wrong_secrets_are_refused() {
+    let secret_node = std::sync::Mutex::new(String::new());
+    let mut h = Harness::start_with(
+        |c| c,
+        |store| {
+            // A registration made with a secret (as the p2 dialect makes them),
+            // written before the gateway opens the store.
+            let store = store.to_owned();
+            let node = std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().expect("runtime");
+                rt.block_on(async {
+                    let registry = Registry::open_embedded(&store).expect("store");
+                    registry
+                        .register(NewRegistration {
+                            account: "carol@localhost".into(),
+                            provider: "apns".into(),
+                            token: apns_token(9),
+                            voip_token: None,
+                            secret: Some("push-secret-0001".into()),
+                        })
+                        .await
+                        .expect("register")
+                        .node
+                })
+            })
+            .join()
+            .expect("seeding thread");
+            *secret_node.lock().expect("lock") = node;
+        },
+    )
+    .await;
+    let secret_node = secret_node.lock().expect("lock").clone();
+    let refused = |reply: &xmpp_parsers::minidom::Element| error_of(reply);
+
+    let reply = h
+        .publish_prosody("no-such-node", "localhost", "hi", None)
+        .await;
+    assert_eq!(
+        refused(&reply),
+        Some(("cancel".into(), "item-not-found".into()))
+    );
+
+    let node = h
+        .register("alice@localhost/phone", "apns", &apns_token(4))
+        .await;
+    let reply = h.publish_prosody(&node, "evil.example", "hi", None).await;
+    assert_eq!(refused(&reply), Some(("auth".into(), "forbidden".into())));
+
+    for secret in [None, Some("wrong")] {
+        let reply = h
+            .publish_prosody(&secret_node, "localhost", "hi", secret)
+            .await;
+        assert_eq!(
+            refused(&reply),
+            Some(("auth".into(), "not-authorized".into())),
+            "{secret:?}"
+        );
+    }
+    let reply = h
+        .publish_prosody(&secret_node, "localhost", "hi", Some("push-secret-0001"))
+        .await;
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        String::from(&reply)
+    );
+    // Only the accepted publish reached the provider.
+    let pushes = h.mock.wait_pushes(1, WAIT).await;
+    assert_eq!(pushes.len(), 1);
+    assert_eq!(pushes[0].path, format!("/3/device/{}", apns_token(9)));
+}
+
+#[tokio::test]
+async fn the_domain_check_can_be_turned_off() {
+    let mut h = Harness::start_with(
+        |mut c| {
+            c.extra
+                .push_str("\n[publish]\nrequire_account_domain = false\n");
+            c
+        },
+        |_| {},
+    )
+    .await;
+    let node = h
+        .register("alice@localhost/phone", "apns", &apns_token(5))
+        .await;
+    let reply = h.publish_prosody(&node, "other.example", "hi", None).await;
+    assert_eq!(reply.attr("type"), Some("result"));
+}
+
+#[tokio::test]
+async fn dead_tokens_remove_the_registration_and_transient_errors_do_not() {
+    let mut h = Harness::start().await;
+    let far_future = (now_s() + 3600) * 1000;
+    let cases = [
+        (
+            "apns",
+            apns_token(0x41),
+            410,
+            json!({"reason": "Unregistered", "timestamp": far_future}),
+            true,
+        ),
+        (
+            "apns",
+            apns_token(0x42),
+            400,
+            json!({"reason": "BadDeviceToken"}),
+            true,
+        ),
+        (
+            "fcm",
+            "fcm-dead-1".to_owned(),
+            404,
+            json!({"error": {"code": 404, "status": "NOT_FOUND", "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}]}}),
+            true,
+        ),
+        (
+            "fcm",
+            "fcm-dead-2".to_owned(),
+            403,
+            json!({"error": {"code": 403, "status": "PERMISSION_DENIED", "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "SENDER_ID_MISMATCH"}]}}),
+            true,
+        ),
+        // Renewed after the token was reported dead: kept.
+        (
+            "apns",
+            apns_token(0x43),
+            410,
+            json!({"reason": "Unregistered", "timestamp": 1000}),
+            false,
+        ),
+        (
+            "apns",
+            apns_token(0x44),
+            503,
+            json!({"reason": "ServiceUnavailable"}),
+            false,
+        ),
+        (
+            "fcm",
+            "fcm-busy".to_owned(),
+            503,
+            json!({"error": {"code": 503, "status": "UNAVAILABLE"}}),
+            false,
+        ),
+        (
+            "apns",
+            apns_token(0x45),
+            400,
+            json!({"reason": "BadCollapseId"}),
+            false,
+        ),
+    ];
+    let mut expected_pushes = 0;
+    for (provider, token, status, body, removed) in cases {
+        h.mock.respond(&token, status, body.clone());
+        let node = h.register("dave@localhost/r", provider, &token).await;
+        let reply = h.publish_prosody(&node, "localhost", "hi", None).await;
+        assert_eq!(
+            reply.attr("type"),
+            Some("result"),
+            "the first publish is accepted"
+        );
+        expected_pushes += 1;
+        h.mock.wait_pushes(expected_pushes, WAIT).await;
+        if removed {
+            let mut gone = false;
+            for _ in 0..200 {
+                let reply = h.publish_prosody(&node, "localhost", "hi", None).await;
+                if error_of(&reply) == Some(("cancel".into(), "item-not-found".into())) {
+                    gone = true;
+                    break;
+                }
+                expected_pushes += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            assert!(
+                gone,
+                "{provider} {status} {body} should remove the registration"
+            );
+        } else {
+            // Give the gateway time to act on the answer, then check it kept it.
+            let logged = eventually(WAIT, || async {
+                h.gateway.log().contains(&format!("HTTP {status}"))
+            })
+            .await;
+            assert!(logged, "{}", h.gateway.log());
+            let reply = h.publish_prosody(&node, "localhost", "hi", None).await;
+            assert_eq!(
+                reply.attr("type"),
+                Some("result"),
+                "{provider} {status} {body} must keep it"
+            );
+            expected_pushes += 1;
+            h.mock.wait_pushes(expected_pushes, WAIT).await;
+        }
+    }
+    assert!(
+        !h.gateway.log().contains(&apns_token(0x41)),
+        "tokens are not logged"
+    );
+}
+
+#[tokio::test]
+async fn a_voip_token_gets_the_call_and_the_encrypted_payload_is_forwarded_verbatim() {
+    let mut h = Harness::start().await;
+    let voip = apns_token(0x77);
+    let reply = h
+        .iq(&crate::support::harness::register_one_step(
+            "erin@localhost/r",
+            "apns",
+            &apns_token(0x76),
+            Some(&voip),
+        ))
+        .await;
+    let node = crate::support::harness::node_of(&reply).expect("node");
+    let call = format!(
+        "<iq type='set' from='localhost' to='push.localhost' id='{}'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node}'><item><notification xmlns='urn:xmpp:push:0'><encrypted xmlns='tigase:push:encrypt:0' iv='aXYxMjM0NTY3ODkw' type='voip'>Y2lwaGVy+/AAAA==</encrypted><jingle xmlns='tigase:push:jingle:0' action='propose' sid='c1'><media>audio</media></jingle></notification></item></publish></pubsub></iq>",
+        next_id()
+    );
+    assert_eq!(h.iq(&call).await.attr("type"), Some("result"));
+    let push = h.mock.wait_pushes(1, WAIT).await.remove(0);
+    assert_eq!(push.path, format!("/3/device/{voip}"));
+    assert_eq!(push.header("apns-topic"), Some("com.example.app.voip"));
+    assert_eq!(push.header("apns-push-type"), Some("voip"));
+    let body = push.json();
+    assert_eq!(body["encrypted"], "Y2lwaGVy+/AAAA==");
+    assert_eq!(body["iv"], "aXYxMjM0NTY3ODkw");
+}

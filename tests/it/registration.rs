@@ -1,0 +1,118 @@
+//! The Tigase registration commands through the component stream.
+
+use crate::support::apns_token;
+use crate::support::harness::{Harness, error_of, next_id, node_of, register_one_step};
+
+fn command_of(reply: &xmpp_parsers::minidom::Element) -> &xmpp_parsers::minidom::Element {
+    reply
+        .get_child("command", "http://jabber.org/protocol/commands")
+        .unwrap_or_else(|| panic!("no command in {}", String::from(reply)))
+}
+
+#[tokio::test]
+async fn two_step_and_one_step_registration_give_the_same_stable_node() {
+    let mut h = Harness::start().await;
+    let token = apns_token(7);
+    // Step 1: execute without a form.
+    let reply = h
+        .iq(&format!("<iq type='set' id='{}' from='alice@localhost/alice-378da2' to='push.localhost' xml:lang='en'><command xmlns='http://jabber.org/protocol/commands' node='register-device' action='execute'/></iq>", next_id()))
+        .await;
+    let command = command_of(&reply);
+    assert_eq!(command.attr("status"), Some("executing"));
+    let session = command.attr("sessionid").expect("sessionid").to_owned();
+    let form = command.get_child("x", "jabber:x:data").expect("form");
+    assert_eq!(form.attr("type"), Some("form"));
+    let provider = form
+        .children()
+        .find(|f| f.attr("var") == Some("provider"))
+        .expect("provider field");
+    assert_eq!(provider.attr("type"), Some("list-single"));
+    let options: Vec<String> = provider
+        .children()
+        .filter(|o| o.name() == "option")
+        .map(|o| o.children().map(|v| v.text()).collect())
+        .collect();
+    assert_eq!(options, ["apns", "fcm"]);
+    // Step 2: complete with the form.
+    let reply = h
+        .iq(&format!("<iq type='set' id='{}' from='alice@localhost/alice-378da2' to='push.localhost'><command xmlns='http://jabber.org/protocol/commands' node='register-device' sessionid='{session}' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='provider'><value>apns</value></field><field var='device-token'><value>{token}</value></field></x></command></iq>", next_id()))
+        .await;
+    assert_eq!(command_of(&reply).attr("sessionid"), Some(session.as_str()));
+    let node = node_of(&reply).expect("completed with a node");
+    assert!(
+        node.len() >= 22,
+        "node {node} is too short to be unguessable"
+    );
+    // One step, another resource of the same account, upper-case token: same node.
+    let again = h
+        .register("Alice@localhost/other", "apns", &token.to_uppercase())
+        .await;
+    assert_eq!(again, node);
+    // Another token or another account: another node.
+    assert_ne!(
+        h.register("alice@localhost/x", "apns", &apns_token(8))
+            .await,
+        node
+    );
+    assert_ne!(h.register("bob@localhost/x", "apns", &token).await, node);
+}
+
+#[tokio::test]
+async fn bad_forms_are_form_errors_with_a_message() {
+    let mut h = Harness::start().await;
+    let cases = [
+        ("gcm", apns_token(1), "unknown provider"),
+        ("apns", String::new(), "device-token is required"),
+        ("apns", "not-hex".to_owned(), "hexadecimal"),
+        ("fcm", "bad token with spaces".to_owned(), "FCM token"),
+    ];
+    for (provider, token, message) in cases {
+        let reply = h
+            .iq(&register_one_step(
+                "alice@localhost/r",
+                provider,
+                &token,
+                None,
+            ))
+            .await;
+        assert_eq!(
+            error_of(&reply),
+            Some(("modify".to_owned(), "bad-request".to_owned())),
+            "{}",
+            String::from(&reply)
+        );
+        let text = String::from(&reply);
+        assert!(text.contains(message), "{text} should say {message}");
+        assert!(text.contains("bad-payload"), "{text}");
+    }
+    // A server (no user part) cannot register devices.
+    let reply = h
+        .iq(&register_one_step(
+            "localhost",
+            "apns",
+            &apns_token(1),
+            None,
+        ))
+        .await;
+    assert_eq!(
+        error_of(&reply),
+        Some(("auth".to_owned(), "forbidden".to_owned()))
+    );
+}
+
+#[tokio::test]
+async fn unregister_command_removes_the_registration() {
+    let mut h = Harness::start().await;
+    let token = "fcm-token:APA91b_abc-DEF";
+    let node = h.register("alice@localhost/r", "fcm", token).await;
+    let reply = h
+        .iq(&format!("<iq type='set' id='{}' from='alice@localhost/other' to='push.localhost'><command xmlns='http://jabber.org/protocol/commands' node='unregister-device' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='provider'><value>fcm</value></field><field var='device-token'><value>{token}</value></field></x></command></iq>", next_id()))
+        .await;
+    assert_eq!(command_of(&reply).attr("status"), Some("completed"));
+    assert!(String::from(&reply).contains("Device unregistered"));
+    let reply = h.publish_prosody(&node, "localhost", "hi", None).await;
+    assert_eq!(
+        error_of(&reply),
+        Some(("cancel".to_owned(), "item-not-found".to_owned()))
+    );
+}

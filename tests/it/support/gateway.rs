@@ -1,0 +1,218 @@
+//! The gateway binary as a child process, with a generated configuration.
+
+use super::mock_provider::MockProvider;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Builds a configuration for a test gateway.
+pub struct TestConfig {
+    /// Component port of the fake server(s).
+    pub xmpp_ports: Vec<u16>,
+    /// Connections per server.
+    pub connections: usize,
+    /// The component secret the gateway uses.
+    pub secret: String,
+    /// The HTTP port.
+    pub http_port: u16,
+    /// The store directory.
+    pub store: PathBuf,
+    /// Extra TOML appended at the end (providers, options).
+    pub extra: String,
+}
+
+impl TestConfig {
+    /// A configuration for one fake server on `xmpp_port`, storing under `dir`.
+    pub fn new(xmpp_port: u16, dir: &Path) -> Self {
+        Self {
+            xmpp_ports: vec![xmpp_port],
+            connections: 1,
+            secret: super::SECRET.to_owned(),
+            http_port: free_port(),
+            store: dir.join("data"),
+            extra: String::new(),
+        }
+    }
+
+    /// Adds an APNs provider `apns` and an FCM provider `fcm` pointing at `mock`.
+    pub fn with_mock_providers(mut self, mock: &MockProvider) -> Self {
+        self.extra.push_str(&format!(
+            r#"
+[[providers]]
+id = "apns"
+kind = "apns"
+endpoint = "{url}"
+ca_file = "{ca}"
+topic = "com.example.app"
+team_id = "TEAM123456"
+key_id = "TESTKEY01"
+key_file = "{p8}"
+
+[[providers]]
+id = "fcm"
+kind = "fcm"
+endpoint = "{url}"
+ca_file = "{ca}"
+service_account_file = "{sa}"
+"#,
+            url = mock.url,
+            ca = mock.pki.ca_file.display(),
+            p8 = mock.pki.apns_key_file.display(),
+            sa = mock.pki.service_account_file.display(),
+        ));
+        self
+    }
+
+    /// The TOML text.
+    pub fn to_toml(&self) -> String {
+        let mut text = format!(
+            r#"[component]
+jid = "{jid}"
+secret = "{secret}"
+keepalive_s = 30
+reconnect_min_ms = 100
+reconnect_max_ms = 400
+
+[store]
+path = "{store}"
+
+[http]
+listen = "127.0.0.1:{http}"
+
+[delivery]
+shutdown_grace_s = 5
+
+[log]
+level = "pushgate=debug,info"
+"#,
+            jid = super::JID,
+            secret = self.secret,
+            store = self.store.display(),
+            http = self.http_port,
+        );
+        for port in &self.xmpp_ports {
+            text.push_str(&format!(
+                "\n[[component.servers]]\nhost = \"127.0.0.1\"\nport = {port}\nconnections = {}\n",
+                self.connections
+            ));
+        }
+        text.push_str(&self.extra);
+        text
+    }
+}
+
+/// The running gateway; killed on drop if still running.
+pub struct GatewayProcess {
+    child: Child,
+    log_path: PathBuf,
+    /// `http://127.0.0.1:PORT`.
+    pub http: String,
+}
+
+/// The path of the binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_pushgate")
+}
+
+impl GatewayProcess {
+    /// Writes `config` into `dir` and starts the gateway on it.
+    pub fn start(config: &TestConfig, dir: &Path) -> Self {
+        let config_path = dir.join("pushgate.toml");
+        std::fs::write(&config_path, config.to_toml()).expect("write config");
+        let log_path = dir.join(format!("gateway-{}.log", super::gateway::free_port()));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(binary())
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the gateway binary");
+        Self {
+            child,
+            log_path,
+            http: format!("http://127.0.0.1:{}", config.http_port),
+        }
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Waits until the log contains `needle`.
+    pub async fn wait_log(&self, needle: &str, deadline: Duration) -> bool {
+        super::eventually(deadline, || async { self.log().contains(needle) }).await
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let start = std::time::Instant::now();
+        while start.elapsed() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// An HTTP client for the gateway's endpoints.
+    pub fn client() -> reqwest::Client {
+        super::init_crypto();
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client")
+    }
+
+    /// GET `path`; (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = Self::client()
+            .get(format!("{}{path}", self.http))
+            .send()
+            .await
+            .expect("GET");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    /// POST a JSON body to `path`; (status, body).
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> (u16, String) {
+        let r = Self::client()
+            .post(format!("{}{path}", self.http))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- gateway log ---\n{}\n--- end ---", self.log());
+        }
+    }
+}

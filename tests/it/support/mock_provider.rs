@@ -1,0 +1,206 @@
+//! One HTTP/2 + TLS server that plays APNs (`/3/device/{token}`), FCM v1
+//! (`/v1/projects/{p}/messages:send`) and the OAuth2 token endpoint (`/token`),
+//! records every request, and answers per token as a test tells it.
+
+use super::pki::TestPki;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// A request the mock received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The request path.
+    pub path: String,
+    /// Headers, lowercase names.
+    pub headers: HashMap<String, String>,
+    /// The body as text.
+    pub body: String,
+}
+
+impl Recorded {
+    /// The body parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    pushes: Mutex<Vec<Recorded>>,
+    token_grants: Mutex<Vec<Recorded>>,
+    scripted: Mutex<HashMap<String, (u16, String)>>,
+    grants_issued: AtomicUsize,
+}
+
+/// The running mock.
+pub struct MockProvider {
+    /// Base URL, `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// Keys and CA the gateway's configuration points at.
+    pub pki: TestPki,
+    state: Arc<State>,
+}
+
+impl MockProvider {
+    /// Starts the mock, writing its key material into `dir`.
+    pub async fn start(dir: &Path) -> Self {
+        super::init_crypto();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let url = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().expect("addr").port()
+        );
+        let pki = TestPki::generate(dir, &format!("{url}/token"));
+        let certs = vec![rustls::pki_types::CertificateDer::from(rustls_pem_der(
+            &pki.server_cert_pem,
+            "CERTIFICATE",
+        ))];
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
+            rustls_pem_der(&pki.server_key_pem, "PRIVATE KEY").into(),
+        );
+        let mut tls = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server TLS config");
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(tls));
+        let state = Arc::new(State::default());
+        let serve_state = state.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let state = serve_state.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(move |req| handle(state.clone(), req));
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Self { url, pki, state }
+    }
+
+    /// Answers pushes to `token` with `status` and `body` from now on.
+    pub fn respond(&self, token: &str, status: u16, body: Value) {
+        self.state
+            .scripted
+            .lock()
+            .expect("lock")
+            .insert(token.to_owned(), (status, body.to_string()));
+    }
+
+    /// Pushes received so far (APNs and FCM sends, not token grants).
+    pub fn pushes(&self) -> Vec<Recorded> {
+        self.state.pushes.lock().expect("lock").clone()
+    }
+
+    /// OAuth2 grants received so far.
+    pub fn grants(&self) -> Vec<Recorded> {
+        self.state.token_grants.lock().expect("lock").clone()
+    }
+
+    /// Waits until at least `n` pushes arrived; returns them all.
+    pub async fn wait_pushes(&self, n: usize, deadline: Duration) -> Vec<Recorded> {
+        super::eventually(deadline, || async { self.pushes().len() >= n }).await;
+        self.pushes()
+    }
+}
+
+fn rustls_pem_der(pem: &str, label: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let inner: String = pem
+        .split(&begin)
+        .nth(1)
+        .and_then(|rest| rest.split(&end).next())
+        .expect("PEM block")
+        .lines()
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(inner.trim())
+        .expect("PEM base64")
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let path = req.uri().path().to_owned();
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let body = req.into_body().collect().await?.to_bytes();
+    let recorded = Recorded {
+        path: path.clone(),
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    if path == "/token" {
+        state.token_grants.lock().expect("lock").push(recorded);
+        let n = state.grants_issued.fetch_add(1, Ordering::SeqCst) + 1;
+        return Ok(reply(200, json!({"access_token": format!("test-access-{n}"), "expires_in": 3600, "token_type": "Bearer"}).to_string(), None));
+    }
+    let token = if let Some(token) = path.strip_prefix("/3/device/") {
+        Some(token.to_owned())
+    } else if path.ends_with("/messages:send") {
+        recorded.json()["message"]["token"]
+            .as_str()
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    state.pushes.lock().expect("lock").push(recorded);
+    let Some(token) = token else {
+        return Ok(reply(404, json!({"reason": "BadPath"}).to_string(), None));
+    };
+    let scripted = state.scripted.lock().expect("lock").get(&token).cloned();
+    Ok(match scripted {
+        Some((status, body)) => reply(status, body, None),
+        None if path.starts_with("/3/") => reply(200, String::new(), Some("apns-id-1")),
+        None => reply(
+            200,
+            json!({"name": "projects/test-project/messages/1"}).to_string(),
+            None,
+        ),
+    })
+}
+
+fn reply(status: u16, body: String, apns_id: Option<&str>) -> Response<Full<Bytes>> {
+    let mut builder = Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
+    if let Some(id) = apns_id {
+        builder = builder.header("apns-id", id);
+    }
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .expect("response")
+}
