@@ -90,3 +90,57 @@ pub fn load_from_str(
         Err(ConfigError::Invalid(issues))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn the_shipped_configs_are_valid() {
+        for (name, text) in [
+            ("example", include_str!("../config/pushgate.example.toml")),
+            ("local", include_str!("../config/pushgate.local.toml")),
+        ] {
+            let config =
+                load_from_str(text, name, no_env()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!config.component.servers.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_by_key() {
+        let text = "[component]\njid = 'a@b'\nsecret = ''\n[http]\nlisten = 'x'\n\
+                    [[providers]]\nid = 'apns'\nkind = 'apns'\n[[providers]]\nid = 'apns'\nkind = 'fcm'\n";
+        let Err(ConfigError::Invalid(issues)) = load_from_str(text, "t", no_env()) else {
+            panic!("must be invalid");
+        };
+        let keys: Vec<&str> = issues.iter().map(|i| i.key.as_str()).collect();
+        for key in [
+            "component.jid",
+            "component.secret",
+            "component.servers",
+            "http.listen",
+            "providers[apns].topic",
+            "providers[apns].key_file",
+            "providers[apns].id",
+            "providers[apns].service_account_file",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let config = load_from_str(
+            include_str!("../config/pushgate.local.toml"),
+            "local",
+            no_env(),
+        )
+        .expect("valid");
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+    }
+}
