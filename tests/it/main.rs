@@ -6,5 +6,6 @@ mod support;
 mod component;
 mod config_check;
 mod http_api;
+mod interop;
 mod publish;
 mod registration;

@@ -130,7 +130,14 @@ impl GatewayProcess {
         std::fs::write(&config_path, config.to_toml()).expect("write config");
         let log_path = dir.join(format!("gateway-{}.log", super::gateway::free_port()));
         let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        // Only the generated file configures the gateway under test.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("PUSHGATE_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
             .arg("--config")
             .arg(&config_path)
             .env_remove("RUST_LOG")

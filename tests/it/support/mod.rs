@@ -6,6 +6,7 @@ pub mod gateway;
 pub mod harness;
 pub mod mock_provider;
 pub mod pki;
+pub mod servers;
 pub mod xmpp_server;
 
 use std::time::Duration;

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, installing first what it needs and is missing:
+# Prosody + mod_cloud_notify and ejabberd (Debian packages) for the interop
+# tests, and a Python venv with slixmpp (pinned in tests/interop/requirements.txt)
+# for the real XMPP clients. Installing packages needs root (or sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+missing=()
+command -v prosody >/dev/null 2>&1 || missing+=(prosody)
+[ -f /usr/lib/prosody/modules/mod_cloud_notify/mod_cloud_notify.lua ] || missing+=(prosody-modules)
+[ -x /usr/sbin/ejabberdctl ] || missing+=(ejabberd)
+command -v kill >/dev/null 2>&1 || missing+=(procps)
+[ -d /etc/ssl/certs ] || missing+=(ca-certificates)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+VENV=tests/interop/.venv
+if ! "$VENV/bin/python" -c 'import slixmpp' >/dev/null 2>&1; then
+    echo "== creating $VENV"
+    rm -rf "$VENV"
+    if ! python3 -m venv "$VENV" 2>/dev/null; then
+        $SUDO apt-get install -y -qq --no-install-recommends python3-venv
+        python3 -m venv "$VENV"
+    fi
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/interop/requirements.txt
+fi
+
+exec cargo test --locked "$@"
