@@ -7,6 +7,7 @@ use crate::support::harness::{
 use crate::support::mock_provider::MockProvider;
 use crate::support::xmpp_server::{FakeServer, Verdict};
 use crate::support::{SECRET, WAIT};
+use std::time::Duration;
 
 #[tokio::test]
 async fn disco_describes_a_push_service_with_commands_and_providers() {
@@ -263,6 +264,30 @@ async fn several_servers_and_connections_are_all_kept_up() {
             .await;
         assert_eq!(pong.attr("type"), Some("result"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_deliveries_finish() {
+    let mut h = Harness::start().await;
+    let token = crate::support::apns_token(0x51);
+    h.mock.delay(&token, Duration::from_millis(1500));
+    let node = h.register("alice@localhost/phone", "apns", &token).await;
+    let reply = h.publish_prosody(&node, "localhost", "hi", None).await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    // The provider is still answering when the gateway is told to stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(h.mock.pushes().is_empty());
+    let gateway = &mut h.gateway;
+    let status = tokio::task::block_in_place(|| gateway.terminate(WAIT)).expect("exits");
+    assert!(status.success(), "{status:?}\n{}", h.gateway.log());
+    let log = h.gateway.log();
+    let delivered = format!("node={node}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("delivered") && l.contains(&delivered)),
+        "the in-flight delivery was completed before exit:\n{log}"
+    );
+    assert!(log.contains("all deliveries finished"), "{log}");
 }
 
 #[tokio::test]

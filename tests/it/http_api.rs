@@ -4,6 +4,7 @@ use crate::support::gateway::{GatewayProcess, TestConfig};
 use crate::support::harness::{Harness, error_of};
 use crate::support::xmpp_server::FakeServer;
 use crate::support::{SECRET, WAIT, apns_token, eventually};
+use rustls::pki_types::pem::PemObject as _;
 use serde_json::json;
 
 #[tokio::test]
@@ -106,4 +107,51 @@ async fn health_readiness_and_metrics() {
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
+}
+
+#[tokio::test]
+async fn the_http_listener_serves_https_when_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = crate::support::mock_provider::MockProvider::start(dir.path()).await;
+    let cert = dir.path().join("http-cert.pem");
+    let key = dir.path().join("http-key.pem");
+    std::fs::write(&cert, &mock.pki.server_cert_pem).expect("cert");
+    std::fs::write(&key, &mock.pki.server_key_pem).expect("key");
+    let server = FakeServer::start(SECRET).await;
+    let mut config = TestConfig::new(server.port, dir.path());
+    config.http_tls = Some((cert, key));
+    let gateway = GatewayProcess::start(&config, dir.path());
+    let _conn = server.accept(WAIT).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls::pki_types::CertificateDer::pem_file_iter(&mock.pki.ca_file).expect("ca") {
+        roots.add(ca.expect("ca cert")).expect("add ca");
+    }
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .expect("client");
+    let url = gateway.http.replace("http://", "https://");
+    let ok = eventually(WAIT, || async {
+        client
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 200)
+    })
+    .await;
+    assert!(ok, "{}", gateway.log());
+    let r = client
+        .post(format!("{url}/rest/push/unregister-device/push.localhost"))
+        .body(
+            json!({"account": "a@localhost", "provider": "apns", "device-token": apns_token(1)})
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("POST over HTTPS");
+    assert_eq!(r.status().as_u16(), 404, "no provider apns configured here");
 }

@@ -28,6 +28,8 @@ pub struct TestConfig {
     pub store: PathBuf,
     /// Extra TOML appended at the end (providers, options).
     pub extra: String,
+    /// HTTPS certificate and key files for the HTTP listener.
+    pub http_tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl TestConfig {
@@ -40,6 +42,7 @@ impl TestConfig {
             http_port: free_port(),
             store: dir.join("data"),
             extra: String::new(),
+            http_tls: None,
         }
     }
 
@@ -99,6 +102,16 @@ level = "pushgate=debug,info"
             store = self.store.display(),
             http = self.http_port,
         );
+        if let Some((cert, key)) = &self.http_tls {
+            text = text.replace(
+                "[http]\n",
+                &format!(
+                    "[http]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+                    cert.display(),
+                    key.display()
+                ),
+            );
+        }
         for port in &self.xmpp_ports {
             text.push_str(&format!(
                 "\n[[component.servers]]\nhost = \"127.0.0.1\"\nport = {port}\nconnections = {}\n",

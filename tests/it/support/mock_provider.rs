@@ -45,6 +45,7 @@ struct State {
     pushes: Mutex<Vec<Recorded>>,
     token_grants: Mutex<Vec<Recorded>>,
     scripted: Mutex<HashMap<String, (u16, String)>>,
+    delays: Mutex<HashMap<String, Duration>>,
     grants_issued: AtomicUsize,
 }
 
@@ -107,6 +108,15 @@ impl MockProvider {
             .lock()
             .expect("lock")
             .insert(token.to_owned(), (status, body.to_string()));
+    }
+
+    /// Answers pushes to `token` only after `delay` (a slow provider).
+    pub fn delay(&self, token: &str, delay: Duration) {
+        self.state
+            .delays
+            .lock()
+            .expect("lock")
+            .insert(token.to_owned(), delay);
     }
 
     /// Pushes received so far (APNs and FCM sends, not token grants).
@@ -177,10 +187,16 @@ async fn handle(
     } else {
         None
     };
-    state.pushes.lock().expect("lock").push(recorded);
     let Some(token) = token else {
+        state.pushes.lock().expect("lock").push(recorded);
         return Ok(reply(404, json!({"reason": "BadPath"}).to_string(), None));
     };
+    let delay = state.delays.lock().expect("lock").get(&token).copied();
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    // Recorded when answered, so a test that sees it knows the gateway got the answer.
+    state.pushes.lock().expect("lock").push(recorded);
     let scripted = state.scripted.lock().expect("lock").get(&token).cloned();
     Ok(match scripted {
         Some((status, body)) => reply(status, body, None),
