@@ -55,8 +55,38 @@ pub mod ns {
 /// What the app logic needs to know about the deployment.
 #[derive(Debug, Clone)]
 pub struct AppContext {
-    /// Our component JID.
+    /// Our component JID, lowercase.
     pub component_jid: String,
     /// The configured provider ids, in configuration order, with their kinds.
     pub providers: Vec<(String, crate::config::ProviderKind)>,
+    /// The offered registration commands.
+    pub commands: Vec<commands::CommandSpec>,
+    /// mod_push_appserver `type` values and the provider ids they map to.
+    pub appserver_types: Vec<(String, String)>,
+}
+
+impl AppContext {
+    /// The context of a validated configuration.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            component_jid: config.component.jid.to_ascii_lowercase(),
+            providers: config
+                .providers
+                .iter()
+                .map(|p| (p.id.clone(), p.kind))
+                .collect(),
+            commands: commands::command_specs(&config.commands),
+            appserver_types: config
+                .commands
+                .appserver
+                .iter()
+                .map(|(t, p)| (t.clone(), p.clone()))
+                .collect(),
+        }
+    }
+
+    /// The offered command with this node.
+    pub fn command(&self, node: &str) -> Option<&commands::CommandSpec> {
+        self.commands.iter().find(|c| c.node == node)
+    }
 }

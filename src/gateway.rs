@@ -71,14 +71,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
         (id, pool.start())
     }));
-    let app = AppContext {
-        component_jid: config.component.jid.to_ascii_lowercase(),
-        providers: config
-            .providers
-            .iter()
-            .map(|p| (p.id.clone(), p.kind))
-            .collect(),
-    };
+    let app = AppContext::from_config(&config);
     let server = http::start(
         &config.http,
         HttpState {

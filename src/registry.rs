@@ -81,7 +81,7 @@ impl Registry {
     pub async fn unregister(&self, device: &DeviceRef<'_>) -> Result<bool, RegistryError> {
         let node = self
             .keys
-            .node_id(device.account, device.provider, device.token);
+            .node_id(device.account, device.provider, device.identity);
         let store = self.store.clone();
         blocking(move || store.remove_if(&node, |_| true)).await
     }

@@ -1,9 +1,16 @@
-//! The Tigase ad-hoc commands `register-device` and `unregister-device`
-//! (`PROTOCOL.md` §2), one-step and two-step.
+//! Registration commands (XEP-0050) in the three dialects clients use
+//! (`PROTOCOL.md` §2): Tigase `register-device`/`unregister-device`, p2's
+//! `register-push-{fcm,apns}`/`unregister-push-*`, and mod_push_appserver's
+//! `v1-register-push`/`v1-unregister-push`. Each works one-step (form submitted
+//! with `execute`) and two-step (blank form, then `complete`).
 //!
 //! The two-step flow is stateless: the blank form carries a session id, and the
 //! submitted form carries everything needed, so a reconnect between the steps (or a
 //! second gateway node) changes nothing.
+
+mod dialects;
+
+pub use dialects::{CommandKind, CommandSpec, Dialect, command_specs};
 
 use super::forms::{FieldSpec, Form, build};
 use super::replies::StanzaFault;
@@ -11,16 +18,6 @@ use super::{AppContext, ns};
 use crate::config::ProviderKind;
 use rxml::xml_ncname;
 use xmpp_parsers::minidom::Element;
-
-/// The Tigase register command node.
-pub const REGISTER_DEVICE: &str = "register-device";
-/// The Tigase unregister command node.
-pub const UNREGISTER_DEVICE: &str = "unregister-device";
-/// Every command this component offers, with its human name.
-pub const COMMANDS: &[(&str, &str)] = &[
-    (REGISTER_DEVICE, "Register device"),
-    (UNREGISTER_DEVICE, "Unregister device"),
-];
 
 /// A `<command/>` as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,10 +51,27 @@ pub fn parse_command(command: &Element) -> Result<CommandRequest, StanzaFault> {
 pub struct DeviceFields {
     /// A configured provider id.
     pub provider: String,
-    /// The device token, normalized (APNs tokens lowercased).
-    pub token: String,
+    /// The device token, normalized (APNs tokens lowercased). `None` when an
+    /// unregister names the device by its id instead.
+    pub token: Option<String>,
     /// PushKit VoIP token, if given.
     pub voip_token: Option<String>,
+    /// The client's own device id (p2 `device-id`, mod_push_appserver `node`):
+    /// when present, the node is derived from it rather than from the token, so a
+    /// new token for the same device keeps its node.
+    pub device_id: Option<String>,
+    /// Whether the dialect hands out a publish secret.
+    pub with_secret: bool,
+}
+
+impl DeviceFields {
+    /// What the node is derived from: the device id if any, else the token.
+    pub fn identity(&self) -> &str {
+        self.device_id
+            .as_deref()
+            .or(self.token.as_deref())
+            .unwrap_or_default()
+    }
 }
 
 /// What to do for a command.
@@ -71,49 +85,38 @@ pub enum CommandPlan {
     Unregister(DeviceFields),
 }
 
-/// Decides what `cmd` asks for. `new_session_id` is called when a session starts.
+/// Decides what `cmd` asks for, in session `session_id`.
 pub fn plan(
     cmd: &CommandRequest,
     ctx: &AppContext,
-    new_session_id: impl FnOnce() -> String,
+    session_id: &str,
 ) -> Result<CommandPlan, StanzaFault> {
-    if !COMMANDS.iter().any(|(node, _)| *node == cmd.node) {
-        return Err(StanzaFault::new(
+    let spec = ctx.command(&cmd.node).ok_or_else(|| {
+        StanzaFault::new(
             "cancel",
             "item-not-found",
             format!("no command {:?}", cmd.node),
-        ));
-    }
-    let session_id = cmd.session_id.clone().unwrap_or_else(new_session_id);
+        )
+    })?;
     if cmd.action == "cancel" {
         return Ok(CommandPlan::Reply(command_element(
-            &cmd.node,
-            &session_id,
-            "canceled",
+            &cmd.node, session_id, "canceled",
         )));
     }
     let submitted = cmd.form.as_ref().filter(|f| f.kind == "submit");
     let Some(form) = submitted else {
-        return Ok(CommandPlan::Reply(blank_form(&cmd.node, &session_id, ctx)));
+        return Ok(CommandPlan::Reply(blank_form(spec, session_id, ctx)));
     };
-    let device = read_device(form, ctx, cmd.node == REGISTER_DEVICE)?;
-    Ok(if cmd.node == REGISTER_DEVICE {
-        CommandPlan::Register(device)
-    } else {
-        CommandPlan::Unregister(device)
+    let device = dialects::read_device(spec, form, ctx)?;
+    Ok(match spec.kind {
+        CommandKind::Register => CommandPlan::Register(device),
+        CommandKind::Unregister => CommandPlan::Unregister(device),
     })
 }
 
-fn read_device(
-    form: &Form,
-    ctx: &AppContext,
-    allow_voip: bool,
-) -> Result<DeviceFields, StanzaFault> {
-    let provider = form
-        .non_empty("provider")
-        .ok_or_else(|| StanzaFault::bad_payload("field provider is required"))?;
-    let kind = ctx
-        .providers
+/// Looks a provider id up, with a form error that lists the offered ones.
+pub(crate) fn provider_kind(ctx: &AppContext, provider: &str) -> Result<ProviderKind, StanzaFault> {
+    ctx.providers
         .iter()
         .find(|(id, _)| id == provider)
         .map(|(_, kind)| *kind)
@@ -123,24 +126,7 @@ fn read_device(
                 "unknown provider {provider:?}; this gateway offers: {}",
                 known.join(", ")
             ))
-        })?;
-    let token = form
-        .non_empty("device-token")
-        .ok_or_else(|| StanzaFault::bad_payload("field device-token is required"))?;
-    let token = normalize_token(kind, token)
-        .map_err(|why| StanzaFault::bad_payload(format!("device-token: {why}")))?;
-    let voip_token = match form.non_empty("device-second-token").filter(|_| allow_voip) {
-        None => None,
-        Some(t) => Some(
-            normalize_token(ProviderKind::Apns, t)
-                .map_err(|why| StanzaFault::bad_payload(format!("device-second-token: {why}")))?,
-        ),
-    };
-    Ok(DeviceFields {
-        provider: provider.to_owned(),
-        token,
-        voip_token,
-    })
+        })
 }
 
 /// Checks a token's shape for the provider kind and normalizes it.
@@ -175,66 +161,53 @@ fn command_element(node: &str, session_id: &str, status: &str) -> Element {
         .build()
 }
 
-fn blank_form(node: &str, session_id: &str, ctx: &AppContext) -> Element {
-    let mut command = command_element(node, session_id, "executing");
+fn blank_form(spec: &CommandSpec, session_id: &str, ctx: &AppContext) -> Element {
+    let mut command = command_element(&spec.node, session_id, "executing");
     command.append_child(
         Element::builder("actions", ns::COMMANDS)
             .attr(xml_ncname!("execute").into(), "complete")
             .append(Element::bare("complete", ns::COMMANDS))
             .build(),
     );
-    let providers: Vec<String> = ctx.providers.iter().map(|(id, _)| id.clone()).collect();
-    let mut fields = vec![
-        FieldSpec {
-            var: "provider",
-            kind: "list-single",
-            label: Some("Push service"),
-            values: providers.first().cloned().into_iter().collect(),
-            options: providers,
-            required: true,
-        },
-        FieldSpec {
-            var: "device-token",
-            kind: "text-single",
-            label: Some("Device token"),
-            required: true,
-            ..FieldSpec::default()
-        },
-    ];
-    let title = if node == REGISTER_DEVICE {
-        fields.push(FieldSpec {
-            var: "device-second-token",
-            kind: "text-single",
-            label: Some("VoIP device token"),
-            ..FieldSpec::default()
-        });
-        "Register device"
-    } else {
-        "Unregister device"
+    let fields = dialects::form_fields(spec, ctx);
+    command.append_child(build("form", Some(&spec.name), &fields));
+    command
+}
+
+/// The completed answer to a register command: a result form with the node (and,
+/// for the p2 and mod_push_appserver dialects, the component JID and the secret).
+pub fn completed_register(
+    spec: &CommandSpec,
+    ctx: &AppContext,
+    session_id: &str,
+    node: &str,
+    secret: Option<&str>,
+) -> Element {
+    let mut command = command_element(&spec.node, session_id, "completed");
+    let text = |var: &'static str, value: &str| FieldSpec {
+        var,
+        kind: "text-single",
+        values: vec![value.to_owned()],
+        ..FieldSpec::default()
     };
-    command.append_child(build("form", Some(title), &fields));
+    let mut fields = Vec::new();
+    if spec.dialect != Dialect::Tigase {
+        fields.push(FieldSpec {
+            kind: "jid-single",
+            ..text("jid", &ctx.component_jid)
+        });
+    }
+    fields.push(text("node", node));
+    if let Some(secret) = secret {
+        fields.push(text("secret", secret));
+    }
+    command.append_child(build("result", None, &fields));
     command
 }
 
-/// The completed answer to `register-device`: a result form with the node.
-pub fn completed_register(cmd: &CommandRequest, session_id: &str, node: &str) -> Element {
-    let mut command = command_element(&cmd.node, session_id, "completed");
-    command.append_child(build(
-        "result",
-        None,
-        &[FieldSpec {
-            var: "node",
-            kind: "text-single",
-            values: vec![node.to_owned()],
-            ..FieldSpec::default()
-        }],
-    ));
-    command
-}
-
-/// The completed answer to `unregister-device`, with a note saying what happened.
-pub fn completed_unregister(cmd: &CommandRequest, session_id: &str, removed: bool) -> Element {
-    let mut command = command_element(&cmd.node, session_id, "completed");
+/// The completed answer to an unregister command, with a note saying what happened.
+pub fn completed_unregister(spec: &CommandSpec, session_id: &str, removed: bool) -> Element {
+    let mut command = command_element(&spec.node, session_id, "completed");
     let text = if removed {
         "Device unregistered"
     } else {

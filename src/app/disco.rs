@@ -1,7 +1,6 @@
 //! XEP-0030 answers: who we are (a `pubsub/push` service offering commands and the
 //! configured providers) and which commands there are.
 
-use super::commands::COMMANDS;
 use super::replies::StanzaFault;
 use super::{AppContext, ns};
 use rxml::xml_ncname;
@@ -47,7 +46,7 @@ pub fn info(ctx: &AppContext, node: Option<&str>) -> Result<Element, StanzaFault
             query.append_child(feature(ns::COMMANDS));
         }
         Some(n) => {
-            let Some((_, name)) = COMMANDS.iter().find(|(c, _)| *c == n) else {
+            let Some(name) = ctx.command(n).map(|c| c.name.as_str()) else {
                 return Err(unknown_node(n));
             };
             set_node(&mut query, n);
@@ -67,17 +66,17 @@ pub fn items(ctx: &AppContext, node: Option<&str>) -> Result<Element, StanzaFaul
         None => {}
         Some(n) if n == ns::COMMANDS => {
             set_node(&mut query, n);
-            for (command, name) in COMMANDS {
+            for command in &ctx.commands {
                 query.append_child(
                     Element::builder("item", ns::DISCO_ITEMS)
                         .attr(xml_ncname!("jid").into(), ctx.component_jid.as_str())
-                        .attr(xml_ncname!("node").into(), *command)
-                        .attr(xml_ncname!("name").into(), *name)
+                        .attr(xml_ncname!("node").into(), command.node.as_str())
+                        .attr(xml_ncname!("name").into(), command.name.as_str())
                         .build(),
                 );
             }
         }
-        Some(n) if COMMANDS.iter().any(|(c, _)| *c == n) => {
+        Some(n) if ctx.command(n).is_some() => {
             set_node(&mut query, n);
         }
         Some(n) => return Err(unknown_node(n)),
@@ -106,6 +105,8 @@ mod tests {
         AppContext {
             component_jid: "push.example.com".into(),
             providers: vec![("tigase:messenger:apns:1".into(), ProviderKind::Apns)],
+            commands: crate::app::commands::command_specs(&Default::default()),
+            appserver_types: Vec::new(),
         }
     }
 

@@ -26,6 +26,9 @@ pub struct Config {
     /// Delivery queue and request limits.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// Which registration command dialects are offered.
+    #[serde(default)]
+    pub commands: CommandsConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -217,6 +220,37 @@ impl Default for PublishConfig {
     fn default() -> Self {
         Self {
             require_account_domain: true,
+        }
+    }
+}
+
+/// `[commands]`: the registration dialects clients can use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// Tigase `register-device` / `unregister-device` (Siskin, Beagle, Stork).
+    #[serde(default = "defaults::yes")]
+    pub tigase: bool,
+    /// p2 (Conversations' app server): the provider id behind
+    /// `register-push-fcm` / `unregister-push-fcm`; unset = not offered.
+    #[serde(default)]
+    pub p2_fcm: Option<String>,
+    /// p2: the provider id behind `register-push-apns` / `unregister-push-apns`.
+    #[serde(default)]
+    pub p2_apns: Option<String>,
+    /// mod_push_appserver (older Monal) `v1-register-push`: the client's `type`
+    /// values mapped to provider ids, e.g. `{ apns = "apns" }`; empty = not offered.
+    #[serde(default)]
+    pub appserver: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            tigase: true,
+            p2_fcm: None,
+            p2_apns: None,
+            appserver: Default::default(),
         }
     }
 }

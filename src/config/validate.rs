@@ -139,7 +139,48 @@ pub fn validate(config: &Config) -> Vec<ConfigIssue> {
         d.max_in_flight as u64,
     );
     validate_providers(config, &mut issues);
+    validate_commands(config, &mut issues);
     issues
+}
+
+fn validate_commands(config: &Config, issues: &mut Vec<ConfigIssue>) {
+    let kind_of = |id: &str| config.providers.iter().find(|p| p.id == id).map(|p| p.kind);
+    let c = &config.commands;
+    for (key, provider, want) in [
+        ("commands.p2_fcm", &c.p2_fcm, ProviderKind::Fcm),
+        ("commands.p2_apns", &c.p2_apns, ProviderKind::Apns),
+    ] {
+        let Some(id) = provider else { continue };
+        match kind_of(id) {
+            None => issues.push(ConfigIssue::new(
+                key,
+                format!("no [[providers]] with id {id:?}"),
+            )),
+            Some(kind) if kind != want => issues.push(ConfigIssue::new(
+                key,
+                format!(
+                    "provider {id:?} is kind = {:?}, not {:?}",
+                    kind_name(kind),
+                    kind_name(want)
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    for (kind, id) in &c.appserver {
+        if kind_of(id).is_none() {
+            issues.push(ConfigIssue::new(
+                format!("commands.appserver.{kind}"),
+                format!("no [[providers]] with id {id:?}"),
+            ));
+        }
+    }
+    if !c.tigase && c.p2_fcm.is_none() && c.p2_apns.is_none() && c.appserver.is_empty() {
+        issues.push(ConfigIssue::new(
+            "commands",
+            "no registration dialect is enabled, so no device can register",
+        ));
+    }
 }
 
 fn validate_providers(config: &Config, issues: &mut Vec<ConfigIssue>) {

@@ -3,11 +3,15 @@
 
 use crate::app::commands::{self, CommandPlan, CommandRequest};
 use crate::app::replies::IqHeader;
-use crate::app::{AppContext, PublishOutcome, PublishRequest, Request, classify, disco};
+use crate::app::{
+    AppContext, PublishOutcome, PublishRequest, Request, StanzaFault, classify, disco,
+};
 use crate::delivery::{Dispatcher, Job, SubmitError, build_push};
 use crate::registry::{DeviceRef, NewRegistration, Registry};
 use crate::telemetry::Metrics;
 use crate::xmpp::StanzaHandler;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -81,37 +85,58 @@ impl PushComponent {
             .session_id
             .clone()
             .unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()));
-        let plan = match commands::plan(&cmd, &self.app, || session_id.clone()) {
+        let refused = |fault: &StanzaFault| {
+            self.metrics
+                .registration_commands
+                .inc(&[cmd.node.as_str(), "refused"]);
+            header.error("iq", fault)
+        };
+        let plan = match commands::plan(&cmd, &self.app, &session_id) {
             Ok(plan) => plan,
-            Err(fault) => {
-                self.metrics
-                    .registration_commands
-                    .inc(&[cmd.node.as_str(), "refused"]);
-                return header.error("iq", &fault);
-            }
+            Err(fault) => return refused(&fault),
+        };
+        let Some(spec) = self.app.command(&cmd.node) else {
+            return refused(&StanzaFault::new(
+                "cancel",
+                "item-not-found",
+                "no such command",
+            ));
         };
         let result = match plan {
             CommandPlan::Reply(reply) => return header.result(Some(reply)),
-            CommandPlan::Register(device) => self
-                .registry
-                .register(NewRegistration {
-                    account,
-                    provider: device.provider,
-                    token: device.token,
-                    voip_token: device.voip_token,
-                    secret: None,
-                })
-                .await
-                .map(|r| commands::completed_register(&cmd, &session_id, &r.node)),
+            CommandPlan::Register(device) => {
+                let secret = device
+                    .with_secret
+                    .then(|| URL_SAFE_NO_PAD.encode(rand::random::<[u8; 18]>()));
+                self.registry
+                    .register(NewRegistration {
+                        account,
+                        provider: device.provider,
+                        token: device.token.unwrap_or_default(),
+                        voip_token: device.voip_token,
+                        secret: secret.clone(),
+                        device_id: device.device_id,
+                    })
+                    .await
+                    .map(|r| {
+                        commands::completed_register(
+                            spec,
+                            &self.app,
+                            &session_id,
+                            &r.node,
+                            secret.as_deref(),
+                        )
+                    })
+            }
             CommandPlan::Unregister(device) => self
                 .registry
                 .unregister(&DeviceRef {
                     account: &account,
                     provider: &device.provider,
-                    token: &device.token,
+                    identity: device.identity(),
                 })
                 .await
-                .map(|removed| commands::completed_unregister(&cmd, &session_id, removed)),
+                .map(|removed| commands::completed_unregister(spec, &session_id, removed)),
         };
         match result {
             Ok(reply) => {
@@ -127,7 +152,7 @@ impl PushComponent {
                     .inc(&[cmd.node.as_str(), "store-error"]);
                 header.error(
                     "iq",
-                    &crate::app::StanzaFault::new(
+                    &StanzaFault::new(
                         "wait",
                         "internal-server-error",
                         "the registration store is unavailable; try again later",

@@ -104,7 +104,7 @@ async fn unregister_device(
     let device = DeviceRef {
         account: &account,
         provider,
-        token: &token,
+        identity: &token,
     };
     match state.registry.unregister(&device).await {
         Ok(true) => {

@@ -98,7 +98,7 @@ impl EmbeddedStore {
         value.map(|v| decode(node, v.value())).transpose()
     }
 
-    /// Removes `node` if it exists and `keep_unless` says so; true if removed.
+    /// Removes `node` if it exists and `should_remove` says so; true if removed.
     pub fn remove_if(
         &self,
         node: &str,
@@ -158,6 +158,7 @@ mod tests {
             token: token.into(),
             voip_token: None,
             secret: None,
+            device_id: None,
         }
     }
 
@@ -204,7 +205,7 @@ mod tests {
         let device = DeviceRef {
             account: "alice@example.com",
             provider: "apns",
-            token: "bb",
+            identity: "bb",
         };
         assert!(reg.unregister(&device).await.expect("unregister"));
         assert!(!reg.unregister(&device).await.expect("twice"));

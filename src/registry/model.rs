@@ -49,8 +49,9 @@ pub struct DeviceRef<'a> {
     pub account: &'a str,
     /// Provider id.
     pub provider: &'a str,
-    /// Device token.
-    pub token: &'a str,
+    /// What the node was derived from: the device token, or the client's device
+    /// id for the dialects that have one.
+    pub identity: &'a str,
 }
 
 /// A registration request, before ids are derived.
@@ -66,6 +67,9 @@ pub struct NewRegistration {
     pub voip_token: Option<String>,
     /// Optional publish secret.
     pub secret: Option<String>,
+    /// The client's device id, for dialects that have one: the node is derived
+    /// from it instead of the token, so a new token keeps the node.
+    pub device_id: Option<String>,
 }
 
 impl NewRegistration {
@@ -76,7 +80,11 @@ impl NewRegistration {
             .map_or(self.account.as_str(), |(_, d)| d)
             .to_owned();
         Registration {
-            node: keys.node_id(&self.account, &self.provider, &self.token),
+            node: keys.node_id(
+                &self.account,
+                &self.provider,
+                self.device_id.as_deref().unwrap_or(&self.token),
+            ),
             account_hash: keys.account_hash(&self.account),
             account_domain,
             provider: self.provider,
@@ -110,6 +118,7 @@ mod tests {
             token: "t".into(),
             voip_token: None,
             secret: secret.map(str::to_owned),
+            device_id: None,
         };
         let open = new(None).into_registration(&keys, 1);
         assert!(open.accepts_secret(&keys, None));

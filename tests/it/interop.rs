@@ -1,35 +1,64 @@
 //! Real Prosody and ejabberd, real XMPP clients (slixmpp), the real gateway, and
-//! the mock providers: a device registers through its server, enables push, goes
-//! offline, and a message to it reaches the mock as the right push.
+//! the mock providers. Devices register through their own server in every client
+//! dialect, enable push, go offline or hibernate, and messages to them reach the
+//! mock as the right pushes; unregistering and dead tokens make each server
+//! disable push the way it does (ejabberd at once, Prosody after its error count);
+//! provider outages and overload never do.
 
 use crate::support::gateway::{GatewayProcess, TestConfig};
-use crate::support::mock_provider::MockProvider;
-use crate::support::servers::{Kind, XmppClient, XmppServer};
+use crate::support::mock_provider::{MockProvider, Recorded};
+use crate::support::servers::{Kind, PROSODY_MAX_ERRORS, XmppClient, XmppServer};
 use crate::support::{JID, SECRET, WAIT, apns_token, eventually};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::time::Duration;
 use tempfile::TempDir;
+
+/// Time given to a server to publish (or not) after a message.
+const SETTLE: Duration = Duration::from_millis(1500);
 
 /// One server, the gateway connected to it, and the mock providers.
 struct Interop {
     client: XmppClient,
     mock: MockProvider,
     gateway: GatewayProcess,
+    config: TestConfig,
     server: XmppServer,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Interop {
     async fn start(kind: Kind) -> Self {
+        Self::start_with(kind, |c| c).await
+    }
+
+    async fn start_with(kind: Kind, adjust: impl FnOnce(TestConfig) -> TestConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mock = MockProvider::start(dir.path()).await;
         let server =
             tokio::task::block_in_place(|| XmppServer::start(kind, dir.path(), JID, SECRET));
-        let config = TestConfig::new(server.component_port, dir.path()).with_mock_providers(&mock);
+        let mut config =
+            TestConfig::new(server.component_port, dir.path()).with_mock_providers(&mock);
+        config
+            .extra
+            .push_str("\n[commands]\np2_fcm = \"fcm\"\nappserver = { apns = \"apns\" }\n");
+        let config = adjust(config);
         let gateway = GatewayProcess::start(&config, dir.path());
+        let h = Self {
+            client: XmppClient::new(&server),
+            mock,
+            gateway,
+            config,
+            server,
+            dir,
+        };
+        h.wait_ready().await;
+        h
+    }
+
+    async fn wait_ready(&self) {
         let ready = eventually(Duration::from_secs(20), || async {
             GatewayProcess::client()
-                .get(format!("{}/readyz", gateway.http))
+                .get(format!("{}/readyz", self.gateway.http))
                 .send()
                 .await
                 .is_ok_and(|r| r.status().as_u16() == 200)
@@ -37,79 +66,355 @@ impl Interop {
         .await;
         assert!(
             ready,
-            "gateway did not connect to {kind:?}:\n{}\n{}",
-            gateway.log(),
-            server.log_tail()
+            "gateway not connected:\n{}\n{}",
+            self.gateway.log(),
+            self.server.log_tail()
         );
-        Self {
-            client: XmppClient::new(&server),
-            mock,
-            gateway,
-            server,
-            _dir: dir,
-        }
     }
 
     fn client(&self, user: &str, args: &[&str]) -> Value {
         tokio::task::block_in_place(|| self.client.run(user, args))
     }
 
-    /// Registers alice's device with `flow` and enables push; returns the node.
-    fn register_and_enable(&self, provider: &str, token: &str, flow: &str) -> String {
+    /// Registers `user`'s device and enables push with the result; returns the node.
+    fn register(
+        &self,
+        user: &str,
+        dialect: &str,
+        flow: &str,
+        provider: &str,
+        token: &str,
+    ) -> String {
         let out = self.client(
-            "alice",
+            user,
             &[
                 "register",
+                "--dialect",
+                dialect,
+                "--flow",
+                flow,
                 "--provider",
                 provider,
                 "--token",
                 token,
-                "--flow",
-                flow,
                 "--enable",
             ],
         );
-        assert_eq!(out["status"], "completed", "{out}");
-        assert_eq!(out["enabled"], true, "{out}");
+        assert_eq!(out["status"], "completed", "{user} {dialect}: {out}");
+        assert_eq!(out["enabled"], true, "{user} {dialect}: {out}");
         out["fields"]["node"].as_str().expect("node").to_owned()
+    }
+
+    fn send(&self, to: &str, count: u32) {
+        let to = format!("{to}@localhost");
+        self.client(
+            "bob",
+            &[
+                "send",
+                "--to",
+                &to,
+                "--body",
+                "hello",
+                "--count",
+                &count.to_string(),
+            ],
+        );
+    }
+
+    /// Waits for `n` pushes in all, lets the server settle, and checks no more came.
+    async fn expect_pushes(&self, n: usize) -> Vec<Recorded> {
+        let pushes = self.mock.wait_pushes(n, WAIT).await;
+        assert!(
+            pushes.len() >= n,
+            "{} of {n} pushes:\n{}\n{}",
+            pushes.len(),
+            self.gateway.log(),
+            self.server.log_tail()
+        );
+        tokio::time::sleep(SETTLE).await;
+        let pushes = self.mock.pushes();
+        assert_eq!(pushes.len(), n, "exactly {n} pushes: {pushes:#?}");
+        pushes
+    }
+
+    async fn publishes(&self, outcome: &str) -> u64 {
+        let metrics = self.gateway.get("/metrics").await.1;
+        let prefix = format!("pushgate_publishes_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    async fn wait_publishes(&self, outcome: &str, n: u64) {
+        let ok = eventually(WAIT, || async { self.publishes(outcome).await >= n }).await;
+        assert!(
+            ok,
+            "{n} publishes answered {outcome}: {}\n{}",
+            self.publishes(outcome).await,
+            self.server.log_tail()
+        );
+    }
+
+    /// Sends one message per round until the server stops publishing to the dead
+    /// node: proves it disabled push. Returns the item-not-found answers it took.
+    async fn messages_until_disabled(&self, user: &str, max: u64) -> u64 {
+        for round in 1..=max + 1 {
+            let before = self.publishes("item-not-found").await;
+            self.send(user, 1);
+            tokio::time::sleep(SETTLE).await;
+            if self.publishes("item-not-found").await == before {
+                return round - 1;
+            }
+        }
+        panic!(
+            "{:?} kept publishing to a gone node:\n{}",
+            self.server.kind,
+            self.server.log_tail()
+        );
     }
 }
 
-async fn offline_message_is_pushed(kind: Kind, flow: &str) {
+fn is_alert(push: &Recorded) -> bool {
+    push.header("apns-push-type") == Some("alert")
+        || push.json()["message"]["android"]["priority"] == "high"
+}
+
+async fn every_dialect(kind: Kind) {
     let h = Interop::start(kind).await;
-    let token = apns_token(0x5a);
-    let node = h.register_and_enable("apns", &token, flow);
-    h.client(
-        "bob",
-        &["send", "--to", "alice@localhost", "--body", "hello"],
+    let alice = apns_token(0xa1);
+    let carol = "carol-fcm-token:APA91b";
+    let dave = apns_token(0xd4);
+    h.register("alice", "tigase", "two", "apns", &alice);
+    h.register("carol", "p2-fcm", "one", "fcm", carol);
+    h.register("dave", "appserver", "two", "apns", &dave);
+    for user in ["alice", "carol", "dave"] {
+        h.send(user, 1);
+    }
+    let pushes = h.expect_pushes(3).await;
+    let to = |suffix: &str| {
+        pushes
+            .iter()
+            .find(|p| p.path.ends_with(suffix) || p.body.contains(suffix))
+    };
+    for (who, token) in [
+        ("alice", alice.as_str()),
+        ("carol", carol),
+        ("dave", dave.as_str()),
+    ] {
+        let push = to(token).unwrap_or_else(|| panic!("no push for {who}: {pushes:#?}"));
+        assert!(
+            is_alert(push),
+            "{who}: a message with a body is an alert: {push:?}"
+        );
+        assert!(
+            !push.body.contains("hello"),
+            "the body never leaves the gateway"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_pushes_offline_messages_in_every_dialect() {
+    every_dialect(Kind::Prosody).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejabberd_pushes_offline_messages_in_every_dialect() {
+    every_dialect(Kind::Ejabberd).await;
+}
+
+async fn hibernation(kind: Kind) {
+    let h = Interop::start(kind).await;
+    let token = apns_token(0x5b);
+    let out = h.client(
+        "alice",
+        &["register", "--provider", "apns", "--token", &token],
     );
-    let pushes = h.mock.wait_pushes(1, WAIT).await;
-    let push = pushes.first().unwrap_or_else(|| {
-        panic!(
-            "no push for an offline message:\n{}\n{}",
-            h.gateway.log(),
-            h.server.log_tail()
-        )
-    });
-    assert_eq!(push.path, format!("/3/device/{token}"));
-    assert_eq!(
-        push.header("apns-push-type"),
-        Some("alert"),
-        "a message with a body is an alert"
-    );
-    assert_eq!(push.header("apns-collapse-id"), Some(node.as_str()));
+    let node = out["fields"]["node"].as_str().expect("node").to_owned();
+    let out = h.client("alice", &["hibernate", "--node", &node]);
+    assert_eq!(out["enabled"], true, "{out}");
+    h.send("alice", 1);
+    let first = h.mock.wait_pushes(1, WAIT).await;
     assert!(
-        !push.body.contains("hello"),
-        "the body never leaves the gateway"
+        first.first().is_some_and(is_alert),
+        "{first:#?}\n{}",
+        h.server.log_tail()
+    );
+    // A chat state without a body: a silent push.
+    h.client("bob", &["send", "--to", "alice@localhost"]);
+    let background = eventually(WAIT, || async {
+        h.mock
+            .pushes()
+            .iter()
+            .any(|p| p.header("apns-push-type") == Some("background"))
+    })
+    .await;
+    assert!(
+        background,
+        "{:#?}\n{}",
+        h.mock.pushes(),
+        h.server.log_tail()
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prosody_offline_message_two_step_registration() {
-    offline_message_is_pushed(Kind::Prosody, "two").await;
+async fn prosody_pushes_for_a_hibernated_session() {
+    hibernation(Kind::Prosody).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ejabberd_offline_message_one_step_registration() {
-    offline_message_is_pushed(Kind::Ejabberd, "one").await;
+async fn ejabberd_pushes_for_a_pending_session() {
+    hibernation(Kind::Ejabberd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejabberd_disables_push_at_once_after_unregister_by_command() {
+    let h = Interop::start(Kind::Ejabberd).await;
+    let token = apns_token(0x61);
+    let node = h.register("alice", "tigase", "one", "apns", &token);
+    let out = h.client(
+        "alice",
+        &["unregister", "--provider", "apns", "--token", &token],
+    );
+    assert_eq!(out["status"], "completed", "{out}");
+    assert_eq!(
+        h.messages_until_disabled("alice", 1).await,
+        1,
+        "ejabberd disables after one item-not-found"
+    );
+    assert!(h.mock.pushes().is_empty());
+    let out = h.client("alice", &["disable", "--node", &node]);
+    assert_eq!(
+        out["type"], "error",
+        "ejabberd forgot the registration: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_disables_push_after_its_error_count_after_rest_unregister() {
+    let h = Interop::start(Kind::Prosody).await;
+    let token = apns_token(0x62);
+    h.register("alice", "tigase", "one", "apns", &token);
+    let (status, body) = h
+        .gateway
+        .post_json(
+            "/rest/push/unregister-device/push.localhost",
+            json!({"account": "alice@localhost", "provider": "apns", "device-token": token}),
+        )
+        .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"result":"success"}"#));
+    let errors = h
+        .messages_until_disabled("alice", u64::from(PROSODY_MAX_ERRORS))
+        .await;
+    assert_eq!(errors, u64::from(PROSODY_MAX_ERRORS));
+    assert!(
+        h.server.log().contains("Disabling push notifications"),
+        "{}",
+        h.server.log_tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejabberd_disables_push_for_a_token_the_provider_reports_dead() {
+    let h = Interop::start(Kind::Ejabberd).await;
+    let token = apns_token(0x63);
+    h.register("alice", "tigase", "one", "apns", &token);
+    // Invalid since after the registration, so the 410 timestamp guard removes it.
+    let later_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() * 1000 + 1000)
+        .unwrap_or(0);
+    h.mock.respond(
+        &token,
+        410,
+        json!({"reason": "Unregistered", "timestamp": later_ms}),
+    );
+    h.send("alice", 1);
+    h.mock.wait_pushes(1, WAIT).await;
+    h.wait_publishes("accepted", 1).await;
+    // The next message finds the node gone, and ejabberd disables push.
+    assert_eq!(h.messages_until_disabled("alice", 1).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_disables_push_for_a_token_the_provider_reports_dead() {
+    let h = Interop::start(Kind::Prosody).await;
+    let token = "dead-fcm-token";
+    h.mock.respond(token, 404, json!({"error": {"code": 404, "status": "NOT_FOUND", "details": [
+        {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}]}}));
+    h.register("carol", "p2-fcm", "two", "fcm", token);
+    h.send("carol", 1);
+    h.mock.wait_pushes(1, WAIT).await;
+    let errors = h
+        .messages_until_disabled("carol", u64::from(PROSODY_MAX_ERRORS))
+        .await;
+    assert_eq!(errors, u64::from(PROSODY_MAX_ERRORS));
+}
+
+async fn restart(kind: Kind) {
+    let mut h = Interop::start(kind).await;
+    let token = apns_token(0x64);
+    h.register("alice", "tigase", "one", "apns", &token);
+    let status = tokio::task::block_in_place(|| h.gateway.terminate(WAIT)).expect("stops");
+    assert!(status.success());
+    // The server stays up; a new gateway process on the same store comes back.
+    h.gateway = GatewayProcess::start(&h.config, h.dir.path());
+    h.wait_ready().await;
+    h.send("alice", 1);
+    let pushes = h.expect_pushes(1).await;
+    assert_eq!(pushes[0].path, format!("/3/device/{token}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_keeps_pushing_after_a_gateway_restart() {
+    restart(Kind::Prosody).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejabberd_keeps_pushing_after_a_gateway_restart() {
+    restart(Kind::Ejabberd).await;
+}
+
+async fn outage_and_overload(kind: Kind) {
+    let h = Interop::start_with(kind, |mut c| {
+        c.delivery = "queue_capacity = 1\nmax_in_flight = 1\n".into();
+        c
+    })
+    .await;
+    let token = apns_token(0x65);
+    h.register("alice", "tigase", "one", "apns", &token);
+    // The provider is down.
+    h.mock
+        .respond(&token, 503, json!({"reason": "ServiceUnavailable"}));
+    h.send("alice", 3);
+    h.mock.wait_pushes(1, WAIT).await;
+    // The provider is slow: the one-slot queue overflows.
+    h.mock.respond(&token, 200, json!({}));
+    h.mock.delay(&token, Duration::from_millis(1500));
+    h.send("alice", 6);
+    h.wait_publishes("resource-constraint", 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Back to normal: the registration is still enabled on the server.
+    h.mock.delay(&token, Duration::ZERO);
+    let before = h.mock.pushes().len();
+    h.send("alice", 1);
+    let arrived = eventually(WAIT, || async { h.mock.pushes().len() > before }).await;
+    assert!(
+        arrived,
+        "the server disabled push:\n{}",
+        h.server.log_tail()
+    );
+    assert_eq!(h.publishes("item-not-found").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_keeps_the_registration_through_outage_and_overload() {
+    outage_and_overload(Kind::Prosody).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejabberd_keeps_the_registration_through_outage_and_overload() {
+    outage_and_overload(Kind::Ejabberd).await;
 }

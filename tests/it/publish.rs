@@ -5,7 +5,6 @@ use crate::support::harness::{
 };
 use crate::support::{WAIT, apns_token, eventually};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use pushgate::registry::{NewRegistration, Registry};
 use serde_json::{Value, json};
 
 fn now_s() -> u64 {
@@ -160,37 +159,11 @@ async fn fcm_gets_an_oauth_token_once_and_a_v1_data_message() {
 
 #[tokio::test]
 async fn unknown_nodes_foreign_domains_and_wrong_secrets_are_refused() {
-    let secret_node = std::sync::Mutex::new(String::new());
-    let mut h = Harness::start_with(
-        |c| c,
-        |store| {
-            // A registration made with a secret (as the p2 dialect makes them),
-            // written before the gateway opens the store.
-            let store = store.to_owned();
-            let node = std::thread::spawn(move || {
-                let rt = tokio::runtime::Runtime::new().expect("runtime");
-                rt.block_on(async {
-                    let registry = Registry::open_embedded(&store).expect("store");
-                    registry
-                        .register(NewRegistration {
-                            account: "carol@localhost".into(),
-                            provider: "apns".into(),
-                            token: apns_token(9),
-                            voip_token: None,
-                            secret: Some("push-secret-0001".into()),
-                        })
-                        .await
-                        .expect("register")
-                        .node
-                })
-            })
-            .join()
-            .expect("seeding thread");
-            *secret_node.lock().expect("lock") = node;
-        },
-    )
+    let mut h = Harness::start_with(|mut c| {
+        c.extra.push_str("\n[commands]\np2_apns = \"apns\"\n");
+        c
+    })
     .await;
-    let secret_node = secret_node.lock().expect("lock").clone();
     let refused = |reply: &xmpp_parsers::minidom::Element| error_of(reply);
 
     let reply = h
@@ -207,18 +180,35 @@ async fn unknown_nodes_foreign_domains_and_wrong_secrets_are_refused() {
     let reply = h.publish_prosody(&node, "evil.example", "hi", None).await;
     assert_eq!(refused(&reply), Some(("auth".into(), "forbidden".into())));
 
-    for secret in [None, Some("wrong")] {
+    // A p2 registration comes with a secret that publishes must carry.
+    let reply = h
+        .iq(&format!("<iq type='set' id='{}' from='carol@localhost/c' to='push.localhost'><command xmlns='http://jabber.org/protocol/commands' node='register-push-apns' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='token'><value>{}</value></field><field var='device-id'><value>carol-phone</value></field></x></command></iq>", next_id(), apns_token(9)))
+        .await;
+    let form = reply
+        .get_child("command", "http://jabber.org/protocol/commands")
+        .and_then(|c| c.get_child("x", "jabber:x:data"))
+        .unwrap_or_else(|| panic!("no result form: {}", String::from(&reply)));
+    let value = |var: &str| {
+        form.children()
+            .find(|f| f.attr("var") == Some(var))
+            .map(|f| f.children().map(|v| v.text()).collect::<String>())
+            .unwrap_or_default()
+    };
+    assert_eq!(value("jid"), "push.localhost");
+    let (secret_node, secret) = (value("node"), value("secret"));
+    assert!(secret.len() >= 16, "secret {secret:?}");
+    for wrong in [None, Some("wrong")] {
         let reply = h
-            .publish_prosody(&secret_node, "localhost", "hi", secret)
+            .publish_prosody(&secret_node, "localhost", "hi", wrong)
             .await;
         assert_eq!(
             refused(&reply),
             Some(("auth".into(), "not-authorized".into())),
-            "{secret:?}"
+            "{wrong:?}"
         );
     }
     let reply = h
-        .publish_prosody(&secret_node, "localhost", "hi", Some("push-secret-0001"))
+        .publish_prosody(&secret_node, "localhost", "hi", Some(&secret))
         .await;
     assert_eq!(
         reply.attr("type"),
@@ -230,18 +220,32 @@ async fn unknown_nodes_foreign_domains_and_wrong_secrets_are_refused() {
     let pushes = h.mock.wait_pushes(1, WAIT).await;
     assert_eq!(pushes.len(), 1);
     assert_eq!(pushes[0].path, format!("/3/device/{}", apns_token(9)));
+
+    // The same device registering a new token keeps its node, with a new secret.
+    let reply = h
+        .iq(&format!("<iq type='set' id='{}' from='carol@localhost/c' to='push.localhost'><command xmlns='http://jabber.org/protocol/commands' node='register-push-apns' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='token'><value>{}</value></field><field var='device-id'><value>carol-phone</value></field></x></command></iq>", next_id(), apns_token(10)))
+        .await;
+    assert_eq!(
+        crate::support::harness::node_of(&reply).as_deref(),
+        Some(secret_node.as_str())
+    );
+    let reply = h
+        .publish_prosody(&secret_node, "localhost", "hi", Some(&secret))
+        .await;
+    assert_eq!(
+        refused(&reply),
+        Some(("auth".into(), "not-authorized".into())),
+        "the old secret is gone"
+    );
 }
 
 #[tokio::test]
 async fn the_domain_check_can_be_turned_off() {
-    let mut h = Harness::start_with(
-        |mut c| {
-            c.extra
-                .push_str("\n[publish]\nrequire_account_domain = false\n");
-            c
-        },
-        |_| {},
-    )
+    let mut h = Harness::start_with(|mut c| {
+        c.extra
+            .push_str("\n[publish]\nrequire_account_domain = false\n");
+        c
+    })
     .await;
     let node = h
         .register("alice@localhost/phone", "apns", &apns_token(5))

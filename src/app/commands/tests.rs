@@ -1,14 +1,28 @@
 use super::*;
+use crate::config::CommandsConfig;
 
 const APNS_TOKEN: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
 fn ctx() -> AppContext {
+    let config = CommandsConfig {
+        tigase: true,
+        p2_fcm: Some("fcm".into()),
+        p2_apns: Some("apns".into()),
+        appserver: [
+            ("apns".to_owned(), "apns".to_owned()),
+            ("fcm".to_owned(), "fcm".to_owned()),
+        ]
+        .into_iter()
+        .collect(),
+    };
     AppContext {
         component_jid: "push.example.com".into(),
         providers: vec![
             ("apns".into(), ProviderKind::Apns),
             ("fcm".into(), ProviderKind::Fcm),
         ],
+        commands: command_specs(&config),
+        appserver_types: vec![("apns".into(), "apns".into()), ("fcm".into(), "fcm".into())],
     }
 }
 
@@ -32,8 +46,7 @@ fn execute_without_form_returns_a_blank_form_with_a_session() {
     let cmd = command(
         "<command xmlns='http://jabber.org/protocol/commands' node='register-device' action='execute'/>",
     );
-    let CommandPlan::Reply(reply) = plan(&cmd, &ctx(), || "new-session".into()).expect("plan")
-    else {
+    let CommandPlan::Reply(reply) = plan(&cmd, &ctx(), "new-session").expect("plan") else {
         panic!("expected a form");
     };
     assert_eq!(reply.attr("status"), Some("executing"));
@@ -57,54 +70,73 @@ fn execute_without_form_returns_a_blank_form_with_a_session() {
 fn one_and_two_step_submissions_register() {
     for action in ["execute", "complete"] {
         let cmd = submit(
-            REGISTER_DEVICE,
+            "register-device",
             action,
             &[
                 ("provider", "apns"),
                 ("device-token", &APNS_TOKEN.to_uppercase()),
             ],
         );
-        let plan = plan(&cmd, &ctx(), || unreachable!("has a session")).expect("plan");
+        let plan = plan(&cmd, &ctx(), "s1").expect("plan");
         assert_eq!(
             plan,
             CommandPlan::Register(DeviceFields {
                 provider: "apns".into(),
-                token: APNS_TOKEN.into(),
+                token: Some(APNS_TOKEN.into()),
                 voip_token: None,
+                device_id: None,
+                with_secret: false,
             })
         );
     }
-    let done = completed_register(&submit(REGISTER_DEVICE, "complete", &[]), "s1", "NODE");
+    let ctx = ctx();
+    let spec = ctx.command("register-device").expect("spec");
+    let done = completed_register(spec, &ctx, "s1", "NODE", None);
     assert_eq!(done.attr("status"), Some("completed"));
     let form = Form::child_of(&done).expect("result form");
     assert_eq!(
         (form.kind.as_str(), form.value("node")),
         ("result", Some("NODE"))
     );
+    assert_eq!(form.value("secret"), None);
 }
 
 #[test]
 fn form_errors_say_what_is_wrong() {
-    let cases: &[(&[(&str, &str)], &str)] = &[
-        (&[("device-token", APNS_TOKEN)], "provider is required"),
+    type Fields<'a> = &'a [(&'a str, &'a str)];
+    let cases: &[(&str, Fields, &str)] = &[
         (
+            "register-device",
+            &[("device-token", APNS_TOKEN)],
+            "provider is required",
+        ),
+        (
+            "register-device",
             &[("provider", "gcm"), ("device-token", "x")],
             "unknown provider",
         ),
-        (&[("provider", "apns")], "device-token is required"),
         (
+            "register-device",
+            &[("provider", "apns")],
+            "device-token is required",
+        ),
+        (
+            "register-device",
             &[("provider", "apns"), ("device-token", "   ")],
             "device-token is required",
         ),
         (
+            "register-device",
             &[("provider", "apns"), ("device-token", "xyz")],
             "hexadecimal",
         ),
         (
+            "register-device",
             &[("provider", "fcm"), ("device-token", "a b;c")],
             "FCM token",
         ),
         (
+            "register-device",
             &[
                 ("provider", "apns"),
                 ("device-token", APNS_TOKEN),
@@ -112,14 +144,29 @@ fn form_errors_say_what_is_wrong() {
             ],
             "device-second-token",
         ),
+        (
+            "register-push-fcm",
+            &[("token", "abc")],
+            "device-id is required",
+        ),
+        (
+            "register-push-apns",
+            &[("device-id", "d1"), ("token", "nothex")],
+            "token:",
+        ),
+        (
+            "v1-register-push",
+            &[("type", "mpns"), ("node", "d1"), ("token", "t")],
+            "unknown type",
+        ),
+        (
+            "v1-register-push",
+            &[("type", "fcm"), ("token", "t")],
+            "node is required",
+        ),
     ];
-    for (fields, expected) in cases {
-        let fault = plan(
-            &submit(REGISTER_DEVICE, "complete", fields),
-            &ctx(),
-            String::new,
-        )
-        .expect_err("must fail");
+    for (node, fields, expected) in cases {
+        let fault = plan(&submit(node, "complete", fields), &ctx(), "s").expect_err("must fail");
         assert_eq!(fault.condition, "bad-request");
         assert_eq!(fault.app_condition, Some(("bad-payload", ns::COMMANDS)));
         assert!(
@@ -131,27 +178,113 @@ fn form_errors_say_what_is_wrong() {
 }
 
 #[test]
+fn p2_and_appserver_name_devices_by_id_and_hand_out_secrets() {
+    let ctx = ctx();
+    let p2 = plan(
+        &submit(
+            "register-push-fcm",
+            "execute",
+            &[("token", "tok:1"), ("device-id", "d1")],
+        ),
+        &ctx,
+        "s",
+    )
+    .expect("p2");
+    let CommandPlan::Register(p2) = p2 else {
+        panic!("{p2:?}")
+    };
+    assert_eq!(
+        (p2.provider.as_str(), p2.token.as_deref()),
+        ("fcm", Some("tok:1"))
+    );
+    assert_eq!(p2.identity(), "p2:d1");
+    assert!(p2.with_secret);
+    // android-id is the older name of device-id.
+    let old = plan(
+        &submit(
+            "register-push-fcm",
+            "execute",
+            &[("token", "t2"), ("android-id", "d1")],
+        ),
+        &ctx,
+        "s",
+    );
+    assert!(matches!(old, Ok(CommandPlan::Register(d)) if d.identity() == "p2:d1"));
+    let unreg = plan(
+        &submit("unregister-push-fcm", "execute", &[("device-id", "d1")]),
+        &ctx,
+        "s",
+    );
+    assert!(
+        matches!(unreg, Ok(CommandPlan::Unregister(d)) if d.identity() == "p2:d1" && d.token.is_none())
+    );
+
+    let app = plan(
+        &submit(
+            "v1-register-push",
+            "execute",
+            &[("type", "apns"), ("node", "dev-7"), ("token", APNS_TOKEN)],
+        ),
+        &ctx,
+        "s",
+    );
+    assert!(
+        matches!(app, Ok(CommandPlan::Register(d)) if d.provider == "apns" && d.identity() == "appserver:dev-7")
+    );
+
+    let spec = ctx.command("register-push-fcm").expect("spec");
+    let done = completed_register(spec, &ctx, "s", "NODE", Some("SECRET"));
+    let form = Form::child_of(&done).expect("form");
+    assert_eq!(form.value("jid"), Some("push.example.com"));
+    assert_eq!(form.value("node"), Some("NODE"));
+    assert_eq!(form.value("secret"), Some("SECRET"));
+}
+
+#[test]
+fn dialects_are_offered_only_when_configured() {
+    let nodes = |config: &CommandsConfig| -> Vec<String> {
+        command_specs(config).into_iter().map(|s| s.node).collect()
+    };
+    assert_eq!(
+        nodes(&CommandsConfig::default()),
+        ["register-device", "unregister-device"]
+    );
+    let all: Vec<String> = ctx().commands.into_iter().map(|s| s.node).collect();
+    assert_eq!(
+        all,
+        [
+            "register-device",
+            "unregister-device",
+            "register-push-fcm",
+            "unregister-push-fcm",
+            "register-push-apns",
+            "unregister-push-apns",
+            "v1-register-push",
+            "v1-unregister-push",
+        ]
+    );
+}
+
+#[test]
 fn cancel_unknown_and_unregister() {
     let cancel = command(
         "<command xmlns='http://jabber.org/protocol/commands' node='register-device' action='cancel' sessionid='s9'/>",
     );
-    match plan(&cancel, &ctx(), String::new).expect("plan") {
+    match plan(&cancel, &ctx(), "s9").expect("plan") {
         CommandPlan::Reply(r) => assert_eq!(r.attr("status"), Some("canceled")),
         other => panic!("{other:?}"),
     }
     let unknown = command("<command xmlns='http://jabber.org/protocol/commands' node='nope'/>");
     assert_eq!(
-        plan(&unknown, &ctx(), String::new)
-            .expect_err("unknown")
-            .condition,
+        plan(&unknown, &ctx(), "s").expect_err("unknown").condition,
         "item-not-found"
     );
     let unregister = submit(
-        UNREGISTER_DEVICE,
+        "unregister-device",
         "execute",
         &[("provider", "fcm"), ("device-token", "abc:DEF_1-2")],
     );
     assert!(
-        matches!(plan(&unregister, &ctx(), String::new), Ok(CommandPlan::Unregister(d)) if d.token == "abc:DEF_1-2")
+        matches!(plan(&unregister, &ctx(), "s"), Ok(CommandPlan::Unregister(d)) if d.identity() == "abc:DEF_1-2")
     );
 }

@@ -30,6 +30,8 @@ pub struct TestConfig {
     pub extra: String,
     /// HTTPS certificate and key files for the HTTP listener.
     pub http_tls: Option<(PathBuf, PathBuf)>,
+    /// Extra keys of the `[delivery]` table.
+    pub delivery: String,
 }
 
 impl TestConfig {
@@ -43,6 +45,7 @@ impl TestConfig {
             store: dir.join("data"),
             extra: String::new(),
             http_tls: None,
+            delivery: String::new(),
         }
     }
 
@@ -93,7 +96,7 @@ listen = "127.0.0.1:{http}"
 
 [delivery]
 shutdown_grace_s = 5
-
+{delivery}
 [log]
 level = "pushgate=debug,info"
 "#,
@@ -101,6 +104,7 @@ level = "pushgate=debug,info"
             secret = self.secret,
             store = self.store.display(),
             http = self.http_port,
+            delivery = self.delivery,
         );
         if let Some((cert, key)) = &self.http_tls {
             text = text.replace(

@@ -34,20 +34,15 @@ pub fn next_id() -> String {
 impl Harness {
     /// A gateway with both mock providers, connected.
     pub async fn start() -> Self {
-        Self::start_with(|c| c, |_| {}).await
+        Self::start_with(|c| c).await
     }
 
-    /// Like [`Harness::start`], with the configuration adjusted by `adjust` and
-    /// `before_start` run on the store directory before the gateway opens it.
-    pub async fn start_with(
-        adjust: impl FnOnce(TestConfig) -> TestConfig,
-        before_start: impl FnOnce(&std::path::Path),
-    ) -> Self {
+    /// Like [`Harness::start`], with the configuration adjusted by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(TestConfig) -> TestConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mock = MockProvider::start(dir.path()).await;
         let server = FakeServer::start(super::SECRET).await;
         let config = adjust(TestConfig::new(server.port, dir.path()).with_mock_providers(&mock));
-        before_start(&config.store);
         let gateway = GatewayProcess::start(&config, dir.path());
         let conn = server.accept(WAIT).await;
         Self {

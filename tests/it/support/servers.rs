@@ -16,7 +16,12 @@ pub const USERS: &[(&str, &str)] = &[
     ("alice", "alicepass"),
     ("bob", "bobpass"),
     ("carol", "carolpass"),
+    ("dave", "davepass"),
 ];
+
+/// Prosody's `push_max_errors` in the tests: low, so that "disabled after its
+/// error count" and "wait errors are not counted" both show quickly.
+pub const PROSODY_MAX_ERRORS: u32 = 3;
 
 /// Which server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +119,7 @@ modules_enabled = {{ "disco"; "roster"; "saslauth"; "ping"; "smacks"; "carbons";
 modules_disabled = {{ "s2s" }}
 push_notification_with_body = false
 push_notification_with_sender = false
-push_max_errors = 16
+push_max_errors = {PROSODY_MAX_ERRORS}
 smacks_hibernation_time = 600
 smacks_max_unacked_stanzas = 0
 
