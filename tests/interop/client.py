@@ -68,15 +68,25 @@ class Client(slixmpp.ClientXMPP):
 
 
 async def login(args, user, sm=False):
+    """Logs in; a failed login has no side effect, so it is tried up to 3 times."""
     name, password = user.split(":", 1)
-    jid = "%s@%s/%s" % (name, args.domain, "it-" + uuid.uuid4().hex[:6])
-    client = Client(jid, password, sm=sm)
-    client.connect(args.host, args.port)
-    await asyncio.wait_for(client.ready.wait(), args.timeout)
-    if client.failure is not None:
-        raise SystemExit("login of %s failed: %s" % (name, client.failure))
-    client.send_presence()
-    return client
+    failure = None
+    for attempt in range(3):
+        jid = "%s@%s/%s" % (name, args.domain, "it-" + uuid.uuid4().hex[:6])
+        client = Client(jid, password, sm=sm)
+        client.connect(args.host, args.port)
+        try:
+            await asyncio.wait_for(client.ready.wait(), args.timeout)
+        except asyncio.TimeoutError:
+            client.failure = "timed out after %ss" % args.timeout
+        if client.failure is None:
+            client.send_presence()
+            return client
+        failure = client.failure
+        log("login of %s failed (attempt %d): %s" % (name, attempt + 1, failure))
+        client.abort()
+        await asyncio.sleep(0.5)
+    raise SystemExit("login of %s failed: %s" % (name, failure))
 
 
 async def logout(client):
@@ -249,7 +259,7 @@ def main():
         "register": cmd_register, "unregister": cmd_unregister, "enable": cmd_enable,
         "hibernate": cmd_hibernate, "send": cmd_send, "disable": cmd_disable,
     }[args.command]
-    result = asyncio.run(asyncio.wait_for(handler(args), args.timeout * 3))
+    result = asyncio.run(asyncio.wait_for(handler(args), args.timeout * 5))
     print(json.dumps(result), flush=True)
 
 

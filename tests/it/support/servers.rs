@@ -73,6 +73,23 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
     }
 }
 
+/// The operator snippet `deploy/xmpp/NAME` with `replacements` applied: the
+/// interop servers run the documented settings, so the docs stay true.
+fn render_snippet(name: &str, replacements: &[(&str, &str)]) -> Result<String, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/xmpp")
+        .join(name);
+    let mut text =
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for (from, to) in replacements {
+        if !text.contains(from) {
+            return Err(format!("{}: no {from:?} to replace", path.display()));
+        }
+        text = text.replace(from, to);
+    }
+    Ok(text)
+}
+
 impl XmppServer {
     /// Starts `kind` under `dir` with component `jid`/`secret`; panics with the
     /// server's log tail if it does not come up.
@@ -94,11 +111,29 @@ impl XmppServer {
         std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(dir.join("certs")).map_err(|e| e.to_string())?;
         let (c2s, component) = (free_port(), free_port());
+        let snippet = dir.join("pushgate-snippet.cfg.lua");
+        std::fs::write(
+            &snippet,
+            render_snippet(
+                "prosody.cfg.lua",
+                &[
+                    ("example.com", DOMAIN),
+                    ("push.localhost", jid),
+                    ("change-me", secret),
+                    ("{ 5347 }", &format!("{{ {component} }}")),
+                    (
+                        "push_max_errors = 16",
+                        &format!("push_max_errors = {PROSODY_MAX_ERRORS}"),
+                    ),
+                ],
+            )?,
+        )
+        .map_err(|e| e.to_string())?;
         let config = dir.join("prosody.cfg.lua");
         std::fs::write(
             &config,
             format!(
-                r#"-- pushgate interop test server
+                r#"-- pushgate interop test server: the push settings come from deploy/xmpp/
 run_as_root = true
 pidfile = "{d}/prosody.pid"
 data_path = "{d}/data"
@@ -108,8 +143,6 @@ log = {{ {{ levels = {{ min = "debug" }}, to = "file", filename = "{d}/prosody.l
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s} }}
 c2s_direct_tls_ports = {{ }}
-component_ports = {{ {component} }}
-component_interfaces = {{ "127.0.0.1" }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_hashed"
@@ -117,18 +150,15 @@ storage = "internal"
 limits = {{ }}
 modules_enabled = {{ "disco"; "roster"; "saslauth"; "ping"; "smacks"; "carbons"; "posix"; "cloud_notify" }}
 modules_disabled = {{ "s2s" }}
-push_notification_with_body = false
-push_notification_with_sender = false
-push_max_errors = {PROSODY_MAX_ERRORS}
 smacks_hibernation_time = 600
 smacks_max_unacked_stanzas = 0
 
-VirtualHost "{DOMAIN}"
+Include "{snippet}"
 
-Component "{jid}"
-  component_secret = "{secret}"
+VirtualHost "{DOMAIN}"
 "#,
-                d = dir.display()
+                d = dir.display(),
+                snippet = snippet.display(),
             ),
         )
         .map_err(|e| e.to_string())?;
@@ -193,6 +223,20 @@ Component "{jid}"
             ),
         )
         .map_err(|e| e.to_string())?;
+        let snippet = dir.join("conf/pushgate.yml");
+        std::fs::write(
+            &snippet,
+            render_snippet(
+                "ejabberd.yml",
+                &[
+                    ("push.example.com", jid),
+                    ("change-me", secret),
+                    ("port: 5347", &format!("port: {component}")),
+                ],
+            )?,
+        )
+        .map_err(|e| e.to_string())?;
+        let snippet = snippet.display();
         std::fs::write(
             dir.join("conf/ejabberd.yml"),
             format!(
@@ -206,13 +250,6 @@ auth_password_format: scram
 s2s_access: s2s
 listen:
   - {{port: {c2s}, ip: "127.0.0.1", module: ejabberd_c2s, max_stanza_size: 262144, access: c2s}}
-  - port: {component}
-    ip: "127.0.0.1"
-    module: ejabberd_service
-    access: all
-    hosts:
-      "{jid}":
-        password: "{secret}"
 acl:
   local: {{user_regexp: ""}}
 access_rules:
@@ -231,12 +268,9 @@ modules:
   mod_caps: {{}}
   mod_carboncopy: {{}}
   mod_disco: {{}}
-  mod_offline: {{access_max_user_messages: max_user_offline_messages}}
   mod_ping: {{}}
-  mod_push: {{include_body: "New message", include_sender: false}}
-  mod_push_keepalive: {{}}
   mod_roster: {{}}
-  mod_stream_mgmt: {{resend_on_timeout: if_offline}}
+include_config_file: "{snippet}"
 "#
             ),
         )
