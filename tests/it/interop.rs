@@ -269,51 +269,78 @@ async fn ejabberd_pushes_for_a_pending_session() {
     hibernation(Kind::Ejabberd).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ejabberd_disables_push_at_once_after_unregister_by_command() {
-    let h = Interop::start(Kind::Ejabberd).await;
+/// How a device is unregistered.
+#[derive(Clone, Copy)]
+enum Unregister {
+    Command,
+    Rest,
+}
+
+/// After an unregister, the next messages get item-not-found: ejabberd disables
+/// push at the first, Prosody when its error count is reached.
+async fn unregister_disables_push(kind: Kind, how: Unregister) {
+    let h = Interop::start(kind).await;
     let token = apns_token(0x61);
     let node = h.register("alice", "tigase", "one", "apns", &token);
-    let out = h.client(
-        "alice",
-        &["unregister", "--provider", "apns", "--token", &token],
-    );
-    assert_eq!(out["status"], "completed", "{out}");
-    assert_eq!(
-        h.messages_until_disabled("alice", 1).await,
-        1,
-        "ejabberd disables after one item-not-found"
-    );
+    match how {
+        Unregister::Command => {
+            let out = h.client(
+                "alice",
+                &["unregister", "--provider", "apns", "--token", &token],
+            );
+            assert_eq!(out["status"], "completed", "{out}");
+        }
+        Unregister::Rest => {
+            let (status, body) = h
+                .gateway
+                .post_json(
+                    "/rest/push/unregister-device/push.localhost",
+                    json!({"account": "alice@localhost", "provider": "apns", "device-token": token}),
+                )
+                .await;
+            assert_eq!((status, body.as_str()), (200, r#"{"result":"success"}"#));
+        }
+    }
+    let expected = match kind {
+        Kind::Ejabberd => 1,
+        Kind::Prosody => u64::from(PROSODY_MAX_ERRORS),
+    };
+    assert_eq!(h.messages_until_disabled("alice", expected).await, expected);
     assert!(h.mock.pushes().is_empty());
-    let out = h.client("alice", &["disable", "--node", &node]);
-    assert_eq!(
-        out["type"], "error",
-        "ejabberd forgot the registration: {out}"
-    );
+    match kind {
+        Kind::Ejabberd => {
+            let out = h.client("alice", &["disable", "--node", &node]);
+            assert_eq!(
+                out["type"], "error",
+                "ejabberd forgot the registration: {out}"
+            );
+        }
+        Kind::Prosody => assert!(
+            h.server.log().contains("Disabling push notifications"),
+            "{}",
+            h.server.log_tail()
+        ),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prosody_disables_push_after_its_error_count_after_rest_unregister() {
-    let h = Interop::start(Kind::Prosody).await;
-    let token = apns_token(0x62);
-    h.register("alice", "tigase", "one", "apns", &token);
-    let (status, body) = h
-        .gateway
-        .post_json(
-            "/rest/push/unregister-device/push.localhost",
-            json!({"account": "alice@localhost", "provider": "apns", "device-token": token}),
-        )
-        .await;
-    assert_eq!((status, body.as_str()), (200, r#"{"result":"success"}"#));
-    let errors = h
-        .messages_until_disabled("alice", u64::from(PROSODY_MAX_ERRORS))
-        .await;
-    assert_eq!(errors, u64::from(PROSODY_MAX_ERRORS));
-    assert!(
-        h.server.log().contains("Disabling push notifications"),
-        "{}",
-        h.server.log_tail()
-    );
+async fn ejabberd_disables_push_at_once_after_unregister_by_command() {
+    unregister_disables_push(Kind::Ejabberd, Unregister::Command).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejabberd_disables_push_at_once_after_unregister_by_rest() {
+    unregister_disables_push(Kind::Ejabberd, Unregister::Rest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_disables_push_after_its_error_count_after_unregister_by_command() {
+    unregister_disables_push(Kind::Prosody, Unregister::Command).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_disables_push_after_its_error_count_after_unregister_by_rest() {
+    unregister_disables_push(Kind::Prosody, Unregister::Rest).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
