@@ -186,15 +186,6 @@ fn token(form: &Form, var: &str, kind: ProviderKind) -> Result<String, StanzaFau
         .map_err(|why| StanzaFault::bad_payload(format!("{var}: {why}")))
 }
 
-fn device_id(value: &str) -> Result<String, StanzaFault> {
-    if value.len() > 256 {
-        return Err(StanzaFault::bad_payload(
-            "the device id is longer than 256 characters",
-        ));
-    }
-    Ok(value.to_owned())
-}
-
 /// Reads and validates a submitted form of `spec`.
 pub(super) fn read_device(
     spec: &CommandSpec,
@@ -227,20 +218,10 @@ pub(super) fn read_device(
                 .ok_or_else(|| StanzaFault::bad_payload("field device-id is required"))?;
             // p2 keeps a node per (device, MUC): a MUC registration gets its own.
             let id = match form.non_empty("muc") {
-                Some(muc) => format!("{id}\u{0}muc:{muc}"),
-                None => id.to_owned(),
+                Some(muc) => format!("p2:{id}\u{0}muc:{muc}"),
+                None => format!("p2:{id}"),
             };
-            Ok(DeviceFields {
-                provider,
-                token: if register {
-                    Some(token(form, "token", kind)?)
-                } else {
-                    None
-                },
-                voip_token: None,
-                device_id: Some(device_id(&format!("p2:{id}"))?),
-                with_secret: true,
-            })
+            named_device(form, register, provider, kind, id)
         }
         Dialect::AppServer => {
             let kind_name = required(form, "type")?;
@@ -261,18 +242,35 @@ pub(super) fn read_device(
                     ))
                 })?;
             let kind = provider_kind(ctx, &provider)?;
-            let id = required(form, "node")?;
-            Ok(DeviceFields {
-                provider,
-                token: if register {
-                    Some(token(form, "token", kind)?)
-                } else {
-                    None
-                },
-                voip_token: None,
-                device_id: Some(device_id(&format!("appserver:{id}"))?),
-                with_secret: true,
-            })
+            let id = format!("appserver:{}", required(form, "node")?);
+            named_device(form, register, provider, kind, id)
         }
     }
+}
+
+/// A device of a dialect that names devices by id (p2, mod_push_appserver): the
+/// token only when registering, and a publish secret.
+fn named_device(
+    form: &Form,
+    register: bool,
+    provider: String,
+    kind: ProviderKind,
+    id: String,
+) -> Result<DeviceFields, StanzaFault> {
+    if id.len() > 256 {
+        return Err(StanzaFault::bad_payload(
+            "the device id is longer than 256 characters",
+        ));
+    }
+    Ok(DeviceFields {
+        provider,
+        token: if register {
+            Some(token(form, "token", kind)?)
+        } else {
+            None
+        },
+        voip_token: None,
+        device_id: Some(id),
+        with_secret: true,
+    })
 }

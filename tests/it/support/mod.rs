@@ -4,9 +4,11 @@
 
 pub mod gateway;
 pub mod harness;
+pub mod interop;
 pub mod mock_provider;
 pub mod pki;
 pub mod servers;
+pub mod xmpp_client;
 pub mod xmpp_server;
 
 use std::time::Duration;
