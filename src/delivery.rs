@@ -15,6 +15,9 @@ use actix::Addr;
 use std::collections::HashMap;
 use thiserror::Error;
 
+/// How long a publish waits for a pool to take its job.
+pub const SUBMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why a job was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SubmitError {
@@ -43,15 +46,18 @@ impl Dispatcher {
         }
     }
 
-    /// Queues `job` on its provider's pool.
+    /// Queues `job` on its provider's pool. A pool whose mailbox does not take
+    /// the job within [`SUBMIT_TIMEOUT`] counts as full.
     pub async fn submit(&self, job: Job) -> Result<(), SubmitError> {
         let pool = self
             .pools
             .get(&job.provider)
             .ok_or_else(|| SubmitError::UnknownProvider(job.provider.clone()))?;
-        pool.send(Submit(job))
-            .await
-            .map_err(|_| SubmitError::Stopped)?
+        match tokio::time::timeout(SUBMIT_TIMEOUT, pool.send(Submit(job))).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(SubmitError::Stopped),
+            Err(_) => Err(SubmitError::QueueFull),
+        }
     }
 
     /// Waits until every pool has sent what it holds, or `deadline` passes.

@@ -4,11 +4,13 @@
 //! server alive and hands every complete stanza to a [`StanzaHandler`], sending
 //! back whatever reply the handler returns.
 
+mod backoff;
 mod connection;
 mod frame;
 mod session;
 mod stream_error;
 
+pub use backoff::Backoff;
 pub use connection::{ConnectError, handshake_digest};
 pub use frame::{FrameError, StreamEvent, StreamReader};
 pub use session::{Close, Session, SessionSettings, StanzaHandler};

@@ -6,6 +6,7 @@
 //! `max_concurrent` at once; beyond that it stops reading, so TCP pushes back), and
 //! a writer that sends replies and whitespace keepalives.
 
+use super::backoff::Backoff;
 use super::connection::{self, Connection};
 use super::frame::StreamEvent;
 use super::stream_error::{StreamErrorInfo, stream_error_xml};
@@ -96,7 +97,7 @@ pub struct Session {
     metrics: Arc<Metrics>,
     live: Option<Live>,
     generation: u64,
-    backoff: Duration,
+    backoff: Backoff,
     closing: bool,
 }
 
@@ -107,7 +108,7 @@ impl Session {
         handler: Arc<dyn StanzaHandler>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let backoff = settings.reconnect_min;
+        let backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
         Self {
             settings: Arc::new(settings),
             handler,
@@ -139,7 +140,7 @@ impl Session {
             match result {
                 Ok(conn) => act.on_connected(conn, ctx),
                 Err(e) => {
-                    let delay = act.next_delay();
+                    let delay = act.backoff.next_delay();
                     if e.is_configuration_error() {
                         error!(server = %act.settings.label, retry_in = ?delay, "component connection failed: {e}");
                     } else {
@@ -149,15 +150,6 @@ impl Session {
                 }
             }
         }));
-    }
-
-    /// The delay before the next attempt: full jitter over the current backoff,
-    /// which then doubles up to the cap.
-    fn next_delay(&mut self) -> Duration {
-        let current = self.backoff;
-        self.backoff = (self.backoff * 2).min(self.settings.reconnect_max);
-        let half = current / 2;
-        half + current.mul_f64(rand::random::<f64>() / 2.0)
     }
 
     fn on_connected(&mut self, conn: Connection, ctx: &mut Context<Self>) {
@@ -238,9 +230,9 @@ impl Handler<Disconnected> for Session {
             return;
         }
         if live.since.elapsed() >= Duration::from_secs(10) {
-            self.backoff = self.settings.reconnect_min;
+            self.backoff.reset();
         }
-        let delay = self.next_delay();
+        let delay = self.backoff.next_delay();
         warn!(server = %self.settings.label, retry_in = ?delay, "component session lost: {}", msg.reason);
         ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
@@ -287,6 +279,20 @@ impl Handler<Close> for Session {
     }
 }
 
+/// How long one write may wait for the server to read: a server that stops
+/// reading is as good as gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn write_bytes(write: &mut OwnedWriteHalf, bytes: &[u8]) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write failed: {e}")),
+        Err(_) => Err(format!(
+            "the server has not read for {WRITE_TIMEOUT:?} (write timed out)"
+        )),
+    }
+}
+
 async fn write_loop(
     mut write: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Outgoing>,
@@ -297,20 +303,17 @@ async fn write_loop(
     loop {
         let next = tokio::time::timeout(keepalive, rx.recv()).await;
         let result = match next {
-            Ok(Some(Outgoing::Stanza(xml))) => write.write_all(xml.as_bytes()).await,
+            Ok(Some(Outgoing::Stanza(xml))) => write_bytes(&mut write, xml.as_bytes()).await,
             Ok(Some(Outgoing::Final(xml))) => {
-                let _ = write.write_all(xml.as_bytes()).await;
-                let _ = write.shutdown().await;
+                let _ = write_bytes(&mut write, xml.as_bytes()).await;
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, write.shutdown()).await;
                 return;
             }
             Ok(None) => return,
-            Err(_) => write.write_all(b" ").await,
+            Err(_) => write_bytes(&mut write, b" ").await,
         };
-        if let Err(e) = result {
-            me.do_send(Disconnected {
-                generation,
-                reason: format!("write failed: {e}"),
-            });
+        if let Err(reason) = result {
+            me.do_send(Disconnected { generation, reason });
             return;
         }
     }

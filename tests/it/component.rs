@@ -131,6 +131,31 @@ async fn an_oversized_stanza_ends_the_stream_with_policy_violation_then_reconnec
 }
 
 #[tokio::test]
+async fn an_idle_stream_is_kept_alive_with_whitespace() {
+    let mut h = Harness::start_with(|mut c| {
+        c.keepalive_s = 1;
+        c
+    })
+    .await;
+    let before = h.conn.received_bytes;
+    // Nothing to say for a while: only keepalives arrive, and no stanza.
+    assert!(
+        h.conn
+            .next_stanza(Duration::from_millis(2500))
+            .await
+            .is_none()
+    );
+    assert!(h.conn.received_bytes >= before + 2, "no keepalive in 2.5 s");
+    let pong = h
+        .iq(&format!(
+            "<iq type='get' id='{}' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+            next_id()
+        ))
+        .await;
+    assert_eq!(pong.attr("type"), Some("result"), "the stream is still up");
+}
+
+#[tokio::test]
 async fn a_wrong_secret_is_logged_as_such_and_retried() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = FakeServer::start(SECRET).await;

@@ -32,6 +32,8 @@ pub struct TestConfig {
     pub http_tls: Option<(PathBuf, PathBuf)>,
     /// Extra keys of the `[delivery]` table.
     pub delivery: String,
+    /// `component.keepalive_s`.
+    pub keepalive_s: u64,
 }
 
 impl TestConfig {
@@ -46,6 +48,7 @@ impl TestConfig {
             extra: String::new(),
             http_tls: None,
             delivery: String::new(),
+            keepalive_s: 30,
         }
     }
 
@@ -84,7 +87,7 @@ service_account_file = "{sa}"
             r#"[component]
 jid = "{jid}"
 secret = "{secret}"
-keepalive_s = 30
+keepalive_s = {keepalive}
 reconnect_min_ms = 100
 reconnect_max_ms = 400
 
@@ -105,6 +108,7 @@ level = "pushgate=debug,info"
             store = self.store.display(),
             http = self.http_port,
             delivery = self.delivery,
+            keepalive = self.keepalive_s,
         );
         if let Some((cert, key)) = &self.http_tls {
             text = text.replace(

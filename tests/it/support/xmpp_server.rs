@@ -103,6 +103,8 @@ pub struct Component {
     reader: StreamReader,
     events: VecDeque<StreamEvent>,
     closed: bool,
+    /// Bytes read so far, whitespace keepalives included.
+    pub received_bytes: usize,
 }
 
 impl Component {
@@ -114,6 +116,7 @@ impl Component {
             reader: StreamReader::new(1 << 20),
             events: VecDeque::new(),
             closed: false,
+            received_bytes: 0,
         }
     }
 
@@ -141,6 +144,7 @@ impl Component {
                 Ok(Ok(n)) => n,
                 Err(_) => return None,
             };
+            self.received_bytes += n;
             let mut out = Vec::new();
             if self.reader.feed(&buf[..n], &mut out).is_err() {
                 self.closed = true;
