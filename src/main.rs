@@ -45,23 +45,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<pushgate::config::Config> {
+fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let config = pushgate::config::load(path)?;
     let issues = pushgate::gateway::check(&config);
     if !issues.is_empty() {
         return Err(pushgate::config::ConfigError::Invalid(issues).into());
     }
-    Ok(config)
-}
-
-fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
-    load(path)?;
     println!("{}: configuration is valid", path.display());
     Ok(())
 }
 
+/// Runs the gateway. Key and CA files are read once, when the providers are
+/// built, and a bad one stops the start with the key's name.
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = load(path)?;
+    let config = pushgate::config::load(path)?;
     pushgate::telemetry::init_logging(&config.log);
     let system = actix::System::new();
     system

@@ -2,7 +2,7 @@
 
 use crate::support::gateway::{GatewayProcess, TestConfig};
 use crate::support::harness::{
-    Harness, error_of, next_id, node_of, prosody_publish, register_one_step,
+    Harness, assert_result, error_of, next_id, node_of, ping, prosody_publish, register_one_step,
 };
 use crate::support::mock_provider::MockProvider;
 use crate::support::xmpp_server::{FakeServer, Verdict};
@@ -40,9 +40,7 @@ async fn disco_describes_a_push_service_with_commands_and_providers() {
         .filter_map(|i| i.attr("node").map(str::to_owned))
         .collect();
     assert_eq!(nodes, ["register-device", "unregister-device"]);
-    let pong = h
-        .iq(&format!("<iq type='get' id='{}' from='localhost' to='push.localhost'><ping xmlns='urn:xmpp:ping'/></iq>", next_id()))
-        .await;
+    let pong = h.iq(&ping()).await;
     assert_eq!(pong.attr("type"), Some("result"));
 }
 
@@ -118,15 +116,7 @@ async fn an_oversized_stanza_ends_the_stream_with_policy_violation_then_reconnec
     assert!(error.has_child("policy-violation", "urn:ietf:params:xml:ns:xmpp-streams"));
     assert!(h.conn.wait_end(WAIT).await);
     let mut again = h.server.accept(WAIT).await;
-    let pong = again
-        .iq(
-            &format!(
-                "<iq type='get' id='{}' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-                next_id()
-            ),
-            WAIT,
-        )
-        .await;
+    let pong = again.iq(&ping(), WAIT).await;
     assert_eq!(pong.attr("type"), Some("result"));
 }
 
@@ -146,12 +136,7 @@ async fn an_idle_stream_is_kept_alive_with_whitespace() {
             .is_none()
     );
     assert!(h.conn.received_bytes >= before + 2, "no keepalive in 2.5 s");
-    let pong = h
-        .iq(&format!(
-            "<iq type='get' id='{}' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-            next_id()
-        ))
-        .await;
+    let pong = h.iq(&ping()).await;
     assert_eq!(pong.attr("type"), Some("result"), "the stream is still up");
 }
 
@@ -234,12 +219,7 @@ async fn the_gateway_reconnects_when_the_server_goes_away_and_comes_back() {
     let reply = conn
         .iq(&prosody_publish(&node, "localhost", "hello", None), WAIT)
         .await;
-    assert_eq!(
-        reply.attr("type"),
-        Some("result"),
-        "{}",
-        String::from(&reply)
-    );
+    assert_result(&reply);
     assert_eq!(mock.wait_pushes(1, WAIT).await.len(), 1);
 }
 
@@ -266,15 +246,7 @@ async fn several_servers_and_connections_are_all_kept_up() {
     .await;
     assert!(up, "{}", gateway.get("/metrics").await.1);
     for conn in &mut conns {
-        let pong = conn
-            .iq(
-                &format!(
-                    "<iq type='get' id='{}' from='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-                    next_id()
-                ),
-                WAIT,
-            )
-            .await;
+        let pong = conn.iq(&ping(), WAIT).await;
         assert_eq!(pong.attr("type"), Some("result"));
     }
 }

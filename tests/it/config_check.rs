@@ -81,3 +81,23 @@ async fn a_valid_config_passes_and_broken_ones_name_the_key() {
     let (ok, out) = check(&broken, &[("PUSHGATE_COMPONENT__SECRET", "from-env")]);
     assert!(ok, "{out}");
 }
+
+#[tokio::test]
+async fn the_gateway_refuses_to_start_on_a_bad_key_file_and_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockProvider::start(dir.path()).await;
+    let config = TestConfig::new(5347, dir.path())
+        .with_mock_providers(&mock)
+        .to_toml()
+        .replace("AuthKey_TESTKEY01.p8", "missing.p8");
+    let path = dir.path().join("pushgate.toml");
+    std::fs::write(&path, config).expect("write");
+    let out = Command::new(binary())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run the gateway");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("providers[apns].key_file"), "{stderr}");
+}

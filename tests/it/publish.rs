@@ -1,7 +1,7 @@
 //! Publishes from Prosody and ejabberd, and what reaches APNs and FCM.
 
 use crate::support::harness::{
-    Harness, ejabberd_empty_publish, ejabberd_publish, error_of, next_id,
+    Harness, assert_result, ejabberd_empty_publish, ejabberd_publish, error_of, next_id,
 };
 use crate::support::{WAIT, apns_token, eventually};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -22,12 +22,7 @@ async fn prosody_publish_becomes_an_apns_alert() {
     let reply = h
         .publish_prosody(&node, "localhost", "New Message!", Some("s"))
         .await;
-    assert_eq!(
-        reply.attr("type"),
-        Some("result"),
-        "{}",
-        String::from(&reply)
-    );
+    assert_result(&reply);
     assert_eq!(reply.attr("to"), Some("localhost"));
     let pushes = h.mock.wait_pushes(1, WAIT).await;
     let push = pushes.first().expect("one push");
@@ -106,12 +101,7 @@ async fn fcm_gets_an_oauth_token_once_and_a_v1_data_message() {
         ejabberd_empty_publish(&node, "localhost"),
     ] {
         let reply = h.iq(&publish).await;
-        assert_eq!(
-            reply.attr("type"),
-            Some("result"),
-            "{}",
-            String::from(&reply)
-        );
+        assert_result(&reply);
     }
     let pushes = h.mock.wait_pushes(2, WAIT).await;
     let grants = h.mock.grants();
@@ -210,12 +200,7 @@ async fn unknown_nodes_foreign_domains_and_wrong_secrets_are_refused() {
     let reply = h
         .publish_prosody(&secret_node, "localhost", "hi", Some(&secret))
         .await;
-    assert_eq!(
-        reply.attr("type"),
-        Some("result"),
-        "{}",
-        String::from(&reply)
-    );
+    assert_result(&reply);
     // Only the accepted publish reached the provider.
     let pushes = h.mock.wait_pushes(1, WAIT).await;
     assert_eq!(pushes.len(), 1);

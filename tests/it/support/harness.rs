@@ -149,3 +149,22 @@ pub fn error_of(reply: &Element) -> Option<(String, String)> {
         condition.name().to_owned(),
     ))
 }
+
+/// A XEP-0199 ping from the server, with a fresh id.
+pub fn ping() -> String {
+    format!(
+        "<iq type='get' id='{}' from='localhost' to='push.localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+        next_id()
+    )
+}
+
+/// Panics, showing the reply, unless it is `type='result'`.
+#[track_caller]
+pub fn assert_result(reply: &Element) {
+    assert_eq!(
+        reply.attr("type"),
+        Some("result"),
+        "{}",
+        String::from(reply)
+    );
+}
