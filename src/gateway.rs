@@ -50,9 +50,6 @@ pub fn check(config: &Config) -> Vec<ConfigIssue> {
 /// `System`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), GatewayError> {
     let metrics = Arc::new(Metrics::default());
-    let registry = Registry::open_embedded(&config.store.path)?;
-    info!(path = %config.store.path.display(), "embedded store open");
-
     let mut clients: Vec<(String, Arc<dyn PushClient>)> = Vec::new();
     for p in &config.providers {
         clients.push((p.id.clone(), providers::build(p, &config.delivery)?));
@@ -60,6 +57,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if clients.is_empty() {
         warn!("no [[providers]] configured: devices cannot register until one is added");
     }
+    let registry = Registry::open_embedded(&config.store.path)?;
+    info!(path = %config.store.path.display(), "embedded store open");
     let dispatcher = Dispatcher::new(clients.into_iter().map(|(id, client)| {
         let pool = Pool::new(
             id.clone(),
