@@ -92,6 +92,7 @@ impl Inner {
             .http
             .post(format!("{}/3/device/{}", self.endpoint, push.token))
             .bearer_auth(bearer)
+            .header("apns-id", new_apns_id())
             .header("apns-topic", topic)
             .header("apns-push-type", push_type)
             .header("apns-priority", priority)
@@ -139,6 +140,16 @@ impl Inner {
             retry_after,
         })
     }
+}
+
+/// A random UUID (version 4) for `apns-id`, so our logs and Apple's name the
+/// same notification.
+fn new_apns_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 /// The APNs status/reason table (`PROTOCOL.md` §6).
@@ -228,6 +239,15 @@ mod tests {
         for (status, reason, class) in table {
             assert_eq!(classify(status, reason), class, "{status} {reason}");
         }
+    }
+
+    #[test]
+    fn apns_ids_are_uuids() {
+        let id = new_apns_id();
+        let parts: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12]);
+        assert_eq!(id.as_bytes()[14], b'4');
+        assert_ne!(id, new_apns_id());
     }
 
     #[test]
