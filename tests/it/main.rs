@@ -9,3 +9,4 @@ mod http_api;
 mod interop;
 mod publish;
 mod registration;
+mod robustness;

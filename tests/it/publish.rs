@@ -31,7 +31,11 @@ async fn prosody_publish_becomes_an_apns_alert() {
     assert_eq!(push.header("apns-push-type"), Some("alert"));
     assert_eq!(push.header("apns-priority"), Some("10"));
     assert_eq!(push.header("apns-collapse-id"), Some(node.as_str()));
-    assert_eq!(push.header("apns-id").map(str::len), Some(36), "a UUID apns-id");
+    assert_eq!(
+        push.header("apns-id").map(str::len),
+        Some(36),
+        "a UUID apns-id"
+    );
     let expiration: u64 = push
         .header("apns-expiration")
         .and_then(|v| v.parse().ok())
