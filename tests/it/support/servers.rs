@@ -171,26 +171,16 @@ VirtualHost "{DOMAIN}"
                 "prosodyctl register",
             )?;
         }
-        let log = std::fs::File::create(dir.join("stdout.log")).map_err(|e| e.to_string())?;
-        let child = Command::new("prosody")
-            .arg("--config")
-            .arg(&config)
-            .arg("-F")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start prosody: {e}"))?;
-        let mut server = Self {
-            kind: Kind::Prosody,
-            c2s_port: c2s,
-            component_port: component,
+        let mut prosody = Command::new("prosody");
+        prosody.arg("--config").arg(&config).arg("-F");
+        Self::spawn(
+            Kind::Prosody,
+            prosody,
             dir,
-            child,
-        };
-        server.wait_ports(Duration::from_secs(20))?;
-        Ok(server)
+            c2s,
+            component,
+            Duration::from_secs(20),
+        )
     }
 
     fn ejabberd(dir: &Path, jid: &str, secret: &str) -> Result<Self, String> {
@@ -275,28 +265,51 @@ include_config_file: "{snippet}"
             ),
         )
         .map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.join("stdout.log")).map_err(|e| e.to_string())?;
-        let child = Command::new(&ctl)
+        let mut ejabberd = Command::new(&ctl);
+        ejabberd
             .args(Self::ctl_args(&dir))
             .arg("foreground")
-            .env("HOME", &dir)
+            .env("HOME", &dir);
+        let server = Self::spawn(
+            Kind::Ejabberd,
+            ejabberd,
+            dir,
+            c2s,
+            component,
+            Duration::from_secs(60),
+        )?;
+        for (user, password) in USERS {
+            server.ctl(&["register", user, DOMAIN, password])?;
+        }
+        Ok(server)
+    }
+
+    /// Starts `command` in its own process group (so that stopping it stops
+    /// its children too), logging to `dir/stdout.log`, and waits for the ports.
+    fn spawn(
+        kind: Kind,
+        mut command: Command,
+        dir: PathBuf,
+        c2s_port: u16,
+        component_port: u16,
+        deadline: Duration,
+    ) -> Result<Self, String> {
+        let log = std::fs::File::create(dir.join("stdout.log")).map_err(|e| e.to_string())?;
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .process_group(0)
             .spawn()
-            .map_err(|e| format!("cannot start ejabberd: {e}"))?;
+            .map_err(|e| format!("cannot start {kind:?}: {e}"))?;
         let mut server = Self {
-            kind: Kind::Ejabberd,
-            c2s_port: c2s,
-            component_port: component,
+            kind,
+            c2s_port,
+            component_port,
             dir,
             child,
         };
-        server.wait_ports(Duration::from_secs(60))?;
-        for (user, password) in USERS {
-            server.ctl(&["register", user, DOMAIN, password])?;
-        }
+        server.wait_ports(deadline)?;
         Ok(server)
     }
 
