@@ -71,7 +71,7 @@ async fn prosody_publish_becomes_an_apns_alert() {
         push.body
     );
 
-    // A second push reuses the JWT.
+    // A second push reuses the JWT and the connection.
     let reply = h.iq(&ejabberd_publish(&node, "localhost")).await;
     assert_eq!(reply.attr("type"), Some("result"));
     let pushes = h.mock.wait_pushes(2, WAIT).await;
@@ -79,6 +79,7 @@ async fn prosody_publish_becomes_an_apns_alert() {
         pushes[1].header("authorization"),
         push.header("authorization")
     );
+    assert_eq!(h.mock.connections(), 1, "one multiplexed HTTP/2 connection");
 }
 
 #[tokio::test]
@@ -382,4 +383,24 @@ async fn a_voip_token_gets_the_call_and_the_encrypted_payload_is_forwarded_verba
     let body = push.json();
     assert_eq!(body["encrypted"], "Y2lwaGVy+/AAAA==");
     assert_eq!(body["iv"], "aXYxMjM0NTY3ODkw");
+}
+
+#[tokio::test]
+async fn the_fcm_access_token_is_refreshed_before_it_expires() {
+    let mut h = Harness::start().await;
+    // Tokens that expire within the refresh margin (5 minutes) are used once.
+    h.mock.token_lifetime(301);
+    let node = h
+        .register("alice@localhost/phone", "fcm", "fcm-refresh")
+        .await;
+    for n in 1..=2 {
+        assert_result(&h.iq(&ejabberd_publish(&node, "localhost")).await);
+        let pushes = h.mock.wait_pushes(n, WAIT).await;
+        assert_eq!(
+            pushes[n - 1].header("authorization"),
+            Some(format!("Bearer test-access-{n}").as_str())
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    assert_eq!(h.mock.grants().len(), 2);
 }

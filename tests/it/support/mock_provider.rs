@@ -47,6 +47,8 @@ struct State {
     scripted: Mutex<HashMap<String, (u16, String)>>,
     delays: Mutex<HashMap<String, Duration>>,
     grants_issued: AtomicUsize,
+    connections: AtomicUsize,
+    token_lifetime_s: AtomicUsize,
 }
 
 /// The running mock.
@@ -82,11 +84,13 @@ impl MockProvider {
         tls.alpn_protocols = vec![b"h2".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(tls));
         let state = Arc::new(State::default());
+        state.token_lifetime_s.store(3600, Ordering::SeqCst);
         let serve_state = state.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
                 let state = serve_state.clone();
+                state.connections.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
@@ -117,6 +121,16 @@ impl MockProvider {
             .lock()
             .expect("lock")
             .insert(token.to_owned(), delay);
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// The `expires_in` of the access tokens issued from now on.
+    pub fn token_lifetime(&self, seconds: usize) {
+        self.state.token_lifetime_s.store(seconds, Ordering::SeqCst);
     }
 
     /// Pushes received so far (APNs and FCM sends, not token grants).
@@ -176,7 +190,8 @@ async fn handle(
     if path == "/token" {
         state.token_grants.lock().expect("lock").push(recorded);
         let n = state.grants_issued.fetch_add(1, Ordering::SeqCst) + 1;
-        return Ok(reply(200, json!({"access_token": format!("test-access-{n}"), "expires_in": 3600, "token_type": "Bearer"}).to_string(), None));
+        let expires_in = state.token_lifetime_s.load(Ordering::SeqCst);
+        return Ok(reply(200, json!({"access_token": format!("test-access-{n}"), "expires_in": expires_in, "token_type": "Bearer"}).to_string(), None));
     }
     let token = if let Some(token) = path.strip_prefix("/3/device/") {
         Some(token.to_owned())
