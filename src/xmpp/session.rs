@@ -123,15 +123,15 @@ impl Session {
     fn connect(&mut self, ctx: &mut Context<Self>) {
         let s = self.settings.clone();
         let attempt = async move {
-            connection::establish(
-                &s.host,
-                s.port,
-                &s.jid,
-                s.secret.expose(),
-                s.max_stanza_bytes,
-                s.connect_timeout,
-            )
-            .await
+            let target = connection::Target {
+                host: &s.host,
+                port: s.port,
+                jid: &s.jid,
+                secret: s.secret.expose(),
+                max_stanza_bytes: s.max_stanza_bytes,
+                keepalive: s.keepalive,
+            };
+            connection::establish(target, s.connect_timeout).await
         };
         ctx.spawn(attempt.into_actor(self).map(|result, act, ctx| {
             if act.closing {
