@@ -67,7 +67,8 @@ pub struct ComponentConfig {
     /// The servers to connect to; at least one.
     #[serde(default)]
     pub servers: Vec<ServerConfig>,
-    /// Seconds of silence after which a whitespace keepalive is sent.
+    /// Seconds of silence after which a whitespace keepalive is sent; also the
+    /// idle time before TCP keepalive probes start.
     #[serde(default = "defaults::keepalive_s")]
     pub keepalive_s: u64,
     /// Largest stanza accepted, in bytes; a larger one ends the stream with
