@@ -112,7 +112,7 @@ impl Inner {
         let response = request
             .send()
             .await
-            .map_err(|e| DeliveryError::Transport(error_chain(&e)))?;
+            .map_err(|e| DeliveryError::Transport(error_chain(&e.without_url())))?;
         let status = response.status().as_u16();
         let apns_id = response
             .headers()
@@ -201,6 +201,7 @@ pub(crate) fn payload(push: &Push) -> Value {
 }
 
 /// The error and its sources, which is where reqwest keeps the useful part.
+/// Callers strip the URL first (`without_url`): an APNs URL holds the token.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();

@@ -79,7 +79,7 @@ impl Inner {
             .json(&message(&push, self.expiration_s))
             .send()
             .await
-            .map_err(|e| DeliveryError::Transport(super::apns::error_chain(&e)))?;
+            .map_err(|e| DeliveryError::Transport(super::apns::error_chain(&e.without_url())))?;
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
         let body: Value = response.json().await.unwrap_or(Value::Null);

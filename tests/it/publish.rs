@@ -404,3 +404,29 @@ async fn the_fcm_access_token_is_refreshed_before_it_expires() {
     }
     assert_eq!(h.mock.grants().len(), 2);
 }
+
+#[tokio::test]
+async fn a_provider_timeout_is_logged_without_the_device_token() {
+    let mut h = Harness::start_with(|mut c| {
+        c.extra = c.extra.replace(
+            "topic = \"com.example.app\"",
+            "topic = \"com.example.app\"\nrequest_timeout_s = 1",
+        );
+        c
+    })
+    .await;
+    let token = apns_token(0x7e);
+    h.mock.delay(&token, std::time::Duration::from_secs(3));
+    let node = h.register("alice@localhost/phone", "apns", &token).await;
+    assert_result(&h.publish_prosody(&node, "localhost", "hi", None).await);
+    let logged = eventually(WAIT, || async {
+        h.gateway.log().contains("request failed")
+    })
+    .await;
+    let log = h.gateway.log();
+    assert!(logged, "{log}");
+    assert!(
+        !log.contains(&token),
+        "the token leaked into the log:\n{log}"
+    );
+}
