@@ -27,8 +27,8 @@ impl IqHeader {
         })
     }
 
-    fn reply(&self, kind: &str, stanza_name: &str) -> Element {
-        let mut b = Element::builder(stanza_name, ns::COMPONENT)
+    fn reply(&self, kind: &str) -> Element {
+        let mut b = Element::builder("iq", ns::COMPONENT)
             .attr(xml_ncname!("type").into(), kind)
             .attr(xml_ncname!("id").into(), self.id.as_str());
         if let Some(to) = &self.from {
@@ -42,16 +42,16 @@ impl IqHeader {
 
     /// `<iq type='result'/>` with an optional payload.
     pub fn result(&self, payload: Option<Element>) -> Element {
-        let mut iq = self.reply("result", "iq");
+        let mut iq = self.reply("result");
         if let Some(p) = payload {
             iq.append_child(p);
         }
         iq
     }
 
-    /// An error reply of the same stanza kind as the request.
-    pub fn error(&self, stanza_name: &str, fault: &StanzaFault) -> Element {
-        let mut reply = self.reply("error", stanza_name);
+    /// `<iq type='error'/>` carrying `fault`.
+    pub fn error(&self, fault: &StanzaFault) -> Element {
+        let mut reply = self.reply("error");
         reply.append_child(fault.to_element());
         reply
     }
@@ -229,7 +229,7 @@ mod tests {
             .parse()
             .expect("xml");
         let header = IqHeader::of(&request).expect("id");
-        let reply = header.error("iq", &PublishOutcome::UnknownNode.fault().expect("fault"));
+        let reply = header.error(&PublishOutcome::UnknownNode.fault().expect("fault"));
         let text = String::from(&reply);
         assert!(text.contains("to='localhost'"), "{text}");
         assert!(text.contains("from='push.localhost'"), "{text}");

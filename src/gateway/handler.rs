@@ -47,17 +47,17 @@ impl PushComponent {
             Request::Ignore => return None,
             Request::Invalid { header, fault } => {
                 debug!(id = %header.id, "refusing stanza: {}", fault.text);
-                header.error("iq", &fault)
+                header.error(&fault)
             }
             Request::Ping { header } => header.result(None),
             Request::DiscoInfo { header, node } => match disco::info(&self.app, node.as_deref()) {
                 Ok(q) => header.result(Some(q)),
-                Err(f) => header.error("iq", &f),
+                Err(f) => header.error(&f),
             },
             Request::DiscoItems { header, node } => {
                 match disco::items(&self.app, node.as_deref()) {
                     Ok(q) => header.result(Some(q)),
-                    Err(f) => header.error("iq", &f),
+                    Err(f) => header.error(&f),
                 }
             }
             Request::Command {
@@ -74,7 +74,7 @@ impl PushComponent {
                 self.metrics.publishes.inc(&[outcome.label()]);
                 match outcome.fault() {
                     None => header.result(None),
-                    Some(f) => header.error("iq", &f),
+                    Some(f) => header.error(&f),
                 }
             }
         })
@@ -89,7 +89,7 @@ impl PushComponent {
             self.metrics
                 .registration_commands
                 .inc(&[cmd.node.as_str(), "refused"]);
-            header.error("iq", fault)
+            header.error(fault)
         };
         let plan = match commands::plan(&cmd, &self.app, &session_id) {
             Ok(plan) => plan,
@@ -150,14 +150,11 @@ impl PushComponent {
                 self.metrics
                     .registration_commands
                     .inc(&[cmd.node.as_str(), "store-error"]);
-                header.error(
-                    "iq",
-                    &StanzaFault::new(
-                        "wait",
-                        "internal-server-error",
-                        "the registration store is unavailable; try again later",
-                    ),
-                )
+                header.error(&StanzaFault::new(
+                    "wait",
+                    "internal-server-error",
+                    "the registration store is unavailable; try again later",
+                ))
             }
         }
     }

@@ -82,7 +82,7 @@ fn mutated_stanzas_never_panic_the_framing_or_the_app() {
                 stanzas += 1;
                 if let Request::Invalid { header, fault } = classify(&el) {
                     // Every refusal is answerable.
-                    let _ = String::from(&header.error("iq", &fault));
+                    let _ = String::from(&header.error(&fault));
                 }
             }
         }
