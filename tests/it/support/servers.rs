@@ -278,10 +278,30 @@ include_config_file: "{snippet}"
             component,
             Duration::from_secs(60),
         )?;
+        // The ports open before every table is loaded: wait until ejabberd says
+        // it has started, and give each registration a few tries.
+        server.retry_ctl(&["status"], Duration::from_secs(60))?;
         for (user, password) in USERS {
-            server.ctl(&["register", user, DOMAIN, password])?;
+            server.retry_ctl(
+                &["register", user, DOMAIN, password],
+                Duration::from_secs(20),
+            )?;
         }
         Ok(server)
+    }
+
+    /// Runs an ejabberdctl command until it succeeds or `deadline` passes.
+    fn retry_ctl(&self, args: &[&str], deadline: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            match self.ctl(args) {
+                Ok(()) => return Ok(()),
+                // An earlier try that failed late may have registered the user.
+                Err(e) if e.contains("already registered") => return Ok(()),
+                Err(e) if start.elapsed() > deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(300)),
+            }
+        }
     }
 
     /// Starts `command` in its own process group (so that stopping it stops
