@@ -70,7 +70,9 @@ async fn hibernation(kind: Kind) {
         &["register", "--provider", "apns", "--token", &token],
     );
     let node = out["fields"]["node"].as_str().expect("node").to_owned();
-    let out = h.client("alice", &["hibernate", "--node", &node]);
+    // `--node=…`: a node may start with '-' (base64url), which argparse would
+    // take for an option.
+    let out = h.client("alice", &["hibernate", &format!("--node={node}")]);
     assert_eq!(out["enabled"], true, "{out}");
     h.send("alice", 1);
     let first = h.mock.wait_pushes(1, WAIT).await;
@@ -146,7 +148,7 @@ async fn unregister_disables_push(kind: Kind, how: Unregister) {
     assert!(h.mock.pushes().is_empty());
     match kind {
         Kind::Ejabberd => {
-            let out = h.client("alice", &["disable", "--node", &node]);
+            let out = h.client("alice", &["disable", &format!("--node={node}")]);
             assert_eq!(
                 out["type"], "error",
                 "ejabberd forgot the registration: {out}"
