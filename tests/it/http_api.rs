@@ -65,11 +65,7 @@ async fn health_readiness_and_metrics() {
     let server = FakeServer::start(SECRET).await;
     let gateway = GatewayProcess::start(&TestConfig::new(server.port, dir.path()), dir.path());
     let up = eventually(WAIT, || async {
-        GatewayProcess::client()
-            .get(format!("{}/healthz", gateway.http))
-            .send()
-            .await
-            .is_ok()
+        gateway.status("/healthz").await.is_some()
     })
     .await;
     assert!(up, "{}", gateway.log());

@@ -6,12 +6,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-/// A free loopback port (bound and released; good enough for tests).
+/// A free loopback port for a server a test starts by port number.
+///
+/// Taken below the kernel's ephemeral range (32768 and up on Linux), so no
+/// `bind(0)` listener or outgoing connection of a parallel test can take it
+/// between this check and the server's own bind; a counter keeps this process
+/// from handing out the same port twice, and the start depends on the process
+/// id so that two test processes rarely overlap.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 1000) as u16 * 10,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_768, "ran out of test ports");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Builds a configuration for a test gateway.
@@ -210,6 +227,16 @@ impl GatewayProcess {
             .timeout(Duration::from_secs(5))
             .build()
             .expect("client")
+    }
+
+    /// The status of GET `path`, or `None` while nothing listens.
+    pub async fn status(&self, path: &str) -> Option<u16> {
+        Self::client()
+            .get(format!("{}{path}", self.http))
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
     }
 
     /// GET `path`; (status, body).

@@ -63,11 +63,7 @@ impl Interop {
     /// Waits until the gateway has a component session.
     pub async fn wait_ready(&self) {
         let ready = eventually(Duration::from_secs(20), || async {
-            GatewayProcess::client()
-                .get(format!("{}/readyz", self.gateway.http))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().as_u16() == 200)
+            self.gateway.status("/readyz").await == Some(200)
         })
         .await;
         assert!(
