@@ -85,6 +85,14 @@ impl AppContext {
         }
     }
 
+    /// The kind of the configured provider `id`.
+    pub fn provider_kind(&self, id: &str) -> Option<crate::config::ProviderKind> {
+        self.providers
+            .iter()
+            .find(|(p, _)| p == id)
+            .map(|(_, kind)| *kind)
+    }
+
     /// The offered command with this node.
     pub fn command(&self, node: &str) -> Option<&commands::CommandSpec> {
         self.commands.iter().find(|c| c.node == node)

@@ -85,12 +85,13 @@ pub enum CommandPlan {
     Unregister(DeviceFields),
 }
 
-/// Decides what `cmd` asks for, in session `session_id`.
-pub fn plan(
+/// Decides what `cmd` asks for, in session `session_id`; also returns the
+/// offered command it names, which the completed answer needs.
+pub fn plan<'c>(
     cmd: &CommandRequest,
-    ctx: &AppContext,
+    ctx: &'c AppContext,
     session_id: &str,
-) -> Result<CommandPlan, StanzaFault> {
+) -> Result<(&'c CommandSpec, CommandPlan), StanzaFault> {
     let spec = ctx.command(&cmd.node).ok_or_else(|| {
         StanzaFault::new(
             "cancel",
@@ -99,34 +100,30 @@ pub fn plan(
         )
     })?;
     if cmd.action == "cancel" {
-        return Ok(CommandPlan::Reply(command_element(
-            &cmd.node, session_id, "canceled",
-        )));
+        let canceled = command_element(&cmd.node, session_id, "canceled");
+        return Ok((spec, CommandPlan::Reply(canceled)));
     }
     let submitted = cmd.form.as_ref().filter(|f| f.kind == "submit");
     let Some(form) = submitted else {
-        return Ok(CommandPlan::Reply(blank_form(spec, session_id, ctx)));
+        return Ok((spec, CommandPlan::Reply(blank_form(spec, session_id, ctx))));
     };
     let device = dialects::read_device(spec, form, ctx)?;
-    Ok(match spec.kind {
+    let plan = match spec.kind {
         CommandKind::Register => CommandPlan::Register(device),
         CommandKind::Unregister => CommandPlan::Unregister(device),
-    })
+    };
+    Ok((spec, plan))
 }
 
 /// Looks a provider id up, with a form error that lists the offered ones.
 pub(crate) fn provider_kind(ctx: &AppContext, provider: &str) -> Result<ProviderKind, StanzaFault> {
-    ctx.providers
-        .iter()
-        .find(|(id, _)| id == provider)
-        .map(|(_, kind)| *kind)
-        .ok_or_else(|| {
-            let known: Vec<&str> = ctx.providers.iter().map(|(id, _)| id.as_str()).collect();
-            StanzaFault::bad_payload(format!(
-                "unknown provider {provider:?}; this gateway offers: {}",
-                known.join(", ")
-            ))
-        })
+    ctx.provider_kind(provider).ok_or_else(|| {
+        let known: Vec<&str> = ctx.providers.iter().map(|(id, _)| id.as_str()).collect();
+        StanzaFault::bad_payload(format!(
+            "unknown provider {provider:?}; this gateway offers: {}",
+            known.join(", ")
+        ))
+    })
 }
 
 /// Checks a token's shape for the provider kind and normalizes it.

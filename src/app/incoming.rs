@@ -141,14 +141,20 @@ fn sender_account(header: &IqHeader) -> Result<String, StanzaFault> {
         .map(Jid::new)
         .and_then(Result::ok)
         .ok_or_else(|| StanzaFault::bad_request("command without a valid from"))?;
-    if jid.node().is_none() {
-        return Err(StanzaFault::new(
+    account_of(&jid).ok_or_else(|| {
+        StanzaFault::new(
             "auth",
             "forbidden",
             "devices are registered by user accounts, not by servers",
-        ));
-    }
-    Ok(jid.to_bare().to_string().to_lowercase())
+        )
+    })
+}
+
+/// The stored form of an account: the bare JID, lowercased; `None` for a JID
+/// without a user part (a server).
+pub fn account_of(jid: &Jid) -> Option<String> {
+    jid.node()?;
+    Some(jid.to_bare().to_string().to_lowercase())
 }
 
 #[cfg(test)]

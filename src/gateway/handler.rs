@@ -91,16 +91,9 @@ impl PushComponent {
                 .inc(&[cmd.node.as_str(), "refused"]);
             header.error(fault)
         };
-        let plan = match commands::plan(&cmd, &self.app, &session_id) {
-            Ok(plan) => plan,
+        let (spec, plan) = match commands::plan(&cmd, &self.app, &session_id) {
+            Ok(planned) => planned,
             Err(fault) => return refused(&fault),
-        };
-        let Some(spec) = self.app.command(&cmd.node) else {
-            return refused(&StanzaFault::new(
-                "cancel",
-                "item-not-found",
-                "no such command",
-            ));
         };
         let result = match plan {
             CommandPlan::Reply(reply) => return header.result(Some(reply)),

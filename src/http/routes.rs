@@ -2,6 +2,7 @@
 
 use super::HttpState;
 use crate::app::commands::normalize_token;
+use crate::app::incoming::account_of;
 use crate::registry::DeviceRef;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -82,20 +83,10 @@ async fn unregister_device(
     else {
         return result(StatusCode::NOT_FOUND, "failure");
     };
-    let Some(account) = Jid::new(account)
-        .ok()
-        .filter(|j| j.node().is_some())
-        .map(|j| j.to_bare().to_string().to_lowercase())
-    else {
+    let Some(account) = Jid::new(account).ok().as_ref().and_then(account_of) else {
         return result(StatusCode::NOT_FOUND, "failure");
     };
-    let Some(kind) = state
-        .app
-        .providers
-        .iter()
-        .find(|(id, _)| id == provider)
-        .map(|(_, kind)| *kind)
-    else {
+    let Some(kind) = state.app.provider_kind(provider) else {
         return result(StatusCode::NOT_FOUND, "failure");
     };
     let Ok(token) = normalize_token(kind, token) else {

@@ -1,10 +1,10 @@
 //! The APNs HTTP/2 client (`PROTOCOL.md` §6): token auth, one multiplexed
 //! connection, and the status/reason table.
 
-use super::apns_token::{ApnsTokenSigner, now_secs};
-use super::error::{BuildError, DeliveryError, ErrorClass, retry_after};
+use super::apns_token::ApnsTokenSigner;
+use super::error::{BuildError, DeliveryError, ErrorClass, error_chain, retry_after};
 use super::tls::http_client;
-use super::{Delivered, Push, PushClient, PushKind, SendFuture};
+use super::{Delivered, Push, PushClient, PushKind, SendFuture, now_secs};
 use crate::config::{DeliveryConfig, ProviderConfig};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -198,19 +198,6 @@ pub(crate) fn payload(push: &Push) -> Value {
         root.insert(k.clone(), Value::String(v.clone()));
     }
     Value::Object(root)
-}
-
-/// The error and its sources, which is where reqwest keeps the useful part.
-/// Callers strip the URL first (`without_url`): an APNs URL holds the token.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

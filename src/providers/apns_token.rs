@@ -2,6 +2,7 @@
 //! refuses tokens older than 60 minutes and re-signing more than every 20).
 
 use super::error::BuildError;
+use super::now_secs;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use std::sync::Mutex;
@@ -91,8 +92,4 @@ impl ApnsTokenSigner {
             *cached = None;
         }
     }
-}
-
-pub(crate) fn now_secs() -> u64 {
-    crate::registry::now_ms() / 1000
 }

@@ -99,3 +99,16 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .ok()
         .map(Duration::from_secs)
 }
+
+/// The error and its sources, which is where reqwest keeps the useful part.
+/// Callers strip the URL first (`without_url`): an APNs URL holds the token.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,7 +1,7 @@
 //! The FCM HTTP v1 client (`PROTOCOL.md` §7): data messages, one token per request
 //! over a shared HTTP/2 connection, and the error-code table.
 
-use super::error::{BuildError, DeliveryError, ErrorClass, retry_after};
+use super::error::{BuildError, DeliveryError, ErrorClass, error_chain, retry_after};
 use super::fcm_token::FcmTokenSource;
 use super::tls::http_client;
 use super::{Delivered, Push, PushClient, PushKind, SendFuture};
@@ -79,7 +79,7 @@ impl Inner {
             .json(&message(&push, self.expiration_s))
             .send()
             .await
-            .map_err(|e| DeliveryError::Transport(super::apns::error_chain(&e.without_url())))?;
+            .map_err(|e| DeliveryError::Transport(error_chain(&e.without_url())))?;
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
         let body: Value = response.json().await.unwrap_or(Value::Null);

@@ -100,7 +100,7 @@ impl FcmTokenSource {
     }
 
     fn assertion(&self) -> Result<String, jsonwebtoken::errors::Error> {
-        let iat = super::apns_token::now_secs();
+        let iat = super::now_secs();
         jsonwebtoken::encode(
             &Header::new(Algorithm::RS256),
             &GrantClaims {
@@ -150,7 +150,7 @@ impl FcmTokenSource {
                 DeliveryError::Transport(format!(
                     "token endpoint {}: {}",
                     self.token_uri,
-                    super::apns::error_chain(&e)
+                    super::error::error_chain(&e)
                 ))
             })?;
         let status = response.status();

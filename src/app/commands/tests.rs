@@ -26,6 +26,15 @@ fn ctx() -> AppContext {
     }
 }
 
+/// [`super::plan`] without the spec it found, which these tests do not look at.
+fn plan(
+    cmd: &CommandRequest,
+    ctx: &AppContext,
+    session_id: &str,
+) -> Result<CommandPlan, StanzaFault> {
+    super::plan(cmd, ctx, session_id).map(|(_, plan)| plan)
+}
+
 fn command(xml: &str) -> CommandRequest {
     let el: Element = xml.parse().expect("xml");
     parse_command(&el).expect("command")
