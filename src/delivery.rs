@@ -1,73 +1,181 @@
-//! Delivery: one [`Pool`] actor per configured provider, and the [`Dispatcher`]
-//! that routes a job to the pool of its registration's provider.
+//! Delivery: one [`Pool`] actor per configured provider, the durable outbox it
+//! keeps in the store, and the [`Dispatcher`] that routes a publish to its pool.
 //!
-//! This is the seam for retries and the durable outbox (the delivery issue): a job
-//! enters a bounded queue, is sent with at most `max_in_flight` requests at once,
-//! and its outcome is classified once ([`crate::providers::ErrorClass`]).
+//! A publish is answered `result` only once its push is in the outbox; it leaves
+//! the outbox when delivered or finally failed. Retries (exponential backoff
+//! with full jitter, `Retry-After` as a floor) are scheduled in the outbox, so a
+//! crash or restart resumes them. Publishes for a node that arrive while its
+//! push is still waiting merge into it (coalescing).
 
+mod outbox;
 mod payload;
 mod pool;
+mod retry;
+mod state;
 
-pub use payload::build_push;
-pub use pool::{Drain, Job, Pool, Submit};
+pub use outbox::{OutboxEntry, entry_key, merge};
+pub use payload::{PayloadPolicy, build_push};
+pub use pool::{Drain, Pool, PoolStatus, Status, Submit};
+pub use retry::RetryPolicy;
+pub use state::{
+    Admission, Arrival, Attempt, Completion, Fate, Full, Outcome, Persist, PoolState, Settings,
+    Settled, Step, UNKNOWN_MAX_ATTEMPTS,
+};
 
-use actix::Addr;
-use std::collections::HashMap;
+use crate::config::Config;
+use crate::providers::PushClient;
+use crate::registry::{OutboxWrite, Registry, RegistryError};
+use crate::telemetry::Metrics;
+use actix::{Actor, Addr};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
+use tracing::{info, warn};
 
-/// How long a publish waits for a pool to take its job.
-pub const SUBMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a publish waits for its pool to take it and commit it to the outbox.
+pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a status request waits for a pool.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Why a job was not queued.
+/// Why a publish was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SubmitError {
     /// No pool for this provider id.
     #[error("provider {0:?} is not configured")]
     UnknownProvider(String),
-    /// The pool's queue is full.
+    /// The pool holds `queue_capacity` pending pushes.
     #[error("the delivery queue is full")]
     QueueFull,
+    /// The outbox write failed or timed out, so the publish is not durable.
+    #[error("the outbox could not be written")]
+    NotDurable,
     /// The pool has stopped (shutdown).
     #[error("the delivery pool has stopped")]
     Stopped,
 }
 
-/// Routes jobs to provider pools.
+/// Routes publishes to provider pools.
 #[derive(Clone, Default)]
 pub struct Dispatcher {
     pools: HashMap<String, Addr<Pool>>,
 }
 
 impl Dispatcher {
-    /// A dispatcher over the given `(provider id, pool)` pairs.
-    pub fn new(pools: impl IntoIterator<Item = (String, Addr<Pool>)>) -> Self {
-        Self {
-            pools: pools.into_iter().collect(),
+    /// Starts one pool per provider client, each resuming the entries the outbox
+    /// holds for it.
+    pub async fn start(
+        config: &Config,
+        clients: Vec<(String, Arc<dyn PushClient>)>,
+        registry: &Registry,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, RegistryError> {
+        let mut stored = load_outbox(registry).await?;
+        let mut pools = HashMap::new();
+        for (id, client) in clients {
+            let Some(provider) = config.providers.iter().find(|p| p.id == id) else {
+                continue;
+            };
+            let mut state = PoolState::new(settings(config));
+            state.load(stored.remove(&id).unwrap_or_default());
+            let pool = Pool::new(
+                id.clone(),
+                client,
+                registry.clone(),
+                metrics.clone(),
+                state,
+                provider.max_in_flight,
+            );
+            pools.insert(id, pool.start());
         }
+        for (provider, entries) in stored {
+            warn!(
+                provider,
+                entries = entries.len(),
+                "the outbox holds notifications for a provider that is no longer configured; they are kept until it is"
+            );
+        }
+        Ok(Self { pools })
     }
 
-    /// Queues `job` on its provider's pool. A pool whose mailbox does not take
-    /// the job within [`SUBMIT_TIMEOUT`] counts as full.
-    pub async fn submit(&self, job: Job) -> Result<(), SubmitError> {
+    /// Admits `arrival` into its provider's pool; resolves once it is durable.
+    pub async fn submit(&self, arrival: Arrival) -> Result<(), SubmitError> {
         let pool = self
             .pools
-            .get(&job.provider)
-            .ok_or_else(|| SubmitError::UnknownProvider(job.provider.clone()))?;
-        match tokio::time::timeout(SUBMIT_TIMEOUT, pool.send(Submit(job))).await {
+            .get(&arrival.provider)
+            .ok_or_else(|| SubmitError::UnknownProvider(arrival.provider.clone()))?;
+        match tokio::time::timeout(SUBMIT_TIMEOUT, pool.send(Submit(arrival))).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(SubmitError::Stopped),
-            Err(_) => Err(SubmitError::QueueFull),
+            Err(_) => Err(SubmitError::NotDurable),
         }
     }
 
-    /// Waits until every pool has sent what it holds, or `deadline` passes.
-    /// Returns false if something was left.
-    pub async fn drain(&self, deadline: std::time::Duration) -> bool {
+    /// Every pool's health and load, by provider id.
+    pub async fn status(&self) -> BTreeMap<String, Option<PoolStatus>> {
+        let mut out = BTreeMap::new();
+        for (id, pool) in &self.pools {
+            let status = tokio::time::timeout(STATUS_TIMEOUT, pool.send(Status))
+                .await
+                .ok()
+                .and_then(Result::ok);
+            out.insert(id.clone(), status);
+        }
+        out
+    }
+
+    /// Stops admitting and waits until every pool has sent what is due and
+    /// committed its outbox, or `deadline` passes. Returns false if something
+    /// was still in flight.
+    pub async fn drain(&self, deadline: Duration) -> bool {
         let waits = self.pools.values().map(|pool| pool.send(Drain));
         let all = futures_util::future::join_all(waits);
         match tokio::time::timeout(deadline, all).await {
-            Ok(results) => results.iter().all(|r| r.is_ok()),
+            Ok(results) => results.iter().all(Result::is_ok),
             Err(_) => false,
         }
     }
+}
+
+fn settings(config: &Config) -> Settings {
+    let d = &config.delivery;
+    Settings {
+        capacity: d.queue_capacity,
+        window_ms: d.coalesce_window_ms,
+        min_interval_ms: d.min_interval_ms,
+        retry: RetryPolicy {
+            base_ms: d.retry_base_ms,
+            max_ms: d.retry_max_ms,
+            max_age_ms: d.max_age_s.saturating_mul(1000),
+        },
+    }
+}
+
+/// The outbox entries in the store, by provider. Entries that cannot be decoded
+/// are logged and removed: they would otherwise block nothing but never leave.
+async fn load_outbox(
+    registry: &Registry,
+) -> Result<HashMap<String, Vec<OutboxEntry>>, RegistryError> {
+    let mut by_provider: HashMap<String, Vec<OutboxEntry>> = HashMap::new();
+    let mut corrupt = Vec::new();
+    for (key, bytes) in registry.outbox_load().await? {
+        match OutboxEntry::decode(&bytes) {
+            Ok(entry) => by_provider
+                .entry(entry.provider.clone())
+                .or_default()
+                .push(entry),
+            Err(e) => {
+                warn!(key, "dropping an unreadable outbox entry: {e}");
+                corrupt.push(OutboxWrite { key, value: None });
+            }
+        }
+    }
+    if !corrupt.is_empty() {
+        registry.outbox_apply(corrupt).await?;
+    }
+    let total: usize = by_provider.values().map(Vec::len).sum();
+    if total > 0 {
+        info!(pending = total, "outbox loaded");
+    }
+    Ok(by_provider)
 }

@@ -7,7 +7,7 @@ pub use handler::PushComponent;
 
 use crate::app::AppContext;
 use crate::config::{Config, ConfigIssue};
-use crate::delivery::{Dispatcher, Pool};
+use crate::delivery::{Dispatcher, PayloadPolicy};
 use crate::http::{self, HttpError, HttpState};
 use crate::providers::{self, BuildError, PushClient};
 use crate::registry::{Registry, RegistryError};
@@ -59,23 +59,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     let registry = Registry::open_embedded(&config.store.path)?;
     info!(path = %config.store.path.display(), "embedded store open");
-    let dispatcher = Dispatcher::new(clients.into_iter().map(|(id, client)| {
-        let pool = Pool::new(
-            id.clone(),
-            client,
-            registry.clone(),
-            metrics.clone(),
-            config.delivery.queue_capacity,
-            config.delivery.max_in_flight,
-        );
-        (id, pool.start())
-    }));
+    let dispatcher = Dispatcher::start(&config, clients, &registry, &metrics).await?;
     let app = AppContext::from_config(&config);
     let server = http::start(
         &config.http,
         HttpState {
             app: app.clone(),
             registry: registry.clone(),
+            dispatcher: dispatcher.clone(),
             metrics: metrics.clone(),
         },
     )?;
@@ -93,6 +84,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         dispatcher: dispatcher.clone(),
         metrics: metrics.clone(),
         require_account_domain: config.publish.require_account_domain,
+        payload: PayloadPolicy::from_config(&config.delivery),
     }));
     let sessions = start_sessions(&config, &handler, &metrics);
 
@@ -103,11 +95,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let closes = sessions.iter().map(|s| s.send(Close { grace }));
     futures_util::future::join_all(closes).await;
     if dispatcher.drain(grace).await {
-        info!("all deliveries finished; bye");
+        info!("deliveries in flight finished and the outbox is committed; bye");
     } else {
         warn!(
             ?grace,
-            "shutdown deadline passed with deliveries still pending"
+            "shutdown deadline passed with requests still in flight; the outbox keeps them for the next start"
         );
     }
     Ok(())

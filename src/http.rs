@@ -6,6 +6,7 @@ mod tls;
 
 use crate::app::AppContext;
 use crate::config::HttpConfig;
+use crate::delivery::Dispatcher;
 use crate::registry::Registry;
 use crate::telemetry::Metrics;
 use actix_web::{App, HttpServer, web};
@@ -40,6 +41,8 @@ pub struct HttpState {
     pub app: AppContext,
     /// The registry.
     pub registry: Registry,
+    /// The delivery pools (provider health for `/readyz`).
+    pub dispatcher: Dispatcher,
     /// Metrics.
     pub metrics: Arc<Metrics>,
 }

@@ -10,31 +10,36 @@ mod apns_token;
 mod error;
 mod fcm;
 mod fcm_token;
+mod size;
 mod tls;
 
 pub use apns::ApnsClient;
 pub use error::{BuildError, DeliveryError, ErrorClass};
 pub use fcm::FcmClient;
+pub use size::{APNS_LIMIT, APNS_VOIP_LIMIT, FCM_LIMIT};
 
 use crate::config::{DeliveryConfig, ProviderConfig, ProviderKind};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 /// What kind of push to send; decides APNs push type and priority and FCM priority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PushKind {
-    /// A visible alert: APNs `alert`/10 with `mutable-content`, FCM high.
-    Alert,
     /// A silent wake-up: APNs `background`/5 with `content-available`, FCM normal.
     Background,
+    /// A visible alert: APNs `alert`/10 with `mutable-content`, FCM high.
+    Alert,
     /// An incoming call: APNs `voip` to the PushKit token (topic `.voip`).
     Voip,
 }
 
-/// One push to one device, independent of the provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One push to one device, independent of the provider. Stored in the outbox, so
+/// its serialized form must stay readable by later versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Push {
     /// The device token.
     pub token: String,
@@ -42,11 +47,14 @@ pub struct Push {
     pub kind: PushKind,
     /// Collapses pushes for the same node at the provider.
     pub collapse_id: Option<String>,
-    /// Badge count, when the server sent a message count.
+    /// The server's message count: APNs badge and the `unread-messages` key.
     pub badge: Option<u32>,
+    /// Alert title (the sender, when the operator includes it).
+    #[serde(default)]
+    pub alert_title: Option<String>,
     /// Alert text shown when the app cannot rewrite it.
     pub alert_body: Option<String>,
-    /// Custom string keys for the app (`unread-messages`, `encrypted`, …).
+    /// Custom string keys for the app (`account`, `body`, `encrypted`, …).
     pub data: BTreeMap<String, String>,
 }
 

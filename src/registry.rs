@@ -12,7 +12,7 @@ mod model;
 
 pub use embedded::EmbeddedStore;
 pub use keys::NodeKeys;
-pub use model::{DeviceRef, NewRegistration, Registration, now_ms};
+pub use model::{DeviceRef, NewRegistration, OutboxWrite, Registration, now_ms};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -104,6 +104,18 @@ impl Registry {
             })
         })
         .await
+    }
+
+    /// Applies outbox writes in order, durably, in one transaction.
+    pub async fn outbox_apply(&self, writes: Vec<OutboxWrite>) -> Result<(), RegistryError> {
+        let store = self.store.clone();
+        blocking(move || store.outbox_apply(&writes)).await
+    }
+
+    /// Every outbox entry as stored: `(key, value)`.
+    pub async fn outbox_load(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        let store = self.store.clone();
+        blocking(move || store.outbox_load()).await
     }
 
     /// How many registrations there are.

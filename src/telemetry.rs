@@ -2,7 +2,7 @@
 
 mod metrics;
 
-pub use metrics::{CounterVec, Gauge, Metrics};
+pub use metrics::{CounterVec, Gauge, GaugeVec, HistogramVec, Metrics};
 
 use crate::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;

@@ -46,13 +46,14 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// Explicit priority first; otherwise a non-empty body means high.
+    /// Explicit priority first; otherwise a non-empty body or a call means high.
     pub fn priority(&self) -> Priority {
-        self.explicit_priority.unwrap_or(if self.body.is_some() {
-            Priority::High
-        } else {
-            Priority::Low
-        })
+        self.explicit_priority
+            .unwrap_or(if self.body.is_some() || self.is_call() {
+                Priority::High
+            } else {
+                Priority::Low
+            })
     }
 
     /// An incoming call: wants a VoIP push where the device has a VoIP token.

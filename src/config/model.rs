@@ -205,6 +205,12 @@ pub struct ProviderConfig {
     /// Seconds allowed for one request to the provider.
     #[serde(default = "defaults::request_timeout_s")]
     pub request_timeout_s: u64,
+    /// Requests in flight to this provider at once, spread over `connections`.
+    #[serde(default = "defaults::max_in_flight")]
+    pub max_in_flight: usize,
+    /// HTTP/2 connections to this provider; requests are multiplexed over them.
+    #[serde(default = "defaults::connections")]
+    pub connections: usize,
 }
 
 /// `[publish]`: what makes a publish acceptable.
@@ -256,31 +262,68 @@ impl Default for CommandsConfig {
     }
 }
 
-/// `[delivery]`: queues and limits of the provider pools.
+/// `[delivery]`: the outbox, retries, coalescing and what a push carries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
-    /// Notifications waiting per provider; beyond it publishes get `wait/resource-constraint`.
+    /// Notifications pending per provider (queued or waiting for a retry); beyond
+    /// it publishes get `wait/resource-constraint`.
     #[serde(default = "defaults::queue_capacity")]
     pub queue_capacity: usize,
-    /// Requests in flight per provider.
-    #[serde(default = "defaults::max_in_flight")]
-    pub max_in_flight: usize,
     /// Lifetime given to the provider (`apns-expiration`, FCM `ttl`), in seconds.
     #[serde(default = "defaults::expiration_s")]
     pub expiration_s: u64,
-    /// Seconds allowed at shutdown for queued and in-flight deliveries.
+    /// Seconds allowed at shutdown for in-flight deliveries; what is left stays in
+    /// the outbox for the next start.
     #[serde(default = "defaults::shutdown_grace_s")]
     pub shutdown_grace_s: u64,
+    /// First retry delay, in milliseconds; doubled per attempt, with full jitter.
+    #[serde(default = "defaults::retry_base_ms")]
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in milliseconds.
+    #[serde(default = "defaults::retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Seconds after its publish at which an undelivered notification is dropped.
+    #[serde(default = "defaults::max_age_s")]
+    pub max_age_s: u64,
+    /// Milliseconds a new notification waits before its first attempt, so that
+    /// the bursts servers send for one message (ejabberd: one per stanza) merge.
+    #[serde(default = "defaults::coalesce_window_ms")]
+    pub coalesce_window_ms: u64,
+    /// Least milliseconds between two pushes to one node; later publishes merge
+    /// into the next push instead of being refused. 0 = no limit.
+    #[serde(default)]
+    pub min_interval_ms: u64,
+    /// Put the message body in the push (alert text and `body` key).
+    #[serde(default)]
+    pub include_body: bool,
+    /// Put the sender's JID and MUC nickname in the push (`sender`, `nickname`).
+    #[serde(default)]
+    pub include_sender: bool,
+    /// Keep the account's JID with its registrations (in clear) and put it in the
+    /// push as `account`, which Tigase apps use to tell accounts apart.
+    #[serde(default)]
+    pub include_account: bool,
+    /// The alert text when the body is not included.
+    #[serde(default = "defaults::alert_text")]
+    pub alert_text: String,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             queue_capacity: defaults::queue_capacity(),
-            max_in_flight: defaults::max_in_flight(),
             expiration_s: defaults::expiration_s(),
             shutdown_grace_s: defaults::shutdown_grace_s(),
+            retry_base_ms: defaults::retry_base_ms(),
+            retry_max_ms: defaults::retry_max_ms(),
+            max_age_s: defaults::max_age_s(),
+            coalesce_window_ms: defaults::coalesce_window_ms(),
+            min_interval_ms: 0,
+            include_body: false,
+            include_sender: false,
+            include_account: false,
+            alert_text: defaults::alert_text(),
         }
     }
 }
@@ -367,6 +410,21 @@ mod defaults {
     }
     pub(super) fn shutdown_grace_s() -> u64 {
         10
+    }
+    pub(super) fn retry_base_ms() -> u64 {
+        1_000
+    }
+    pub(super) fn retry_max_ms() -> u64 {
+        300_000
+    }
+    pub(super) fn max_age_s() -> u64 {
+        3_600
+    }
+    pub(super) fn coalesce_window_ms() -> u64 {
+        100
+    }
+    pub(super) fn alert_text() -> String {
+        "New message".to_owned()
     }
     pub(super) fn log_level() -> String {
         "info".to_owned()

@@ -133,11 +133,14 @@ pub fn validate(config: &Config) -> Vec<ConfigIssue> {
         "delivery.queue_capacity",
         d.queue_capacity as u64,
     );
-    positive(
-        &mut issues,
-        "delivery.max_in_flight",
-        d.max_in_flight as u64,
-    );
+    positive(&mut issues, "delivery.retry_base_ms", d.retry_base_ms);
+    positive(&mut issues, "delivery.max_age_s", d.max_age_s);
+    if d.retry_max_ms < d.retry_base_ms {
+        issues.push(ConfigIssue::new(
+            "delivery.retry_max_ms",
+            "must not be below delivery.retry_base_ms",
+        ));
+    }
     validate_providers(config, &mut issues);
     validate_commands(config, &mut issues);
     issues
@@ -215,6 +218,13 @@ fn validate_providers(config: &Config, issues: &mut Vec<ConfigIssue>) {
             ));
         }
         positive(issues, &key("request_timeout_s"), p.request_timeout_s);
+        positive(issues, &key("max_in_flight"), p.max_in_flight as u64);
+        if !(1..=16).contains(&p.connections) {
+            issues.push(ConfigIssue::new(
+                key("connections"),
+                format!("must be 1-16, got {}", p.connections),
+            ));
+        }
         let required: &[(&str, bool)] = match p.kind {
             ProviderKind::Apns => &[
                 ("topic", p.topic.is_some()),

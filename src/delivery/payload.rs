@@ -1,17 +1,58 @@
-//! What a push looks like: the mapping from a notification and its registration to
-//! a provider-independent [`Push`].
+//! What a push looks like: the one mapping from a notification and its
+//! registration to a provider-independent [`Push`] (`PROTOCOL.md` §4).
 //!
-//! Nothing from the message (body, sender) goes to the provider: the alert text is
-//! generic, and only counts and the Tigase encrypted payload (opaque to us and to
-//! the provider) are forwarded.
+//! - Priority: Tigase `<priority/>` first; else a non-empty body (or a call) is
+//!   high. High is an alert, low a silent background push.
+//! - Calls (Tigase jingle, or encrypted `type='voip'`) go as VoIP pushes to the
+//!   registration's second token when it has one.
+//! - Keys Tigase apps read: `account`, `unread-messages`, `sender`, `body`,
+//!   `encrypted`, `iv`, `nickname`. The encrypted payload is forwarded verbatim;
+//!   account, sender and body only when the operator says so, otherwise the alert
+//!   shows a generic text.
 
 use crate::app::{Notification, Priority};
+use crate::config::DeliveryConfig;
 use crate::providers::{Push, PushKind};
 use crate::registry::Registration;
 use std::collections::BTreeMap;
 
+/// What the operator lets leave the gateway (`[delivery] include_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadPolicy {
+    /// Message body as the alert text and `body` key.
+    pub include_body: bool,
+    /// Sender JID and MUC nickname (`sender`, `nickname`, alert title).
+    pub include_sender: bool,
+    /// The account JID (`account`), where the registration kept it.
+    pub include_account: bool,
+    /// Alert text when the body is not included.
+    pub alert_text: String,
+}
+
+impl PayloadPolicy {
+    /// The policy of `[delivery]`.
+    pub fn from_config(delivery: &DeliveryConfig) -> Self {
+        Self {
+            include_body: delivery.include_body,
+            include_sender: delivery.include_sender,
+            include_account: delivery.include_account,
+            alert_text: delivery.alert_text.clone(),
+        }
+    }
+}
+
+impl Default for PayloadPolicy {
+    fn default() -> Self {
+        Self::from_config(&DeliveryConfig::default())
+    }
+}
+
 /// Builds the push for `notification` to the device of `registration`.
-pub fn build_push(notification: &Notification, registration: &Registration) -> Push {
+pub fn build_push(
+    notification: &Notification,
+    registration: &Registration,
+    policy: &PayloadPolicy,
+) -> Push {
     let voip_token = registration
         .voip_token
         .as_ref()
@@ -22,87 +63,48 @@ pub fn build_push(notification: &Notification, registration: &Registration) -> P
         (None, Priority::Low) => (PushKind::Background, registration.token.clone()),
     };
     let mut data = BTreeMap::new();
-    if let Some(count) = notification.message_count {
-        data.insert("unread-messages".to_owned(), count.to_string());
+    let mut put = |key: &str, value: Option<&String>| {
+        if let Some(v) = value {
+            data.insert(key.to_owned(), v.clone());
+        }
+    };
+    if policy.include_account {
+        put("account", registration.account.as_ref());
+    }
+    if policy.include_sender {
+        put("sender", notification.sender.as_ref());
+        put("nickname", notification.nickname.as_ref());
+    }
+    if policy.include_body {
+        put("body", notification.body.as_ref());
     }
     if let Some(e) = &notification.encrypted {
         data.insert("encrypted".to_owned(), e.payload.clone());
         data.insert("iv".to_owned(), e.iv.clone());
     }
+    let alert_body = match (&notification.body, kind) {
+        (_, PushKind::Background) => None,
+        (Some(body), _) if policy.include_body => Some(body.clone()),
+        _ => Some(policy.alert_text.clone()),
+    };
+    let alert_title = if policy.include_sender && kind == PushKind::Alert {
+        notification
+            .nickname
+            .clone()
+            .or_else(|| notification.sender.clone())
+    } else {
+        None
+    };
     Push {
         token,
         kind,
         collapse_id: (kind != PushKind::Voip).then(|| registration.node.clone()),
         badge: notification.message_count,
-        alert_body: None,
+        alert_title,
+        alert_body,
         data,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::app::Encrypted;
-
-    fn registration(voip: Option<&str>) -> Registration {
-        Registration {
-            node: "node1".into(),
-            account_hash: "h".into(),
-            account_domain: "example.com".into(),
-            provider: "apns".into(),
-            token: "main".into(),
-            voip_token: voip.map(str::to_owned),
-            secret_hash: None,
-            created_ms: 0,
-            updated_ms: 0,
-        }
-    }
-
-    #[test]
-    fn kind_follows_priority_and_calls() {
-        let body = Notification {
-            body: Some("hi".into()),
-            message_count: Some(2),
-            ..Notification::default()
-        };
-        let p = build_push(&body, &registration(None));
-        assert_eq!(
-            (p.kind, p.token.as_str(), p.badge),
-            (PushKind::Alert, "main", Some(2))
-        );
-        assert_eq!(p.collapse_id.as_deref(), Some("node1"));
-        assert_eq!(p.data["unread-messages"], "2");
-        assert!(!p.data.values().any(|v| v == "hi"), "the body never leaves");
-
-        let empty = Notification::default();
-        assert_eq!(
-            build_push(&empty, &registration(None)).kind,
-            PushKind::Background
-        );
-
-        let call = Notification {
-            jingle_sid: Some("s".into()),
-            ..Notification::default()
-        };
-        let p = build_push(&call, &registration(Some("voiptoken")));
-        assert_eq!((p.kind, p.token.as_str()), (PushKind::Voip, "voiptoken"));
-        assert_eq!(p.collapse_id, None);
-        // No VoIP token: an ordinary push to the main token.
-        assert_eq!(build_push(&call, &registration(None)).token, "main");
-    }
-
-    #[test]
-    fn encrypted_payload_is_forwarded_verbatim() {
-        let n = Notification {
-            encrypted: Some(Encrypted {
-                payload: "Y2lwaGVy+/=".into(),
-                iv: "aXY=".into(),
-                kind: None,
-            }),
-            ..Notification::default()
-        };
-        let p = build_push(&n, &registration(None));
-        assert_eq!(p.data["encrypted"], "Y2lwaGVy+/=");
-        assert_eq!(p.data["iv"], "aXY=");
-    }
-}
+mod tests;

@@ -1,38 +1,32 @@
-//! The pool actor of one provider: a bounded queue and a cap on requests in flight.
+//! The pool actor of one provider: admits publishes into the durable outbox,
+//! sends what is due with at most `max_in_flight` requests at once, and applies
+//! each outcome (`PROTOCOL.md` §6–7) through [`PoolState`].
+//!
+//! Durability is a group commit: outbox changes collect in `dirty` (one per key,
+//! the latest wins) while a flush runs, then go to the store in one transaction.
+//! A publish is answered only after the flush holding its entry has committed.
 
-use super::SubmitError;
-use crate::providers::{DeliveryError, ErrorClass, Push, PushClient};
-use crate::registry::Registry;
+mod hints;
+mod messages;
+
+pub use messages::{Drain, PoolStatus, Status, Submit};
+
+use super::state::{Attempt, Completion, Outcome, Persist, PoolState, Settled, Step};
+use crate::providers::{Delivered, DeliveryError, ErrorClass, PushClient};
+use crate::registry::{OutboxWrite, Registry, now_ms};
 use crate::telemetry::Metrics;
 use actix::prelude::*;
-use std::collections::VecDeque;
+use hints::credential_hint;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-/// One notification for one device.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// The push node (for logs and registration removal; never the token).
-    pub node: String,
-    /// The provider id.
-    pub provider: String,
-    /// What to send.
-    pub push: Push,
-    /// When the publish was accepted.
-    pub accepted_at: Instant,
-}
-
-/// Queues a job; answered at once with `QueueFull` when the queue is full.
-#[derive(Message)]
-#[rtype(result = "Result<(), SubmitError>")]
-pub struct Submit(pub Job);
-
-/// Resolves once the queue is empty and nothing is in flight.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Drain;
+/// How often gauges are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+/// Pause before flushing again after the store failed.
+const FLUSH_RETRY: Duration = Duration::from_secs(1);
 
 /// The pool actor of one provider.
 pub struct Pool {
@@ -40,21 +34,27 @@ pub struct Pool {
     client: Arc<dyn PushClient>,
     registry: Registry,
     metrics: Arc<Metrics>,
-    queue: VecDeque<Job>,
-    capacity: usize,
-    in_flight: usize,
+    state: PoolState,
     max_in_flight: usize,
+    in_flight: usize,
+    wake: Option<(u64, SpawnHandle)>,
+    dirty: HashMap<String, Option<Vec<u8>>>,
+    dirty_waiters: Vec<oneshot::Sender<bool>>,
+    flushing: bool,
+    draining: bool,
     idle_waiters: Vec<oneshot::Sender<()>>,
+    unhealthy: Option<String>,
 }
 
 impl Pool {
-    /// A pool for provider `id`.
+    /// A pool for provider `id` over `state` (already loaded with the entries the
+    /// store held for this provider).
     pub fn new(
         id: String,
         client: Arc<dyn PushClient>,
         registry: Registry,
         metrics: Arc<Metrics>,
-        capacity: usize,
+        state: PoolState,
         max_in_flight: usize,
     ) -> Self {
         Self {
@@ -62,118 +62,312 @@ impl Pool {
             client,
             registry,
             metrics,
-            queue: VecDeque::new(),
-            capacity,
+            state,
+            max_in_flight: max_in_flight.max(1),
             in_flight: 0,
-            max_in_flight,
+            wake: None,
+            dirty: HashMap::new(),
+            dirty_waiters: Vec::new(),
+            flushing: false,
+            draining: false,
             idle_waiters: Vec::new(),
+            unhealthy: None,
         }
     }
 
-    fn pump(&mut self, ctx: &mut Context<Self>) {
-        while self.in_flight < self.max_in_flight {
-            let Some(job) = self.queue.pop_front() else {
-                break;
-            };
-            self.in_flight += 1;
-            let attempt = self.client.send(job.push.clone());
-            ctx.spawn(attempt.into_actor(self).map(move |result, act, ctx| {
-                act.in_flight -= 1;
-                act.on_result(job, result, ctx);
-                act.pump(ctx);
-                act.wake_if_idle();
-            }));
+    fn persist(&mut self, change: Persist) {
+        match change {
+            Persist::Put(entry) => self.dirty.insert(entry.key.clone(), Some(entry.encode())),
+            Persist::Delete(key) => self.dirty.insert(key, None),
+        };
+    }
+
+    /// Starts a flush of `dirty` unless one is running.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing || self.dirty.is_empty() {
+            return;
         }
+        self.flushing = true;
+        let writes: Vec<OutboxWrite> = self
+            .dirty
+            .drain()
+            .map(|(key, value)| OutboxWrite { key, value })
+            .collect();
+        let waiters = std::mem::take(&mut self.dirty_waiters);
+        let registry = self.registry.clone();
+        let retry = writes.clone();
+        ctx.spawn(
+            async move { registry.outbox_apply(writes).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    act.flushing = false;
+                    let ok = match result {
+                        Ok(()) => true,
+                        Err(e) => {
+                            error!(provider = %act.id, "cannot write the outbox: {e}; publishes are refused until it works");
+                            for w in retry {
+                                act.dirty.entry(w.key).or_insert(w.value);
+                            }
+                            ctx.run_later(FLUSH_RETRY, |act, ctx| act.flush(ctx));
+                            false
+                        }
+                    };
+                    for waiter in waiters {
+                        let _ = waiter.send(ok);
+                    }
+                    if ok {
+                        act.flush(ctx);
+                    }
+                    act.wake_if_idle();
+                }),
+        );
+    }
+
+    /// Starts what is due, then sets the timer for the next due entry.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let free = self.max_in_flight.saturating_sub(self.in_flight);
+        for step in self.state.take_due(now, free) {
+            match step {
+                Step::Send(attempt) => self.send(attempt, ctx),
+                Step::Expired(settled, change) => {
+                    self.settle(settled, now);
+                    self.persist(change);
+                }
+            }
+        }
+        self.flush(ctx);
+        self.arm_timer(ctx, now);
+        self.wake_if_idle();
+    }
+
+    fn arm_timer(&mut self, ctx: &mut Context<Self>, now: u64) {
+        let next = if self.in_flight >= self.max_in_flight {
+            None // a completion pumps again
+        } else {
+            self.state.next_wake()
+        };
+        if self.wake.as_ref().map(|(at, _)| *at) == next {
+            return;
+        }
+        if let Some((_, handle)) = self.wake.take() {
+            ctx.cancel_future(handle);
+        }
+        if let Some(at) = next {
+            let delay = Duration::from_millis(at.saturating_sub(now));
+            let handle = ctx.run_later(delay, |act, ctx| {
+                act.wake = None;
+                act.pump(ctx);
+            });
+            self.wake = Some((at, handle));
+        }
+    }
+
+    fn send(&mut self, attempt: Attempt, ctx: &mut Context<Self>) {
+        self.in_flight += 1;
+        let request = self.client.send(attempt.push.clone());
+        ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
+            act.in_flight -= 1;
+            act.on_result(attempt, result, ctx);
+            act.pump(ctx);
+            act.wake_if_idle();
+        }));
+    }
+
+    fn on_result(
+        &mut self,
+        attempt: Attempt,
+        result: Result<Delivered, DeliveryError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let provider = self.id.clone();
+        let now = now_ms();
+        let outcome = match &result {
+            Ok(delivered) => {
+                self.metrics.deliveries.inc(&[&provider, "delivered"]);
+                debug!(provider, node = %attempt.node, id = ?delivered.id, "delivered");
+                Outcome::Delivered
+            }
+            Err(error) => {
+                let class = error.class();
+                self.metrics.deliveries.inc(&[&provider, class.label()]);
+                self.explain(&attempt, error, class, ctx);
+                match class {
+                    ErrorClass::Retry => Outcome::Retry(error.retry_after()),
+                    ErrorClass::RetryNow => Outcome::RetryNow,
+                    ErrorClass::Unknown => Outcome::Unknown(error.retry_after()),
+                    ErrorClass::FailNotification => Outcome::Fail,
+                    ErrorClass::RemoveRegistration => Outcome::TokenDead,
+                    ErrorClass::ProviderMisconfigured => Outcome::Misconfigured,
+                }
+            }
+        };
+        let mut uniform = |n: u64| rand::random_range(0..=n);
+        let done = self
+            .state
+            .complete(&attempt.key, attempt.version, outcome, now, &mut uniform);
+        self.apply(done, result.err(), now);
+    }
+
+    fn apply(&mut self, done: Completion, error: Option<DeliveryError>, now: u64) {
+        let provider = self.id.clone();
+        if let Some(settled) = done.settled {
+            self.settle(settled, now);
+        }
+        if let (Some(_), Some(e)) = (done.retry_in_ms, &error) {
+            self.metrics.retries.inc(&[&provider, &e.reason_label()]);
+        }
+        match (done.health_changed, error) {
+            (Some(false), Some(e)) => {
+                error!(
+                    provider,
+                    "{}: {e}; notifications are kept and retried",
+                    credential_hint(&e)
+                );
+                self.unhealthy = Some(format!("{}: {e}", credential_hint(&e)));
+                self.metrics.provider_healthy.set(&[&provider], 0);
+            }
+            (Some(true), _) => {
+                info!(provider, "the provider accepts our requests again");
+                self.unhealthy = None;
+                self.metrics.provider_healthy.set(&[&provider], 1);
+            }
+            _ => {}
+        }
+        for change in done.persist {
+            self.persist(change);
+        }
+    }
+
+    fn settle(&self, settled: Settled, now: u64) {
+        let provider = self.id.as_str();
+        self.metrics.notifications.add(
+            &[provider, settled.fate.label()],
+            u64::from(settled.publishes),
+        );
+        match settled.fate {
+            super::state::Fate::Delivered => {
+                let seconds = now.saturating_sub(settled.accepted_ms) as f64 / 1000.0;
+                self.metrics.delivery_latency.observe(&[provider], seconds);
+            }
+            super::state::Fate::Expired => warn!(
+                provider,
+                publishes = settled.publishes,
+                "notification dropped: older than delivery.max_age_s"
+            ),
+            _ => {}
+        }
+    }
+
+    /// Logs a failed attempt, and removes the registration of a dead token.
+    fn explain(
+        &self,
+        attempt: &Attempt,
+        error: &DeliveryError,
+        class: ErrorClass,
+        ctx: &mut Context<Self>,
+    ) {
+        let provider = self.id.as_str();
+        let node = attempt.node.as_str();
+        match class {
+            ErrorClass::RemoveRegistration => {
+                let invalid_since = match error {
+                    DeliveryError::Rejected {
+                        invalid_since_ms, ..
+                    } => *invalid_since_ms,
+                    _ => None,
+                };
+                self.remove_dead_token(attempt, invalid_since, error.to_string(), ctx);
+            }
+            ErrorClass::FailNotification => {
+                warn!(
+                    provider,
+                    node, "notification rejected by the provider: {error}"
+                )
+            }
+            ErrorClass::Unknown => {
+                let body = match error {
+                    DeliveryError::Rejected { body, .. } => body.as_str(),
+                    _ => "",
+                };
+                warn!(
+                    provider,
+                    node, body, "unknown answer from the provider ({error}); retrying a few times"
+                )
+            }
+            ErrorClass::Retry | ErrorClass::RetryNow => {
+                debug!(provider, node, "delivery failed, will retry: {error}")
+            }
+            ErrorClass::ProviderMisconfigured => {
+                debug!(provider, node, "delivery refused: {error}")
+            }
+        }
+    }
+
+    fn remove_dead_token(
+        &self,
+        attempt: &Attempt,
+        invalid_since: Option<u64>,
+        error: String,
+        ctx: &mut Context<Self>,
+    ) {
+        let registry = self.registry.clone();
+        let node = attempt.node.clone();
+        let token = attempt.push.token.clone();
+        let provider = self.id.clone();
+        let removal = async move {
+            let removed = registry
+                .remove_dead_token(&node, &token, invalid_since)
+                .await;
+            (node, removed)
+        };
+        ctx.spawn(removal.into_actor(self).map(move |(node, result), _, _| match result {
+            Ok(true) => info!(provider, node, "{error}: the provider says the token is dead; registration removed"),
+            Ok(false) => info!(provider, node, "{error}: token reported dead but the registration was renewed or replaced; kept"),
+            Err(e) => warn!(provider, node, "{error}: token dead but the registration could not be removed: {e}"),
+        }));
     }
 
     fn wake_if_idle(&mut self) {
-        if self.queue.is_empty() && self.in_flight == 0 {
+        let idle = self.in_flight == 0
+            && !self.flushing
+            && self.dirty.is_empty()
+            && !self.state.due_now(now_ms());
+        if idle {
             for waiter in self.idle_waiters.drain(..) {
                 let _ = waiter.send(());
             }
         }
     }
 
-    fn on_result(
-        &mut self,
-        job: Job,
-        result: Result<crate::providers::Delivered, DeliveryError>,
-        ctx: &mut Context<Self>,
-    ) {
-        let provider = self.id.as_str();
-        let error = match result {
-            Ok(delivered) => {
-                self.metrics.deliveries.inc(&[provider, "delivered"]);
-                debug!(provider, node = %job.node, id = ?delivered.id, latency = ?job.accepted_at.elapsed(), "delivered");
-                return;
-            }
-            Err(e) => e,
-        };
-        let class = error.class();
-        self.metrics.deliveries.inc(&[provider, class.label()]);
-        match class {
-            ErrorClass::RemoveRegistration => {
-                let invalid_since = match &error {
-                    DeliveryError::Rejected {
-                        invalid_since_ms, ..
-                    } => *invalid_since_ms,
-                    _ => None,
-                };
-                let registry = self.registry.clone();
-                let removal = async move {
-                    registry
-                        .remove_dead_token(&job.node, &job.push.token, invalid_since)
-                        .await
-                        .map(|removed| (job.node, removed))
-                };
-                let provider = provider.to_owned();
-                ctx.spawn(removal.into_actor(self).map(move |result, _, _| match result {
-                    Ok((node, true)) => info!(provider, node, "{error}: the provider says the token is dead; registration removed"),
-                    Ok((node, false)) => info!(provider, node, "{error}: token reported dead but the registration was renewed or replaced; kept"),
-                    Err(e) => warn!(provider, "{error}: token dead but the registration could not be removed: {e}"),
-                }));
-            }
-            ErrorClass::ProviderMisconfigured => warn!(
-                provider,
-                node = %job.node,
-                "delivery refused, check this provider's credentials and endpoint: {error}"
-            ),
-            ErrorClass::FailNotification => {
-                warn!(provider, node = %job.node, "notification rejected by the provider: {error}")
-            }
-            ErrorClass::Retry => {
-                warn!(provider, node = %job.node, "delivery failed (transient, not retried yet): {error}")
-            }
-        }
+    fn refresh_gauges(&self) {
+        let p = [self.id.as_str()];
+        let now = now_ms();
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.outbox_entries.set(&p, gauge(self.state.len()));
+        self.metrics
+            .queue_depth
+            .set(&p, gauge(self.state.queued(now)));
+        self.metrics.in_flight.set(&p, gauge(self.in_flight));
+        let oldest = self
+            .state
+            .oldest_accepted()
+            .map_or(0, |t| now.saturating_sub(t) / 1000);
+        self.metrics
+            .oldest_pending_seconds
+            .set(&p, i64::try_from(oldest).unwrap_or(i64::MAX));
     }
 }
 
 impl Actor for Pool {
     type Context = Context<Self>;
-}
 
-impl Handler<Submit> for Pool {
-    type Result = Result<(), SubmitError>;
-
-    fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
-        if self.queue.len() >= self.capacity {
-            return Err(SubmitError::QueueFull);
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.metrics.provider_healthy.set(&[&self.id], 1);
+        if !self.state.is_empty() {
+            info!(provider = %self.id, pending = self.state.len(), "resuming notifications from the outbox");
         }
-        self.queue.push_back(msg.0);
+        ctx.run_interval(GAUGE_INTERVAL, |act, _| act.refresh_gauges());
         self.pump(ctx);
-        Ok(())
-    }
-}
-
-impl Handler<Drain> for Pool {
-    type Result = ResponseFuture<()>;
-
-    fn handle(&mut self, _msg: Drain, _ctx: &mut Context<Self>) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        self.idle_waiters.push(tx);
-        self.wake_if_idle();
-        Box::pin(async move {
-            let _ = rx.await;
-        })
     }
 }

@@ -6,7 +6,7 @@ use crate::app::replies::IqHeader;
 use crate::app::{
     AppContext, PublishOutcome, PublishRequest, Request, StanzaFault, classify, disco,
 };
-use crate::delivery::{Dispatcher, Job, SubmitError, build_push};
+use crate::delivery::{Arrival, Dispatcher, PayloadPolicy, SubmitError, build_push};
 use crate::registry::{DeviceRef, NewRegistration, Registry};
 use crate::telemetry::Metrics;
 use crate::xmpp::StanzaHandler;
@@ -15,7 +15,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 use tracing::{debug, warn};
 use xmpp_parsers::minidom::Element;
 
@@ -31,6 +30,8 @@ pub struct PushComponent {
     pub metrics: Arc<Metrics>,
     /// `[publish] require_account_domain`.
     pub require_account_domain: bool,
+    /// What a push may carry (`[delivery] include_*`).
+    pub payload: PayloadPolicy,
 }
 
 impl StanzaHandler for Arc<PushComponent> {
@@ -109,6 +110,7 @@ impl PushComponent {
                         voip_token: device.voip_token,
                         secret: secret.clone(),
                         device_id: device.device_id,
+                        keep_account: self.payload.include_account,
                     })
                     .await
                     .map(|r| {
@@ -168,15 +170,15 @@ impl PushComponent {
         if !registration.accepts_secret(self.registry.keys(), request.secret.as_deref()) {
             return PublishOutcome::BadSecret;
         }
-        let job = Job {
-            node: registration.node.clone(),
-            provider: registration.provider.clone(),
-            push: build_push(&request.notification, &registration),
-            accepted_at: Instant::now(),
+        let arrival = Arrival {
+            push: build_push(&request.notification, &registration, &self.payload),
+            node: registration.node,
+            provider: registration.provider,
         };
-        match self.dispatcher.submit(job).await {
+        match self.dispatcher.submit(arrival).await {
             Ok(()) => PublishOutcome::Accepted,
             Err(SubmitError::QueueFull | SubmitError::Stopped) => PublishOutcome::Overloaded,
+            Err(SubmitError::NotDurable) => PublishOutcome::StoreUnavailable,
             Err(SubmitError::UnknownProvider(p)) => PublishOutcome::ProviderNotConfigured(p),
         }
     }

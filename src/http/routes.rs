@@ -35,6 +35,26 @@ async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
         Ok(_) => "ok".to_owned(),
         Err(e) => format!("error: {e}"),
     };
+    // Provider health is reported, not gated on: a refused credential is the same
+    // on every replica, and the outbox keeps the notifications until it is fixed.
+    let providers: serde_json::Map<String, Value> = state
+        .dispatcher
+        .status()
+        .await
+        .into_iter()
+        .map(|(id, status)| {
+            let detail = match status {
+                Some(s) => json!({
+                    "healthy": s.healthy,
+                    "detail": s.detail,
+                    "pending": s.pending,
+                    "in_flight": s.in_flight,
+                }),
+                None => json!({ "healthy": false, "detail": "the delivery pool does not answer" }),
+            };
+            (id, detail)
+        })
+        .collect();
     let ready = sessions > 0 && store == "ok";
     let status = if ready {
         StatusCode::OK
@@ -45,6 +65,7 @@ async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
         "ready": ready,
         "component_sessions": sessions,
         "store": store,
+        "providers": providers,
     }))
 }
 

@@ -2,8 +2,9 @@
 //! connection, and the status/reason table.
 
 use super::apns_token::ApnsTokenSigner;
-use super::error::{BuildError, DeliveryError, ErrorClass, error_chain, retry_after};
-use super::tls::http_client;
+use super::error::{BuildError, DeliveryError, ErrorClass, error_chain, raw_body, retry_after};
+use super::size::{APNS_LIMIT, APNS_VOIP_LIMIT, fit};
+use super::tls::Connections;
 use super::{Delivered, Push, PushClient, PushKind, SendFuture, now_secs};
 use crate::config::{DeliveryConfig, ProviderConfig};
 use serde_json::{Map, Value, json};
@@ -21,7 +22,7 @@ struct Inner {
     endpoint: String,
     topic: String,
     expiration_s: u64,
-    http: reqwest::Client,
+    connections: Connections,
     signer: ApnsTokenSigner,
 }
 
@@ -50,11 +51,11 @@ impl ApnsClient {
             config.key_id.as_deref().ok_or_else(|| missing("key_id"))?,
             &key_pem,
         )?;
-        let http = http_client(
+        let connections = Connections::new(
             id,
             config.ca_file.as_deref(),
             Duration::from_secs(config.request_timeout_s),
-            true,
+            config.connections,
         )?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -66,7 +67,7 @@ impl ApnsClient {
                     .to_owned(),
                 topic: config.topic.clone().ok_or_else(|| missing("topic"))?,
                 expiration_s: delivery.expiration_s,
-                http,
+                connections,
                 signer,
             }),
         })
@@ -82,16 +83,22 @@ impl PushClient for ApnsClient {
 
 impl Inner {
     async fn send(&self, push: Push) -> Result<Delivered, DeliveryError> {
-        let bearer = self.signer.bearer().map_err(DeliveryError::Credentials)?;
-        let (push_type, priority, topic) = match push.kind {
-            PushKind::Alert => ("alert", "10", self.topic.clone()),
-            PushKind::Background => ("background", "5", self.topic.clone()),
-            PushKind::Voip => ("voip", "10", format!("{}.voip", self.topic)),
+        let (push_type, priority, topic, limit) = match push.kind {
+            PushKind::Alert => ("alert", "10", self.topic.clone(), APNS_LIMIT),
+            PushKind::Background => ("background", "5", self.topic.clone(), APNS_LIMIT),
+            PushKind::Voip => (
+                "voip",
+                "10",
+                format!("{}.voip", self.topic),
+                APNS_VOIP_LIMIT,
+            ),
         };
-        let mut request = self
-            .http
+        let body = fit(&push, limit, |p| payload(p).to_string().into_bytes())?;
+        let bearer = self.signer.bearer().map_err(DeliveryError::Credentials)?;
+        let (slot, http) = self.connections.pick();
+        let mut request = http
             .post(format!("{}/3/device/{}", self.endpoint, push.token))
-            .bearer_auth(bearer)
+            .bearer_auth(&bearer)
             .header("apns-id", new_apns_id())
             .header("apns-topic", topic)
             .header("apns-push-type", push_type)
@@ -101,7 +108,7 @@ impl Inner {
                 (now_secs() + self.expiration_s).to_string(),
             )
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(payload(&push).to_string());
+            .body(body);
         if let Some(collapse) = push
             .collapse_id
             .as_deref()
@@ -109,10 +116,13 @@ impl Inner {
         {
             request = request.header("apns-collapse-id", collapse);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| DeliveryError::Transport(error_chain(&e.without_url())))?;
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                self.connections.renew(slot);
+                return Err(DeliveryError::Transport(error_chain(&e.without_url())));
+            }
+        };
         let status = response.status().as_u16();
         let apns_id = response
             .headers()
@@ -122,22 +132,31 @@ impl Inner {
         if status == 200 {
             return Ok(Delivered { id: apns_id });
         }
+        if status >= 500 {
+            // Apple: retry 500/503 on a fresh connection.
+            self.connections.renew(slot);
+        }
         let retry_after = retry_after(response.headers());
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let text = response.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let reason = body
             .get("reason")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        if reason == "ExpiredProviderToken" {
-            self.signer.invalidate();
+        let mut class = classify(status, &reason);
+        if reason == "ExpiredProviderToken" && !self.signer.invalidate(&bearer) {
+            // Signed minutes ago and already "expired": the clock is wrong, and
+            // re-signing now would only earn TooManyProviderTokenUpdates.
+            class = ErrorClass::ProviderMisconfigured;
         }
         Err(DeliveryError::Rejected {
             status,
-            class: classify(status, &reason),
+            class,
             invalid_since_ms: body.get("timestamp").and_then(Value::as_u64),
             reason,
             retry_after,
+            body: raw_body(&text),
         })
     }
 }
@@ -159,15 +178,34 @@ fn new_apns_id() -> String {
     )
 }
 
-/// The APNs status/reason table (`PROTOCOL.md` §6).
+/// The APNs status/reason table (`PROTOCOL.md` §6). A reason Apple has not
+/// documented is [`ErrorClass::Unknown`], whatever its status.
 pub(crate) fn classify(status: u16, reason: &str) -> ErrorClass {
+    use ErrorClass::*;
     match (status, reason) {
-        (410, _) => ErrorClass::RemoveRegistration,
-        (400, "BadDeviceToken" | "DeviceTokenNotForTopic") => ErrorClass::RemoveRegistration,
-        (400, _) | (413, _) => ErrorClass::FailNotification,
-        (403, "ExpiredProviderToken") => ErrorClass::Retry,
-        (403, _) | (404 | 405, _) => ErrorClass::ProviderMisconfigured,
-        _ => ErrorClass::Retry,
+        (410, "Unregistered" | "ExpiredToken" | "") => RemoveRegistration,
+        (400, "BadDeviceToken" | "DeviceTokenNotForTopic") => RemoveRegistration,
+        (
+            400,
+            "BadCollapseId" | "BadExpirationDate" | "BadMessageId" | "BadPriority" | "BadTopic"
+            | "DuplicateHeaders" | "IdleTimeout" | "InvalidPushType" | "MissingDeviceToken"
+            | "MissingTopic" | "PayloadEmpty" | "TopicDisallowed",
+        ) => FailNotification,
+        (413, "PayloadTooLarge" | "") => FailNotification,
+        (403, "ExpiredProviderToken") => RetryNow,
+        (
+            403,
+            "InvalidProviderToken"
+            | "BadCertificate"
+            | "BadCertificateEnvironment"
+            | "Forbidden"
+            | "MissingProviderToken",
+        ) => ProviderMisconfigured,
+        (404, "BadPath" | "") | (405, "MethodNotAllowed" | "") => ProviderMisconfigured,
+        (429, "TooManyRequests" | "TooManyProviderTokenUpdates" | "") => Retry,
+        (500, "InternalServerError" | "") | (503, "ServiceUnavailable" | "Shutdown" | "") => Retry,
+        (502 | 504, _) => Retry,
+        _ => Unknown,
     }
 }
 
@@ -176,11 +214,15 @@ pub(crate) fn payload(push: &Push) -> Value {
     let mut aps = Map::new();
     match push.kind {
         PushKind::Alert => {
-            let body = push
-                .alert_body
-                .clone()
-                .unwrap_or_else(|| "New message".to_owned());
-            aps.insert("alert".into(), json!({ "body": body }));
+            let mut alert = Map::new();
+            if let Some(title) = &push.alert_title {
+                alert.insert("title".into(), json!(title));
+            }
+            alert.insert(
+                "body".into(),
+                json!(push.alert_body.as_deref().unwrap_or("New message")),
+            );
+            aps.insert("alert".into(), Value::Object(alert));
             aps.insert("sound".into(), json!("default"));
             aps.insert("mutable-content".into(), json!(1));
         }
@@ -194,6 +236,10 @@ pub(crate) fn payload(push: &Push) -> Value {
     }
     let mut root = Map::new();
     root.insert("aps".into(), Value::Object(aps));
+    if let Some(count) = push.badge {
+        // A number, as Tigase's component sends it (Siskin reads an Int).
+        root.insert("unread-messages".into(), json!(count));
+    }
     for (k, v) in &push.data {
         root.insert(k.clone(), Value::String(v.clone()));
     }
@@ -218,7 +264,7 @@ mod tests {
             ),
             (400, "BadCollapseId", ErrorClass::FailNotification),
             (400, "PayloadEmpty", ErrorClass::FailNotification),
-            (403, "ExpiredProviderToken", ErrorClass::Retry),
+            (403, "ExpiredProviderToken", ErrorClass::RetryNow),
             (
                 403,
                 "InvalidProviderToken",
@@ -230,6 +276,28 @@ mod tests {
             (500, "InternalServerError", ErrorClass::Retry),
             (503, "ServiceUnavailable", ErrorClass::Retry),
             (503, "Shutdown", ErrorClass::Retry),
+            (429, "TooManyProviderTokenUpdates", ErrorClass::Retry),
+            (
+                403,
+                "BadCertificateEnvironment",
+                ErrorClass::ProviderMisconfigured,
+            ),
+            (
+                403,
+                "MissingProviderToken",
+                ErrorClass::ProviderMisconfigured,
+            ),
+            (403, "Forbidden", ErrorClass::ProviderMisconfigured),
+            (404, "BadPath", ErrorClass::ProviderMisconfigured),
+            (405, "MethodNotAllowed", ErrorClass::ProviderMisconfigured),
+            (400, "BadExpirationDate", ErrorClass::FailNotification),
+            (400, "BadPriority", ErrorClass::FailNotification),
+            (400, "BadTopic", ErrorClass::FailNotification),
+            (400, "MissingTopic", ErrorClass::FailNotification),
+            (400, "TopicDisallowed", ErrorClass::FailNotification),
+            (400, "SomethingNew", ErrorClass::Unknown),
+            (403, "SomethingNew", ErrorClass::Unknown),
+            (418, "", ErrorClass::Unknown),
         ];
         for (status, reason, class) in table {
             assert_eq!(classify(status, reason), class, "{status} {reason}");
@@ -252,14 +320,15 @@ mod tests {
             kind: PushKind::Alert,
             collapse_id: None,
             badge: Some(3),
+            alert_title: None,
             alert_body: None,
-            data: BTreeMap::from([("unread-messages".to_owned(), "3".to_owned())]),
+            data: BTreeMap::new(),
         };
         let alert = payload(&push);
         assert_eq!(alert["aps"]["mutable-content"], 1);
         assert_eq!(alert["aps"]["badge"], 3);
         assert_eq!(alert["aps"]["alert"]["body"], "New message");
-        assert_eq!(alert["unread-messages"], "3");
+        assert_eq!(alert["unread-messages"], 3);
         push.kind = PushKind::Background;
         let background = payload(&push);
         assert_eq!(background["aps"]["content-available"], 1);

@@ -9,6 +9,8 @@ use std::sync::Mutex;
 
 /// How long a signed token is reused, in seconds.
 const REUSE_SECS: u64 = 50 * 60;
+/// Apple answers TooManyProviderTokenUpdates to tokens re-signed faster than this.
+const MIN_RESIGN_SECS: u64 = 20 * 60;
 
 #[derive(Serialize)]
 struct Claims<'a> {
@@ -71,7 +73,10 @@ impl ApnsTokenSigner {
 
     /// The current token, re-signed when older than 50 minutes.
     pub(crate) fn bearer(&self) -> Result<String, String> {
-        let now = now_secs();
+        self.bearer_at(now_secs())
+    }
+
+    fn bearer_at(&self, now: u64) -> Result<String, String> {
         let mut cached = self
             .cached
             .lock()
@@ -86,10 +91,60 @@ impl ApnsTokenSigner {
         Ok(token)
     }
 
-    /// Drops the cached token (after `ExpiredProviderToken`).
-    pub(crate) fn invalidate(&self) {
-        if let Ok(mut cached) = self.cached.lock() {
-            *cached = None;
+    /// After `ExpiredProviderToken` for a request sent with `used`: drops the
+    /// cached token so the next request re-signs, and says whether a retry can
+    /// use a renewed token. False when `used` is still the current token and
+    /// younger than 20 minutes: Apple forbids re-signing that often, and a token
+    /// that young being "expired" means the clock is wrong.
+    pub(crate) fn invalidate(&self, used: &str) -> bool {
+        self.invalidate_at(used, now_secs())
+    }
+
+    fn invalidate_at(&self, used: &str, now: u64) -> bool {
+        let Ok(mut cached) = self.cached.lock() else {
+            return false;
+        };
+        match cached.as_ref() {
+            // Renewed already by another request's answer.
+            Some((token, _)) if token != used => true,
+            Some((_, iat)) if now.saturating_sub(*iat) < MIN_RESIGN_SECS => false,
+            _ => {
+                *cached = None;
+                true
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> ApnsTokenSigner {
+        let key = rcgen::KeyPair::generate().expect("P-256 key");
+        ApnsTokenSigner::new("apns", "TEAM", "KEY", key.serialize_pem().as_bytes()).expect("signer")
+    }
+
+    #[test]
+    fn reused_for_50_minutes_and_resigned_no_sooner_than_20() {
+        let s = signer();
+        let t = 1_000_000;
+        let first = s.bearer_at(t).expect("sign");
+        assert_eq!(s.bearer_at(t + 49 * 60).expect("reuse"), first);
+        let second = s.bearer_at(t + 51 * 60).expect("re-sign");
+        assert_ne!(second, first);
+        let t2 = t + 51 * 60;
+        assert!(
+            !s.invalidate_at(&second, t2 + 10 * 60),
+            "too young to re-sign"
+        );
+        assert_eq!(s.bearer_at(t2 + 10 * 60).expect("kept"), second);
+        assert!(
+            s.invalidate_at(&first, t2 + 10 * 60),
+            "an old token: retry with the current one"
+        );
+        assert_eq!(s.bearer_at(t2 + 10 * 60).expect("kept"), second);
+        assert!(s.invalidate_at(&second, t2 + 21 * 60));
+        assert_ne!(s.bearer_at(t2 + 21 * 60).expect("re-signed"), second);
     }
 }

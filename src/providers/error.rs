@@ -7,8 +7,14 @@ use thiserror::Error;
 /// What a failed delivery means for the notification and the registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Transient: try again later (5xx, 429, network).
+    /// Transient: try again later with backoff, on a fresh connection (5xx, 429,
+    /// network, GOAWAY).
     Retry,
+    /// The credentials were renewed (APNs `ExpiredProviderToken`): try again at once.
+    RetryNow,
+    /// A status or reason not in the tables: retried with backoff a few times,
+    /// and logged with the raw body so the table can learn it.
+    Unknown,
     /// The token is dead: remove the registration.
     RemoveRegistration,
     /// This notification cannot be sent (our bug or its content): drop it, keep the
@@ -23,6 +29,8 @@ impl ErrorClass {
     pub fn label(self) -> &'static str {
         match self {
             ErrorClass::Retry => "retry",
+            ErrorClass::RetryNow => "credentials-renewed",
+            ErrorClass::Unknown => "unknown",
             ErrorClass::RemoveRegistration => "token-dead",
             ErrorClass::FailNotification => "failed",
             ErrorClass::ProviderMisconfigured => "misconfigured",
@@ -46,6 +54,18 @@ pub enum DeliveryError {
         invalid_since_ms: Option<u64>,
         /// `Retry-After`, if the provider sent one.
         retry_after: Option<Duration>,
+        /// The response body, cut to 512 bytes, for the log line of
+        /// an unknown error. Providers never echo the device token in it.
+        body: String,
+    },
+    /// The push does not fit the provider's size limit even with the body cut:
+    /// what is left (an encrypted payload, say) cannot be shortened.
+    #[error("payload of {size} bytes exceeds the limit of {limit} and cannot be trimmed")]
+    TooLarge {
+        /// Bytes after trimming.
+        size: usize,
+        /// The provider's limit.
+        limit: usize,
     },
     /// The request did not complete (connect, TLS, timeout, reset).
     #[error("request failed: {0}")]
@@ -62,8 +82,43 @@ impl DeliveryError {
             DeliveryError::Rejected { class, .. } => *class,
             DeliveryError::Transport(_) => ErrorClass::Retry,
             DeliveryError::Credentials(_) => ErrorClass::ProviderMisconfigured,
+            DeliveryError::TooLarge { .. } => ErrorClass::FailNotification,
         }
     }
+
+    /// `Retry-After`, when the provider sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DeliveryError::Rejected { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short label for the retries metric: the provider's reason, or the kind
+    /// of failure.
+    pub fn reason_label(&self) -> String {
+        match self {
+            DeliveryError::Rejected { status, reason, .. } if reason.is_empty() => {
+                format!("http-{status}")
+            }
+            DeliveryError::Rejected { reason, .. } => reason.chars().take(40).collect(),
+            DeliveryError::Transport(_) => "transport".to_owned(),
+            DeliveryError::Credentials(_) => "credentials".to_owned(),
+            DeliveryError::TooLarge { .. } => "too-large".to_owned(),
+        }
+    }
+}
+
+/// How much of an error body is kept for logs.
+pub(crate) const RAW_BODY_LIMIT: usize = 512;
+
+/// `text` cut to 512 bytes at a character boundary.
+pub(crate) fn raw_body(text: &str) -> String {
+    let mut end = text.len().min(RAW_BODY_LIMIT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// Why a provider could not be built; names the configuration key.

@@ -1,9 +1,10 @@
 //! The FCM HTTP v1 client (`PROTOCOL.md` §7): data messages, one token per request
 //! over a shared HTTP/2 connection, and the error-code table.
 
-use super::error::{BuildError, DeliveryError, ErrorClass, error_chain, retry_after};
+use super::error::{BuildError, DeliveryError, ErrorClass, error_chain, raw_body, retry_after};
 use super::fcm_token::FcmTokenSource;
-use super::tls::http_client;
+use super::size::{FCM_LIMIT, fit};
+use super::tls::{Connections, http_client};
 use super::{Delivered, Push, PushClient, PushKind, SendFuture};
 use crate::config::{DeliveryConfig, ProviderConfig};
 use serde_json::{Value, json};
@@ -21,9 +22,12 @@ pub struct FcmClient {
 struct Inner {
     send_url: String,
     expiration_s: u64,
-    http: reqwest::Client,
+    connections: Connections,
     tokens: FcmTokenSource,
 }
+
+/// FCM's default `Retry-After` for QUOTA_EXCEEDED when the header is missing.
+const QUOTA_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 impl FcmClient {
     /// Builds the client, reading the service account.
@@ -55,7 +59,12 @@ impl FcmClient {
             inner: Arc::new(Inner {
                 send_url: format!("{endpoint}/v1/projects/{project}/messages:send"),
                 expiration_s: delivery.expiration_s,
-                http: http_client(id, config.ca_file.as_deref(), timeout, true)?,
+                connections: Connections::new(
+                    id,
+                    config.ca_file.as_deref(),
+                    timeout,
+                    config.connections,
+                )?,
                 tokens,
             }),
         })
@@ -71,18 +80,32 @@ impl PushClient for FcmClient {
 
 impl Inner {
     async fn send(&self, push: Push) -> Result<Delivered, DeliveryError> {
+        let data = fit(&push, FCM_LIMIT, |p| {
+            serde_json::to_vec(&data(p)).unwrap_or_default()
+        })?;
+        let data: Value = serde_json::from_slice(&data).unwrap_or(Value::Null);
         let bearer = self.tokens.bearer().await?;
-        let response = self
-            .http
+        let (slot, http) = self.connections.pick();
+        let response = match http
             .post(&self.send_url)
             .bearer_auth(bearer)
-            .json(&message(&push, self.expiration_s))
+            .json(&message(&push, data, self.expiration_s))
             .send()
             .await
-            .map_err(|e| DeliveryError::Transport(error_chain(&e.without_url())))?;
+        {
+            Ok(response) => response,
+            Err(e) => {
+                self.connections.renew(slot);
+                return Err(DeliveryError::Transport(error_chain(&e.without_url())));
+            }
+        };
         let status = response.status().as_u16();
-        let retry_after = retry_after(response.headers());
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status >= 500 {
+            self.connections.renew(slot);
+        }
+        let mut retry_after = retry_after(response.headers());
+        let text = response.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status == 200 {
             return Ok(Delivered {
                 id: body.get("name").and_then(Value::as_str).map(str::to_owned),
@@ -92,18 +115,38 @@ impl Inner {
         if status == 401 {
             self.tokens.invalidate().await;
         }
+        if reason == "QUOTA_EXCEEDED" {
+            retry_after = retry_after.or(Some(QUOTA_RETRY_AFTER));
+        }
         Err(DeliveryError::Rejected {
             status,
             class: classify(status, &reason),
             reason,
             invalid_since_ms: None,
             retry_after,
+            body: raw_body(&text),
         })
     }
 }
 
-/// The v1 message: data only (string values), Android priority and TTL.
-pub(crate) fn message(push: &Push, expiration_s: u64) -> Value {
+/// The `data` map: string values only, as FCM requires. Its encoding is what
+/// FCM's 4096-byte limit counts.
+pub(crate) fn data(push: &Push) -> Value {
+    let mut data = serde_json::Map::new();
+    if let Some(count) = push.badge {
+        data.insert("unread-messages".into(), json!(count.to_string()));
+    }
+    if let Some(title) = &push.alert_title {
+        data.insert("title".into(), json!(title));
+    }
+    for (k, v) in &push.data {
+        data.insert(k.clone(), json!(v));
+    }
+    Value::Object(data)
+}
+
+/// The v1 message: `data` (see [`data`]), Android priority, TTL and collapse key.
+pub(crate) fn message(push: &Push, data: Value, expiration_s: u64) -> Value {
     let priority = match push.kind {
         PushKind::Alert | PushKind::Voip => "high",
         PushKind::Background => "normal",
@@ -112,7 +155,7 @@ pub(crate) fn message(push: &Push, expiration_s: u64) -> Value {
     if let Some(collapse) = &push.collapse_id {
         android["collapse_key"] = json!(collapse);
     }
-    json!({ "message": { "token": push.token, "data": push.data, "android": android } })
+    json!({ "message": { "token": push.token, "data": data, "android": android } })
 }
 
 /// `error.details[FcmError].errorCode` first, then `error.status`.
@@ -129,17 +172,20 @@ fn error_code(body: &Value) -> String {
         .to_owned()
 }
 
-/// The FCM error table (`PROTOCOL.md` §7).
+/// The FCM error table (`PROTOCOL.md` §7): the FcmError code first, then the
+/// `google.rpc` status. Anything else is [`ErrorClass::Unknown`].
 pub(crate) fn classify(status: u16, code: &str) -> ErrorClass {
+    use ErrorClass::*;
     match (status, code) {
-        (_, "UNREGISTERED" | "SENDER_ID_MISMATCH") => ErrorClass::RemoveRegistration,
-        (_, "INVALID_ARGUMENT") => ErrorClass::FailNotification,
+        (_, "UNREGISTERED" | "SENDER_ID_MISMATCH") => RemoveRegistration,
+        (_, "INVALID_ARGUMENT") => FailNotification,
+        (_, "QUOTA_EXCEEDED" | "RESOURCE_EXHAUSTED" | "UNAVAILABLE" | "INTERNAL") => Retry,
         (_, "THIRD_PARTY_AUTH_ERROR" | "PERMISSION_DENIED" | "UNAUTHENTICATED") => {
-            ErrorClass::ProviderMisconfigured
+            ProviderMisconfigured
         }
-        (401 | 403 | 404, _) => ErrorClass::ProviderMisconfigured,
-        (400, _) => ErrorClass::FailNotification,
-        _ => ErrorClass::Retry,
+        (401 | 403, _) | (404, "NOT_FOUND" | "") => ProviderMisconfigured,
+        (429 | 500 | 502 | 503 | 504, _) => Retry,
+        _ => Unknown,
     }
 }
 
@@ -164,6 +210,12 @@ mod tests {
             ),
             (401, "UNAUTHENTICATED", ErrorClass::ProviderMisconfigured),
             (404, "NOT_FOUND", ErrorClass::ProviderMisconfigured),
+            (403, "PERMISSION_DENIED", ErrorClass::ProviderMisconfigured),
+            (429, "RESOURCE_EXHAUSTED", ErrorClass::Retry),
+            (502, "", ErrorClass::Retry),
+            (400, "UNSPECIFIED_ERROR", ErrorClass::Unknown),
+            (400, "FAILED_PRECONDITION", ErrorClass::Unknown),
+            (418, "", ErrorClass::Unknown),
         ];
         for (status, code, class) in table {
             assert_eq!(classify(status, code), class, "{status} {code}");
@@ -189,13 +241,15 @@ mod tests {
             token: "tok".into(),
             kind: PushKind::Background,
             collapse_id: Some("node".into()),
-            badge: None,
+            badge: Some(2),
+            alert_title: None,
             alert_body: None,
-            data: BTreeMap::from([("unread-messages".to_owned(), "2".to_owned())]),
+            data: BTreeMap::from([("iv".to_owned(), "aXY=".to_owned())]),
         };
-        let m = message(&push, 60);
+        let m = message(&push, data(&push), 60);
         assert_eq!(m["message"]["token"], "tok");
         assert_eq!(m["message"]["data"]["unread-messages"], "2");
+        assert_eq!(m["message"]["data"]["iv"], "aXY=");
         assert_eq!(m["message"]["android"]["priority"], "normal");
         assert_eq!(m["message"]["android"]["ttl"], "60s");
         assert_eq!(m["message"]["android"]["collapse_key"], "node");

@@ -1,11 +1,12 @@
 //! The embedded backend: one redb file, durable on every commit.
 
-use super::{Registration, RegistryError};
+use super::{OutboxWrite, Registration, RegistryError};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 
 const REGISTRATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("registrations");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 const DEPLOYMENT_KEY: &str = "deployment_key";
 const FILE_NAME: &str = "pushgate.redb";
 
@@ -35,6 +36,7 @@ impl EmbeddedStore {
         {
             txn.open_table(REGISTRATIONS).map_err(storage)?;
             txn.open_table(META).map_err(storage)?;
+            txn.open_table(OUTBOX).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         Ok(Self { db })
@@ -136,6 +138,42 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// Applies outbox writes in order, in one durable transaction: the group
+    /// commit that lets many publishes share one fsync.
+    pub fn outbox_apply(&self, writes: &[OutboxWrite]) -> Result<(), RegistryError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut table = txn.open_table(OUTBOX).map_err(storage)?;
+            for write in writes {
+                match &write.value {
+                    Some(value) => {
+                        table
+                            .insert(write.key.as_str(), value.as_slice())
+                            .map_err(storage)?;
+                    }
+                    None => {
+                        table.remove(write.key.as_str()).map_err(storage)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(storage)
+    }
+
+    /// Every outbox entry, as stored.
+    pub fn outbox_load(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(OUTBOX).map_err(storage)?;
+        let mut entries = Vec::new();
+        for item in table.iter().map_err(storage)? {
+            let (key, value) = item.map_err(storage)?;
+            entries.push((key.value().to_owned(), value.value().to_vec()));
+        }
+        Ok(entries)
+    }
+}
+
 fn encode(r: &Registration) -> Result<Vec<u8>, RegistryError> {
     serde_json::to_vec(r).map_err(storage)
 }
@@ -149,7 +187,7 @@ fn decode(node: &str, bytes: &[u8]) -> Result<Registration, RegistryError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{DeviceRef, NewRegistration, Registry};
+    use super::super::{DeviceRef, NewRegistration, OutboxWrite, Registry};
 
     fn new(token: &str) -> NewRegistration {
         NewRegistration {
@@ -159,7 +197,34 @@ mod tests {
             voip_token: None,
             secret: None,
             device_id: None,
+            keep_account: false,
         }
+    }
+
+    #[tokio::test]
+    async fn outbox_writes_apply_in_order_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::open_embedded(dir.path()).expect("open");
+        let put = |k: &str, v: &str| OutboxWrite {
+            key: k.into(),
+            value: Some(v.as_bytes().to_vec()),
+        };
+        let delete = |k: &str| OutboxWrite {
+            key: k.into(),
+            value: None,
+        };
+        reg.outbox_apply(vec![
+            put("a", "1"),
+            put("b", "1"),
+            put("a", "2"),
+            delete("b"),
+        ])
+        .await
+        .expect("apply");
+        drop(reg);
+        let reg = Registry::open_embedded(dir.path()).expect("reopen");
+        let entries = reg.outbox_load().await.expect("load");
+        assert_eq!(entries, [("a".to_owned(), b"2".to_vec())]);
     }
 
     #[tokio::test]

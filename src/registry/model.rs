@@ -10,6 +10,10 @@ pub struct Registration {
     pub node: String,
     /// HMAC of the account's bare JID.
     pub account_hash: String,
+    /// The account's bare JID in clear, kept only with `[delivery] include_account`
+    /// (Tigase apps read it from the push to tell accounts apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// The account's domain, in clear: publishes must come from it.
     pub account_domain: String,
     /// The provider id (a `[[providers]] id`).
@@ -70,6 +74,18 @@ pub struct NewRegistration {
     /// The client's device id, for dialects that have one: the node is derived
     /// from it instead of the token, so a new token keeps the node.
     pub device_id: Option<String>,
+    /// Keep the account's JID in clear (`[delivery] include_account`).
+    pub keep_account: bool,
+}
+
+/// One change to the outbox: a value to store under `key`, or its removal.
+/// The store does not read values; the delivery module owns their format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxWrite {
+    /// The entry's key (it starts with the node, so a sharded store can place it).
+    pub key: String,
+    /// The encoded entry, or `None` to delete.
+    pub value: Option<Vec<u8>>,
 }
 
 impl NewRegistration {
@@ -86,6 +102,7 @@ impl NewRegistration {
                 self.device_id.as_deref().unwrap_or(&self.token),
             ),
             account_hash: keys.account_hash(&self.account),
+            account: self.keep_account.then(|| self.account.clone()),
             account_domain,
             provider: self.provider,
             token: self.token,
@@ -119,6 +136,7 @@ mod tests {
             voip_token: None,
             secret: secret.map(str::to_owned),
             device_id: None,
+            keep_account: false,
         };
         let open = new(None).into_registration(&keys, 1);
         assert!(open.accepts_secret(&keys, None));

@@ -245,25 +245,36 @@ async fn ejabberd_keeps_pushing_after_a_gateway_restart() {
 
 async fn outage_and_overload(kind: Kind) {
     let h = Interop::start_with(kind, |mut c| {
-        c.delivery = "queue_capacity = 1\nmax_in_flight = 1\n".into();
+        c.delivery = "queue_capacity = 1\n".into();
+        c.provider_keys = "max_in_flight = 1\n".into();
         c
     })
     .await;
-    let token = apns_token(0x65);
-    h.register("alice", "tigase", "one", "apns", &token);
+    // Two devices: publishes for one node merge, so only a second node can
+    // overflow the one-slot queue.
+    let tokens = [apns_token(0x65), apns_token(0x66)];
+    for token in &tokens {
+        h.register("alice", "tigase", "one", "apns", token);
+    }
     // The provider is down.
-    h.mock
-        .respond(&token, 503, json!({"reason": "ServiceUnavailable"}));
+    for token in &tokens {
+        h.mock
+            .respond(token, 503, json!({"reason": "ServiceUnavailable"}));
+    }
     h.send("alice", 3);
     h.mock.wait_pushes(1, WAIT).await;
     // The provider is slow: the one-slot queue overflows.
-    h.mock.respond(&token, 200, json!({}));
-    h.mock.delay(&token, Duration::from_millis(1500));
+    for token in &tokens {
+        h.mock.respond(token, 200, json!({}));
+        h.mock.delay(token, Duration::from_millis(1500));
+    }
     h.send("alice", 6);
     h.wait_publishes("resource-constraint", 1).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // Back to normal: the registration is still enabled on the server.
-    h.mock.delay(&token, Duration::ZERO);
+    // Back to normal: the registrations are still enabled on the server.
+    for token in &tokens {
+        h.mock.delay(token, Duration::ZERO);
+    }
     let before = h.mock.pushes().len();
     h.send("alice", 1);
     let arrived = eventually(WAIT, || async { h.mock.pushes().len() > before }).await;

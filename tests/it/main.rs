@@ -5,8 +5,10 @@ mod support;
 
 mod component;
 mod config_check;
+mod delivery;
 mod http_api;
 mod interop;
+mod outbox;
 mod publish;
 mod registration;
 mod robustness;

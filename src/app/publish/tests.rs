@@ -112,7 +112,7 @@ fn tigase_extensions_are_read_and_encrypted_is_kept_verbatim() {
     assert_eq!(e.iv, "aXYxMjM0NTY3ODkw");
     assert_eq!(p.notification.jingle_sid.as_deref(), Some("call-1"));
     assert!(p.notification.is_call());
-    assert_eq!(p.notification.priority(), Priority::Low);
+    assert_eq!(p.notification.priority(), Priority::High, "a call rings");
 }
 
 #[test]

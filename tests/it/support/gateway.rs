@@ -51,6 +51,8 @@ pub struct TestConfig {
     pub delivery: String,
     /// `component.keepalive_s`.
     pub keepalive_s: u64,
+    /// Extra keys for every `[[providers]]` entry of the mocks.
+    pub provider_keys: String,
 }
 
 impl TestConfig {
@@ -66,6 +68,7 @@ impl TestConfig {
             http_tls: None,
             delivery: String::new(),
             keepalive_s: 30,
+            provider_keys: String::new(),
         }
     }
 
@@ -82,14 +85,16 @@ topic = "com.example.app"
 team_id = "TEAM123456"
 key_id = "TESTKEY01"
 key_file = "{p8}"
-
+{keys}
 [[providers]]
 id = "fcm"
 kind = "fcm"
 endpoint = "{url}"
 ca_file = "{ca}"
 service_account_file = "{sa}"
+{keys}
 "#,
+            keys = "{keys}",
             url = mock.url,
             ca = mock.pki.ca_file.display(),
             p8 = mock.pki.apns_key_file.display(),
@@ -100,6 +105,7 @@ service_account_file = "{sa}"
 
     /// The TOML text.
     pub fn to_toml(&self) -> String {
+        let extra = self.extra.replace("{keys}", &self.provider_keys);
         let mut text = format!(
             r#"[component]
 jid = "{jid}"
@@ -143,7 +149,7 @@ level = "pushgate=debug,info"
                 self.connections
             ));
         }
-        text.push_str(&self.extra);
+        text.push_str(&extra);
         text
     }
 }
@@ -218,6 +224,23 @@ impl GatewayProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Kills the process with SIGKILL (no shutdown at all) and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The value of the metric line starting with `series` (name and labels
+    /// exactly as rendered), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.get("/metrics").await;
+        text.lines()
+            .filter_map(|l| l.strip_prefix(series))
+            .filter_map(|rest| rest.trim().parse::<f64>().ok())
+            .next()
+            .unwrap_or(0.0)
     }
 
     /// An HTTP client for the gateway's endpoints.

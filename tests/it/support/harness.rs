@@ -119,6 +119,15 @@ pub fn prosody_publish(node: &str, domain: &str, body: &str, secret: Option<&str
     )
 }
 
+/// A Tigase-style publish: summary form with a real message count, sender and
+/// body, plus any extension elements (`<priority/>`, `<groupchat/>`, …).
+pub fn counted_publish(node: &str, count: u32, sender: &str, body: &str, extra: &str) -> String {
+    format!(
+        "<iq type='set' from='localhost' to='push.localhost' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node}'><item><notification xmlns='urn:xmpp:push:0'><x type='submit' xmlns='jabber:x:data'><field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field><field var='message-count'><value>{count}</value></field><field var='last-message-sender'><value>{sender}</value></field><field var='last-message-body'><value>{body}</value></field></x>{extra}</notification></item></publish></pubsub></iq>",
+        id = next_id()
+    )
+}
+
 /// ejabberd's publish of a stanza without body: no form at all.
 pub fn ejabberd_empty_publish(node: &str, domain: &str) -> String {
     format!(

@@ -10,12 +10,13 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
 /// A request the mock received.
@@ -27,6 +28,21 @@ pub struct Recorded {
     pub headers: HashMap<String, String>,
     /// The body as text.
     pub body: String,
+    /// The status the mock answered (0: the connection was reset instead).
+    pub status: u16,
+    /// When the request arrived.
+    pub at: Instant,
+}
+
+/// One scripted answer to one request.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// This status and JSON body, with an optional `Retry-After` in seconds.
+    Status(u16, Value, Option<u64>),
+    /// Close the TCP connection without answering.
+    Reset,
+    /// Answer this status and body, and send GOAWAY on the connection.
+    GoAway(u16, Value),
 }
 
 impl Recorded {
@@ -38,6 +54,20 @@ impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
+    /// The device token the request was for.
+    pub fn token(&self) -> Option<String> {
+        if let Some(token) = self.path.strip_prefix("/3/device/") {
+            return Some(token.to_owned());
+        }
+        self.json()["message"]["token"].as_str().map(str::to_owned)
+    }
+}
+
+/// Per-connection signals from a request handler to its connection task.
+#[derive(Default)]
+struct Signals {
+    reset: Notify,
+    goaway: Notify,
 }
 
 #[derive(Default)]
@@ -45,6 +75,7 @@ struct State {
     pushes: Mutex<Vec<Recorded>>,
     token_grants: Mutex<Vec<Recorded>>,
     scripted: Mutex<HashMap<String, (u16, String)>>,
+    scripts: Mutex<HashMap<String, VecDeque<Answer>>>,
     delays: Mutex<HashMap<String, Duration>>,
     grants_issued: AtomicUsize,
     connections: AtomicUsize,
@@ -95,10 +126,20 @@ impl MockProvider {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    let service = service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
+                    let signals = Arc::new(Signals::default());
+                    let service_signals = signals.clone();
+                    let service =
+                        service_fn(move |req| handle(state.clone(), service_signals.clone(), req));
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service);
+                    tokio::pin!(conn);
+                    loop {
+                        tokio::select! {
+                            _ = conn.as_mut() => return,
+                            () = signals.reset.notified() => return,
+                            () = signals.goaway.notified() => conn.as_mut().graceful_shutdown(),
+                        }
+                    }
                 });
             }
         });
@@ -112,6 +153,39 @@ impl MockProvider {
             .lock()
             .expect("lock")
             .insert(token.to_owned(), (status, body.to_string()));
+    }
+
+    /// Answers the next requests for `token` with `answers`, in order; then as
+    /// before (a `respond` answer, or success).
+    pub fn script(&self, token: &str, answers: impl IntoIterator<Item = Answer>) {
+        self.state
+            .scripts
+            .lock()
+            .expect("lock")
+            .entry(token.to_owned())
+            .or_default()
+            .extend(answers);
+    }
+
+    /// Drops the answers still scripted for `token`.
+    pub fn clear_script(&self, token: &str) {
+        self.state.scripts.lock().expect("lock").remove(token);
+    }
+
+    /// Requests for `token` so far (every attempt, answered or reset).
+    pub fn attempts(&self, token: &str) -> Vec<Recorded> {
+        self.pushes()
+            .into_iter()
+            .filter(|r| r.token().as_deref() == Some(token))
+            .collect()
+    }
+
+    /// Requests for `token` answered with 200.
+    pub fn delivered(&self, token: &str) -> Vec<Recorded> {
+        self.attempts(token)
+            .into_iter()
+            .filter(|r| r.status == 200)
+            .collect()
     }
 
     /// Answers pushes to `token` only after `delay` (a slow provider).
@@ -168,6 +242,7 @@ fn rustls_pem_der(pem: &str, label: &str) -> Vec<u8> {
 
 async fn handle(
     state: Arc<State>,
+    signals: Arc<Signals>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let path = req.uri().path().to_owned();
@@ -182,10 +257,12 @@ async fn handle(
         })
         .collect();
     let body = req.into_body().collect().await?.to_bytes();
-    let recorded = Recorded {
+    let mut recorded = Recorded {
         path: path.clone(),
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
+        status: 200,
+        at: Instant::now(),
     };
     if path == "/token" {
         state.token_grants.lock().expect("lock").push(recorded);
@@ -203,6 +280,7 @@ async fn handle(
         None
     };
     let Some(token) = token else {
+        recorded.status = 404;
         state.pushes.lock().expect("lock").push(recorded);
         return Ok(reply(404, json!({"reason": "BadPath"}).to_string(), None));
     };
@@ -210,26 +288,65 @@ async fn handle(
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
     }
+    let next = state
+        .scripts
+        .lock()
+        .expect("lock")
+        .get_mut(&token)
+        .and_then(VecDeque::pop_front);
+    let response = match next {
+        Some(Answer::Reset) => {
+            recorded.status = 0;
+            state.pushes.lock().expect("lock").push(recorded);
+            signals.reset.notify_one();
+            // The connection task drops the connection; this never answers.
+            std::future::pending::<()>().await;
+            return Ok(reply(500, String::new(), None));
+        }
+        Some(Answer::GoAway(status, body)) => {
+            signals.goaway.notify_one();
+            reply_with(status, body.to_string(), None, None)
+        }
+        Some(Answer::Status(status, body, retry_after)) => {
+            reply_with(status, body.to_string(), None, retry_after)
+        }
+        None => {
+            let scripted = state.scripted.lock().expect("lock").get(&token).cloned();
+            match scripted {
+                Some((status, body)) => reply(status, body, None),
+                None if path.starts_with("/3/") => reply(200, String::new(), Some("apns-id-1")),
+                None => reply(
+                    200,
+                    json!({"name": "projects/test-project/messages/1"}).to_string(),
+                    None,
+                ),
+            }
+        }
+    };
+    recorded.status = response.status().as_u16();
     // Recorded when answered, so a test that sees it knows the gateway got the answer.
     state.pushes.lock().expect("lock").push(recorded);
-    let scripted = state.scripted.lock().expect("lock").get(&token).cloned();
-    Ok(match scripted {
-        Some((status, body)) => reply(status, body, None),
-        None if path.starts_with("/3/") => reply(200, String::new(), Some("apns-id-1")),
-        None => reply(
-            200,
-            json!({"name": "projects/test-project/messages/1"}).to_string(),
-            None,
-        ),
-    })
+    Ok(response)
 }
 
 fn reply(status: u16, body: String, apns_id: Option<&str>) -> Response<Full<Bytes>> {
+    reply_with(status, body, apns_id, None)
+}
+
+fn reply_with(
+    status: u16,
+    body: String,
+    apns_id: Option<&str>,
+    retry_after: Option<u64>,
+) -> Response<Full<Bytes>> {
     let mut builder = Response::builder()
         .status(status)
         .header("content-type", "application/json");
     if let Some(id) = apns_id {
         builder = builder.header("apns-id", id);
+    }
+    if let Some(seconds) = retry_after {
+        builder = builder.header("retry-after", seconds.to_string());
     }
     builder
         .body(Full::new(Bytes::from(body)))

@@ -1,0 +1,94 @@
+//! What the pool is asked: admit a publish, drain for shutdown, report status.
+
+use super::Pool;
+use crate::delivery::SubmitError;
+use crate::delivery::state::{Admission, Arrival};
+use crate::registry::now_ms;
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+/// Admits one publish.
+#[derive(Message)]
+#[rtype(result = "Result<(), SubmitError>")]
+pub struct Submit(pub Arrival);
+
+/// Stops admitting, and resolves once nothing is in flight, nothing is due and
+/// every outbox change is committed. Scheduled retries stay in the outbox.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain;
+
+/// Asks for the pool's health and load.
+#[derive(Message)]
+#[rtype(result = "PoolStatus")]
+pub struct Status;
+
+/// A pool's health and load, for `/readyz`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolStatus {
+    /// False while the provider refuses our credentials or endpoint.
+    pub healthy: bool,
+    /// The last refusal, when unhealthy.
+    pub detail: Option<String>,
+    /// Pending pushes.
+    pub pending: usize,
+    /// Requests in flight.
+    pub in_flight: usize,
+}
+
+impl Handler<Submit> for Pool {
+    type Result = ResponseFuture<Result<(), SubmitError>>;
+
+    fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
+        if self.draining {
+            return Box::pin(async { Err(SubmitError::Stopped) });
+        }
+        let admission = match self.state.accept(msg.0, now_ms()) {
+            Ok((admission, change)) => {
+                self.persist(change);
+                admission
+            }
+            Err(_) => return Box::pin(async { Err(SubmitError::QueueFull) }),
+        };
+        if admission == Admission::Merged {
+            self.metrics.coalesced.inc(&[&self.id]);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.dirty_waiters.push(tx);
+        self.flush(ctx);
+        self.pump(ctx);
+        Box::pin(async move {
+            match rx.await {
+                Ok(true) => Ok(()),
+                _ => Err(SubmitError::NotDurable),
+            }
+        })
+    }
+}
+
+impl Handler<Drain> for Pool {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: Drain, _ctx: &mut Context<Self>) -> Self::Result {
+        self.draining = true;
+        let (tx, rx) = oneshot::channel();
+        self.idle_waiters.push(tx);
+        self.wake_if_idle();
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<Status> for Pool {
+    type Result = MessageResult<Status>;
+
+    fn handle(&mut self, _msg: Status, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(PoolStatus {
+            healthy: self.unhealthy.is_none(),
+            detail: self.unhealthy.clone(),
+            pending: self.state.len(),
+            in_flight: self.in_flight,
+        })
+    }
+}

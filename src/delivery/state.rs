@@ -1,0 +1,362 @@
+//! The scheduling core of a pool, without I/O: which entries are pending, which
+//! are due, and what an attempt's outcome does to them. Time and randomness come
+//! from the caller, so every rule is tested with a controllable clock.
+
+mod model;
+
+pub use model::{
+    Admission, Arrival, Attempt, Completion, Fate, Full, Outcome, Persist, Settings, Settled, Step,
+};
+
+use super::outbox::{OutboxEntry, entry_key, merge};
+use crate::providers::PushKind;
+use std::collections::{BTreeSet, HashMap};
+
+/// Attempts allowed for an outcome the tables do not know.
+pub const UNKNOWN_MAX_ATTEMPTS: u32 = 5;
+
+#[derive(Debug)]
+struct InFlight {
+    publishes: u32,
+    token: String,
+}
+
+#[derive(Debug)]
+struct Slot {
+    entry: OutboxEntry,
+    version: u64,
+    in_flight: Option<InFlight>,
+    /// First publish merged while an attempt was in flight.
+    follow_up_since: Option<u64>,
+    retried_now: bool,
+}
+
+/// Pending entries of one provider and their schedule.
+#[derive(Debug)]
+pub struct PoolState {
+    settings: Settings,
+    slots: HashMap<String, Slot>,
+    due: BTreeSet<(u64, String)>,
+    last_sent: HashMap<String, u64>,
+    paused_until: u64,
+    pause_level: u32,
+    next_call: u64,
+}
+
+impl PoolState {
+    /// An empty state.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            slots: HashMap::new(),
+            due: BTreeSet::new(),
+            last_sent: HashMap::new(),
+            paused_until: 0,
+            pause_level: 0,
+            next_call: 0,
+        }
+    }
+
+    /// Takes over entries found in the store at start-up, with their schedule.
+    pub fn load(&mut self, entries: impl IntoIterator<Item = OutboxEntry>) {
+        for entry in entries {
+            self.next_call = self.next_call.max(call_id(&entry.key).saturating_add(1));
+            self.due.insert((entry.due_ms, entry.key.clone()));
+            self.slots.insert(
+                entry.key.clone(),
+                Slot {
+                    entry,
+                    version: 0,
+                    in_flight: None,
+                    follow_up_since: None,
+                    retried_now: false,
+                },
+            );
+        }
+    }
+
+    /// Admits a publish: merged into the node's pending entry if there is one
+    /// (calls never are), else a new entry due after the coalescing window and
+    /// the node's minimum interval.
+    pub fn accept(&mut self, arrival: Arrival, now: u64) -> Result<(Admission, Persist), Full> {
+        let key = entry_key(&arrival.node, &arrival.push, self.next_call);
+        if let Some(slot) = self.slots.get_mut(&key) {
+            slot.entry.push = merge(&slot.entry.push, arrival.push);
+            slot.entry.publishes = slot.entry.publishes.saturating_add(1);
+            slot.version += 1;
+            if slot.in_flight.is_some() && slot.follow_up_since.is_none() {
+                slot.follow_up_since = Some(now);
+            }
+            return Ok((
+                Admission::Merged,
+                Persist::Put(Box::new(slot.entry.clone())),
+            ));
+        }
+        if self.slots.len() >= self.settings.capacity {
+            return Err(Full);
+        }
+        let due_ms = if arrival.push.kind == PushKind::Voip {
+            self.next_call += 1;
+            now
+        } else {
+            self.first_due(&arrival.node, now)
+        };
+        let entry = OutboxEntry {
+            key: key.clone(),
+            node: arrival.node,
+            provider: arrival.provider,
+            push: arrival.push,
+            accepted_ms: now,
+            due_ms,
+            attempts: 0,
+            publishes: 1,
+        };
+        self.due.insert((due_ms, key.clone()));
+        self.slots.insert(
+            key,
+            Slot {
+                entry: entry.clone(),
+                version: 0,
+                in_flight: None,
+                follow_up_since: None,
+                retried_now: false,
+            },
+        );
+        Ok((Admission::New, Persist::Put(Box::new(entry))))
+    }
+
+    fn first_due(&self, node: &str, accepted: u64) -> u64 {
+        let after_window = accepted.saturating_add(self.settings.window_ms);
+        match self.last_sent.get(node) {
+            Some(sent) if self.settings.min_interval_ms > 0 => {
+                after_window.max(sent.saturating_add(self.settings.min_interval_ms))
+            }
+            _ => after_window,
+        }
+    }
+
+    /// Starts up to `max` attempts that are due at `now`, dropping entries past
+    /// their maximum age on the way. Nothing starts while the pool is paused.
+    pub fn take_due(&mut self, now: u64, max: usize) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let mut sent = 0;
+        while sent < max && now >= self.paused_until {
+            let Some((due, key)) = self.due.first().cloned() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            self.due.remove(&(due, key.clone()));
+            let Some(slot) = self.slots.get_mut(&key) else {
+                continue;
+            };
+            if self.settings.retry.expired(slot.entry.accepted_ms, now) {
+                let settled = Settled::all_of(&slot.entry, Fate::Expired);
+                self.slots.remove(&key);
+                steps.push(Step::Expired(settled, Persist::Delete(key)));
+                continue;
+            }
+            slot.in_flight = Some(InFlight {
+                publishes: slot.entry.publishes,
+                token: slot.entry.push.token.clone(),
+            });
+            steps.push(Step::Send(Attempt {
+                key,
+                version: slot.version,
+                node: slot.entry.node.clone(),
+                push: slot.entry.push.clone(),
+            }));
+            sent += 1;
+        }
+        steps
+    }
+
+    /// Applies the outcome of the attempt at `version` of entry `key`.
+    /// `uniform(n)` draws from `0..=n` for the backoff jitter.
+    pub fn complete(
+        &mut self,
+        key: &str,
+        version: u64,
+        outcome: Outcome,
+        now: u64,
+        uniform: &mut impl FnMut(u64) -> u64,
+    ) -> Completion {
+        let mut done = Completion::default();
+        let Some(mut slot) = self.slots.remove(key) else {
+            return done;
+        };
+        let Some(flight) = slot.in_flight.take() else {
+            self.slots.insert(key.to_owned(), slot);
+            return done;
+        };
+        let newer = slot.version != version;
+        let policy = self.settings.retry;
+        match outcome {
+            Outcome::Delivered => {
+                if self.pause_level > 0 {
+                    done.health_changed = Some(true);
+                }
+                self.pause_level = 0;
+                self.paused_until = 0;
+                if self.settings.min_interval_ms > 0 {
+                    self.remember_sent(&slot.entry.node, now);
+                }
+                done.settled = Some(Settled {
+                    fate: Fate::Delivered,
+                    publishes: flight.publishes,
+                    accepted_ms: slot.entry.accepted_ms,
+                });
+                if newer {
+                    let e = &mut slot.entry;
+                    e.publishes = e.publishes.saturating_sub(flight.publishes).max(1);
+                    e.attempts = 0;
+                    e.accepted_ms = slot.follow_up_since.take().unwrap_or(now);
+                    e.due_ms = self.first_due(&e.node, e.accepted_ms).max(now);
+                    slot.retried_now = false;
+                } else {
+                    done.persist.push(Persist::Delete(key.to_owned()));
+                    return done;
+                }
+            }
+            Outcome::Fail | Outcome::TokenDead => {
+                let fate = if outcome == Outcome::Fail {
+                    Fate::Failed
+                } else {
+                    Fate::TokenDead
+                };
+                let same_token = slot.entry.push.token == flight.token;
+                if !newer || (outcome == Outcome::TokenDead && same_token) {
+                    return done.dropping(&slot.entry, fate);
+                }
+                // Publishes merged after the send get their own try.
+                done.settled = Some(Settled {
+                    fate,
+                    publishes: flight.publishes,
+                    accepted_ms: slot.entry.accepted_ms,
+                });
+                let e = &mut slot.entry;
+                e.publishes = e.publishes.saturating_sub(flight.publishes).max(1);
+                e.accepted_ms = slot.follow_up_since.take().unwrap_or(now);
+                e.due_ms = now;
+            }
+            Outcome::RetryNow if !slot.retried_now => {
+                slot.retried_now = true;
+                slot.entry.due_ms = now;
+                done.retry_in_ms = Some(0);
+            }
+            Outcome::Misconfigured => {
+                if self.pause_level == 0 {
+                    done.health_changed = Some(false);
+                }
+                self.pause_level = self.pause_level.saturating_add(1);
+                self.paused_until = now.saturating_add(policy.ceiling_ms(self.pause_level));
+                slot.entry.due_ms = self.paused_until;
+                done.retry_in_ms = Some(self.paused_until - now);
+            }
+            Outcome::Retry(_) | Outcome::Unknown(_) | Outcome::RetryNow => {
+                let after = match outcome {
+                    Outcome::Retry(after) | Outcome::Unknown(after) => after,
+                    _ => None,
+                };
+                slot.entry.attempts = slot.entry.attempts.saturating_add(1);
+                let unknown_cap = matches!(outcome, Outcome::Unknown(_))
+                    && slot.entry.attempts >= UNKNOWN_MAX_ATTEMPTS;
+                let delay = policy.delay_ms(slot.entry.attempts, after, uniform);
+                let due = now.saturating_add(delay);
+                let fate = if unknown_cap {
+                    Some(Fate::Failed)
+                } else if policy.expired(slot.entry.accepted_ms, due) {
+                    Some(Fate::Expired)
+                } else {
+                    None
+                };
+                if let Some(fate) = fate {
+                    return done.dropping(&slot.entry, fate);
+                }
+                slot.entry.due_ms = due;
+                done.retry_in_ms = Some(delay);
+            }
+        }
+        self.due.insert((slot.entry.due_ms, key.to_owned()));
+        done.persist
+            .push(Persist::Put(Box::new(slot.entry.clone())));
+        self.slots.insert(key.to_owned(), slot);
+        done
+    }
+
+    fn remember_sent(&mut self, node: &str, now: u64) {
+        if self.last_sent.len() >= self.settings.capacity.max(1024) {
+            let horizon = now.saturating_sub(self.settings.min_interval_ms);
+            self.last_sent.retain(|_, sent| *sent > horizon);
+        }
+        self.last_sent.insert(node.to_owned(), now);
+    }
+
+    /// When the next attempt is due (ms since the epoch), if anything is waiting.
+    pub fn next_wake(&self) -> Option<u64> {
+        self.due
+            .first()
+            .map(|(due, _)| (*due).max(self.paused_until))
+    }
+
+    /// Whether something is due at `now` and could be sent.
+    pub fn due_now(&self, now: u64) -> bool {
+        self.next_wake().is_some_and(|t| t <= now)
+    }
+
+    /// Entries held (pending, scheduled or in flight).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Entries due at `now` and not in flight: the queue depth.
+    pub fn queued(&self, now: u64) -> usize {
+        self.due.iter().take_while(|(due, _)| *due <= now).count()
+    }
+
+    /// When the oldest held publish was accepted.
+    pub fn oldest_accepted(&self) -> Option<u64> {
+        self.slots.values().map(|s| s.entry.accepted_ms).min()
+    }
+
+    /// Whether the pool is paused for misconfiguration.
+    pub fn paused(&self) -> bool {
+        self.pause_level > 0
+    }
+}
+
+impl Settled {
+    /// Every publish `entry` holds.
+    fn all_of(entry: &OutboxEntry, fate: Fate) -> Self {
+        Self {
+            fate,
+            publishes: entry.publishes,
+            accepted_ms: entry.accepted_ms,
+        }
+    }
+}
+
+impl Completion {
+    /// Drops `entry` with all its publishes.
+    fn dropping(mut self, entry: &OutboxEntry, fate: Fate) -> Self {
+        self.settled = Some(Settled::all_of(entry, fate));
+        self.persist.push(Persist::Delete(entry.key.clone()));
+        self
+    }
+}
+
+/// The call counter embedded in a VoIP entry key, 0 for others.
+fn call_id(key: &str) -> u64 {
+    key.rsplit_once("#call#")
+        .and_then(|(_, id)| u64::from_str_radix(id, 16).ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

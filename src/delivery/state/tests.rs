@@ -1,0 +1,419 @@
+//! The schedule's rules, on a clock the test moves by hand.
+
+use super::*;
+use crate::delivery::RetryPolicy;
+use crate::providers::Push;
+use std::time::Duration;
+use std::collections::BTreeMap;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn settings() -> Settings {
+    Settings {
+        capacity: 3,
+        window_ms: 100,
+        min_interval_ms: 0,
+        retry: RetryPolicy {
+            base_ms: 1_000,
+            max_ms: 60_000,
+            max_age_ms: 3_600_000,
+        },
+    }
+}
+
+fn push(kind: PushKind, count: u32, token: &str) -> Push {
+    Push {
+        token: token.into(),
+        kind,
+        collapse_id: None,
+        badge: Some(count),
+        alert_title: None,
+        alert_body: None,
+        data: BTreeMap::new(),
+    }
+}
+
+fn arrival(node: &str, kind: PushKind, count: u32) -> Arrival {
+    Arrival {
+        node: node.into(),
+        provider: "apns".into(),
+        push: push(kind, count, "tok"),
+    }
+}
+
+fn sends(steps: Vec<Step>) -> Vec<Attempt> {
+    steps
+        .into_iter()
+        .filter_map(|s| match s {
+            Step::Send(a) => Some(a),
+            Step::Expired(..) => None,
+        })
+        .collect()
+}
+
+fn none(_: u64) -> u64 {
+    0
+}
+
+fn all(n: u64) -> u64 {
+    n
+}
+
+#[test]
+fn a_burst_within_the_window_becomes_one_push() {
+    let mut s = PoolState::new(settings());
+    for i in 1..=6 {
+        let kind = if i == 3 {
+            PushKind::Alert
+        } else {
+            PushKind::Background
+        };
+        let (admission, _) = s
+            .accept(arrival("n", kind, i), T0 + i as u64)
+            .expect("room");
+        assert_eq!(admission == Admission::New, i == 1);
+    }
+    assert_eq!(s.len(), 1);
+    assert!(
+        sends(s.take_due(T0 + 100, 10)).is_empty(),
+        "window not over"
+    );
+    let sent = sends(s.take_due(T0 + 101, 10));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].push.badge, Some(6), "latest count");
+    assert_eq!(sent[0].push.kind, PushKind::Alert, "highest priority");
+    let done = s.complete(
+        "n",
+        sent[0].version,
+        Outcome::Delivered,
+        T0 + 150,
+        &mut none,
+    );
+    assert_eq!(done.persist, [Persist::Delete("n".into())]);
+    let settled = done.settled.expect("settled");
+    assert_eq!(
+        (settled.fate, settled.publishes, settled.accepted_ms),
+        (Fate::Delivered, 6, T0 + 1)
+    );
+    assert!(s.is_empty());
+}
+
+#[test]
+fn a_publish_during_an_attempt_gets_a_push_of_its_own() {
+    let mut s = PoolState::new(settings());
+    s.accept(arrival("n", PushKind::Alert, 1), T0)
+        .expect("room");
+    let sent = sends(s.take_due(T0 + 100, 10));
+    s.accept(arrival("n", PushKind::Alert, 2), T0 + 120)
+        .expect("room");
+    s.accept(arrival("n", PushKind::Alert, 3), T0 + 130)
+        .expect("room");
+    let done = s.complete(
+        "n",
+        sent[0].version,
+        Outcome::Delivered,
+        T0 + 140,
+        &mut none,
+    );
+    assert_eq!(done.settled.map(|x| x.publishes), Some(1));
+    match done.persist.as_slice() {
+        [Persist::Put(e)] => {
+            assert_eq!(
+                (e.publishes, e.accepted_ms, e.due_ms),
+                (2, T0 + 120, T0 + 220)
+            );
+            assert_eq!(e.push.badge, Some(3));
+        }
+        other => panic!("expected a put, got {other:?}"),
+    }
+    let again = sends(s.take_due(T0 + 220, 10));
+    assert_eq!(again.len(), 1);
+}
+
+#[test]
+fn retry_after_is_honoured_to_the_millisecond() {
+    let mut s = PoolState::new(settings());
+    s.accept(arrival("n", PushKind::Alert, 1), T0)
+        .expect("room");
+    let sent = sends(s.take_due(T0 + 100, 10));
+    let after = Some(Duration::from_secs(30));
+    let done = s.complete(
+        "n",
+        sent[0].version,
+        Outcome::Retry(after),
+        T0 + 200,
+        &mut none,
+    );
+    assert_eq!(done.retry_in_ms, Some(30_000));
+    assert!(
+        matches!(done.persist.as_slice(), [Persist::Put(e)] if e.due_ms == T0 + 30_200 && e.attempts == 1)
+    );
+    assert!(sends(s.take_due(T0 + 30_199, 10)).is_empty());
+    assert_eq!(s.next_wake(), Some(T0 + 30_200));
+    assert_eq!(sends(s.take_due(T0 + 30_200, 10)).len(), 1);
+}
+
+#[test]
+fn backoff_doubles_with_full_jitter() {
+    let mut s = PoolState::new(settings());
+    s.accept(arrival("n", PushKind::Alert, 1), T0)
+        .expect("room");
+    let mut now = T0 + 100;
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        let sent = sends(s.take_due(now, 10));
+        let done = s.complete("n", sent[0].version, Outcome::Retry(None), now, &mut all);
+        let delay = done.retry_in_ms.expect("retry");
+        delays.push(delay);
+        now += delay;
+    }
+    assert_eq!(delays, [1_000, 2_000, 4_000, 8_000]);
+    let sent = sends(s.take_due(now, 10));
+    let done = s.complete("n", sent[0].version, Outcome::Retry(None), now, &mut none);
+    assert_eq!(done.retry_in_ms, Some(0), "jitter may pick zero");
+}
+
+#[test]
+fn notifications_older_than_the_maximum_age_are_dropped_and_counted() {
+    let mut st = settings();
+    st.retry.max_age_ms = 10_000;
+    let mut s = PoolState::new(st);
+    s.accept(arrival("n", PushKind::Alert, 1), T0)
+        .expect("room");
+    s.accept(arrival("n", PushKind::Alert, 2), T0 + 1)
+        .expect("room");
+    let sent = sends(s.take_due(T0 + 100, 10));
+    let done = s.complete(
+        "n",
+        sent[0].version,
+        Outcome::Retry(Some(Duration::from_secs(20))),
+        T0 + 200,
+        &mut none,
+    );
+    assert_eq!(done.persist, [Persist::Delete("n".into())]);
+    assert_eq!(
+        done.settled.map(|x| (x.fate, x.publishes)),
+        Some((Fate::Expired, 2))
+    );
+
+    // An old entry found in the store at start-up.
+    let mut s = PoolState::new(st);
+    let mut old = OutboxEntry {
+        key: "m".into(),
+        node: "m".into(),
+        provider: "apns".into(),
+        push: push(PushKind::Alert, 1, "tok"),
+        accepted_ms: T0,
+        due_ms: T0 + 5_000,
+        attempts: 2,
+        publishes: 1,
+    };
+    s.load([old.clone()]);
+    assert!(
+        matches!(s.take_due(T0 + 20_000, 10).as_slice(), [Step::Expired(x, Persist::Delete(k))] if x.fate == Fate::Expired && k == "m")
+    );
+    old.accepted_ms = T0 + 15_000;
+    s.load([old]);
+    assert_eq!(
+        sends(s.take_due(T0 + 20_000, 10)).len(),
+        1,
+        "a young one is resumed"
+    );
+}
+
+#[test]
+fn calls_are_never_merged_delayed_or_rate_limited() {
+    let mut st = settings();
+    st.min_interval_ms = 60_000;
+    let mut s = PoolState::new(st);
+    s.accept(arrival("n", PushKind::Alert, 1), T0)
+        .expect("room");
+    s.accept(arrival("n", PushKind::Voip, 1), T0).expect("room");
+    s.accept(arrival("n", PushKind::Voip, 1), T0).expect("room");
+    assert_eq!(s.len(), 3);
+    let sent = sends(s.take_due(T0, 10));
+    assert_eq!(
+        sent.len(),
+        2,
+        "both calls at once, the message after its window"
+    );
+    assert!(sent.iter().all(|a| a.push.kind == PushKind::Voip));
+    assert_ne!(sent[0].key, sent[1].key);
+}
+
+#[test]
+fn min_interval_merges_instead_of_refusing() {
+    let mut st = settings();
+    st.min_interval_ms = 5_000;
+    let mut s = PoolState::new(st);
+    s.accept(arrival("n", PushKind::Alert, 1), T0)
+        .expect("room");
+    let sent = sends(s.take_due(T0 + 100, 10));
+    s.complete(
+        "n",
+        sent[0].version,
+        Outcome::Delivered,
+        T0 + 150,
+        &mut none,
+    );
+    for i in 2..=4 {
+        s.accept(arrival("n", PushKind::Alert, i), T0 + 200 + u64::from(i))
+            .expect("merged, never refused");
+    }
+    assert_eq!(s.len(), 1);
+    assert!(sends(s.take_due(T0 + 5_149, 10)).is_empty());
+    let sent = sends(s.take_due(T0 + 5_150, 10));
+    assert_eq!(sent[0].push.badge, Some(4));
+}
+
+#[test]
+fn misconfiguration_pauses_the_pool_and_keeps_everything() {
+    let mut s = PoolState::new(settings());
+    s.accept(arrival("a", PushKind::Alert, 1), T0)
+        .expect("room");
+    s.accept(arrival("b", PushKind::Alert, 1), T0)
+        .expect("room");
+    let sent = sends(s.take_due(T0 + 100, 1));
+    let done = s.complete(
+        &sent[0].key,
+        sent[0].version,
+        Outcome::Misconfigured,
+        T0 + 100,
+        &mut none,
+    );
+    assert_eq!(done.health_changed, Some(false));
+    assert!(done.settled.is_none(), "nothing dropped");
+    assert!(s.paused());
+    assert!(s.take_due(T0 + 1_099, 10).is_empty(), "paused: b waits too");
+    assert_eq!(s.next_wake(), Some(T0 + 1_100));
+    let sent = sends(s.take_due(T0 + 1_100, 10));
+    assert_eq!(sent.len(), 2);
+    let done = s.complete(
+        &sent[0].key,
+        sent[0].version,
+        Outcome::Misconfigured,
+        T0 + 1_100,
+        &mut none,
+    );
+    assert_eq!(done.health_changed, None, "still unhealthy");
+    assert_eq!(done.retry_in_ms, Some(2_000), "the pause grows");
+    let done = s.complete(
+        &sent[1].key,
+        sent[1].version,
+        Outcome::Delivered,
+        T0 + 1_200,
+        &mut none,
+    );
+    assert_eq!(done.health_changed, Some(true));
+    assert!(!s.paused());
+}
+
+#[test]
+fn a_dead_token_drops_everything_merged_for_it() {
+    let mut s = PoolState::new(settings());
+    s.accept(arrival("n", PushKind::Alert, 1), T0)
+        .expect("room");
+    let sent = sends(s.take_due(T0 + 100, 10));
+    s.accept(arrival("n", PushKind::Alert, 2), T0 + 110)
+        .expect("room");
+    let done = s.complete(
+        "n",
+        sent[0].version,
+        Outcome::TokenDead,
+        T0 + 120,
+        &mut none,
+    );
+    assert_eq!(done.persist, [Persist::Delete("n".into())]);
+    assert_eq!(
+        done.settled.map(|x| (x.fate, x.publishes)),
+        Some((Fate::TokenDead, 2))
+    );
+    assert!(s.is_empty());
+}
+
+#[test]
+fn a_failed_notification_does_not_take_newer_ones_along() {
+    let mut s = PoolState::new(settings());
+    s.accept(arrival("n", PushKind::Alert, 1), T0)
+        .expect("room");
+    let sent = sends(s.take_due(T0 + 100, 10));
+    s.accept(arrival("n", PushKind::Alert, 2), T0 + 110)
+        .expect("room");
+    let done = s.complete("n", sent[0].version, Outcome::Fail, T0 + 120, &mut none);
+    assert_eq!(
+        done.settled.map(|x| (x.fate, x.publishes)),
+        Some((Fate::Failed, 1))
+    );
+    assert_eq!(sends(s.take_due(T0 + 120, 10)).len(), 1);
+}
+
+#[test]
+fn unknown_errors_are_retried_a_few_times_then_failed() {
+    let mut s = PoolState::new(settings());
+    s.accept(arrival("n", PushKind::Alert, 1), T0)
+        .expect("room");
+    for (now, attempt) in (T0 + 100..).zip(1..=UNKNOWN_MAX_ATTEMPTS) {
+        let sent = sends(s.take_due(now, 10));
+        assert_eq!(sent.len(), 1, "attempt {attempt}");
+        let done = s.complete("n", sent[0].version, Outcome::Unknown(None), now, &mut none);
+        if attempt < UNKNOWN_MAX_ATTEMPTS {
+            assert!(done.settled.is_none());
+        } else {
+            assert_eq!(done.settled.map(|x| x.fate), Some(Fate::Failed));
+        }
+    }
+    assert!(s.is_empty());
+}
+
+#[test]
+fn renewed_credentials_retry_at_once_but_only_once() {
+    let mut s = PoolState::new(settings());
+    s.accept(arrival("n", PushKind::Alert, 1), T0)
+        .expect("room");
+    let sent = sends(s.take_due(T0 + 100, 10));
+    let done = s.complete("n", sent[0].version, Outcome::RetryNow, T0 + 150, &mut all);
+    assert_eq!(done.retry_in_ms, Some(0));
+    let sent = sends(s.take_due(T0 + 150, 10));
+    let done = s.complete("n", sent[0].version, Outcome::RetryNow, T0 + 160, &mut all);
+    assert_eq!(done.retry_in_ms, Some(1_000), "then it backs off");
+}
+
+#[test]
+fn capacity_bounds_new_entries_but_not_merges() {
+    let mut s = PoolState::new(settings());
+    for node in ["a", "b", "c"] {
+        s.accept(arrival(node, PushKind::Alert, 1), T0)
+            .expect("room");
+    }
+    assert_eq!(
+        s.accept(arrival("d", PushKind::Alert, 1), T0).err(),
+        Some(Full)
+    );
+    assert!(s.accept(arrival("a", PushKind::Alert, 2), T0).is_ok());
+    assert_eq!(s.queued(T0 + 100), 3);
+    assert_eq!(s.oldest_accepted(), Some(T0));
+}
+
+#[test]
+fn loaded_entries_keep_their_schedule_and_call_ids() {
+    let mut s = PoolState::new(settings());
+    let call = OutboxEntry {
+        key: "n#call#0000000000000009".into(),
+        node: "n".into(),
+        provider: "apns".into(),
+        push: push(PushKind::Voip, 1, "voip"),
+        accepted_ms: T0,
+        due_ms: T0 + 500,
+        attempts: 1,
+        publishes: 1,
+    };
+    s.load([call]);
+    assert!(sends(s.take_due(T0 + 499, 10)).is_empty());
+    let (_, put) = s
+        .accept(arrival("n", PushKind::Voip, 1), T0 + 1)
+        .expect("room");
+    assert!(
+        matches!(put, Persist::Put(e) if e.key == "n#call#000000000000000a"),
+        "no key reuse"
+    );
+}
