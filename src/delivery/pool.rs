@@ -170,7 +170,6 @@ impl Pool {
             act.in_flight -= 1;
             act.on_result(attempt, result, ctx);
             act.pump(ctx);
-            act.wake_if_idle();
         }));
     }
 

@@ -3,8 +3,8 @@
 use super::*;
 use crate::delivery::RetryPolicy;
 use crate::providers::Push;
-use std::time::Duration;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 const T0: u64 = 1_700_000_000_000;
 
