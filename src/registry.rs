@@ -38,6 +38,17 @@ pub enum RegistryError {
     Stopped,
 }
 
+/// What [`Registry::drop_dead_token`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadToken {
+    /// The registration is gone.
+    Removed,
+    /// The registration stays without its VoIP token.
+    VoipTokenForgotten,
+    /// Renewed since, or the token is no longer the registration's.
+    Kept,
+}
+
 /// The registry the rest of the gateway talks to: derives ids and delegates
 /// storage to the configured backend.
 #[derive(Clone)]
@@ -86,21 +97,35 @@ impl Registry {
         blocking(move || store.remove_if(&node, |_| true)).await
     }
 
-    /// Removes `node` after the provider said its token is dead, unless the device
-    /// registered again after `invalid_since_ms` (APNs 410 `timestamp`) or the node
-    /// now holds another token.
-    pub async fn remove_dead_token(
+    /// Acts on a provider's word that `token` of `node` is dead: the main token
+    /// removes the registration, the VoIP token is forgotten (calls then ring as
+    /// alerts on the main token). Nothing happens if the device registered again
+    /// after `invalid_since_ms` (APNs 410 `timestamp`) or no longer has the token.
+    pub async fn drop_dead_token(
         &self,
         node: &str,
         token: &str,
         invalid_since_ms: Option<u64>,
-    ) -> Result<bool, RegistryError> {
+    ) -> Result<DeadToken, RegistryError> {
         let store = self.store.clone();
         let node = node.to_owned();
         let token = token.to_owned();
         blocking(move || {
-            store.remove_if(&node, |r| {
-                r.token == token && invalid_since_ms.is_none_or(|t| r.updated_ms <= t)
+            let stale = |r: &Registration| invalid_since_ms.is_none_or(|t| r.updated_ms <= t);
+            if store.remove_if(&node, |r| r.token == token && stale(r))? {
+                return Ok(DeadToken::Removed);
+            }
+            let forgot = store.update_if(&node, |r| {
+                (r.voip_token.as_deref() == Some(token.as_str()) && stale(r)).then(|| {
+                    let mut updated = r.clone();
+                    updated.voip_token = None;
+                    updated
+                })
+            })?;
+            Ok(if forgot {
+                DeadToken::VoipTokenForgotten
+            } else {
+                DeadToken::Kept
             })
         })
         .await

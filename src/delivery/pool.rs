@@ -13,7 +13,7 @@ pub use messages::{Drain, PoolStatus, Status, Submit};
 
 use super::state::{Attempt, Completion, Outcome, Persist, PoolState, Settled, Step};
 use crate::providers::{Delivered, DeliveryError, ErrorClass, PushClient};
-use crate::registry::{OutboxWrite, Registry, now_ms};
+use crate::registry::{DeadToken, OutboxWrite, Registry, now_ms};
 use crate::telemetry::Metrics;
 use actix::prelude::*;
 use hints::credential_hint;
@@ -315,14 +315,13 @@ impl Pool {
         let token = attempt.push.token.clone();
         let provider = self.id.clone();
         let removal = async move {
-            let removed = registry
-                .remove_dead_token(&node, &token, invalid_since)
-                .await;
+            let removed = registry.drop_dead_token(&node, &token, invalid_since).await;
             (node, removed)
         };
         ctx.spawn(removal.into_actor(self).map(move |(node, result), _, _| match result {
-            Ok(true) => info!(provider, node, "{error}: the provider says the token is dead; registration removed"),
-            Ok(false) => info!(provider, node, "{error}: token reported dead but the registration was renewed or replaced; kept"),
+            Ok(DeadToken::Removed) => info!(provider, node, "{error}: the provider says the token is dead; registration removed"),
+            Ok(DeadToken::VoipTokenForgotten) => info!(provider, node, "{error}: the VoIP token is dead; calls now go to the main token"),
+            Ok(DeadToken::Kept) => info!(provider, node, "{error}: token reported dead but the registration was renewed or replaced; kept"),
             Err(e) => warn!(provider, node, "{error}: token dead but the registration could not be removed: {e}"),
         }));
     }

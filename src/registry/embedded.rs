@@ -130,6 +130,38 @@ impl EmbeddedStore {
         Ok(removed)
     }
 
+    /// Applies `change` to the registration of `node` in one transaction, if it
+    /// exists: `Some(r)` stores `r`, `None` leaves it. True if something changed.
+    pub fn update_if(
+        &self,
+        node: &str,
+        change: impl FnOnce(&Registration) -> Option<Registration>,
+    ) -> Result<bool, RegistryError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let changed = {
+            let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
+            let existing = table
+                .get(node)
+                .map_err(storage)?
+                .map(|v| decode(node, v.value()))
+                .transpose()?;
+            match existing.as_ref().and_then(change) {
+                Some(updated) => {
+                    let bytes = encode(&updated)?;
+                    table.insert(node, bytes.as_slice()).map_err(storage)?;
+                    true
+                }
+                None => false,
+            }
+        };
+        if changed {
+            txn.commit().map_err(storage)?;
+        } else {
+            txn.abort().map_err(storage)?;
+        }
+        Ok(changed)
+    }
+
     /// Number of registrations.
     pub fn count(&self) -> Result<u64, RegistryError> {
         let txn = self.db.begin_read().map_err(storage)?;
@@ -187,7 +219,7 @@ fn decode(node: &str, bytes: &[u8]) -> Result<Registration, RegistryError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{DeviceRef, NewRegistration, OutboxWrite, Registry};
+    use super::super::{DeadToken, DeviceRef, NewRegistration, OutboxWrite, Registry};
 
     fn new(token: &str) -> NewRegistration {
         NewRegistration {
@@ -250,20 +282,23 @@ mod tests {
         let a = reg.register(new("aa")).await.expect("register");
         // Renewed after the token was reported dead: kept.
         assert!(
-            !reg.remove_dead_token(&a.node, "aa", Some(a.updated_ms - 1))
+            reg.drop_dead_token(&a.node, "aa", Some(a.updated_ms - 1))
                 .await
                 .expect("guard")
+                == DeadToken::Kept
         );
         // A different token on the node: kept.
         assert!(
-            !reg.remove_dead_token(&a.node, "bb", None)
+            reg.drop_dead_token(&a.node, "bb", None)
                 .await
                 .expect("token")
+                == DeadToken::Kept
         );
         assert!(
-            reg.remove_dead_token(&a.node, "aa", Some(a.updated_ms + 1))
+            reg.drop_dead_token(&a.node, "aa", Some(a.updated_ms + 1))
                 .await
                 .expect("remove")
+                == DeadToken::Removed
         );
         assert!(reg.get(&a.node).await.expect("get").is_none());
         let b = reg.register(new("bb")).await.expect("register");
@@ -275,5 +310,33 @@ mod tests {
         assert!(reg.unregister(&device).await.expect("unregister"));
         assert!(!reg.unregister(&device).await.expect("twice"));
         assert!(reg.get(&b.node).await.expect("get").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_dead_voip_token_is_forgotten_and_the_registration_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::open_embedded(dir.path()).expect("open");
+        let mut with_voip = new("aa");
+        with_voip.voip_token = Some("vv".into());
+        let a = reg.register(with_voip).await.expect("register");
+        assert_eq!(
+            reg.drop_dead_token(&a.node, "vv", Some(a.updated_ms - 1))
+                .await
+                .expect("guard"),
+            DeadToken::Kept,
+            "renewed after it was reported dead"
+        );
+        assert_eq!(
+            reg.drop_dead_token(&a.node, "vv", None)
+                .await
+                .expect("voip"),
+            DeadToken::VoipTokenForgotten
+        );
+        let kept = reg
+            .get(&a.node)
+            .await
+            .expect("get")
+            .expect("still registered");
+        assert_eq!((kept.token.as_str(), kept.voip_token), ("aa", None));
     }
 }
