@@ -129,10 +129,12 @@ async fn kill_9_with_pending_and_retrying_notifications_loses_nothing() {
         before_kill, 8,
         "only the healthy third went out before the kill"
     );
-    let resumed = settled(&gateway).await;
+    let gw = &gateway;
+    let resumed = eventually(WAIT, || async { settled(gw).await >= 16.0 * 3.0 }).await;
     assert!(
-        resumed >= 16.0 * 3.0,
-        "the new process settled {resumed} publishes"
+        resumed,
+        "the new process settled {} publishes",
+        settled(gw).await
     );
     assert!(
         gateway
