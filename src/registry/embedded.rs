@@ -10,6 +10,13 @@ const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 const DEPLOYMENT_KEY: &str = "deployment_key";
 const FILE_NAME: &str = "pushgate.redb";
 
+/// What [`EmbeddedStore::edit`] does to a registration.
+enum Edit {
+    Keep,
+    Remove,
+    Replace(Box<Registration>),
+}
+
 /// Registrations in a redb database under a directory.
 pub struct EmbeddedStore {
     db: Database,
@@ -106,28 +113,13 @@ impl EmbeddedStore {
         node: &str,
         should_remove: impl FnOnce(&Registration) -> bool,
     ) -> Result<bool, RegistryError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        let removed = {
-            let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
-            let existing = table
-                .get(node)
-                .map_err(storage)?
-                .map(|v| decode(node, v.value()))
-                .transpose()?;
-            match existing {
-                Some(r) if should_remove(&r) => {
-                    table.remove(node).map_err(storage)?;
-                    true
-                }
-                _ => false,
+        self.edit(node, |r| {
+            if should_remove(r) {
+                Edit::Remove
+            } else {
+                Edit::Keep
             }
-        };
-        if removed {
-            txn.commit().map_err(storage)?;
-        } else {
-            txn.abort().map_err(storage)?;
-        }
-        Ok(removed)
+        })
     }
 
     /// Applies `change` to the registration of `node` in one transaction, if it
@@ -137,6 +129,18 @@ impl EmbeddedStore {
         node: &str,
         change: impl FnOnce(&Registration) -> Option<Registration>,
     ) -> Result<bool, RegistryError> {
+        self.edit(node, |r| {
+            change(r).map_or(Edit::Keep, |u| Edit::Replace(Box::new(u)))
+        })
+    }
+
+    /// Reads `node` and applies what `decide` says in one write transaction;
+    /// true if the store changed.
+    fn edit(
+        &self,
+        node: &str,
+        decide: impl FnOnce(&Registration) -> Edit,
+    ) -> Result<bool, RegistryError> {
         let txn = self.db.begin_write().map_err(storage)?;
         let changed = {
             let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
@@ -145,13 +149,17 @@ impl EmbeddedStore {
                 .map_err(storage)?
                 .map(|v| decode(node, v.value()))
                 .transpose()?;
-            match existing.as_ref().and_then(change) {
-                Some(updated) => {
+            match existing.as_ref().map_or(Edit::Keep, decide) {
+                Edit::Keep => false,
+                Edit::Remove => {
+                    table.remove(node).map_err(storage)?;
+                    true
+                }
+                Edit::Replace(updated) => {
                     let bytes = encode(&updated)?;
                     table.insert(node, bytes.as_slice()).map_err(storage)?;
                     true
                 }
-                None => false,
             }
         };
         if changed {
