@@ -171,7 +171,7 @@ async fn load_outbox(
         }
     }
     if !corrupt.is_empty() {
-        registry.outbox_apply(corrupt).await?;
+        registry.outbox_apply(corrupt.into()).await?;
     }
     let total: usize = by_provider.values().map(Vec::len).sum();
     if total > 0 {

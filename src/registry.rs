@@ -132,7 +132,8 @@ impl Registry {
     }
 
     /// Applies outbox writes in order, durably, in one transaction.
-    pub async fn outbox_apply(&self, writes: Vec<OutboxWrite>) -> Result<(), RegistryError> {
+    /// Shared, so a caller can keep the writes to retry them without copying.
+    pub async fn outbox_apply(&self, writes: Arc<[OutboxWrite]>) -> Result<(), RegistryError> {
         let store = self.store.clone();
         blocking(move || store.outbox_apply(&writes)).await
     }

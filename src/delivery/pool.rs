@@ -11,6 +11,7 @@ mod messages;
 
 pub use messages::{Drain, PoolStatus, Status, Submit};
 
+use super::outbox::OutboxEntry;
 use super::state::{Attempt, Completion, Outcome, Persist, PoolState, Settled, Step};
 use crate::providers::{Delivered, DeliveryError, ErrorClass, PushClient};
 use crate::registry::{DeadToken, OutboxWrite, Registry, now_ms};
@@ -38,7 +39,8 @@ pub struct Pool {
     max_in_flight: usize,
     in_flight: usize,
     wake: Option<(u64, SpawnHandle)>,
-    dirty: HashMap<String, Option<Vec<u8>>>,
+    /// Changes not yet flushed, latest per key; encoded only when flushed.
+    dirty: HashMap<String, Option<Box<OutboxEntry>>>,
     dirty_waiters: Vec<oneshot::Sender<bool>>,
     flushing: bool,
     draining: bool,
@@ -77,7 +79,7 @@ impl Pool {
 
     fn persist(&mut self, change: Persist) {
         match change {
-            Persist::Put(entry) => self.dirty.insert(entry.key.clone(), Some(entry.encode())),
+            Persist::Put(entry) => self.dirty.insert(entry.key.clone(), Some(entry)),
             Persist::Delete(key) => self.dirty.insert(key, None),
         };
     }
@@ -88,14 +90,17 @@ impl Pool {
             return;
         }
         self.flushing = true;
-        let writes: Vec<OutboxWrite> = self
+        let writes: Arc<[OutboxWrite]> = self
             .dirty
             .drain()
-            .map(|(key, value)| OutboxWrite { key, value })
+            .map(|(key, entry)| OutboxWrite {
+                key,
+                value: entry.map(|e| e.encode()),
+            })
             .collect();
         let waiters = std::mem::take(&mut self.dirty_waiters);
         let registry = self.registry.clone();
-        let retry = writes.clone();
+        let retry = Arc::clone(&writes);
         ctx.spawn(
             async move { registry.outbox_apply(writes).await }
                 .into_actor(self)
@@ -105,8 +110,20 @@ impl Pool {
                         Ok(()) => true,
                         Err(e) => {
                             error!(provider = %act.id, "cannot write the outbox: {e}; publishes are refused until it works");
-                            for w in retry {
-                                act.dirty.entry(w.key).or_insert(w.value);
+                            for w in retry.iter() {
+                                // Rare path: decode what was encoded for the failed write.
+                                let entry = w.value.as_deref().map(OutboxEntry::decode);
+                                match entry {
+                                    Some(Err(_)) => {}
+                                    Some(Ok(e)) => {
+                                        act.dirty
+                                            .entry(w.key.clone())
+                                            .or_insert(Some(Box::new(e)));
+                                    }
+                                    None => {
+                                        act.dirty.entry(w.key.clone()).or_insert(None);
+                                    }
+                                }
                             }
                             ctx.run_later(FLUSH_RETRY, |act, ctx| act.flush(ctx));
                             false

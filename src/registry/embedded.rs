@@ -253,14 +253,9 @@ mod tests {
             key: k.into(),
             value: None,
         };
-        reg.outbox_apply(vec![
-            put("a", "1"),
-            put("b", "1"),
-            put("a", "2"),
-            delete("b"),
-        ])
-        .await
-        .expect("apply");
+        reg.outbox_apply(vec![put("a", "1"), put("b", "1"), put("a", "2"), delete("b")].into())
+            .await
+            .expect("apply");
         drop(reg);
         let reg = Registry::open_embedded(dir.path()).expect("reopen");
         let entries = reg.outbox_load().await.expect("load");

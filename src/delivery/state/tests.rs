@@ -41,6 +41,11 @@ fn arrival(node: &str, kind: PushKind, count: u32) -> Arrival {
     }
 }
 
+/// Admits a publish that must fit.
+fn admit(s: &mut PoolState, node: &str, kind: PushKind, count: u32, at: u64) {
+    s.accept(arrival(node, kind, count), at).expect("room");
+}
+
 fn sends(steps: Vec<Step>) -> Vec<Attempt> {
     steps
         .into_iter()
@@ -101,13 +106,10 @@ fn a_burst_within_the_window_becomes_one_push() {
 #[test]
 fn a_publish_during_an_attempt_gets_a_push_of_its_own() {
     let mut s = PoolState::new(settings());
-    s.accept(arrival("n", PushKind::Alert, 1), T0)
-        .expect("room");
+    admit(&mut s, "n", PushKind::Alert, 1, T0);
     let sent = sends(s.take_due(T0 + 100, 10));
-    s.accept(arrival("n", PushKind::Alert, 2), T0 + 120)
-        .expect("room");
-    s.accept(arrival("n", PushKind::Alert, 3), T0 + 130)
-        .expect("room");
+    admit(&mut s, "n", PushKind::Alert, 2, T0 + 120);
+    admit(&mut s, "n", PushKind::Alert, 3, T0 + 130);
     let done = s.complete(
         "n",
         sent[0].version,
@@ -133,8 +135,7 @@ fn a_publish_during_an_attempt_gets_a_push_of_its_own() {
 #[test]
 fn retry_after_is_honoured_to_the_millisecond() {
     let mut s = PoolState::new(settings());
-    s.accept(arrival("n", PushKind::Alert, 1), T0)
-        .expect("room");
+    admit(&mut s, "n", PushKind::Alert, 1, T0);
     let sent = sends(s.take_due(T0 + 100, 10));
     let after = Some(Duration::from_secs(30));
     let done = s.complete(
@@ -156,8 +157,7 @@ fn retry_after_is_honoured_to_the_millisecond() {
 #[test]
 fn backoff_doubles_with_full_jitter() {
     let mut s = PoolState::new(settings());
-    s.accept(arrival("n", PushKind::Alert, 1), T0)
-        .expect("room");
+    admit(&mut s, "n", PushKind::Alert, 1, T0);
     let mut now = T0 + 100;
     let mut delays = Vec::new();
     for _ in 0..4 {
@@ -178,10 +178,8 @@ fn notifications_older_than_the_maximum_age_are_dropped_and_counted() {
     let mut st = settings();
     st.retry.max_age_ms = 10_000;
     let mut s = PoolState::new(st);
-    s.accept(arrival("n", PushKind::Alert, 1), T0)
-        .expect("room");
-    s.accept(arrival("n", PushKind::Alert, 2), T0 + 1)
-        .expect("room");
+    admit(&mut s, "n", PushKind::Alert, 1, T0);
+    admit(&mut s, "n", PushKind::Alert, 2, T0 + 1);
     let sent = sends(s.take_due(T0 + 100, 10));
     let done = s.complete(
         "n",
@@ -226,10 +224,9 @@ fn calls_are_never_merged_delayed_or_rate_limited() {
     let mut st = settings();
     st.min_interval_ms = 60_000;
     let mut s = PoolState::new(st);
-    s.accept(arrival("n", PushKind::Alert, 1), T0)
-        .expect("room");
-    s.accept(arrival("n", PushKind::Voip, 1), T0).expect("room");
-    s.accept(arrival("n", PushKind::Voip, 1), T0).expect("room");
+    admit(&mut s, "n", PushKind::Alert, 1, T0);
+    admit(&mut s, "n", PushKind::Voip, 1, T0);
+    admit(&mut s, "n", PushKind::Voip, 1, T0);
     assert_eq!(s.len(), 3);
     let sent = sends(s.take_due(T0, 10));
     assert_eq!(
@@ -246,8 +243,7 @@ fn min_interval_merges_instead_of_refusing() {
     let mut st = settings();
     st.min_interval_ms = 5_000;
     let mut s = PoolState::new(st);
-    s.accept(arrival("n", PushKind::Alert, 1), T0)
-        .expect("room");
+    admit(&mut s, "n", PushKind::Alert, 1, T0);
     let sent = sends(s.take_due(T0 + 100, 10));
     s.complete(
         "n",
@@ -269,10 +265,8 @@ fn min_interval_merges_instead_of_refusing() {
 #[test]
 fn misconfiguration_pauses_the_pool_and_keeps_everything() {
     let mut s = PoolState::new(settings());
-    s.accept(arrival("a", PushKind::Alert, 1), T0)
-        .expect("room");
-    s.accept(arrival("b", PushKind::Alert, 1), T0)
-        .expect("room");
+    admit(&mut s, "a", PushKind::Alert, 1, T0);
+    admit(&mut s, "b", PushKind::Alert, 1, T0);
     let sent = sends(s.take_due(T0 + 100, 1));
     let done = s.complete(
         &sent[0].key,
@@ -311,11 +305,9 @@ fn misconfiguration_pauses_the_pool_and_keeps_everything() {
 #[test]
 fn a_dead_token_drops_everything_merged_for_it() {
     let mut s = PoolState::new(settings());
-    s.accept(arrival("n", PushKind::Alert, 1), T0)
-        .expect("room");
+    admit(&mut s, "n", PushKind::Alert, 1, T0);
     let sent = sends(s.take_due(T0 + 100, 10));
-    s.accept(arrival("n", PushKind::Alert, 2), T0 + 110)
-        .expect("room");
+    admit(&mut s, "n", PushKind::Alert, 2, T0 + 110);
     let done = s.complete(
         "n",
         sent[0].version,
@@ -334,11 +326,9 @@ fn a_dead_token_drops_everything_merged_for_it() {
 #[test]
 fn a_failed_notification_does_not_take_newer_ones_along() {
     let mut s = PoolState::new(settings());
-    s.accept(arrival("n", PushKind::Alert, 1), T0)
-        .expect("room");
+    admit(&mut s, "n", PushKind::Alert, 1, T0);
     let sent = sends(s.take_due(T0 + 100, 10));
-    s.accept(arrival("n", PushKind::Alert, 2), T0 + 110)
-        .expect("room");
+    admit(&mut s, "n", PushKind::Alert, 2, T0 + 110);
     let done = s.complete("n", sent[0].version, Outcome::Fail, T0 + 120, &mut none);
     assert_eq!(
         done.settled.map(|x| (x.fate, x.publishes)),
@@ -350,8 +340,7 @@ fn a_failed_notification_does_not_take_newer_ones_along() {
 #[test]
 fn unknown_errors_are_retried_a_few_times_then_failed() {
     let mut s = PoolState::new(settings());
-    s.accept(arrival("n", PushKind::Alert, 1), T0)
-        .expect("room");
+    admit(&mut s, "n", PushKind::Alert, 1, T0);
     for (now, attempt) in (T0 + 100..).zip(1..=UNKNOWN_MAX_ATTEMPTS) {
         let sent = sends(s.take_due(now, 10));
         assert_eq!(sent.len(), 1, "attempt {attempt}");
@@ -368,8 +357,7 @@ fn unknown_errors_are_retried_a_few_times_then_failed() {
 #[test]
 fn renewed_credentials_retry_at_once_but_only_once() {
     let mut s = PoolState::new(settings());
-    s.accept(arrival("n", PushKind::Alert, 1), T0)
-        .expect("room");
+    admit(&mut s, "n", PushKind::Alert, 1, T0);
     let sent = sends(s.take_due(T0 + 100, 10));
     let done = s.complete("n", sent[0].version, Outcome::RetryNow, T0 + 150, &mut all);
     assert_eq!(done.retry_in_ms, Some(0));
@@ -382,8 +370,7 @@ fn renewed_credentials_retry_at_once_but_only_once() {
 fn capacity_bounds_new_entries_but_not_merges() {
     let mut s = PoolState::new(settings());
     for node in ["a", "b", "c"] {
-        s.accept(arrival(node, PushKind::Alert, 1), T0)
-            .expect("room");
+        admit(&mut s, node, PushKind::Alert, 1, T0);
     }
     assert_eq!(
         s.accept(arrival("d", PushKind::Alert, 1), T0).err(),
