@@ -7,6 +7,7 @@
 
 mod env;
 mod model;
+mod store;
 mod validate;
 
 pub use model::*;

@@ -15,7 +15,7 @@ mod state;
 
 pub use outbox::{OutboxEntry, entry_key, merge};
 pub use payload::{PayloadPolicy, build_push};
-pub use pool::{Drain, Pool, PoolStatus, Status, Submit};
+pub use pool::{Drain, Load, Pool, PoolStatus, Status, Submit};
 pub use retry::RetryPolicy;
 pub use state::{
     Admission, Arrival, Attempt, Completion, Fate, Full, Outcome, Persist, PoolState, Settings,
@@ -29,6 +29,7 @@ use crate::telemetry::Metrics;
 use actix::{Actor, Addr};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use thiserror::Error;
 use tracing::{info, warn};
@@ -53,40 +54,60 @@ pub enum SubmitError {
     /// The pool has stopped (shutdown).
     #[error("the delivery pool has stopped")]
     Stopped,
+    /// The outbox is not loaded yet (the store has not been reached since the start).
+    #[error("the outbox is not loaded yet")]
+    Starting,
 }
 
 /// Routes publishes to provider pools.
 #[derive(Clone, Default)]
 pub struct Dispatcher {
     pools: HashMap<String, Addr<Pool>>,
+    loaded: Arc<AtomicBool>,
 }
 
 impl Dispatcher {
-    /// Starts one pool per provider client, each resuming the entries the outbox
-    /// holds for it.
-    pub async fn start(
+    /// Starts one pool per provider client. They admit nothing until
+    /// [`Self::load_outbox`] has handed them what the store holds.
+    pub fn start(
         config: &Config,
         clients: Vec<(String, Arc<dyn PushClient>)>,
         registry: &Registry,
         metrics: &Arc<Metrics>,
-    ) -> Result<Self, RegistryError> {
-        let mut stored = load_outbox(registry).await?;
+    ) -> Self {
         let mut pools = HashMap::new();
         for (id, client) in clients {
             let Some(provider) = config.providers.iter().find(|p| p.id == id) else {
                 continue;
             };
-            let mut state = PoolState::new(settings(config));
-            state.load(stored.remove(&id).unwrap_or_default());
             let pool = Pool::new(
                 id.clone(),
                 client,
                 registry.clone(),
                 metrics.clone(),
-                state,
+                PoolState::new(settings(config)),
                 provider.max_in_flight,
             );
             pools.insert(id, pool.start());
+        }
+        Self {
+            pools,
+            loaded: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Reads the outbox and hands each pool its entries, once; the pools then
+    /// admit publishes. Entries of providers no longer configured stay stored.
+    pub async fn load_outbox(&self, registry: &Registry) -> Result<(), RegistryError> {
+        if self.is_loaded() {
+            return Ok(());
+        }
+        let mut stored = load_outbox(registry).await?;
+        for (id, pool) in &self.pools {
+            let entries = stored.remove(id).unwrap_or_default();
+            pool.send(Load(entries))
+                .await
+                .map_err(|_| RegistryError::Stopped)?;
         }
         for (provider, entries) in stored {
             warn!(
@@ -95,7 +116,13 @@ impl Dispatcher {
                 "the outbox holds notifications for a provider that is no longer configured; they are kept until it is"
             );
         }
-        Ok(Self { pools })
+        self.loaded.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether the outbox is loaded and publishes are admitted.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::SeqCst)
     }
 
     /// Admits `arrival` into its provider's pool; resolves once it is durable.

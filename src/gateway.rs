@@ -18,13 +18,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+/// Pause between attempts to reach a store that was down at start.
+const STORE_RETRY: Duration = Duration::from_secs(1);
 
 /// Why the gateway could not start.
 #[derive(Debug, Error)]
 pub enum GatewayError {
-    /// The store could not be opened.
-    #[error("store.path: {0}")]
+    /// The store could not be opened (embedded) or is misconfigured.
+    #[error("store: {0}")]
     Store(#[from] RegistryError),
     /// A provider could not be built.
     #[error(transparent)]
@@ -57,9 +60,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if clients.is_empty() {
         warn!("no [[providers]] configured: devices cannot register until one is added");
     }
-    let registry = Registry::open_embedded(&config.store.path)?;
-    info!(path = %config.store.path.display(), "embedded store open");
-    let dispatcher = Dispatcher::start(&config, clients, &registry, &metrics).await?;
+    let registry = Registry::open(&config.store)?;
+    let dispatcher = Dispatcher::start(&config, clients, &registry, &metrics);
+    bring_up_store(&config, &registry, &dispatcher).await;
     let app = AppContext::from_config(&config);
     let server = http::start(
         &config.http,
@@ -103,6 +106,61 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
     }
     Ok(())
+}
+
+/// Connects the store and loads the outbox. Tried once before the component
+/// streams open, so a healthy store never refuses a first publish; if it fails
+/// (Redis down), the gateway starts anyway, answers publishes with
+/// `wait/internal-server-error`, says why on `/readyz`, and keeps trying every
+/// second in the background.
+async fn bring_up_store(config: &Config, registry: &Registry, dispatcher: &Dispatcher) {
+    let first_try = Duration::from_millis(config.store.connect_timeout_ms.saturating_mul(2));
+    let first = match tokio::time::timeout(first_try, connect_and_load(registry, dispatcher)).await {
+        Ok(result) => result,
+        Err(_) => Err(RegistryError::Storage("no answer at start".to_owned())),
+    };
+    match first {
+        Ok(()) => {
+            info!(store = registry.label(), path = %config.store.path.display(), "store ready");
+            return;
+        }
+        Err(e @ RegistryError::ShardMismatch { .. }) => {
+            error!("{e}; the gateway cannot serve until it is fixed");
+        }
+        Err(e) => warn!(
+            store = registry.label(),
+            "store unavailable: {e}; starting anyway and retrying every second"
+        ),
+    }
+    let registry = registry.clone();
+    let dispatcher = dispatcher.clone();
+    actix::spawn(async move {
+        let mut last_error = String::new();
+        loop {
+            tokio::time::sleep(STORE_RETRY).await;
+            match connect_and_load(&registry, &dispatcher).await {
+                Ok(()) => {
+                    info!(store = registry.label(), "store reached; publishes are admitted");
+                    return;
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if text != last_error {
+                        warn!(store = registry.label(), "store still unavailable: {text}");
+                        last_error = text;
+                    }
+                }
+            }
+        }
+    });
+}
+
+async fn connect_and_load(
+    registry: &Registry,
+    dispatcher: &Dispatcher,
+) -> Result<(), RegistryError> {
+    registry.connect().await?;
+    dispatcher.load_outbox(registry).await
 }
 
 fn start_sessions(

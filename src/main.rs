@@ -28,6 +28,27 @@ enum Command {
     Run,
     /// Validate the configuration, including key and CA files, and exit.
     CheckConfig,
+    /// Move registrations between stores (run with the gateway stopped).
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Write every registration and pending notification of the configured
+    /// store as JSON lines. The output holds the deployment key: keep it secret.
+    Export {
+        /// Output file (created with mode 0600); standard output if absent.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Read an export into the configured store, which must be empty or have
+    /// the export's deployment key.
+    Import {
+        /// Input file; standard input if absent.
+        #[arg(long, short)]
+        input: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -35,6 +56,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config),
         Command::CheckConfig => check_config(&cli.config),
+        Command::Store(command) => store_command(&cli.config, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,6 +75,73 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     }
     println!("{}: configuration is valid", path.display());
     Ok(())
+}
+
+/// Export or import, on the store the configuration names.
+fn store_command(path: &std::path::Path, command: StoreCommand) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let config = pushgate::config::load(path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(async {
+        let registry = pushgate::registry::Registry::open(&config.store)?;
+        registry
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the {} store", registry.label()))?;
+        match command {
+            StoreCommand::Export { output } => {
+                let summary = match output {
+                    Some(file) => {
+                        let mut out = std::io::BufWriter::new(create_private(&file)?);
+                        registry.export(&mut out).await?
+                    }
+                    None => {
+                        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                        let summary = registry.export(&mut out).await?;
+                        out.flush()?;
+                        summary
+                    }
+                };
+                eprintln!(
+                    "exported {} registrations and {} pending notifications from the {} store",
+                    summary.registrations,
+                    summary.outbox,
+                    registry.label()
+                );
+            }
+            StoreCommand::Import { input } => {
+                let summary = match input {
+                    Some(file) => {
+                        let f = std::fs::File::open(&file)
+                            .with_context(|| format!("cannot open {}", file.display()))?;
+                        registry.import(std::io::BufReader::new(f)).await?
+                    }
+                    None => registry.import(std::io::stdin().lock()).await?,
+                };
+                eprintln!(
+                    "imported {} registrations and {} pending notifications into the {} store",
+                    summary.registrations,
+                    summary.outbox,
+                    registry.label()
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Creates `path` readable by its owner only: an export holds the deployment key.
+fn create_private(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
 }
 
 /// Runs the gateway. Key and CA files are read once, when the providers are

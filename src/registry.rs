@@ -1,22 +1,40 @@
-//! Registrations: which device a push node stands for.
+//! Registrations: which device a push node stands for, and the delivery outbox.
 //!
 //! Node ids are derived, not stored in an index: HMAC-SHA256 under a per-deployment
 //! key of (account, provider, token). So registering the same device again gives
 //! the same node, and the REST unregister (which only knows account, provider and
 //! token) finds it without a secondary index. Accounts are kept only as an HMAC;
 //! the account's domain is kept in clear to check who may publish.
+//!
+//! Two backends behave the same (one test suite runs on both): the embedded redb
+//! file, and Redis or Redis Cluster, sharded by node ([`shard_of`]). Every change
+//! is a read-decide-write ([`Edit`]) applied atomically by the backend.
 
+mod cache;
 mod embedded;
 mod keys;
 mod model;
+mod redis;
+mod shard;
+mod transfer;
 
+pub use cache::RegistrationCache;
 pub use embedded::EmbeddedStore;
 pub use keys::NodeKeys;
-pub use model::{DeviceRef, NewRegistration, OutboxWrite, Registration, now_ms};
+pub use model::{DeviceRef, Edit, NewRegistration, OutboxWrite, Registration, now_ms};
+pub use redis::RedisStore;
+pub use shard::{node_of_outbox_key, shard_of};
+pub use transfer::{ExportLine, ImportSummary, TransferError};
 
+use crate::config::{StoreBackend, StoreConfig};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 use thiserror::Error;
+
+/// How many times a Redis compare-and-set is retried when the value changed
+/// between the read and the write.
+const EDIT_ATTEMPTS: usize = 16;
 
 /// Why the store could not answer. Always transient from a publisher's point of
 /// view: it is answered with a `wait` error, never `cancel`.
@@ -32,6 +50,19 @@ pub enum RegistryError {
         node: String,
         /// The decoder's message.
         message: String,
+    },
+    /// The store has not been reached yet since the start.
+    #[error("store not connected yet: {0}")]
+    NotConnected(String),
+    /// `store.shards` differs from what the data was written with.
+    #[error(
+        "store.shards is {configured} but the data in Redis was written with {recorded} shards; set store.shards = {recorded}"
+    )]
+    ShardMismatch {
+        /// The configuration's value.
+        configured: u32,
+        /// The value recorded in Redis.
+        recorded: u32,
     },
     /// The blocking worker went away (shutdown).
     #[error("store worker stopped")]
@@ -49,52 +80,190 @@ pub enum DeadToken {
     Kept,
 }
 
-/// The registry the rest of the gateway talks to: derives ids and delegates
-/// storage to the configured backend.
+enum Backend {
+    Embedded(Arc<EmbeddedStore>),
+    Redis(RedisStore),
+}
+
+struct Inner {
+    backend: Backend,
+    /// Set once the store has been reached (at once for the embedded one).
+    keys: OnceLock<NodeKeys>,
+    cache: Option<RegistrationCache>,
+    /// Why the store is not connected, until it is.
+    not_connected: Mutex<String>,
+    label: &'static str,
+}
+
+/// The registry the rest of the gateway talks to: derives ids, caches, and
+/// delegates storage to the configured backend. Cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
-    store: Arc<EmbeddedStore>,
-    keys: NodeKeys,
+    inner: Arc<Inner>,
 }
 
 impl Registry {
+    /// The registry `config` describes. The embedded store is opened now (and
+    /// fails now); Redis is only prepared: call [`Self::connect`] until it works.
+    pub fn open(config: &StoreConfig) -> Result<Self, RegistryError> {
+        match config.backend {
+            StoreBackend::Embedded => Self::open_embedded(&config.path),
+            StoreBackend::Redis => {
+                let cache = (config.cache_entries > 0).then(|| {
+                    RegistrationCache::new(
+                        config.cache_entries,
+                        Duration::from_secs(config.cache_ttl_s),
+                    )
+                });
+                Ok(Self::with(
+                    Backend::Redis(RedisStore::new(config)?),
+                    None,
+                    cache,
+                    if config.cluster { "redis-cluster" } else { "redis" },
+                ))
+            }
+        }
+    }
+
     /// Opens (creating if needed) the embedded store in directory `dir`.
     pub fn open_embedded(dir: &Path) -> Result<Self, RegistryError> {
         let store = EmbeddedStore::open(dir)?;
         let keys = NodeKeys::new(store.deployment_key()?);
-        Ok(Self {
-            store: Arc::new(store),
-            keys,
-        })
+        Ok(Self::with(
+            Backend::Embedded(Arc::new(store)),
+            Some(keys),
+            None,
+            "embedded",
+        ))
     }
 
-    /// The id derivation in use (for tests and tools).
-    pub fn keys(&self) -> &NodeKeys {
-        &self.keys
+    fn with(
+        backend: Backend,
+        keys: Option<NodeKeys>,
+        cache: Option<RegistrationCache>,
+        label: &'static str,
+    ) -> Self {
+        let cell = OnceLock::new();
+        if let Some(k) = keys {
+            let _ = cell.set(k);
+        }
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                keys: cell,
+                cache,
+                not_connected: Mutex::new("not connected yet".to_owned()),
+                label,
+            }),
+        }
+    }
+
+    /// `embedded`, `redis` or `redis-cluster`, for logs and readiness.
+    pub fn label(&self) -> &'static str {
+        self.inner.label
+    }
+
+    /// Reaches the store if not done yet: checks the shard count recorded in
+    /// Redis and reads (or creates) the deployment key. Safe to call again.
+    pub async fn connect(&self) -> Result<(), RegistryError> {
+        if self.inner.keys.get().is_some() {
+            return Ok(());
+        }
+        let Backend::Redis(store) = &self.inner.backend else {
+            return Ok(());
+        };
+        match store.prepare().await {
+            Ok(key) => {
+                let _ = self.inner.keys.set(NodeKeys::new(key));
+                Ok(())
+            }
+            Err(e) => {
+                *lock(&self.inner.not_connected) = e.to_string();
+                Err(e)
+            }
+        }
+    }
+
+    /// The id derivation in use; an error until the store has been reached.
+    pub fn keys(&self) -> Result<&NodeKeys, RegistryError> {
+        self.inner
+            .keys
+            .get()
+            .ok_or_else(|| RegistryError::NotConnected(lock(&self.inner.not_connected).clone()))
+    }
+
+    /// Whether the store answers now.
+    pub async fn check(&self) -> Result<(), RegistryError> {
+        self.keys()?;
+        match &self.inner.backend {
+            Backend::Embedded(store) => {
+                let store = store.clone();
+                blocking(move || store.count().map(|_| ())).await
+            }
+            Backend::Redis(store) => store.ping().await,
+        }
     }
 
     /// Registers a device for `account` (a bare JID), returning the registration.
     /// Idempotent: the same (account, provider, token) keeps its node and creation time.
     pub async fn register(&self, new: NewRegistration) -> Result<Registration, RegistryError> {
-        let registration = new.into_registration(&self.keys, now_ms());
-        let store = self.store.clone();
-        blocking(move || store.upsert(registration)).await
+        let registration = new.into_registration(self.keys()?, now_ms());
+        let node = registration.node.clone();
+        let applied = self
+            .edit(&node, move |old| {
+                let mut r = registration.clone();
+                if let Some(old) = old {
+                    r.created_ms = old.created_ms;
+                    r.updated_ms = r.updated_ms.max(old.updated_ms);
+                }
+                Edit::Put(Box::new(r))
+            })
+            .await?;
+        match applied {
+            Edit::Put(r) => Ok(*r),
+            Edit::Keep | Edit::Remove => Err(RegistryError::Storage(
+                "registration was not stored".to_owned(),
+            )),
+        }
     }
 
-    /// The registration of `node`, if any.
+    /// The registration of `node`, if any: from the cache when there is one.
     pub async fn get(&self, node: &str) -> Result<Option<Registration>, RegistryError> {
-        let store = self.store.clone();
-        let node = node.to_owned();
-        blocking(move || store.get(&node)).await
+        self.keys()?;
+        match &self.inner.backend {
+            Backend::Embedded(store) => {
+                let store = store.clone();
+                let node = node.to_owned();
+                blocking(move || store.get(&node)).await
+            }
+            Backend::Redis(store) => {
+                let cache = self.inner.cache.as_ref();
+                if let Some(hit) = cache.and_then(|c| c.get(node)) {
+                    return Ok(Some(hit));
+                }
+                let epoch = cache.map(RegistrationCache::epoch);
+                let found = store
+                    .get(node)
+                    .await?
+                    .map(|bytes| model::decode(node, &bytes))
+                    .transpose()?;
+                if let (Some(cache), Some(epoch), Some(r)) = (cache, epoch, &found) {
+                    cache.insert(r.clone(), epoch);
+                }
+                Ok(found)
+            }
+        }
     }
 
     /// Removes the registration of `device`; true if there was one.
     pub async fn unregister(&self, device: &DeviceRef<'_>) -> Result<bool, RegistryError> {
         let node = self
-            .keys
+            .keys()?
             .node_id(device.account, device.provider, device.identity);
-        let store = self.store.clone();
-        blocking(move || store.remove_if(&node, |_| true)).await
+        let applied = self
+            .edit(&node, |r| if r.is_some() { Edit::Remove } else { Edit::Keep })
+            .await?;
+        Ok(applied == Edit::Remove)
     }
 
     /// Acts on a provider's word that `token` of `node` is dead: the main token
@@ -107,48 +276,116 @@ impl Registry {
         token: &str,
         invalid_since_ms: Option<u64>,
     ) -> Result<DeadToken, RegistryError> {
-        let store = self.store.clone();
-        let node = node.to_owned();
         let token = token.to_owned();
-        blocking(move || {
-            let stale = |r: &Registration| invalid_since_ms.is_none_or(|t| r.updated_ms <= t);
-            if store.remove_if(&node, |r| r.token == token && stale(r))? {
-                return Ok(DeadToken::Removed);
-            }
-            let forgot = store.update_if(&node, |r| {
-                (r.voip_token.as_deref() == Some(token.as_str()) && stale(r)).then(|| {
+        let applied = self
+            .edit(node, move |r| {
+                let Some(r) = r.filter(|r| invalid_since_ms.is_none_or(|t| r.updated_ms <= t))
+                else {
+                    return Edit::Keep;
+                };
+                if r.token == token {
+                    Edit::Remove
+                } else if r.voip_token.as_deref() == Some(token.as_str()) {
                     let mut updated = r.clone();
                     updated.voip_token = None;
-                    updated
-                })
-            })?;
-            Ok(if forgot {
-                DeadToken::VoipTokenForgotten
-            } else {
-                DeadToken::Kept
+                    Edit::Put(Box::new(updated))
+                } else {
+                    Edit::Keep
+                }
             })
+            .await?;
+        Ok(match applied {
+            Edit::Remove => DeadToken::Removed,
+            Edit::Put(_) => DeadToken::VoipTokenForgotten,
+            Edit::Keep => DeadToken::Kept,
         })
-        .await
     }
 
-    /// Applies outbox writes in order, durably, in one transaction.
-    /// Shared, so a caller can keep the writes to retry them without copying.
+    /// Applies `decide` to the registration of `node` atomically: a write
+    /// transaction in the embedded store, a compare-and-set (retried while the
+    /// value changes underneath) in Redis. Returns what was applied.
+    async fn edit(
+        &self,
+        node: &str,
+        decide: impl Fn(Option<&Registration>) -> Edit + Send + 'static,
+    ) -> Result<Edit, RegistryError> {
+        self.keys()?;
+        let store = match &self.inner.backend {
+            Backend::Embedded(store) => {
+                let store = store.clone();
+                let node = node.to_owned();
+                return blocking(move || store.edit(&node, decide)).await;
+            }
+            Backend::Redis(store) => store,
+        };
+        for _ in 0..EDIT_ATTEMPTS {
+            let raw = store.get(node).await?;
+            let current = raw
+                .as_deref()
+                .map(|bytes| model::decode(node, bytes))
+                .transpose()?;
+            let edit = decide(current.as_ref());
+            let new = match &edit {
+                Edit::Keep => return Ok(edit),
+                Edit::Remove => None,
+                Edit::Put(r) => Some(model::encode(r)?),
+            };
+            if store
+                .compare_and_set(node, raw.as_deref(), new.as_deref())
+                .await?
+            {
+                // After the write: a read that raced with it is not cached.
+                if let Some(cache) = &self.inner.cache {
+                    cache.invalidate(node);
+                }
+                return Ok(edit);
+            }
+        }
+        Err(RegistryError::Storage(format!(
+            "registration of node {node} kept changing; gave up after {EDIT_ATTEMPTS} attempts"
+        )))
+    }
+
+    /// Applies outbox writes in order, durably, at once. Shared, so a caller can
+    /// keep the writes to retry them without copying.
     pub async fn outbox_apply(&self, writes: Arc<[OutboxWrite]>) -> Result<(), RegistryError> {
-        let store = self.store.clone();
-        blocking(move || store.outbox_apply(&writes)).await
+        self.keys()?;
+        match &self.inner.backend {
+            Backend::Embedded(store) => {
+                let store = store.clone();
+                blocking(move || store.outbox_apply(&writes)).await
+            }
+            Backend::Redis(store) => store.outbox_apply(&writes).await,
+        }
     }
 
     /// Every outbox entry as stored: `(key, value)`.
     pub async fn outbox_load(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
-        let store = self.store.clone();
-        blocking(move || store.outbox_load()).await
+        self.keys()?;
+        match &self.inner.backend {
+            Backend::Embedded(store) => {
+                let store = store.clone();
+                blocking(move || store.outbox_load()).await
+            }
+            Backend::Redis(store) => store.outbox_load().await,
+        }
     }
 
     /// How many registrations there are.
     pub async fn count(&self) -> Result<u64, RegistryError> {
-        let store = self.store.clone();
-        blocking(move || store.count()).await
+        self.keys()?;
+        match &self.inner.backend {
+            Backend::Embedded(store) => {
+                let store = store.clone();
+                blocking(move || store.count()).await
+            }
+            Backend::Redis(store) => store.count().await,
+        }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn blocking<T: Send + 'static>(

@@ -1,6 +1,7 @@
 //! The configuration's shape. Field names are part of the operator interface: keep
 //! them stable and document each in `config/pushgate.example.toml`.
 
+pub use super::store::{DEFAULT_SHARDS, StoreBackend, StoreConfig};
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -101,38 +102,6 @@ pub struct ServerConfig {
     /// Parallel component connections to this server.
     #[serde(default = "defaults::connections")]
     pub connections: usize,
-}
-
-/// Which registry backend to use.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreBackend {
-    /// redb file in `store.path`: single node, no setup.
-    #[default]
-    Embedded,
-    /// Redis (not implemented yet; refused by validation).
-    Redis,
-}
-
-/// `[store]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// The backend.
-    #[serde(default)]
-    pub backend: StoreBackend,
-    /// Directory of the embedded store.
-    #[serde(default = "defaults::store_path")]
-    pub path: PathBuf,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            backend: StoreBackend::default(),
-            path: defaults::store_path(),
-        }
-    }
 }
 
 /// `[http]`.
@@ -361,7 +330,6 @@ impl Default for LogConfig {
 }
 
 mod defaults {
-    use std::path::PathBuf;
 
     pub(super) fn keepalive_s() -> u64 {
         60
@@ -386,9 +354,6 @@ mod defaults {
     }
     pub(super) fn connections() -> usize {
         1
-    }
-    pub(super) fn store_path() -> PathBuf {
-        PathBuf::from("data")
     }
     pub(super) fn http_listen() -> String {
         "127.0.0.1:8080".to_owned()

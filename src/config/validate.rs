@@ -1,7 +1,7 @@
 //! Cross-field checks that serde cannot express. Every problem is collected, not
 //! just the first, and each names its key.
 
-use super::{Config, ProviderKind, StoreBackend};
+use super::{Config, ProviderKind, StoreBackend, StoreConfig};
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
@@ -103,15 +103,7 @@ pub fn validate(config: &Config) -> Vec<ConfigIssue> {
             "must be at least 4096",
         ));
     }
-    if config.store.backend == StoreBackend::Redis {
-        issues.push(ConfigIssue::new(
-            "store.backend",
-            "\"redis\" is not available in this version; use \"embedded\"",
-        ));
-    }
-    if config.store.path.as_os_str().is_empty() {
-        issues.push(ConfigIssue::new("store.path", "must not be empty"));
-    }
+    store(&config.store, &mut issues);
     if config.http.listen.parse::<SocketAddr>().is_err() {
         issues.push(ConfigIssue::new(
             "http.listen",
@@ -256,4 +248,54 @@ fn positive(issues: &mut Vec<ConfigIssue>, key: &str, value: u64) {
     if value == 0 {
         issues.push(ConfigIssue::new(key, "must be greater than 0"));
     }
+}
+
+fn store(s: &StoreConfig, issues: &mut Vec<ConfigIssue>) {
+    match s.backend {
+        StoreBackend::Embedded => {
+            if s.path.as_os_str().is_empty() {
+                issues.push(ConfigIssue::new("store.path", "must not be empty"));
+            }
+        }
+        StoreBackend::Redis => redis_store(s, issues),
+    }
+}
+
+fn redis_store(s: &StoreConfig, issues: &mut Vec<ConfigIssue>) {
+    let is_redis_url = |u: &str| u.starts_with("redis://") || u.starts_with("rediss://");
+    match (&s.url, s.urls.is_empty(), s.cluster) {
+        (None, true, _) => issues.push(ConfigIssue::new(
+            "store.url",
+            "backend = \"redis\" needs store.url (one server) or store.urls (cluster seed nodes)",
+        )),
+        (Some(_), false, _) => issues.push(ConfigIssue::new(
+            "store.urls",
+            "give store.url or store.urls, not both",
+        )),
+        (None, false, false) => issues.push(ConfigIssue::new(
+            "store.urls",
+            "a list of seed nodes is for a Redis Cluster: set store.cluster = true, or give one store.url",
+        )),
+        _ => {}
+    }
+    if let Some(url) = s.url.as_deref().filter(|u| !is_redis_url(u)) {
+        issues.push(ConfigIssue::new(
+            "store.url",
+            format!("must start with redis:// or rediss://, got {url:?}"),
+        ));
+    }
+    for (i, url) in s.urls.iter().enumerate().filter(|(_, u)| !is_redis_url(u)) {
+        issues.push(ConfigIssue::new(
+            format!("store.urls[{i}]"),
+            format!("must start with redis:// or rediss://, got {url:?}"),
+        ));
+    }
+    if !(1..=65_536).contains(&s.shards) {
+        issues.push(ConfigIssue::new("store.shards", "must be between 1 and 65536"));
+    }
+    if !(1..=64).contains(&s.pool_size) {
+        issues.push(ConfigIssue::new("store.pool_size", "must be between 1 and 64"));
+    }
+    positive(issues, "store.connect_timeout_ms", s.connect_timeout_ms);
+    positive(issues, "store.command_timeout_ms", s.command_timeout_ms);
 }

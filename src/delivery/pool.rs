@@ -9,7 +9,7 @@
 mod hints;
 mod messages;
 
-pub use messages::{Drain, PoolStatus, Status, Submit};
+pub use messages::{Drain, Load, PoolStatus, Status, Submit};
 
 use super::outbox::OutboxEntry;
 use super::state::{Attempt, Completion, Outcome, Persist, PoolState, Settled, Step};
@@ -46,11 +46,14 @@ pub struct Pool {
     draining: bool,
     idle_waiters: Vec<oneshot::Sender<()>>,
     unhealthy: Option<String>,
+    /// False until the outbox entries of this provider are loaded ([`Load`]);
+    /// publishes are refused until then, so none can race a stored entry.
+    loaded: bool,
 }
 
 impl Pool {
-    /// A pool for provider `id` over `state` (already loaded with the entries the
-    /// store held for this provider).
+    /// A pool for provider `id` over `state`; it admits publishes once sent
+    /// [`Load`] with the entries the store holds for it.
     pub fn new(
         id: String,
         client: Arc<dyn PushClient>,
@@ -74,6 +77,7 @@ impl Pool {
             draining: false,
             idle_waiters: Vec::new(),
             unhealthy: None,
+            loaded: false,
         }
     }
 
@@ -379,10 +383,6 @@ impl Actor for Pool {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.metrics.provider_healthy.set(&[&self.id], 1);
-        if !self.state.is_empty() {
-            info!(provider = %self.id, pending = self.state.len(), "resuming notifications from the outbox");
-        }
         ctx.run_interval(GAUGE_INTERVAL, |act, _| act.refresh_gauges());
-        self.pump(ctx);
     }
 }

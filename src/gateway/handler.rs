@@ -167,8 +167,10 @@ impl PushComponent {
             warn!(node = %request.node, publisher = publisher_domain, "publish from a domain that does not own the node");
             return PublishOutcome::WrongDomain;
         }
-        if !registration.accepts_secret(self.registry.keys(), request.secret.as_deref()) {
-            return PublishOutcome::BadSecret;
+        match self.registry.keys() {
+            Ok(keys) if registration.accepts_secret(keys, request.secret.as_deref()) => {}
+            Ok(_) => return PublishOutcome::BadSecret,
+            Err(_) => return PublishOutcome::StoreUnavailable,
         }
         let arrival = Arrival {
             push: build_push(&request.notification, &registration, &self.payload),
@@ -178,7 +180,9 @@ impl PushComponent {
         match self.dispatcher.submit(arrival).await {
             Ok(()) => PublishOutcome::Accepted,
             Err(SubmitError::QueueFull | SubmitError::Stopped) => PublishOutcome::Overloaded,
-            Err(SubmitError::NotDurable) => PublishOutcome::StoreUnavailable,
+            Err(SubmitError::NotDurable | SubmitError::Starting) => {
+                PublishOutcome::StoreUnavailable
+            }
             Err(SubmitError::UnknownProvider(p)) => PublishOutcome::ProviderNotConfigured(p),
         }
     }

@@ -31,9 +31,10 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     let sessions = state.metrics.sessions_up.get();
-    let store = match state.registry.count().await {
-        Ok(_) => "ok".to_owned(),
-        Err(e) => format!("error: {e}"),
+    let store = match state.registry.check().await {
+        Ok(()) if state.dispatcher.is_loaded() => "ok".to_owned(),
+        Ok(()) => "connected; loading the outbox".to_owned(),
+        Err(e) => format!("{} unavailable: {e}", state.registry.label()),
     };
     // Provider health is reported, not gated on: a refused credential is the same
     // on every replica, and the outbox keeps the notifications until it is fixed.

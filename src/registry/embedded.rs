@@ -1,5 +1,6 @@
 //! The embedded backend: one redb file, durable on every commit.
 
+use super::model::{Edit, decode, encode};
 use super::{OutboxWrite, Registration, RegistryError};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
@@ -9,13 +10,6 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 const DEPLOYMENT_KEY: &str = "deployment_key";
 const FILE_NAME: &str = "pushgate.redb";
-
-/// What [`EmbeddedStore::edit`] does to a registration.
-enum Edit {
-    Keep,
-    Remove,
-    Replace(Box<Registration>),
-}
 
 /// Registrations in a redb database under a directory.
 pub struct EmbeddedStore {
@@ -75,30 +69,6 @@ impl EmbeddedStore {
         Ok(key)
     }
 
-    /// Inserts `registration`, or refreshes the existing one of the same node
-    /// (keeping its creation time).
-    pub fn upsert(&self, mut registration: Registration) -> Result<Registration, RegistryError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        {
-            let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
-            let existing = table
-                .get(registration.node.as_str())
-                .map_err(storage)?
-                .map(|v| decode(&registration.node, v.value()))
-                .transpose()?;
-            if let Some(old) = existing {
-                registration.created_ms = old.created_ms;
-                registration.updated_ms = registration.updated_ms.max(old.updated_ms);
-            }
-            let bytes = encode(&registration)?;
-            table
-                .insert(registration.node.as_str(), bytes.as_slice())
-                .map_err(storage)?;
-        }
-        txn.commit().map_err(storage)?;
-        Ok(registration)
-    }
-
     /// The registration of `node`.
     pub fn get(&self, node: &str) -> Result<Option<Registration>, RegistryError> {
         let txn = self.db.begin_read().map_err(storage)?;
@@ -107,67 +77,71 @@ impl EmbeddedStore {
         value.map(|v| decode(node, v.value())).transpose()
     }
 
-    /// Removes `node` if it exists and `should_remove` says so; true if removed.
-    pub fn remove_if(
-        &self,
-        node: &str,
-        should_remove: impl FnOnce(&Registration) -> bool,
-    ) -> Result<bool, RegistryError> {
-        self.edit(node, |r| {
-            if should_remove(r) {
-                Edit::Remove
-            } else {
-                Edit::Keep
-            }
-        })
-    }
-
-    /// Applies `change` to the registration of `node` in one transaction, if it
-    /// exists: `Some(r)` stores `r`, `None` leaves it. True if something changed.
-    pub fn update_if(
-        &self,
-        node: &str,
-        change: impl FnOnce(&Registration) -> Option<Registration>,
-    ) -> Result<bool, RegistryError> {
-        self.edit(node, |r| {
-            change(r).map_or(Edit::Keep, |u| Edit::Replace(Box::new(u)))
-        })
-    }
-
     /// Reads `node` and applies what `decide` says in one write transaction;
-    /// true if the store changed.
-    fn edit(
+    /// returns what was applied.
+    pub fn edit(
         &self,
         node: &str,
-        decide: impl FnOnce(&Registration) -> Edit,
-    ) -> Result<bool, RegistryError> {
+        decide: impl FnOnce(Option<&Registration>) -> Edit,
+    ) -> Result<Edit, RegistryError> {
         let txn = self.db.begin_write().map_err(storage)?;
-        let changed = {
+        let applied = {
             let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
             let existing = table
                 .get(node)
                 .map_err(storage)?
                 .map(|v| decode(node, v.value()))
                 .transpose()?;
-            match existing.as_ref().map_or(Edit::Keep, decide) {
-                Edit::Keep => false,
+            let edit = decide(existing.as_ref());
+            match &edit {
+                Edit::Keep => {}
                 Edit::Remove => {
                     table.remove(node).map_err(storage)?;
-                    true
                 }
-                Edit::Replace(updated) => {
-                    let bytes = encode(&updated)?;
+                Edit::Put(updated) => {
+                    let bytes = encode(updated)?;
                     table.insert(node, bytes.as_slice()).map_err(storage)?;
-                    true
                 }
             }
+            edit
         };
-        if changed {
-            txn.commit().map_err(storage)?;
-        } else {
+        if matches!(applied, Edit::Keep) {
             txn.abort().map_err(storage)?;
+        } else {
+            txn.commit().map_err(storage)?;
         }
-        Ok(changed)
+        Ok(applied)
+    }
+
+    /// Writes registrations as they are, in one transaction (import).
+    pub fn put_many(&self, registrations: &[Registration]) -> Result<(), RegistryError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
+            for r in registrations {
+                let bytes = encode(r)?;
+                table
+                    .insert(r.node.as_str(), bytes.as_slice())
+                    .map_err(storage)?;
+            }
+        }
+        txn.commit().map_err(storage)
+    }
+
+    /// Every registration as stored: `(node, value)`.
+    pub fn registrations(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        self.all(REGISTRATIONS)
+    }
+
+    /// Replaces the deployment key (import into an empty store).
+    pub fn set_deployment_key(&self, key: &[u8; 32]) -> Result<(), RegistryError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            meta.insert(DEPLOYMENT_KEY, key.as_slice())
+                .map_err(storage)?;
+        }
+        txn.commit().map_err(storage)
     }
 
     /// Number of registrations.
@@ -203,143 +177,20 @@ impl EmbeddedStore {
 
     /// Every outbox entry, as stored.
     pub fn outbox_load(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        self.all(OUTBOX)
+    }
+
+    fn all(
+        &self,
+        definition: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
         let txn = self.db.begin_read().map_err(storage)?;
-        let table = txn.open_table(OUTBOX).map_err(storage)?;
+        let table = txn.open_table(definition).map_err(storage)?;
         let mut entries = Vec::new();
         for item in table.iter().map_err(storage)? {
             let (key, value) = item.map_err(storage)?;
             entries.push((key.value().to_owned(), value.value().to_vec()));
         }
         Ok(entries)
-    }
-}
-
-fn encode(r: &Registration) -> Result<Vec<u8>, RegistryError> {
-    serde_json::to_vec(r).map_err(storage)
-}
-
-fn decode(node: &str, bytes: &[u8]) -> Result<Registration, RegistryError> {
-    serde_json::from_slice(bytes).map_err(|e| RegistryError::Corrupt {
-        node: node.to_owned(),
-        message: e.to_string(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::{DeadToken, DeviceRef, NewRegistration, OutboxWrite, Registry};
-
-    fn new(token: &str) -> NewRegistration {
-        NewRegistration {
-            account: "alice@example.com".into(),
-            provider: "apns".into(),
-            token: token.into(),
-            voip_token: None,
-            secret: None,
-            device_id: None,
-            keep_account: false,
-        }
-    }
-
-    #[tokio::test]
-    async fn outbox_writes_apply_in_order_and_survive_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let reg = Registry::open_embedded(dir.path()).expect("open");
-        let put = |k: &str, v: &str| OutboxWrite {
-            key: k.into(),
-            value: Some(v.as_bytes().to_vec()),
-        };
-        let delete = |k: &str| OutboxWrite {
-            key: k.into(),
-            value: None,
-        };
-        reg.outbox_apply(vec![put("a", "1"), put("b", "1"), put("a", "2"), delete("b")].into())
-            .await
-            .expect("apply");
-        drop(reg);
-        let reg = Registry::open_embedded(dir.path()).expect("reopen");
-        let entries = reg.outbox_load().await.expect("load");
-        assert_eq!(entries, [("a".to_owned(), b"2".to_vec())]);
-    }
-
-    #[tokio::test]
-    async fn register_is_idempotent_and_survives_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let reg = Registry::open_embedded(dir.path()).expect("open");
-        let a = reg.register(new("aa")).await.expect("register");
-        let again = reg.register(new("aa")).await.expect("register again");
-        assert_eq!(a.node, again.node);
-        assert_eq!(a.created_ms, again.created_ms);
-        assert_eq!(reg.count().await.expect("count"), 1);
-        drop(reg);
-        let reopened = Registry::open_embedded(dir.path()).expect("reopen");
-        let found = reopened.get(&a.node).await.expect("get").expect("present");
-        assert_eq!(found.token, "aa");
-        assert_eq!(reopened.register(new("aa")).await.expect("r").node, a.node);
-    }
-
-    #[tokio::test]
-    async fn unregister_and_dead_token_guard() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let reg = Registry::open_embedded(dir.path()).expect("open");
-        let a = reg.register(new("aa")).await.expect("register");
-        // Renewed after the token was reported dead: kept.
-        assert!(
-            reg.drop_dead_token(&a.node, "aa", Some(a.updated_ms - 1))
-                .await
-                .expect("guard")
-                == DeadToken::Kept
-        );
-        // A different token on the node: kept.
-        assert!(
-            reg.drop_dead_token(&a.node, "bb", None)
-                .await
-                .expect("token")
-                == DeadToken::Kept
-        );
-        assert!(
-            reg.drop_dead_token(&a.node, "aa", Some(a.updated_ms + 1))
-                .await
-                .expect("remove")
-                == DeadToken::Removed
-        );
-        assert!(reg.get(&a.node).await.expect("get").is_none());
-        let b = reg.register(new("bb")).await.expect("register");
-        let device = DeviceRef {
-            account: "alice@example.com",
-            provider: "apns",
-            identity: "bb",
-        };
-        assert!(reg.unregister(&device).await.expect("unregister"));
-        assert!(!reg.unregister(&device).await.expect("twice"));
-        assert!(reg.get(&b.node).await.expect("get").is_none());
-    }
-
-    #[tokio::test]
-    async fn a_dead_voip_token_is_forgotten_and_the_registration_kept() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let reg = Registry::open_embedded(dir.path()).expect("open");
-        let mut with_voip = new("aa");
-        with_voip.voip_token = Some("vv".into());
-        let a = reg.register(with_voip).await.expect("register");
-        assert_eq!(
-            reg.drop_dead_token(&a.node, "vv", Some(a.updated_ms - 1))
-                .await
-                .expect("guard"),
-            DeadToken::Kept,
-            "renewed after it was reported dead"
-        );
-        assert_eq!(
-            reg.drop_dead_token(&a.node, "vv", None)
-                .await
-                .expect("voip"),
-            DeadToken::VoipTokenForgotten
-        );
-        let kept = reg
-            .get(&a.node)
-            .await
-            .expect("get")
-            .expect("still registered");
-        assert_eq!((kept.token.as_str(), kept.voip_token), ("aa", None));
     }
 }

@@ -51,6 +51,11 @@ impl NodeKeys {
         hex::encode(self.mac(&["account", account]))
     }
 
+    /// The deployment key in hex, for an export (as secret as the key itself).
+    pub fn deployment_key_hex(&self) -> String {
+        hex::encode(self.key)
+    }
+
     /// The stored form of a publish secret.
     pub fn secret_hash(&self, secret: &str) -> String {
         hex::encode(self.mac(&["secret", secret]))

@@ -114,6 +114,31 @@ impl NewRegistration {
     }
 }
 
+/// What a read-decide-write on one registration does; backends apply it
+/// atomically and return what they applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Leave it as it is (or absent).
+    Keep,
+    /// Delete it.
+    Remove,
+    /// Store this value.
+    Put(Box<Registration>),
+}
+
+/// The stored form of a registration, the same in every backend (and in exports).
+pub(super) fn encode(r: &Registration) -> Result<Vec<u8>, super::RegistryError> {
+    serde_json::to_vec(r).map_err(|e| super::RegistryError::Storage(e.to_string()))
+}
+
+/// Reads a stored registration of `node`.
+pub(super) fn decode(node: &str, bytes: &[u8]) -> Result<Registration, super::RegistryError> {
+    serde_json::from_slice(bytes).map_err(|e| super::RegistryError::Corrupt {
+        node: node.to_owned(),
+        message: e.to_string(),
+    })
+}
+
 /// Milliseconds since the Unix epoch, by the wall clock.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -12,3 +12,4 @@ mod outbox;
 mod publish;
 mod registration;
 mod robustness;
+mod store;

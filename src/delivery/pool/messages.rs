@@ -2,6 +2,7 @@
 
 use super::Pool;
 use crate::delivery::SubmitError;
+use crate::delivery::outbox::OutboxEntry;
 use crate::delivery::state::{Admission, Arrival};
 use crate::registry::now_ms;
 use actix::prelude::*;
@@ -11,6 +12,12 @@ use tokio::sync::oneshot;
 #[derive(Message)]
 #[rtype(result = "Result<(), SubmitError>")]
 pub struct Submit(pub Arrival);
+
+/// The outbox entries the store holds for this pool's provider; the pool
+/// resumes them and starts admitting publishes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Load(pub Vec<OutboxEntry>);
 
 /// Stops admitting, and resolves once nothing is in flight, nothing is due and
 /// every outbox change is committed. Scheduled retries stay in the outbox.
@@ -43,6 +50,9 @@ impl Handler<Submit> for Pool {
         if self.draining {
             return Box::pin(async { Err(SubmitError::Stopped) });
         }
+        if !self.loaded {
+            return Box::pin(async { Err(SubmitError::Starting) });
+        }
         let admission = match self.state.accept(msg.0, now_ms()) {
             Ok((admission, change)) => {
                 self.persist(change);
@@ -63,6 +73,22 @@ impl Handler<Submit> for Pool {
                 _ => Err(SubmitError::NotDurable),
             }
         })
+    }
+}
+
+impl Handler<Load> for Pool {
+    type Result = ();
+
+    fn handle(&mut self, msg: Load, ctx: &mut Context<Self>) {
+        if self.loaded {
+            return;
+        }
+        self.loaded = true;
+        if !msg.0.is_empty() {
+            tracing::info!(provider = %self.id, pending = msg.0.len(), "resuming notifications from the outbox");
+        }
+        self.state.load(msg.0);
+        self.pump(ctx);
     }
 }
 

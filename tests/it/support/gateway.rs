@@ -53,6 +53,8 @@ pub struct TestConfig {
     pub keepalive_s: u64,
     /// Extra keys for every `[[providers]]` entry of the mocks.
     pub provider_keys: String,
+    /// Extra keys of the `[store]` table (a Redis backend).
+    pub store_keys: String,
 }
 
 impl TestConfig {
@@ -69,6 +71,7 @@ impl TestConfig {
             delivery: String::new(),
             keepalive_s: 30,
             provider_keys: String::new(),
+            store_keys: String::new(),
         }
     }
 
@@ -116,6 +119,7 @@ reconnect_max_ms = 400
 
 [store]
 path = "{store}"
+{store_keys}
 
 [http]
 listen = "127.0.0.1:{http}"
@@ -129,6 +133,7 @@ level = "pushgate=debug,info"
             jid = super::JID,
             secret = self.secret,
             store = self.store.display(),
+            store_keys = self.store_keys,
             http = self.http_port,
             delivery = self.delivery,
             keepalive = self.keepalive_s,

@@ -7,6 +7,7 @@ pub mod harness;
 pub mod interop;
 pub mod mock_provider;
 pub mod pki;
+pub mod redis;
 pub mod servers;
 pub mod xmpp_client;
 pub mod xmpp_server;

@@ -1,0 +1,155 @@
+//! A bounded in-process cache of registrations, so that a publish for a known
+//! node costs no store round trip.
+//!
+//! Two generations of a map: lookups read both, inserts go to the young one, and
+//! when it is full or older than half the time-to-live it becomes the old one and
+//! the previous old one is dropped. So at most `capacity` entries are held and no
+//! entry is served longer than the time-to-live, without per-entry bookkeeping.
+//! Writers invalidate explicitly; the time-to-live only bounds staleness should
+//! another process change the store behind our back.
+
+use super::Registration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+struct Generations {
+    young: HashMap<String, Registration>,
+    old: HashMap<String, Registration>,
+    /// No entry of `young` was read from the store before this.
+    young_since: Instant,
+    /// No entry of `old` was read from the store before this.
+    old_since: Instant,
+}
+
+/// Registrations by node, bounded in count and age.
+pub struct RegistrationCache {
+    inner: Mutex<Generations>,
+    half_capacity: usize,
+    ttl: Duration,
+    /// Bumped by every invalidation, so that a read that raced with a change
+    /// does not put the value it read before the change into the cache.
+    epoch: AtomicU64,
+}
+
+impl RegistrationCache {
+    /// A cache of at most `capacity` entries, each used for at most `ttl`.
+    pub fn new(capacity: usize, ttl: Duration) -> Self {
+        Self {
+            inner: Mutex::new(Generations {
+                young: HashMap::new(),
+                old: HashMap::new(),
+                young_since: Instant::now(),
+                old_since: Instant::now(),
+            }),
+            half_capacity: (capacity / 2).max(1),
+            ttl,
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// The cached registration of `node`, if fresh.
+    pub fn get(&self, node: &str) -> Option<Registration> {
+        let mut g = self.lock();
+        self.rotate_if_due(&mut g);
+        g.young.get(node).or_else(|| g.old.get(node)).cloned()
+    }
+
+    /// Take before reading the store; pass to [`Self::insert`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Remembers `registration`, read from the store after `epoch` was taken,
+    /// unless something was invalidated since.
+    pub fn insert(&self, registration: Registration, epoch: u64) {
+        let mut g = self.lock();
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        self.rotate_if_due(&mut g);
+        if g.young.len() >= self.half_capacity {
+            rotate(&mut g);
+        }
+        g.old.remove(&registration.node);
+        g.young.insert(registration.node.clone(), registration);
+    }
+
+    /// Forgets `node`: called on every change to its registration.
+    pub fn invalidate(&self, node: &str) {
+        let mut g = self.lock();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        g.young.remove(node);
+        g.old.remove(node);
+    }
+
+    fn rotate_if_due(&self, g: &mut Generations) {
+        if g.young_since.elapsed() >= self.ttl / 2 {
+            rotate(g);
+        }
+        if g.old_since.elapsed() >= self.ttl {
+            g.old.clear();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        // A panic while holding the lock cannot leave the maps inconsistent
+        // (every operation is a single map call), so a poisoned lock is usable.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn rotate(g: &mut Generations) {
+    g.old = std::mem::take(&mut g.young);
+    g.old_since = g.young_since;
+    g.young_since = Instant::now();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(node: &str) -> Registration {
+        Registration {
+            node: node.into(),
+            account_hash: "h".into(),
+            account: None,
+            account_domain: "example.com".into(),
+            provider: "fcm".into(),
+            token: "t".into(),
+            voip_token: None,
+            secret_hash: None,
+            created_ms: 1,
+            updated_ms: 1,
+        }
+    }
+
+    #[test]
+    fn bounded_and_invalidated() {
+        let cache = RegistrationCache::new(4, Duration::from_secs(600));
+        for i in 0..10 {
+            cache.insert(registration(&format!("n{i}")), cache.epoch());
+        }
+        let held = (0..10)
+            .filter(|i| cache.get(&format!("n{i}")).is_some())
+            .count();
+        assert!(held <= 4, "{held} entries held");
+        assert!(cache.get("n9").is_some(), "the latest insert is kept");
+        cache.invalidate("n9");
+        assert!(cache.get("n9").is_none());
+    }
+
+    #[test]
+    fn entries_expire() {
+        let cache = RegistrationCache::new(100, Duration::from_millis(40));
+        cache.insert(registration("a"), cache.epoch());
+        assert!(cache.get("a").is_some());
+        let before_change = cache.epoch();
+        cache.invalidate("b");
+        cache.insert(registration("b"), before_change);
+        assert!(cache.get("b").is_none(), "a value read before a change is not cached");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(cache.get("a").is_none(), "served past its time-to-live");
+    }
+}

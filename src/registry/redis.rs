@@ -1,0 +1,291 @@
+//! The Redis backend (single server or Redis Cluster).
+//!
+//! Key layout, every key of a shard under the hash tag `{s<shard>}` so that a
+//! cluster keeps a shard in one slot and every command below stays in one slot:
+//!
+//! - `pg:{meta}:shards`, `pg:{meta}:deployment_key`: set once, checked at start;
+//! - `pg:{s<n>}:reg`: hash, node → registration (JSON, as in the embedded store);
+//! - `pg:{s<n>}:outbox`: hash, outbox key → entry.
+//!
+//! Redis commands per operation (round trips in brackets):
+//! - publish, registration cached: none here; the outbox write that admits it is
+//!   part of the pool's group commit, one `MULTI HSET… HDEL… EXEC` per flush on a
+//!   single server [1], one per shard touched, concurrently, on a cluster [1];
+//! - publish, registration not cached: `HGET` [1] more;
+//! - register / unregister / dead token: `HGET`, then a compare-and-set script
+//!   (`EVALSHA`) that writes only if the value is still what was read [2];
+//! - metrics count: `HLEN` per shard, pipelined on a single server.
+
+mod connections;
+
+use super::shard::{node_of_outbox_key, shard_of};
+use super::{OutboxWrite, RegistryError};
+use crate::config::StoreConfig;
+use connections::{Conn, Connections};
+use futures_util::StreamExt as _;
+use redis::Script;
+use std::collections::{BTreeMap, HashMap};
+
+const SHARDS_KEY: &str = "pg:{meta}:shards";
+const DEPLOYMENT_KEY: &str = "pg:{meta}:deployment_key";
+/// Requests in flight at once when one operation touches every shard.
+const FAN_OUT: usize = 64;
+
+/// Writes `ARGV[3]` (or deletes when empty) at field `ARGV[1]` of `KEYS[1]` only
+/// if the field still holds `ARGV[2]` (empty: absent). Registrations are never
+/// empty strings, so the empty string can mean "none".
+const COMPARE_AND_SET: &str = r"
+local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if current ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
+return 1
+";
+
+/// Registrations and the outbox in Redis.
+pub struct RedisStore {
+    conns: Connections,
+    shards: u32,
+    cas: Script,
+}
+
+fn registrations_key(shard: u32) -> String {
+    format!("pg:{{s{shard}}}:reg")
+}
+
+fn outbox_key(shard: u32) -> String {
+    format!("pg:{{s{shard}}}:outbox")
+}
+
+impl RedisStore {
+    /// Prepares the store without connecting (see [`Self::prepare`]).
+    pub fn new(config: &StoreConfig) -> Result<Self, RegistryError> {
+        Ok(Self {
+            conns: Connections::new(config)?,
+            shards: config.shards.max(1),
+            cas: Script::new(COMPARE_AND_SET),
+        })
+    }
+
+    /// Records the shard count and the deployment key on first use, checks them
+    /// on every later one, and returns the deployment key.
+    pub async fn prepare(&self) -> Result<[u8; 32], RegistryError> {
+        let fresh_key = hex::encode(rand::random::<[u8; 32]>());
+        let (recorded, key): (u32, String) = self
+            .conns
+            .run(|mut c| async move {
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(SHARDS_KEY)
+                    .arg(self.shards)
+                    .arg("NX")
+                    .ignore()
+                    .cmd("SET")
+                    .arg(DEPLOYMENT_KEY)
+                    .arg(&fresh_key)
+                    .arg("NX")
+                    .ignore()
+                    .cmd("GET")
+                    .arg(SHARDS_KEY)
+                    .cmd("GET")
+                    .arg(DEPLOYMENT_KEY)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if recorded != self.shards {
+            return Err(RegistryError::ShardMismatch {
+                configured: self.shards,
+                recorded,
+            });
+        }
+        decode_key(&key)
+    }
+
+    /// Replaces the deployment key (import into an empty store).
+    pub async fn set_deployment_key(&self, key: &[u8; 32]) -> Result<(), RegistryError> {
+        let value = hex::encode(key);
+        self.conns
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(DEPLOYMENT_KEY)
+                    .arg(&value)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+    }
+
+    /// Answers once Redis does.
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        self.conns
+            .run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+
+    /// The stored value of `node`.
+    pub async fn get(&self, node: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+        let key = registrations_key(shard_of(node, self.shards));
+        self.conns
+            .run(|mut c| async move {
+                redis::cmd("HGET")
+                    .arg(&key)
+                    .arg(node)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await
+    }
+
+    /// Writes `new` (or deletes with `None`) at `node` if the stored value is
+    /// still `expected`; false if it changed in between.
+    pub async fn compare_and_set(
+        &self,
+        node: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, RegistryError> {
+        let key = registrations_key(shard_of(node, self.shards));
+        let mut invocation = self.cas.key(&key);
+        invocation
+            .arg(node)
+            .arg(expected.unwrap_or_default())
+            .arg(new.unwrap_or_default());
+        self.conns
+            .run(|mut c| async move { invocation.invoke_async::<bool>(&mut c).await })
+            .await
+    }
+
+    /// Writes registrations as they are, in one pipeline per shard (import).
+    pub async fn put_many(&self, values: Vec<(String, Vec<u8>)>) -> Result<(), RegistryError> {
+        let mut by_shard: BTreeMap<u32, Vec<(String, Vec<u8>)>> = BTreeMap::new();
+        for (node, value) in values {
+            by_shard
+                .entry(shard_of(&node, self.shards))
+                .or_default()
+                .push((node, value));
+        }
+        let pipes = by_shard.into_iter().map(|(shard, items)| {
+            let mut pipe = redis::pipe();
+            pipe.hset_multiple(registrations_key(shard), &items).ignore();
+            pipe
+        });
+        self.run_pipelines(pipes.collect()).await
+    }
+
+    /// Number of registrations.
+    pub async fn count(&self) -> Result<u64, RegistryError> {
+        let lengths = self.per_shard(|shard| redis::cmd("HLEN").arg(registrations_key(shard)).to_owned()).await?;
+        Ok(lengths.into_iter().map(|v: u64| v).sum())
+    }
+
+    /// Every registration as stored: `(node, value)`.
+    pub async fn registrations(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        let maps: Vec<HashMap<String, Vec<u8>>> = self
+            .per_shard(|shard| redis::cmd("HGETALL").arg(registrations_key(shard)).to_owned())
+            .await?;
+        Ok(maps.into_iter().flatten().collect())
+    }
+
+    /// Applies outbox writes, the latest per key winning: one transaction per
+    /// shard, all shards in one pipeline on a single server, concurrently on a
+    /// cluster (a transaction cannot span slots there).
+    pub async fn outbox_apply(&self, writes: &[OutboxWrite]) -> Result<(), RegistryError> {
+        let mut by_shard: BTreeMap<u32, Vec<&OutboxWrite>> = BTreeMap::new();
+        for w in writes {
+            by_shard
+                .entry(shard_of(node_of_outbox_key(&w.key), self.shards))
+                .or_default()
+                .push(w);
+        }
+        let shard_pipe = |pipe: &mut redis::Pipeline, shard: u32, items: &[&OutboxWrite]| {
+            let key = outbox_key(shard);
+            for w in items {
+                match &w.value {
+                    Some(v) => pipe.hset(&key, &w.key, v.as_slice()).ignore(),
+                    None => pipe.hdel(&key, &w.key).ignore(),
+                };
+            }
+        };
+        if self.conns.is_cluster() {
+            let pipes = by_shard.iter().map(|(shard, items)| {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                shard_pipe(&mut pipe, *shard, items);
+                pipe
+            });
+            self.run_pipelines(pipes.collect()).await
+        } else {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for (shard, items) in &by_shard {
+                shard_pipe(&mut pipe, *shard, items);
+            }
+            self.run_pipelines(vec![pipe]).await
+        }
+    }
+
+    /// Every outbox entry as stored.
+    pub async fn outbox_load(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        let maps: Vec<HashMap<String, Vec<u8>>> = self
+            .per_shard(|shard| redis::cmd("HGETALL").arg(outbox_key(shard)).to_owned())
+            .await?;
+        Ok(maps.into_iter().flatten().collect())
+    }
+
+    /// Runs `command(shard)` for every shard: one pipeline on a single server,
+    /// [`FAN_OUT`] at a time on a cluster.
+    async fn per_shard<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        command: impl Fn(u32) -> redis::Cmd,
+    ) -> Result<Vec<T>, RegistryError> {
+        if !self.conns.is_cluster() {
+            let mut pipe = redis::pipe();
+            for shard in 0..self.shards {
+                pipe.add_command(command(shard));
+            }
+            return self
+                .conns
+                .run(|mut c: Conn| async move { pipe.query_async(&mut c).await })
+                .await;
+        }
+        let requests = (0..self.shards).map(|shard| {
+            let cmd = command(shard);
+            async move {
+                self.conns
+                    .run(|mut c: Conn| async move { cmd.query_async::<T>(&mut c).await })
+                    .await
+            }
+        });
+        let results: Vec<Result<T, RegistryError>> = futures_util::stream::iter(requests)
+            .buffer_unordered(FAN_OUT)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    async fn run_pipelines(&self, pipes: Vec<redis::Pipeline>) -> Result<(), RegistryError> {
+        let requests = pipes.into_iter().map(|pipe| async move {
+            self.conns
+                .run(|mut c: Conn| async move { pipe.query_async::<()>(&mut c).await })
+                .await
+        });
+        let results: Vec<Result<(), RegistryError>> = futures_util::stream::iter(requests)
+            .buffer_unordered(FAN_OUT)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+}
+
+fn decode_key(hex_key: &str) -> Result<[u8; 32], RegistryError> {
+    hex::decode(hex_key)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+        .ok_or_else(|| {
+            RegistryError::Storage(format!("{DEPLOYMENT_KEY} is not 64 hex digits"))
+        })
+}

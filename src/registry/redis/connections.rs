@@ -1,0 +1,205 @@
+//! Connections to Redis or a Redis Cluster, each multiplexing many requests.
+//!
+//! deadpool-redis opens them (with its create timeout); we then keep
+//! `pool_size` of them checked out and share clones, because a deadpool checkout
+//! costs a `PING` round trip on every recycle, and a publish may cost only one
+//! round trip. A connection that fails with an I/O error or a timeout is
+//! dropped and its slot opens a new one on next use, which is how the store
+//! recovers by itself when Redis comes back.
+
+use super::super::RegistryError;
+use crate::config::StoreConfig;
+use deadpool_redis::Runtime;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, Value};
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Where connections come from.
+enum Factory {
+    Single(deadpool_redis::Pool),
+    Cluster(deadpool_redis::cluster::Pool),
+}
+
+/// One multiplexed connection, to a server or to a whole cluster.
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The shared connections and the limits every request runs under.
+pub(super) struct Connections {
+    factory: Factory,
+    held: Vec<Mutex<Option<Conn>>>,
+    next: AtomicUsize,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+fn config_error(key: &str, e: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Storage(format!("{key}: {e}"))
+}
+
+impl Connections {
+    /// Prepares connections as `config` says; opens none yet, so a Redis that is
+    /// down does not stop the start. Fails only on a malformed URL.
+    pub(super) fn new(config: &StoreConfig) -> Result<Self, RegistryError> {
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+        let size = config.pool_size.max(1);
+        let info = |key: &str, url: &str| -> Result<redis::ConnectionInfo, RegistryError> {
+            let info = url.into_connection_info().map_err(|e| config_error(key, e))?;
+            let mut settings = info.redis_settings().clone();
+            if let Some(user) = &config.username {
+                settings = settings.set_username(user);
+            }
+            if let Some(password) = &config.password {
+                settings = settings.set_password(password.expose());
+            }
+            Ok(info.set_redis_settings(settings))
+        };
+        let factory = if config.cluster {
+            let seeds: Vec<redis::ConnectionInfo> = match &config.url {
+                Some(url) => vec![info("store.url", url)?],
+                None => config
+                    .urls
+                    .iter()
+                    .map(|u| info("store.urls", u))
+                    .collect::<Result<_, _>>()?,
+            };
+            let manager = deadpool_redis::cluster::Manager::new(seeds, false)
+                .map_err(|e| config_error("store.urls", e))?;
+            let pool = deadpool_redis::cluster::Pool::builder(manager)
+                .max_size(size)
+                .runtime(Runtime::Tokio1)
+                .create_timeout(Some(connect_timeout))
+                .wait_timeout(Some(connect_timeout))
+                .build()
+                .map_err(|e| config_error("store.urls", e))?;
+            Factory::Cluster(pool)
+        } else {
+            let url = config.url.as_deref().unwrap_or_default();
+            let manager = deadpool_redis::Manager::new(info("store.url", url)?)
+                .map_err(|e| config_error("store.url", e))?;
+            let pool = deadpool_redis::Pool::builder(manager)
+                .max_size(size)
+                .runtime(Runtime::Tokio1)
+                .create_timeout(Some(connect_timeout))
+                .wait_timeout(Some(connect_timeout))
+                .build()
+                .map_err(|e| config_error("store.url", e))?;
+            Factory::Single(pool)
+        };
+        Ok(Self {
+            factory,
+            held: (0..size).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            command_timeout: Duration::from_millis(config.command_timeout_ms),
+            connect_timeout,
+        })
+    }
+
+    /// Whether this talks to a Redis Cluster (pipelines must then stay in one slot).
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self.factory, Factory::Cluster(_))
+    }
+
+    /// Runs `request` on one of the connections within the command timeout.
+    pub(super) async fn run<T, F, Fut>(&self, request: F) -> Result<T, RegistryError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = Result<T, RedisError>>,
+    {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.held.len().max(1);
+        let conn = self.connection(slot).await?;
+        match tokio::time::timeout(self.command_timeout, request(conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    self.forget(slot);
+                }
+                Err(RegistryError::Storage(format!("redis: {e}")))
+            }
+            Err(_) => {
+                self.forget(slot);
+                Err(RegistryError::Storage(format!(
+                    "redis: no answer within {} ms",
+                    self.command_timeout.as_millis()
+                )))
+            }
+        }
+    }
+
+    async fn connection(&self, slot: usize) -> Result<Conn, RegistryError> {
+        if let Some(conn) = self.held.get(slot).and_then(|m| lock(m).clone()) {
+            return Ok(conn);
+        }
+        let opened = tokio::time::timeout(self.connect_timeout, self.open()).await;
+        let conn = match opened {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(RegistryError::Storage(format!(
+                    "redis: cannot connect within {} ms",
+                    self.connect_timeout.as_millis()
+                )));
+            }
+        };
+        if let Some(m) = self.held.get(slot) {
+            *lock(m) = Some(conn.clone());
+        }
+        Ok(conn)
+    }
+
+    async fn open(&self) -> Result<Conn, RegistryError> {
+        let unavailable = |e: &dyn std::fmt::Display| RegistryError::Storage(format!("redis: {e}"));
+        Ok(match &self.factory {
+            Factory::Single(pool) => Conn::Single(deadpool_redis::Connection::take(
+                pool.get().await.map_err(|e| unavailable(&e))?,
+            )),
+            Factory::Cluster(pool) => Conn::Cluster(deadpool_redis::cluster::Connection::take(
+                pool.get().await.map_err(|e| unavailable(&e))?,
+            )),
+        })
+    }
+
+    fn forget(&self, slot: usize) {
+        if let Some(m) = self.held.get(slot) {
+            *lock(m) = None;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,254 @@
+//! One behaviour suite for every registry backend: embedded, a single Redis and
+//! a three-master Redis Cluster (each started by the test on free loopback ports).
+
+use crate::support::redis::{RedisCluster, RedisServer};
+use pushgate::config::{StoreBackend, StoreConfig};
+use pushgate::registry::{
+    DeadToken, DeviceRef, ExportLine, NewRegistration, OutboxWrite, Registry, RegistryError,
+    TransferError,
+};
+
+fn new(account: &str, token: &str) -> NewRegistration {
+    NewRegistration {
+        account: account.into(),
+        provider: "apns".into(),
+        token: token.into(),
+        voip_token: None,
+        secret: None,
+        device_id: None,
+        keep_account: false,
+    }
+}
+
+fn redis_config(url: Option<String>, urls: Vec<String>) -> StoreConfig {
+    StoreConfig {
+        backend: StoreBackend::Redis,
+        cluster: url.is_none(),
+        url,
+        urls,
+        ..StoreConfig::default()
+    }
+}
+
+async fn connected(config: &StoreConfig) -> Registry {
+    let registry = Registry::open(config).expect("open");
+    registry.connect().await.expect("connect");
+    registry
+}
+
+fn put(key: &str, value: &str) -> OutboxWrite {
+    OutboxWrite {
+        key: key.into(),
+        value: Some(value.as_bytes().to_vec()),
+    }
+}
+
+/// The behaviour every backend must have. `config` is opened, dropped and
+/// opened again to check what survives.
+async fn shared_suite(config: StoreConfig) {
+    let reg = connected(&config).await;
+    assert_eq!(reg.count().await.expect("count"), 0, "starts empty");
+
+    // Register is idempotent: same node, creation time kept.
+    let a = reg.register(new("alice@example.com", "aa")).await.expect("register");
+    let again = reg.register(new("alice@example.com", "aa")).await.expect("again");
+    assert_eq!((a.node.as_str(), a.created_ms), (again.node.as_str(), again.created_ms));
+    assert!(again.updated_ms >= a.updated_ms);
+    assert_eq!(reg.get(&a.node).await.expect("get"), Some(again.clone()));
+
+    // The secret is kept as a hash and checked.
+    let mut with_secret = new("bob@example.org", "bb");
+    with_secret.secret = Some("s3".into());
+    let b = reg.register(with_secret).await.expect("register b");
+    let keys = reg.keys().expect("keys");
+    assert!(b.accepts_secret(keys, Some("s3")));
+    assert!(!b.accepts_secret(keys, Some("nope")));
+    assert!(!b.accepts_secret(keys, None));
+
+    // Counts for metrics.
+    for i in 0..40 {
+        reg.register(new(&format!("user{i}@example.net"), &format!("t{i}")))
+            .await
+            .expect("register many");
+    }
+    assert_eq!(reg.count().await.expect("count"), 42);
+
+    // Dead token with the 410 timestamp guard.
+    assert_eq!(
+        reg.drop_dead_token(&a.node, "aa", Some(again.updated_ms - 1)).await.expect("guard"),
+        DeadToken::Kept,
+        "renewed after the token was reported dead"
+    );
+    assert_eq!(
+        reg.drop_dead_token(&a.node, "other", None).await.expect("other token"),
+        DeadToken::Kept
+    );
+    assert_eq!(
+        reg.drop_dead_token(&a.node, "aa", Some(again.updated_ms + 1)).await.expect("remove"),
+        DeadToken::Removed
+    );
+    assert_eq!(reg.get(&a.node).await.expect("get removed"), None);
+
+    // A dead VoIP token is forgotten, the registration kept.
+    let mut voip = new("carol@example.com", "cc");
+    voip.voip_token = Some("vv".into());
+    let c = reg.register(voip).await.expect("register voip");
+    assert_eq!(
+        reg.drop_dead_token(&c.node, "vv", None).await.expect("voip"),
+        DeadToken::VoipTokenForgotten
+    );
+    let kept = reg.get(&c.node).await.expect("get").expect("kept");
+    assert_eq!((kept.token.as_str(), kept.voip_token), ("cc", None));
+
+    // Unregister by (account, provider, token), through the cache.
+    let device = DeviceRef {
+        account: "bob@example.org",
+        provider: "apns",
+        identity: "bb",
+    };
+    assert!(reg.get(&b.node).await.expect("cached").is_some());
+    assert!(reg.unregister(&device).await.expect("unregister"));
+    assert!(!reg.unregister(&device).await.expect("twice"));
+    assert_eq!(reg.get(&b.node).await.expect("get"), None, "the cache was invalidated");
+
+    // Outbox: add, reschedule (new value), complete (delete), per node and call.
+    let call_key = format!("{}#call#01", c.node);
+    reg.outbox_apply(vec![put(&c.node, "1"), put(&call_key, "call")].into())
+        .await
+        .expect("add");
+    reg.outbox_apply(vec![put(&c.node, "2")].into()).await.expect("reschedule");
+    reg.outbox_apply(
+        vec![OutboxWrite {
+            key: call_key.clone(),
+            value: None,
+        }]
+        .into(),
+    )
+    .await
+    .expect("complete");
+    let loaded = reg.outbox_load().await.expect("load");
+    assert_eq!(loaded, [(c.node.clone(), b"2".to_vec())]);
+    assert_eq!(reg.count().await.expect("count"), 41);
+
+    // Everything survives a reopen, and the node derivation is the same.
+    drop(reg);
+    let reg = connected(&config).await;
+    assert_eq!(reg.count().await.expect("count"), 41);
+    assert_eq!(reg.outbox_load().await.expect("load").len(), 1);
+    let renewed = reg.register(new("carol@example.com", "cc")).await.expect("renew");
+    assert_eq!((renewed.node, renewed.created_ms), (c.node, c.created_ms));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_on_the_embedded_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    shared_suite(StoreConfig {
+        path: dir.path().join("data"),
+        ..StoreConfig::default()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_on_a_single_redis() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start(dir.path());
+    let config = redis_config(Some(redis.url()), Vec::new());
+    shared_suite(config.clone()).await;
+
+    // Keys carry the shard as a hash tag.
+    let keys = redis.cli(&["--scan", "--pattern", "*"]).expect("scan");
+    assert!(!keys.is_empty());
+    for key in keys.lines() {
+        assert!(
+            key.starts_with("pg:{s") || key.starts_with("pg:{meta}:"),
+            "unexpected key {key}"
+        );
+    }
+    // The shard count is recorded and a different one refused.
+    assert_eq!(redis.cli(&["GET", "pg:{meta}:shards"]).as_deref(), Some("1024"));
+    let other = Registry::open(&StoreConfig {
+        shards: 512,
+        ..config
+    })
+    .expect("open");
+    match other.connect().await {
+        Err(e @ RegistryError::ShardMismatch { .. }) => {
+            assert!(e.to_string().contains("store.shards = 1024"), "{e}");
+        }
+        other => panic!("a different shard count was accepted: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_on_a_redis_cluster_spreads_shards_over_every_master() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = RedisCluster::start(dir.path());
+    shared_suite(redis_config(None, cluster.urls())).await;
+    for master in cluster.masters() {
+        assert!(
+            cluster.dbsize(master) > 0,
+            "master {master} holds no keys: shards are not spread"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_from_embedded_imports_into_redis_with_the_same_nodes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = Registry::open_embedded(&dir.path().join("data")).expect("embedded");
+    let mut nodes = Vec::new();
+    for i in 0..25 {
+        nodes.push(
+            embedded
+                .register(new(&format!("u{i}@example.com"), &format!("tok{i}")))
+                .await
+                .expect("register")
+                .node,
+        );
+    }
+    embedded
+        .outbox_apply(vec![put(&nodes[0], "pending")].into())
+        .await
+        .expect("outbox");
+    let mut export = Vec::new();
+    let summary = embedded.export(&mut export).await.expect("export");
+    assert_eq!((summary.registrations, summary.outbox), (25, 1));
+    let text = String::from_utf8(export.clone()).expect("utf-8");
+    assert_eq!(text.lines().count(), 27, "header, 25 registrations, 1 outbox entry");
+    assert!(matches!(
+        serde_json::from_str::<ExportLine>(text.lines().next().expect("header")),
+        Ok(ExportLine::Header { .. })
+    ));
+
+    let redis = RedisServer::start(dir.path());
+    let target = connected(&redis_config(Some(redis.url()), Vec::new())).await;
+    let imported = target.import(export.as_slice()).await.expect("import");
+    assert_eq!((imported.registrations, imported.outbox), (25, 1));
+    // A fresh process on the target derives the same nodes.
+    drop(target);
+    let target = connected(&redis_config(Some(redis.url()), Vec::new())).await;
+    assert_eq!(target.count().await.expect("count"), 25);
+    for node in &nodes {
+        assert!(target.get(node).await.expect("get").is_some(), "node {node} missing");
+    }
+    let again = target
+        .register(new("u3@example.com", "tok3"))
+        .await
+        .expect("register again");
+    assert_eq!(again.node, nodes[3]);
+    assert_eq!(target.outbox_load().await.expect("outbox").len(), 1);
+
+    // A store holding registrations under another key refuses the import.
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let other = Registry::open_embedded(other_dir.path()).expect("other");
+    other.register(new("x@example.com", "x")).await.expect("register");
+    match other.import(export.as_slice()).await {
+        Err(TransferError::KeyMismatch(1)) => {}
+        result => panic!("import into a foreign store: {result:?}"),
+    }
+    match target.import(&b"{\"registration\":1}\n"[..]).await {
+        Err(TransferError::Format { line: 1, .. }) => {}
+        result => panic!("a file without a header: {result:?}"),
+    }
+}
