@@ -46,6 +46,8 @@ pub struct Pool {
     draining: bool,
     idle_waiters: Vec<oneshot::Sender<()>>,
     unhealthy: Option<String>,
+    /// Consecutive failed flushes, while the store refuses writes.
+    flush_failures: Option<u64>,
     /// False until the outbox entries of this provider are loaded ([`Load`]);
     /// publishes are refused until then, so none can race a stored entry.
     loaded: bool,
@@ -78,6 +80,7 @@ impl Pool {
             idle_waiters: Vec::new(),
             unhealthy: None,
             loaded: false,
+            flush_failures: None,
         }
     }
 
@@ -111,9 +114,20 @@ impl Pool {
                 .map(move |result, act, ctx| {
                     act.flushing = false;
                     let ok = match result {
-                        Ok(()) => true,
+                        Ok(()) => {
+                            if let Some(failures) = act.flush_failures.take() {
+                                info!(provider = %act.id, failures, "the outbox can be written again; publishes are admitted");
+                            }
+                            true
+                        }
                         Err(e) => {
-                            error!(provider = %act.id, "cannot write the outbox: {e}; publishes are refused until it works");
+                            let failures = act.flush_failures.get_or_insert(0);
+                            *failures += 1;
+                            if *failures == 1 {
+                                error!(provider = %act.id, "cannot write the outbox: {e}; publishes are refused until it works (retried every second, logged again when it recovers)");
+                            } else {
+                                debug!(provider = %act.id, "outbox write failed again: {e}");
+                            }
                             for w in retry.iter() {
                                 // Rare path: decode what was encoded for the failed write.
                                 let entry = w.value.as_deref().map(OutboxEntry::decode);

@@ -10,6 +10,7 @@ mod http_api;
 mod interop;
 mod outbox;
 mod publish;
+mod redis_faults;
 mod registration;
 mod robustness;
 mod store;

@@ -3,9 +3,10 @@
 //! deadpool-redis opens them (with its create timeout); we then keep
 //! `pool_size` of them checked out and share clones, because a deadpool checkout
 //! costs a `PING` round trip on every recycle, and a publish may cost only one
-//! round trip. A connection that fails with an I/O error or a timeout is
-//! dropped and its slot opens a new one on next use, which is how the store
-//! recovers by itself when Redis comes back.
+//! round trip. After an I/O error or a timeout (or any error on a cluster, see
+//! [`Connections::run`]) the held connections are dropped and reopened on next
+//! use, which is how the store recovers by itself when Redis comes back or a
+//! cluster fails over.
 
 use super::super::RegistryError;
 use crate::config::StoreConfig;
@@ -146,13 +147,20 @@ impl Connections {
         match tokio::time::timeout(self.command_timeout, request(conn)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    self.forget(slot);
+                // A cluster connection that saw any error may hold a stale slot
+                // map (a transaction answered MOVED is not redirected by the
+                // client), so every cluster error opens fresh connections.
+                if self.is_cluster()
+                    || e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                {
+                    self.forget_all();
                 }
                 Err(RegistryError::Storage(format!("redis: {e}")))
             }
             Err(_) => {
-                self.forget(slot);
+                self.forget_all();
                 Err(RegistryError::Storage(format!(
                     "redis: no answer within {} ms",
                     self.command_timeout.as_millis()
@@ -193,8 +201,8 @@ impl Connections {
         })
     }
 
-    fn forget(&self, slot: usize) {
-        if let Some(m) = self.held.get(slot) {
+    fn forget_all(&self) {
+        for m in &self.held {
             *lock(m) = None;
         }
     }

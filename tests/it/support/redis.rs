@@ -30,31 +30,40 @@ pub struct RedisServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: PathBuf,
-    cluster: bool,
+    /// The cluster bus port, for a cluster node.
+    cluster_bus: Option<u16>,
 }
 
 impl RedisServer {
     /// Starts a standalone server with AOF (`everysec`) under `dir`.
     pub fn start(dir: &Path) -> Self {
-        Self::start_with(dir, false)
-    }
-
-    fn start_with(dir: &Path, cluster: bool) -> Self {
-        require("redis-server");
-        let port = free_port();
-        let dir = dir.join(format!("redis-{port}"));
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut server = Self {
-            child: None,
-            port,
-            dir,
-            cluster,
-        };
+        let mut server = Self::reserve(dir, false);
         server.launch();
         server
     }
 
-    fn launch(&mut self) {
+    /// A server with a port and a directory, not running yet (see [`Self::launch`]).
+    pub fn reserve(dir: &Path, cluster: bool) -> Self {
+        require("redis-server");
+        let port = free_port();
+        let dir = dir.join(format!("redis-{port}"));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        Self {
+            child: None,
+            port,
+            dir,
+            cluster_bus: cluster.then(free_port),
+        }
+    }
+
+    fn start_with(dir: &Path, cluster: bool) -> Self {
+        let mut server = Self::reserve(dir, cluster);
+        server.launch();
+        server
+    }
+
+    /// Starts the process (again) and waits until it answers.
+    pub fn launch(&mut self) {
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
@@ -64,7 +73,9 @@ impl RedisServer {
             .args(["--daemonize", "no", "--protected-mode", "no"])
             .arg("--logfile")
             .arg(self.dir.join("redis.log"));
-        if self.cluster {
+        if let Some(bus) = self.cluster_bus {
+            // The bus port is explicit: the default (port + 10000) may be taken.
+            command.args(["--cluster-port", &bus.to_string()]);
             command.args([
                 "--cluster-enabled",
                 "yes",
@@ -72,6 +83,10 @@ impl RedisServer {
                 "nodes.conf",
                 "--cluster-node-timeout",
                 &NODE_TIMEOUT_MS.to_string(),
+                // Replicas sync at once (not after the default 5 s), so that
+                // a master killed early has a replica able to take over.
+                "--repl-diskless-sync-delay",
+                "0",
             ]);
         }
         let child = command
@@ -103,12 +118,6 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-
-    /// Starts again on the same port and data directory.
-    pub fn restart(&mut self) {
-        self.kill9();
-        self.launch();
     }
 
     /// Runs a command with redis-cli against this server.
@@ -168,6 +177,11 @@ impl RedisCluster {
         );
         let cluster = Self { nodes };
         cluster.wait_healthy(Duration::from_secs(20));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.replicas_in_sync() {
+            assert!(Instant::now() < deadline, "the replicas did not sync");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         cluster
     }
 
@@ -176,10 +190,22 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 
-    /// The `urls = [...]` TOML line.
-    pub fn urls_toml(&self) -> String {
+    /// The `[store]` keys for this cluster.
+    pub fn store_toml(&self) -> String {
         let quoted: Vec<String> = self.urls().iter().map(|u| format!("{u:?}")).collect();
-        format!("urls = [{}]", quoted.join(", "))
+        format!(
+            "backend = \"redis\"\ncluster = true\nurls = [{}]\n",
+            quoted.join(", ")
+        )
+    }
+
+    /// Whether every live replica has its master link up.
+    fn replicas_in_sync(&self) -> bool {
+        self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+            n.cli(&["INFO", "replication"]).is_some_and(|info| {
+                info.contains("role:master") || info.contains("master_link_status:up")
+            })
+        })
     }
 
     /// Ports of the live nodes that are masters now.
@@ -214,7 +240,11 @@ impl RedisCluster {
             if all_ok && self.masters().len() == 3 {
                 return;
             }
-            assert!(Instant::now() < deadline, "the Redis Cluster did not become healthy");
+            if Instant::now() >= deadline {
+                let live = self.nodes.iter().find(|n| n.child.is_some());
+                let view = live.and_then(|n| n.cli(&["CLUSTER", "NODES"]));
+                panic!("the Redis Cluster did not become healthy:\n{view:?}");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
