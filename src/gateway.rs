@@ -115,7 +115,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// second in the background.
 async fn bring_up_store(config: &Config, registry: &Registry, dispatcher: &Dispatcher) {
     let first_try = Duration::from_millis(config.store.connect_timeout_ms.saturating_mul(2));
-    let first = match tokio::time::timeout(first_try, connect_and_load(registry, dispatcher)).await {
+    let first = match tokio::time::timeout(first_try, connect_and_load(registry, dispatcher)).await
+    {
         Ok(result) => result,
         Err(_) => Err(RegistryError::Storage("no answer at start".to_owned())),
     };
@@ -140,7 +141,10 @@ async fn bring_up_store(config: &Config, registry: &Registry, dispatcher: &Dispa
             tokio::time::sleep(STORE_RETRY).await;
             match connect_and_load(&registry, &dispatcher).await {
                 Ok(()) => {
-                    info!(store = registry.label(), "store reached; publishes are admitted");
+                    info!(
+                        store = registry.label(),
+                        "store reached; publishes are admitted"
+                    );
                     return;
                 }
                 Err(e) => {

@@ -119,7 +119,11 @@ impl Registry {
                     Backend::Redis(RedisStore::new(config)?),
                     None,
                     cache,
-                    if config.cluster { "redis-cluster" } else { "redis" },
+                    if config.cluster {
+                        "redis-cluster"
+                    } else {
+                        "redis"
+                    },
                 ))
             }
         }
@@ -261,7 +265,13 @@ impl Registry {
             .keys()?
             .node_id(device.account, device.provider, device.identity);
         let applied = self
-            .edit(&node, |r| if r.is_some() { Edit::Remove } else { Edit::Keep })
+            .edit(&node, |r| {
+                if r.is_some() {
+                    Edit::Remove
+                } else {
+                    Edit::Keep
+                }
+            })
             .await?;
         Ok(applied == Edit::Remove)
     }

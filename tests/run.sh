@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing first what it needs and is missing:
 # Prosody + mod_cloud_notify and ejabberd (Debian packages) for the interop
-# tests, and a Python venv with slixmpp (pinned in tests/interop/requirements.txt)
+# tests, redis-server (the tests start their own instances and clusters on
+# free loopback ports, never the system's), and a Python venv with slixmpp (pinned in tests/interop/requirements.txt)
 # for the real XMPP clients. Installing packages needs root (or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ missing=()
 command -v prosody >/dev/null 2>&1 || missing+=(prosody)
 [ -f /usr/lib/prosody/modules/mod_cloud_notify/mod_cloud_notify.lua ] || missing+=(prosody-modules)
 [ -x /usr/sbin/ejabberdctl ] || missing+=(ejabberd)
+{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || missing+=(redis-server redis-tools)
 command -v kill >/dev/null 2>&1 || missing+=(procps)
 [ -d /etc/ssl/certs ] || missing+=(ca-certificates)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)

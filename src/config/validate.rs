@@ -291,10 +291,16 @@ fn redis_store(s: &StoreConfig, issues: &mut Vec<ConfigIssue>) {
         ));
     }
     if !(1..=65_536).contains(&s.shards) {
-        issues.push(ConfigIssue::new("store.shards", "must be between 1 and 65536"));
+        issues.push(ConfigIssue::new(
+            "store.shards",
+            "must be between 1 and 65536",
+        ));
     }
     if !(1..=64).contains(&s.pool_size) {
-        issues.push(ConfigIssue::new("store.pool_size", "must be between 1 and 64"));
+        issues.push(ConfigIssue::new(
+            "store.pool_size",
+            "must be between 1 and 64",
+        ));
     }
     positive(issues, "store.connect_timeout_ms", s.connect_timeout_ms);
     positive(issues, "store.command_timeout_ms", s.command_timeout_ms);

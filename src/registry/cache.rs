@@ -96,7 +96,9 @@ impl RegistrationCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
         // A panic while holding the lock cannot leave the maps inconsistent
         // (every operation is a single map call), so a poisoned lock is usable.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -148,7 +150,10 @@ mod tests {
         let before_change = cache.epoch();
         cache.invalidate("b");
         cache.insert(registration("b"), before_change);
-        assert!(cache.get("b").is_none(), "a value read before a change is not cached");
+        assert!(
+            cache.get("b").is_none(),
+            "a value read before a change is not cached"
+        );
         std::thread::sleep(Duration::from_millis(50));
         assert!(cache.get("a").is_none(), "served past its time-to-live");
     }

@@ -170,7 +170,8 @@ impl RedisStore {
         }
         let pipes = by_shard.into_iter().map(|(shard, items)| {
             let mut pipe = redis::pipe();
-            pipe.hset_multiple(registrations_key(shard), &items).ignore();
+            pipe.hset_multiple(registrations_key(shard), &items)
+                .ignore();
             pipe
         });
         self.run_pipelines(pipes.collect()).await
@@ -178,14 +179,20 @@ impl RedisStore {
 
     /// Number of registrations.
     pub async fn count(&self) -> Result<u64, RegistryError> {
-        let lengths = self.per_shard(|shard| redis::cmd("HLEN").arg(registrations_key(shard)).to_owned()).await?;
+        let lengths = self
+            .per_shard(|shard| redis::cmd("HLEN").arg(registrations_key(shard)).to_owned())
+            .await?;
         Ok(lengths.into_iter().map(|v: u64| v).sum())
     }
 
     /// Every registration as stored: `(node, value)`.
     pub async fn registrations(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
         let maps: Vec<HashMap<String, Vec<u8>>> = self
-            .per_shard(|shard| redis::cmd("HGETALL").arg(registrations_key(shard)).to_owned())
+            .per_shard(|shard| {
+                redis::cmd("HGETALL")
+                    .arg(registrations_key(shard))
+                    .to_owned()
+            })
             .await?;
         Ok(maps.into_iter().flatten().collect())
     }
@@ -285,7 +292,5 @@ fn decode_key(hex_key: &str) -> Result<[u8; 32], RegistryError> {
     hex::decode(hex_key)
         .ok()
         .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
-        .ok_or_else(|| {
-            RegistryError::Storage(format!("{DEPLOYMENT_KEY} is not 64 hex digits"))
-        })
+        .ok_or_else(|| RegistryError::Storage(format!("{DEPLOYMENT_KEY} is not 64 hex digits")))
 }

@@ -38,7 +38,10 @@ impl LoadRecord {
     async fn round(&mut self, conn: &mut Component, devices: &[(String, String)], count: u32) {
         for (_, node) in devices {
             let reply = conn
-                .iq(&counted_publish(node, count, "bob@localhost", "hi", ""), WAIT)
+                .iq(
+                    &counted_publish(node, count, "bob@localhost", "hi", ""),
+                    WAIT,
+                )
                 .await;
             match error_of(&reply) {
                 None => {
@@ -46,7 +49,10 @@ impl LoadRecord {
                     self.accepted_total += 1;
                 }
                 Some((kind, condition)) => {
-                    *self.refused.entry(format!("{kind}/{condition}")).or_default() += 1;
+                    *self
+                        .refused
+                        .entry(format!("{kind}/{condition}"))
+                        .or_default() += 1;
                 }
             }
         }
@@ -58,7 +64,10 @@ impl LoadRecord {
             .iter()
             .filter(|(token, node)| {
                 self.accepted.get(node).is_some_and(|&count| {
-                    !mock.delivered(token).iter().any(|p| unread(p) == Some(count))
+                    !mock
+                        .delivered(token)
+                        .iter()
+                        .any(|p| unread(p) == Some(count))
                 })
             })
             .map(|(_, node)| node.clone())
@@ -75,7 +84,10 @@ async fn register_devices(conn: &mut Component, n: u8, seed: u8) -> Vec<(String,
     for i in 0..n {
         let token = apns_token(seed.wrapping_add(i));
         let reply = conn
-            .iq(&register_one_step("dave@localhost/r", "apns", &token, None), WAIT)
+            .iq(
+                &register_one_step("dave@localhost/r", "apns", &token, None),
+                WAIT,
+            )
             .await;
         let node = node_of(&reply)
             .unwrap_or_else(|| panic!("registration failed: {}", String::from(&reply)));
@@ -97,17 +109,26 @@ async fn redis_down_at_start_is_reported_and_recovered_from() {
 
     let (status, body) = gateway.get("/readyz").await;
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("redis unavailable"), "readyz says why: {body}");
+    assert!(
+        body.contains("redis unavailable"),
+        "readyz says why: {body}"
+    );
     let token = apns_token(0x51);
     let reply = conn
-        .iq(&register_one_step("erin@localhost/r", "apns", &token, None), WAIT)
+        .iq(
+            &register_one_step("erin@localhost/r", "apns", &token, None),
+            WAIT,
+        )
         .await;
     assert_eq!(
         error_of(&reply),
         Some(("wait".into(), "internal-server-error".into()))
     );
     let reply = conn
-        .iq(&counted_publish("some-node", 1, "bob@localhost", "hi", ""), WAIT)
+        .iq(
+            &counted_publish("some-node", 1, "bob@localhost", "hi", ""),
+            WAIT,
+        )
         .await;
     assert_eq!(
         error_of(&reply),
@@ -119,7 +140,10 @@ async fn redis_down_at_start_is_reported_and_recovered_from() {
     let ready = eventually(WAIT, || async { gateway.get("/readyz").await.0 == 200 }).await;
     assert!(ready, "{}", gateway.log());
     let reply = conn
-        .iq(&register_one_step("erin@localhost/r", "apns", &token, None), WAIT)
+        .iq(
+            &register_one_step("erin@localhost/r", "apns", &token, None),
+            WAIT,
+        )
         .await;
     let node = node_of(&reply).expect("registered once Redis is up");
     let reply = conn
@@ -163,7 +187,9 @@ async fn redis_killed_and_restarted_under_load_loses_no_acknowledged_publish() {
         "publishes during the outage must be refused, not acknowledged"
     );
     assert!(
-        devices.iter().all(|(_, n)| record.accepted.get(n) == Some(&30)),
+        devices
+            .iter()
+            .all(|(_, n)| record.accepted.get(n) == Some(&30)),
         "publishing resumed after the restart without restarting the gateway"
     );
     let all = eventually(Duration::from_secs(15), || async {
@@ -232,16 +258,16 @@ async fn cluster_master_killed_and_failed_over_under_load_loses_nothing() {
     }
     // Requests resume without a restart: a last round is accepted everywhere.
     let resumed = eventually(Duration::from_secs(20), || async {
-        cluster
-            .masters()
-            .contains(&replica)
+        cluster.masters().contains(&replica)
     })
     .await;
     assert!(resumed, "the replica did not take over");
     count += 1;
     record.round(&mut conn, &devices, count).await;
     assert!(
-        devices.iter().all(|(_, n)| record.accepted.get(n) == Some(&count)),
+        devices
+            .iter()
+            .all(|(_, n)| record.accepted.get(n) == Some(&count)),
         "after the failovers every publish is accepted again; refusals so far: {:?}\n{}",
         record.refused,
         gateway.log()

@@ -80,7 +80,9 @@ impl Connections {
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
         let size = config.pool_size.max(1);
         let info = |key: &str, url: &str| -> Result<redis::ConnectionInfo, RegistryError> {
-            let info = url.into_connection_info().map_err(|e| config_error(key, e))?;
+            let info = url
+                .into_connection_info()
+                .map_err(|e| config_error(key, e))?;
             let mut settings = info.redis_settings().clone();
             if let Some(user) = &config.username {
                 settings = settings.set_username(user);
