@@ -135,6 +135,53 @@ mod tests {
     }
 
     #[test]
+    fn redis_store_settings_are_checked_by_key() {
+        let base = "[component]\njid = 'push.example.com'\nsecret = 's'\n\
+                    [[component.servers]]\nhost = 'localhost'\n";
+        let issues_of = |store: &str| -> Vec<String> {
+            match load_from_str(&format!("{base}[store]\n{store}"), "t", no_env()) {
+                Ok(_) => Vec::new(),
+                Err(ConfigError::Invalid(issues)) => issues.iter().map(|i| i.to_string()).collect(),
+                Err(e) => vec![e.to_string()],
+            }
+        };
+        assert!(issues_of("backend = 'redis'\nurl = 'redis://127.0.0.1:6379'\n").is_empty());
+        assert!(
+            issues_of(
+                "backend = 'redis'\ncluster = true\nurls = ['redis://a:1', 'rediss://b:2']\n"
+            )
+            .is_empty()
+        );
+        let missing = issues_of("backend = 'redis'\n");
+        assert!(
+            missing.iter().any(|i| i.starts_with("store.url:")),
+            "{missing:?}"
+        );
+        let bad = issues_of(
+            "backend = 'redis'\nurls = ['http://x']\nshards = 0\npool_size = 0\ncommand_timeout_ms = 0\n",
+        );
+        for key in [
+            "store.urls:",
+            "store.urls[0]:",
+            "store.shards:",
+            "store.pool_size:",
+            "store.command_timeout_ms:",
+        ] {
+            assert!(
+                bad.iter().any(|i| i.starts_with(key)),
+                "{key} missing from {bad:?}"
+            );
+        }
+        let password = load_from_str(
+            &format!("{base}[store]\nbackend = 'redis'\nurl = 'redis://h'\npassword = 'hunter2'\n"),
+            "t",
+            no_env(),
+        )
+        .expect("valid");
+        assert!(!format!("{password:?}").contains("hunter2"));
+    }
+
+    #[test]
     fn secrets_are_not_printed() {
         let config = load_from_str(
             include_str!("../config/pushgate.local.toml"),

@@ -26,7 +26,7 @@ pub use redis::RedisStore;
 pub use shard::{node_of_outbox_key, shard_of};
 pub use transfer::{ExportLine, ImportSummary, TransferError};
 
-use crate::config::{StoreBackend, StoreConfig};
+use crate::config::{DEFAULT_SHARDS, StoreBackend, StoreConfig};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -93,6 +93,7 @@ struct Inner {
     /// Why the store is not connected, until it is.
     not_connected: Mutex<String>,
     label: &'static str,
+    shards: u32,
 }
 
 /// The registry the rest of the gateway talks to: derives ids, caches, and
@@ -107,7 +108,7 @@ impl Registry {
     /// fails now); Redis is only prepared: call [`Self::connect`] until it works.
     pub fn open(config: &StoreConfig) -> Result<Self, RegistryError> {
         match config.backend {
-            StoreBackend::Embedded => Self::open_embedded(&config.path),
+            StoreBackend::Embedded => Self::open_embedded_sharded(&config.path, config.shards),
             StoreBackend::Redis => {
                 let cache = (config.cache_entries > 0).then(|| {
                     RegistrationCache::new(
@@ -115,30 +116,27 @@ impl Registry {
                         Duration::from_secs(config.cache_ttl_s),
                     )
                 });
-                Ok(Self::with(
-                    Backend::Redis(RedisStore::new(config)?),
-                    None,
-                    cache,
-                    if config.cluster {
-                        "redis-cluster"
-                    } else {
-                        "redis"
-                    },
-                ))
+                let label = if config.cluster {
+                    "redis-cluster"
+                } else {
+                    "redis"
+                };
+                let backend = Backend::Redis(RedisStore::new(config)?);
+                Ok(Self::with(backend, None, cache, label, config.shards))
             }
         }
     }
 
     /// Opens (creating if needed) the embedded store in directory `dir`.
     pub fn open_embedded(dir: &Path) -> Result<Self, RegistryError> {
+        Self::open_embedded_sharded(dir, DEFAULT_SHARDS)
+    }
+
+    fn open_embedded_sharded(dir: &Path, shards: u32) -> Result<Self, RegistryError> {
         let store = EmbeddedStore::open(dir)?;
         let keys = NodeKeys::new(store.deployment_key()?);
-        Ok(Self::with(
-            Backend::Embedded(Arc::new(store)),
-            Some(keys),
-            None,
-            "embedded",
-        ))
+        let backend = Backend::Embedded(Arc::new(store));
+        Ok(Self::with(backend, Some(keys), None, "embedded", shards))
     }
 
     fn with(
@@ -146,6 +144,7 @@ impl Registry {
         keys: Option<NodeKeys>,
         cache: Option<RegistrationCache>,
         label: &'static str,
+        shards: u32,
     ) -> Self {
         let cell = OnceLock::new();
         if let Some(k) = keys {
@@ -158,6 +157,7 @@ impl Registry {
                 cache,
                 not_connected: Mutex::new("not connected yet".to_owned()),
                 label,
+                shards: shards.max(1),
             }),
         }
     }
@@ -377,8 +377,32 @@ impl Registry {
                 let store = store.clone();
                 blocking(move || store.outbox_load()).await
             }
-            Backend::Redis(store) => store.outbox_load().await,
+            Backend::Redis(store) => store.outbox_load(None).await,
         }
+    }
+
+    /// The outbox entries of the nodes in `shards` (see [`shard_of`]): what a
+    /// gateway that takes over those shards must resume.
+    pub async fn outbox_load_shards(
+        &self,
+        shards: &[u32],
+    ) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        self.keys()?;
+        match &self.inner.backend {
+            Backend::Embedded(_) => {
+                let count = self.inner.shards;
+                let mut entries = self.outbox_load().await?;
+                entries
+                    .retain(|(key, _)| shards.contains(&shard_of(node_of_outbox_key(key), count)));
+                Ok(entries)
+            }
+            Backend::Redis(store) => store.outbox_load(Some(shards)).await,
+        }
+    }
+
+    /// The number of shards node ids are spread over (`store.shards`).
+    pub fn shards(&self) -> u32 {
+        self.inner.shards
     }
 
     /// How many registrations there are.

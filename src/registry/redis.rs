@@ -235,23 +235,40 @@ impl RedisStore {
         }
     }
 
-    /// Every outbox entry as stored.
-    pub async fn outbox_load(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+    /// Every outbox entry of `shards` (all shards if `None`), as stored.
+    pub async fn outbox_load(
+        &self,
+        shards: Option<&[u32]>,
+    ) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        let all: Vec<u32> = (0..self.shards).collect();
+        let wanted = shards.unwrap_or(&all);
         let maps: Vec<HashMap<String, Vec<u8>>> = self
-            .per_shard(|shard| redis::cmd("HGETALL").arg(outbox_key(shard)).to_owned())
+            .on_shards(wanted, |shard| {
+                redis::cmd("HGETALL").arg(outbox_key(shard)).to_owned()
+            })
             .await?;
         Ok(maps.into_iter().flatten().collect())
     }
 
-    /// Runs `command(shard)` for every shard: one pipeline on a single server,
-    /// [`FAN_OUT`] at a time on a cluster.
+    /// Runs `command(shard)` for every shard.
     async fn per_shard<T: redis::FromRedisValue + Send + 'static>(
         &self,
         command: impl Fn(u32) -> redis::Cmd,
     ) -> Result<Vec<T>, RegistryError> {
+        let all: Vec<u32> = (0..self.shards).collect();
+        self.on_shards(&all, command).await
+    }
+
+    /// Runs `command(shard)` for each of `shards`: one pipeline on a single
+    /// server, [`FAN_OUT`] at a time on a cluster.
+    async fn on_shards<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        shards: &[u32],
+        command: impl Fn(u32) -> redis::Cmd,
+    ) -> Result<Vec<T>, RegistryError> {
         if !self.conns.is_cluster() {
             let mut pipe = redis::pipe();
-            for shard in 0..self.shards {
+            for &shard in shards {
                 pipe.add_command(command(shard));
             }
             return self
@@ -259,7 +276,7 @@ impl RedisStore {
                 .run(|mut c: Conn| async move { pipe.query_async(&mut c).await })
                 .await;
         }
-        let requests = (0..self.shards).map(|shard| {
+        let requests = shards.iter().map(|&shard| {
             let cmd = command(shard);
             async move {
                 self.conns

@@ -5,7 +5,7 @@ use crate::support::redis::{RedisCluster, RedisServer};
 use pushgate::config::{StoreBackend, StoreConfig};
 use pushgate::registry::{
     DeadToken, DeviceRef, ExportLine, NewRegistration, OutboxWrite, Registry, RegistryError,
-    TransferError,
+    TransferError, node_of_outbox_key, shard_of,
 };
 
 fn new(account: &str, token: &str) -> NewRegistration {
@@ -151,6 +151,40 @@ async fn shared_suite(config: StoreConfig) {
     .expect("complete");
     let loaded = reg.outbox_load().await.expect("load");
     assert_eq!(loaded, [(c.node.clone(), b"2".to_vec())]);
+
+    // Per shard: what a gateway taking over some shards loads.
+    let others: Vec<String> = (0..30).map(|i| format!("node-{i}")).collect();
+    let writes: Vec<OutboxWrite> = others
+        .iter()
+        .map(|n| put(&format!("{n}#call#7"), n))
+        .collect();
+    reg.outbox_apply(writes.into()).await.expect("add many");
+    let shards = reg.shards();
+    let shard_of_c = shard_of(&c.node, shards);
+    let one_shard = reg.outbox_load_shards(&[shard_of_c]).await.expect("shard");
+    assert!(one_shard.contains(&(c.node.clone(), b"2".to_vec())));
+    assert!(
+        one_shard
+            .iter()
+            .all(|(k, _)| shard_of(node_of_outbox_key(k), shards) == shard_of_c),
+        "only that shard's entries"
+    );
+    let all_shards: Vec<u32> = (0..shards).collect();
+    assert_eq!(
+        reg.outbox_load_shards(&all_shards)
+            .await
+            .expect("all")
+            .len(),
+        31
+    );
+    let done: Vec<OutboxWrite> = others
+        .iter()
+        .map(|n| OutboxWrite {
+            key: format!("{n}#call#7"),
+            value: None,
+        })
+        .collect();
+    reg.outbox_apply(done.into()).await.expect("complete many");
     assert_eq!(reg.count().await.expect("count"), 41);
 
     // Everything survives a reopen, and the node derivation is the same.
