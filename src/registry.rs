@@ -12,6 +12,7 @@
 
 mod cache;
 mod embedded;
+mod error;
 mod keys;
 mod model;
 mod redis;
@@ -20,6 +21,7 @@ mod transfer;
 
 pub use cache::RegistrationCache;
 pub use embedded::EmbeddedStore;
+pub use error::{DeadToken, RegistryError};
 pub use keys::NodeKeys;
 pub use model::{DeviceRef, Edit, NewRegistration, OutboxWrite, Registration, now_ms};
 pub use redis::RedisStore;
@@ -30,55 +32,10 @@ use crate::config::{DEFAULT_SHARDS, StoreBackend, StoreConfig};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use thiserror::Error;
 
 /// How many times a Redis compare-and-set is retried when the value changed
 /// between the read and the write.
 const EDIT_ATTEMPTS: usize = 16;
-
-/// Why the store could not answer. Always transient from a publisher's point of
-/// view: it is answered with a `wait` error, never `cancel`.
-#[derive(Debug, Error)]
-pub enum RegistryError {
-    /// The storage engine failed.
-    #[error("store error: {0}")]
-    Storage(String),
-    /// A stored value could not be decoded.
-    #[error("corrupt registration for node {node}: {message}")]
-    Corrupt {
-        /// The node whose value is unreadable.
-        node: String,
-        /// The decoder's message.
-        message: String,
-    },
-    /// The store has not been reached yet since the start.
-    #[error("store not connected yet: {0}")]
-    NotConnected(String),
-    /// `store.shards` differs from what the data was written with.
-    #[error(
-        "store.shards is {configured} but the data in Redis was written with {recorded} shards; set store.shards = {recorded}"
-    )]
-    ShardMismatch {
-        /// The configuration's value.
-        configured: u32,
-        /// The value recorded in Redis.
-        recorded: u32,
-    },
-    /// The blocking worker went away (shutdown).
-    #[error("store worker stopped")]
-    Stopped,
-}
-
-/// What [`Registry::drop_dead_token`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadToken {
-    /// The registration is gone.
-    Removed,
-    /// The registration stays without its VoIP token.
-    VoipTokenForgotten,
-    /// Renewed since, or the token is no longer the registration's.
-    Kept,
-}
 
 enum Backend {
     Embedded(Arc<EmbeddedStore>),

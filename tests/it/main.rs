@@ -14,3 +14,4 @@ mod redis_faults;
 mod registration;
 mod robustness;
 mod store;
+mod store_gateway;
