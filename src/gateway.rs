@@ -6,7 +6,7 @@ mod handler;
 pub use handler::PushComponent;
 
 use crate::app::AppContext;
-use crate::config::{Config, ConfigIssue};
+use crate::config::{Config, ConfigIssue, StoreBackend};
 use crate::delivery::{Dispatcher, PayloadPolicy};
 use crate::http::{self, HttpError, HttpState};
 use crate::providers::{self, BuildError, PushClient};
@@ -122,7 +122,12 @@ async fn bring_up_store(config: &Config, registry: &Registry, dispatcher: &Dispa
     };
     match first {
         Ok(()) => {
-            info!(store = registry.label(), path = %config.store.path.display(), "store ready");
+            match config.store.backend {
+                StoreBackend::Embedded => {
+                    info!(path = %config.store.path.display(), "embedded store ready");
+                }
+                StoreBackend::Redis => info!(store = registry.label(), "store ready"),
+            }
             return;
         }
         Err(e @ RegistryError::ShardMismatch { .. }) => {

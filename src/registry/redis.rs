@@ -179,10 +179,10 @@ impl RedisStore {
 
     /// Number of registrations.
     pub async fn count(&self) -> Result<u64, RegistryError> {
-        let lengths = self
+        let lengths: Vec<u64> = self
             .per_shard(|shard| redis::cmd("HLEN").arg(registrations_key(shard)).to_owned())
             .await?;
-        Ok(lengths.into_iter().map(|v: u64| v).sum())
+        Ok(lengths.iter().sum())
     }
 
     /// Every registration as stored: `(node, value)`.
