@@ -121,29 +121,7 @@ impl Pool {
                             true
                         }
                         Err(e) => {
-                            let failures = act.flush_failures.get_or_insert(0);
-                            *failures += 1;
-                            if *failures == 1 {
-                                error!(provider = %act.id, "cannot write the outbox: {e}; publishes are refused until it works (retried every second, logged again when it recovers)");
-                            } else {
-                                debug!(provider = %act.id, "outbox write failed again: {e}");
-                            }
-                            for w in retry.iter() {
-                                // Rare path: decode what was encoded for the failed write.
-                                let entry = w.value.as_deref().map(OutboxEntry::decode);
-                                match entry {
-                                    Some(Err(_)) => {}
-                                    Some(Ok(e)) => {
-                                        act.dirty
-                                            .entry(w.key.clone())
-                                            .or_insert(Some(Box::new(e)));
-                                    }
-                                    None => {
-                                        act.dirty.entry(w.key.clone()).or_insert(None);
-                                    }
-                                }
-                            }
-                            ctx.run_later(FLUSH_RETRY, |act, ctx| act.flush(ctx));
+                            act.flush_failed(&e, &retry, ctx);
                             false
                         }
                     };
@@ -156,6 +134,36 @@ impl Pool {
                     act.wake_if_idle();
                 }),
         );
+    }
+
+    /// Puts the writes of a failed flush back (unless changed since), logs the
+    /// first failure of a run, and retries in [`FLUSH_RETRY`].
+    fn flush_failed(
+        &mut self,
+        error: &crate::registry::RegistryError,
+        writes: &[OutboxWrite],
+        ctx: &mut Context<Self>,
+    ) {
+        let failures = self.flush_failures.get_or_insert(0);
+        *failures += 1;
+        if *failures == 1 {
+            error!(provider = %self.id, "cannot write the outbox: {error}; publishes are refused until it works (retried every second, logged again when it recovers)");
+        } else {
+            debug!(provider = %self.id, "outbox write failed again: {error}");
+        }
+        for w in writes {
+            // Rare path: decode what was encoded for the failed write.
+            match w.value.as_deref().map(OutboxEntry::decode) {
+                Some(Err(_)) => {}
+                Some(Ok(e)) => {
+                    self.dirty.entry(w.key.clone()).or_insert(Some(Box::new(e)));
+                }
+                None => {
+                    self.dirty.entry(w.key.clone()).or_insert(None);
+                }
+            }
+        }
+        ctx.run_later(FLUSH_RETRY, |act, ctx| act.flush(ctx));
     }
 
     /// Starts what is due, then sets the timer for the next due entry.
