@@ -13,6 +13,21 @@ use crate::support::{SECRET, WAIT, apns_token, eventually};
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 
+/// Runs `pushgate --config DIR/pushgate.toml store VERB FLAG FILE`, asserts it
+/// succeeded, and returns what it printed on standard error.
+fn store_command(dir: &std::path::Path, verb: &str, flag: &str, file: &std::path::Path) -> String {
+    let out = Command::new(binary())
+        .arg("--config")
+        .arg(dir.join("pushgate.toml"))
+        .args(["store", verb, flag])
+        .arg(file)
+        .output()
+        .expect("run the store command");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "store {verb}: {stderr}");
+    stderr
+}
+
 /// `pushgate store export` on a stopped single-node install, `store import`
 /// into Redis, then the gateway on Redis serves the nodes the server already
 /// holds: the migration path from one node to a cluster.
@@ -40,16 +55,8 @@ async fn cli_export_and_import_move_an_install_to_redis() {
     drop(conn);
 
     let export = embedded_dir.path().join("export.jsonl");
-    let out = Command::new(binary())
-        .arg("--config")
-        .arg(embedded_dir.path().join("pushgate.toml"))
-        .args(["store", "export", "--output"])
-        .arg(&export)
-        .output()
-        .expect("run export");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("exported 5 registrations"), "{stderr}");
+    let said = store_command(embedded_dir.path(), "export", "--output", &export);
+    assert!(said.contains("exported 5 registrations"), "{said}");
     let mode = std::fs::metadata(&export)
         .expect("export file")
         .permissions()
@@ -65,16 +72,8 @@ async fn cli_export_and_import_move_an_install_to_redis() {
         redis_config.to_toml(),
     )
     .expect("config");
-    let out = Command::new(binary())
-        .arg("--config")
-        .arg(redis_dir.path().join("pushgate.toml"))
-        .args(["store", "import", "--input"])
-        .arg(&export)
-        .output()
-        .expect("run import");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("imported 5 registrations"), "{stderr}");
+    let said = store_command(redis_dir.path(), "import", "--input", &export);
+    assert!(said.contains("imported 5 registrations"), "{said}");
 
     let gateway = GatewayProcess::start(&redis_config, redis_dir.path());
     let mut conn = server.accept(WAIT).await;
