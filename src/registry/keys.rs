@@ -51,6 +51,12 @@ impl NodeKeys {
         hex::encode(self.mac(&["account", account]))
     }
 
+    /// Reads a deployment key written by [`Self::deployment_key_hex`].
+    pub fn key_from_hex(hex_key: &str) -> Option<[u8; 32]> {
+        let bytes = hex::decode(hex_key).ok()?;
+        <[u8; 32]>::try_from(bytes.as_slice()).ok()
+    }
+
     /// The deployment key in hex, for an export (as secret as the key itself).
     pub fn deployment_key_hex(&self) -> String {
         hex::encode(self.key)

@@ -19,7 +19,7 @@
 mod connections;
 
 use super::shard::{node_of_outbox_key, shard_of};
-use super::{OutboxWrite, RegistryError};
+use super::{NodeKeys, OutboxWrite, RegistryError};
 use crate::config::StoreConfig;
 use connections::{Conn, Connections};
 use futures_util::StreamExt as _;
@@ -102,7 +102,8 @@ impl RedisStore {
                 recorded,
             });
         }
-        decode_key(&key)
+        NodeKeys::key_from_hex(&key)
+            .ok_or_else(|| RegistryError::Storage(format!("{DEPLOYMENT_KEY} is not 64 hex digits")))
     }
 
     /// Replaces the deployment key (import into an empty store).
@@ -303,11 +304,4 @@ impl RedisStore {
             .await;
         results.into_iter().collect()
     }
-}
-
-fn decode_key(hex_key: &str) -> Result<[u8; 32], RegistryError> {
-    hex::decode(hex_key)
-        .ok()
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
-        .ok_or_else(|| RegistryError::Storage(format!("{DEPLOYMENT_KEY} is not 64 hex digits")))
 }

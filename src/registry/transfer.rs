@@ -6,7 +6,7 @@
 //! key. An export is therefore as secret as the store itself.
 
 use super::model::{decode, encode};
-use super::{Backend, OutboxWrite, Registration, Registry, RegistryError, blocking};
+use super::{Backend, NodeKeys, OutboxWrite, Registration, Registry, RegistryError, blocking};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
@@ -109,7 +109,7 @@ impl Registry {
                 Ok(ExportLine::Header {
                     format: FORMAT,
                     deployment_key,
-                }) => parse_key(&deployment_key).ok_or_else(|| {
+                }) => NodeKeys::key_from_hex(&deployment_key).ok_or_else(|| {
                     format_error(n, "deployment_key is not 64 hex digits".to_owned())
                 })?,
                 Ok(_) => {
@@ -214,9 +214,4 @@ fn write_line(out: &mut impl Write, line: &ExportLine) -> Result<(), TransferErr
     serde_json::to_writer(&mut *out, line).map_err(std::io::Error::from)?;
     out.write_all(b"\n")?;
     Ok(())
-}
-
-fn parse_key(hex_key: &str) -> Option<[u8; 32]> {
-    let bytes = hex::decode(hex_key).ok()?;
-    <[u8; 32]>::try_from(bytes.as_slice()).ok()
 }
