@@ -13,7 +13,7 @@ use crate::providers::{self, BuildError, PushClient};
 use crate::registry::{Registry, RegistryError};
 use crate::telemetry::Metrics;
 use crate::xmpp::{Close, Session, SessionSettings, StanzaHandler};
-use actix::{Actor, Addr};
+use actix::{Actor, Addr, Arbiter};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +35,24 @@ pub enum GatewayError {
     /// The HTTP server could not start.
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// A thread's async runtime could not be built.
+    #[error("runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// Threads each runtime may start for blocking work (store writes). Store
+/// writes serialize on the store's lock anyway; more threads would only wait
+/// there, each holding its own allocator heap (hundreds of MiB under a burst
+/// of registrations with the default of 512).
+const BLOCKING_THREADS: usize = 8;
+
+/// The single-threaded runtime the gateway's threads (the actix system and
+/// the session arbiters) run on.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
 }
 
 /// Checks everything that can be checked without the network: the validation of
@@ -89,7 +107,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         require_account_domain: config.publish.require_account_domain,
         payload: PayloadPolicy::from_config(&config.delivery),
     }));
-    let sessions = start_sessions(&config, &handler, &metrics);
+    let arbiters = session_arbiters(&config)?;
+    let sessions = start_sessions(&config, &handler, &metrics, &arbiters);
 
     shutdown.await;
     info!("shutting down: closing the HTTP listener and component streams");
@@ -97,6 +116,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     server_handle.stop(true).await;
     let closes = sessions.iter().map(|s| s.send(Close { grace }));
     futures_util::future::join_all(closes).await;
+    for arbiter in &arbiters {
+        arbiter.stop();
+    }
     if dispatcher.drain(grace).await {
         info!("deliveries in flight finished and the outbox is committed; bye");
     } else {
@@ -106,6 +128,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
     }
     Ok(())
+}
+
+/// The threads component sessions run on: one per connection, at most one
+/// per CPU.
+fn session_arbiters(config: &Config) -> std::io::Result<Vec<Arbiter>> {
+    let connections: usize = config.component.servers.iter().map(|s| s.connections).sum();
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    (0..connections.min(cpus))
+        .map(|_| {
+            let runtime = runtime()?;
+            Ok(Arbiter::with_tokio_rt(move || runtime))
+        })
+        .collect()
 }
 
 /// Connects the store and loads the outbox. Tried once before the component
@@ -172,10 +207,15 @@ async fn connect_and_load(
     dispatcher.load_outbox(registry).await
 }
 
+/// Starts every component session. Sessions run on their own threads (one
+/// arbiter per connection, at most one per CPU), so reading, parsing and
+/// answering stanzas happens in parallel with the delivery pools, which stay
+/// on the main thread.
 fn start_sessions(
     config: &Config,
     handler: &Arc<dyn StanzaHandler>,
     metrics: &Arc<Metrics>,
+    arbiters: &[Arbiter],
 ) -> Vec<Addr<Session>> {
     let c = &config.component;
     let mut sessions = Vec::new();
@@ -194,7 +234,14 @@ fn start_sessions(
                 connect_timeout: Duration::from_secs(c.connect_timeout_s),
                 max_concurrent: c.max_concurrent_stanzas,
             };
-            sessions.push(Session::new(settings, handler.clone(), metrics.clone()).start());
+            let session = Session::new(settings, handler.clone(), metrics.clone());
+            let arbiter = arbiters
+                .get(sessions.len() % arbiters.len().max(1))
+                .map(Arbiter::handle);
+            sessions.push(match arbiter {
+                Some(arbiter) => Session::start_in_arbiter(&arbiter, |_| session),
+                None => session.start(),
+            });
         }
     }
     sessions

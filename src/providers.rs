@@ -13,9 +13,10 @@ mod fcm_token;
 mod size;
 mod tls;
 
-pub use apns::ApnsClient;
+pub use apns::{ApnsClient, payload as apns_payload};
+pub use apns_token::ApnsTokenSigner;
 pub use error::{BuildError, DeliveryError, ErrorClass};
-pub use fcm::FcmClient;
+pub use fcm::{FcmClient, data as fcm_data, message as fcm_message};
 pub use size::{APNS_LIMIT, APNS_VOIP_LIMIT, FCM_LIMIT};
 
 use crate::config::{DeliveryConfig, ProviderConfig, ProviderKind};

@@ -192,11 +192,11 @@ impl Registry {
     pub async fn get(&self, node: &str) -> Result<Option<Registration>, RegistryError> {
         self.keys()?;
         match &self.inner.backend {
-            Backend::Embedded(store) => {
-                let store = store.clone();
-                let node = node.to_owned();
-                blocking(move || store.get(&node)).await
-            }
+            // Read in place: a redb read transaction on a cached page takes a
+            // few microseconds, less than handing it to the blocking pool
+            // (a thread wake-up each way) costs. Writes, which fsync, still
+            // go to the blocking pool.
+            Backend::Embedded(store) => store.get(node),
             Backend::Redis(store) => {
                 let cache = self.inner.cache.as_ref();
                 if let Some(hit) = cache.and_then(|c| c.get(node)) {

@@ -210,7 +210,7 @@ pub(crate) fn classify(status: u16, reason: &str) -> ErrorClass {
 }
 
 /// The JSON body: `aps` for the system, the push's data as top-level keys.
-pub(crate) fn payload(push: &Push) -> Value {
+pub fn payload(push: &Push) -> Value {
     let mut aps = Map::new();
     match push.kind {
         PushKind::Alert => {

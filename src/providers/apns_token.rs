@@ -19,7 +19,7 @@ struct Claims<'a> {
 }
 
 /// Signs and caches the bearer token of one APNs key.
-pub(crate) struct ApnsTokenSigner {
+pub struct ApnsTokenSigner {
     team_id: String,
     header: Header,
     key: EncodingKey,
@@ -28,7 +28,7 @@ pub(crate) struct ApnsTokenSigner {
 
 impl ApnsTokenSigner {
     /// Loads the `.p8` key and signs once to prove it works.
-    pub(crate) fn new(
+    pub fn new(
         provider: &str,
         team_id: &str,
         key_id: &str,
@@ -72,7 +72,7 @@ impl ApnsTokenSigner {
     }
 
     /// The current token, re-signed when older than 50 minutes.
-    pub(crate) fn bearer(&self) -> Result<String, String> {
+    pub fn bearer(&self) -> Result<String, String> {
         self.bearer_at(now_secs())
     }
 

@@ -131,7 +131,7 @@ impl Inner {
 
 /// The `data` map: string values only, as FCM requires. Its encoding is what
 /// FCM's 4096-byte limit counts.
-pub(crate) fn data(push: &Push) -> Value {
+pub fn data(push: &Push) -> Value {
     let mut data = serde_json::Map::new();
     if let Some(count) = push.badge {
         data.insert("unread-messages".into(), json!(count.to_string()));
@@ -146,7 +146,7 @@ pub(crate) fn data(push: &Push) -> Value {
 }
 
 /// The v1 message: `data` (see [`data`]), Android priority, TTL and collapse key.
-pub(crate) fn message(push: &Push, data: Value, expiration_s: u64) -> Value {
+pub fn message(push: &Push, data: Value, expiration_s: u64) -> Value {
     let priority = match push.kind {
         PushKind::Alert | PushKind::Voip => "high",
         PushKind::Background => "normal",

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bench;
 mod component;
 mod config_check;
 mod delivery;

@@ -100,19 +100,8 @@ impl MockProvider {
             "https://127.0.0.1:{}",
             listener.local_addr().expect("addr").port()
         );
-        let pki = TestPki::generate(dir, &format!("{url}/token"));
-        let certs = vec![rustls::pki_types::CertificateDer::from(rustls_pem_der(
-            &pki.server_cert_pem,
-            "CERTIFICATE",
-        ))];
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
-            rustls_pem_der(&pki.server_key_pem, "PRIVATE KEY").into(),
-        );
-        let mut tls = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("server TLS config");
-        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let pki = TestPki::generate(dir, &format!("{url}/token")).expect("test PKI");
+        let tls = pki.server_tls().expect("server TLS config");
         let acceptor = TlsAcceptor::from(Arc::new(tls));
         let state = Arc::new(State::default());
         state.token_lifetime_s.store(3600, Ordering::SeqCst);
@@ -222,22 +211,6 @@ impl MockProvider {
         super::eventually(deadline, || async { self.pushes().len() >= n }).await;
         self.pushes()
     }
-}
-
-fn rustls_pem_der(pem: &str, label: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let inner: String = pem
-        .split(&begin)
-        .nth(1)
-        .and_then(|rest| rest.split(&end).next())
-        .expect("PEM block")
-        .lines()
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(inner.trim())
-        .expect("PEM base64")
 }
 
 async fn handle(

@@ -1,0 +1,255 @@
+//! The gateway under test as a child process: its configuration, start, the
+//! CPU time and memory read from `/proc`, and a graceful stop.
+
+use anyhow::{Context as _, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the registrations live during the run.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    /// The embedded redb store in the run's directory.
+    Embedded,
+    /// A Redis server at this URL.
+    Redis(String),
+}
+
+/// What goes into the gateway's configuration.
+pub struct GatewaySettings<'a> {
+    /// The pushgate binary.
+    pub binary: &'a Path,
+    /// Directory for configuration, store and log.
+    pub dir: &'a Path,
+    /// Port of the bench's component listener.
+    pub xmpp_port: u16,
+    /// Port of the gateway's HTTP listener.
+    pub http_port: u16,
+    /// Component connections the gateway opens.
+    pub connections: usize,
+    /// The component secret.
+    pub secret: &'a str,
+    /// The store.
+    pub store: &'a StoreChoice,
+    /// Mock provider URL and key material.
+    pub sink: &'a crate::sink::Sink,
+    /// `[delivery] coalesce_window_ms`.
+    pub coalesce_ms: u64,
+    /// `max_in_flight` of each provider.
+    pub max_in_flight: u32,
+}
+
+/// The running gateway; killed on drop if still running.
+pub struct Gateway {
+    child: Child,
+    /// The gateway's log file.
+    pub log: PathBuf,
+}
+
+impl Gateway {
+    /// Writes the configuration and starts the gateway.
+    pub fn start(settings: &GatewaySettings<'_>) -> anyhow::Result<Self> {
+        let config_path = settings.dir.join("pushgate.toml");
+        std::fs::write(&config_path, config(settings)).context("writing the gateway config")?;
+        let log = settings.dir.join("gateway.log");
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(settings.binary)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting {}", settings.binary.display()))?;
+        Ok(Self { child, log })
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails if the gateway has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "the gateway exited ({status}); its log: {}",
+                self.log.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait up to `grace` for a clean exit (SIGKILL after).
+    pub fn stop(&mut self, grace: Duration) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let until = Instant::now() + grace;
+        while Instant::now() < until {
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!("the gateway exited with {status} after SIGTERM");
+                }
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        bail!("the gateway did not stop within {grace:?} of SIGTERM")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(s: &GatewaySettings<'_>) -> String {
+    let store = match s.store {
+        StoreChoice::Embedded => format!("path = \"{}\"", s.dir.join("data").display()),
+        StoreChoice::Redis(url) => format!("backend = \"redis\"\nurl = \"{url}\""),
+    };
+    let sink = s.sink;
+    format!(
+        r#"[component]
+jid = "{jid}"
+secret = "{secret}"
+reconnect_min_ms = 100
+reconnect_max_ms = 1000
+
+[[component.servers]]
+host = "127.0.0.1"
+port = {port}
+connections = {connections}
+
+[store]
+{store}
+
+[http]
+listen = "127.0.0.1:{http_port}"
+
+[delivery]
+queue_capacity = 100000
+coalesce_window_ms = {coalesce}
+retry_base_ms = 200
+retry_max_ms = 2000
+include_body = true
+
+[log]
+level = "warn"
+
+[[providers]]
+id = "apns"
+kind = "apns"
+endpoint = "{url}"
+ca_file = "{ca}"
+topic = "com.example.bench"
+team_id = "TEAM123456"
+key_id = "TESTKEY01"
+key_file = "{p8}"
+max_in_flight = {in_flight}
+
+[[providers]]
+id = "fcm"
+kind = "fcm"
+endpoint = "{url}"
+ca_file = "{ca}"
+service_account_file = "{sa}"
+max_in_flight = {in_flight}
+"#,
+        jid = crate::xmpp_peer::COMPONENT_JID,
+        secret = s.secret,
+        port = s.xmpp_port,
+        http_port = s.http_port,
+        connections = s.connections,
+        coalesce = s.coalesce_ms,
+        url = sink.url,
+        ca = sink.pki.ca_file.display(),
+        p8 = sink.pki.apns_key_file.display(),
+        sa = sink.pki.service_account_file.display(),
+        in_flight = s.max_in_flight,
+    )
+}
+
+/// CPU time and memory of a process, from `/proc`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ProcSample {
+    /// User + system CPU seconds so far.
+    pub cpu_s: f64,
+    /// Resident set size now, MiB.
+    pub rss_mib: f64,
+    /// Peak resident set size so far (VmHWM), MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// Clock ticks per second of `/proc/*/stat` times: USER_HZ, 100 on Linux.
+const USER_HZ: f64 = 100.0;
+
+/// Reads `/proc/<pid>` (`"self"` for the bench itself).
+pub fn sample(pid: &str) -> anyhow::Result<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which may hold spaces: state is field 3,
+    // utime 14 and stime 15.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("unexpected /proc stat format")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> f64 {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(ProcSample {
+        cpu_s: (ticks(11) + ticks(12)) / USER_HZ,
+        rss_mib: kib("VmRSS:") / 1024.0,
+        peak_rss_mib: kib("VmHWM:") / 1024.0,
+    })
+}
+
+/// Starts `redis-server` on `port` with data in `dir` (append-only file,
+/// fsync every second: the settings the README asks for).
+pub fn start_redis(dir: &Path, port: u16) -> anyhow::Result<Child> {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+        ])
+        .args(["--maxmemory-policy", "noeviction"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting redis-server (apt-get install redis-server, or pass --redis-url)")?;
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("redis-server did not listen on port {port} within 10 s")
+}

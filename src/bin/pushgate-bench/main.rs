@@ -1,0 +1,176 @@
+//! `pushgate-bench`: a load generator for pushgate. It plays the XMPP server
+//! (accepting the gateway's XEP-0114 component connections) and APNs/FCM
+//! (HTTP/2 + TLS mocks), registers devices, publishes at a rate or with a
+//! window, and reports throughput, latency, losses and the gateway's CPU and
+//! memory. See BENCHMARKS.md.
+
+mod gateway_process;
+mod ledger;
+mod load;
+mod pki;
+mod presets;
+mod report;
+mod run;
+mod sink;
+mod xmpp_peer;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use gateway_process::StoreChoice;
+use load::{Pace, Shape};
+use presets::PaceSpec;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Load-test pushgate: throughput, latency, losses, CPU and memory.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Scenario: smoke, throughput, latency, devices, faults.
+    #[arg(long, default_value = "smoke")]
+    preset: String,
+    /// Print one JSON line on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// The pushgate binary; default: `pushgate` beside this one.
+    #[arg(long)]
+    gateway: Option<PathBuf>,
+    /// "embedded" or "redis".
+    #[arg(long, default_value = "embedded")]
+    store: String,
+    /// With --store redis: use this server instead of starting one.
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Devices, for every phase (replaces the preset's).
+    #[arg(long)]
+    devices: Option<u32>,
+    /// Open loop at this many publishes/s (replaces the preset's pace).
+    #[arg(long, conflicts_with = "window")]
+    rate: Option<u32>,
+    /// Closed loop with this many publishes awaiting replies.
+    #[arg(long)]
+    window: Option<u32>,
+    /// Seconds of sending per phase.
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Component connections.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Mock provider latency, ms.
+    #[arg(long)]
+    latency_ms: Option<u64>,
+    /// The gateway's `[delivery] coalesce_window_ms`.
+    #[arg(long)]
+    coalesce_ms: Option<u64>,
+    /// Publish shape.
+    #[arg(long, value_enum)]
+    shape: Option<Shape>,
+    /// Fail unless nothing was lost, duplicated or refused (always on for smoke).
+    #[arg(long)]
+    strict: bool,
+    /// Keep the run directory (gateway config, store, log).
+    #[arg(long)]
+    keep_dir: bool,
+    /// No progress lines.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("pushgate-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the chosen preset; false if a strict run found violations.
+fn run(cli: &Cli) -> anyhow::Result<bool> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut preset = presets::preset(&cli.preset).with_context(|| {
+        format!(
+            "unknown preset {:?}; choose one of {}",
+            cli.preset,
+            presets::NAMES.join(", ")
+        )
+    })?;
+    adjust(&mut preset, cli);
+    let (store, start_redis) = match (cli.store.as_str(), &cli.redis_url) {
+        ("embedded", None) => (StoreChoice::Embedded, false),
+        ("redis", Some(url)) => (StoreChoice::Redis(url.clone()), false),
+        ("redis", None) => (
+            StoreChoice::Redis(format!("redis://127.0.0.1:{}", run::free_port()?)),
+            true,
+        ),
+        ("embedded", Some(_)) => bail!("--redis-url needs --store redis"),
+        (other, _) => bail!("--store must be embedded or redis, got {other:?}"),
+    };
+    let options = run::RunOptions {
+        gateway: match &cli.gateway {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?
+                .parent()
+                .context("no directory for the bench binary")?
+                .join("pushgate"),
+        },
+        store,
+        start_redis,
+        keep_dir: cli.keep_dir,
+        progress: !cli.quiet,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(run::run(&preset, &options))?;
+    let table = report::table(&report);
+    if cli.json {
+        eprint!("{table}");
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{table}");
+    }
+    if !preset.strict {
+        return Ok(true);
+    }
+    let violations = run::violations(&report);
+    for v in &violations {
+        eprintln!("pushgate-bench: FAILED: {v}");
+    }
+    Ok(violations.is_empty())
+}
+
+/// Applies the command line's overrides to the preset.
+fn adjust(preset: &mut presets::Preset, cli: &Cli) {
+    for phase in &mut preset.phases {
+        if let Some(devices) = cli.devices {
+            phase.devices = devices;
+        }
+        if let Some(rate) = cli.rate {
+            phase.pace = PaceSpec::Fixed(Pace::Rate(rate));
+        }
+        if let Some(window) = cli.window {
+            phase.pace = PaceSpec::Fixed(Pace::Window(window));
+        }
+        if let Some(seconds) = cli.duration {
+            phase.duration = Duration::from_secs(seconds);
+        }
+    }
+    if let Some(connections) = cli.connections {
+        preset.connections = connections;
+    }
+    if let Some(latency) = cli.latency_ms {
+        preset.sink.latency_ms = latency;
+    }
+    if let Some(coalesce) = cli.coalesce_ms {
+        preset.coalesce_ms = coalesce;
+    }
+    if let Some(shape) = cli.shape {
+        preset.shape = shape;
+    }
+    preset.strict |= cli.strict;
+}

@@ -1,0 +1,62 @@
+//! `pushgate-bench --preset smoke` against the gateway under test: what CI runs
+//! of the load generator. It asserts correctness only (nothing lost, duplicated
+//! or refused), never speed. The bench's ledger (how lost and duplicated are
+//! decided) is compiled in here too, so its unit tests run with the suite.
+
+#[allow(dead_code)]
+#[path = "../../src/bin/pushgate-bench/ledger.rs"]
+mod ledger;
+
+use serde_json::Value;
+use std::process::Command;
+
+/// Runs the smoke preset with `extra` arguments; returns its one phase.
+fn smoke(extra: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_pushgate-bench"))
+        .args(["--preset", "smoke", "--json", "--quiet"])
+        .args(["--gateway", env!("CARGO_BIN_EXE_pushgate")])
+        .args(extra)
+        .output()
+        .expect("run pushgate-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "pushgate-bench failed ({}):\n{stderr}",
+        output.status
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("bench output is not one JSON line ({e}):\n{stdout}\n{stderr}"));
+    assert_eq!(report["gateway_stopped_cleanly"], true, "{stderr}");
+    let phase = report["phases"][0].clone();
+    let sent = phase["sent"].as_u64().unwrap_or(0);
+    assert_eq!(sent, 3000, "smoke sends 1000/s for 3 s:\n{stderr}");
+    // 1000 devices, each published to once a second: nothing merges, so every
+    // publish is accepted and delivered exactly once.
+    assert_eq!(phase["accepted"].as_u64(), Some(sent), "{stderr}");
+    assert_eq!(phase["deliveries"].as_u64(), Some(sent), "{stderr}");
+    for zero in [
+        "lost",
+        "duplicates",
+        "misrouted",
+        "unknown_deliveries",
+        "unanswered",
+    ] {
+        assert_eq!(phase[zero].as_u64(), Some(0), "{zero}:\n{stderr}");
+    }
+    assert_eq!(phase["delivery_latency"]["count"].as_u64(), Some(sent));
+    phase
+}
+
+#[test]
+fn smoke_preset_on_the_embedded_store_loses_nothing() {
+    let phase = smoke(&[]);
+    assert_eq!(phase["registered"].as_u64(), Some(1000));
+}
+
+#[test]
+fn smoke_preset_on_redis_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = super::support::redis::RedisServer::start(dir.path());
+    smoke(&["--store", "redis", "--redis-url", &redis.url()]);
+}
