@@ -137,7 +137,7 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
     if !preset.strict {
         return Ok(true);
     }
-    let violations = run::violations(&report);
+    let violations = report::violations(&report);
     for v in &violations {
         eprintln!("pushgate-bench: FAILED: {v}");
     }

@@ -129,3 +129,39 @@ fn percentiles(p: &Percentiles) -> String {
         p.p50, p.p90, p.p99, p.p999, p.max
     )
 }
+
+/// Why a strict run failed, if it did: any count that must be zero and is not.
+pub fn violations(report: &RunReport) -> Vec<String> {
+    let mut found = Vec::new();
+    for p in &report.phases {
+        let t = &p.totals;
+        if t.sent == 0 {
+            found.push(format!("{}: nothing was sent", p.name));
+        }
+        let errors: u64 = t.errors.values().sum();
+        let must_be_zero = [
+            (t.lost, "accepted publishes never delivered"),
+            (t.duplicates, "duplicate deliveries"),
+            (t.misrouted, "pushes to the wrong device"),
+            (t.unknown_deliveries, "pushes naming no publish"),
+            (t.unanswered, "publishes unanswered"),
+            (errors, "error replies"),
+            (p.registration_errors, "registrations failed"),
+        ];
+        for (count, what) in must_be_zero {
+            if count > 0 {
+                found.push(format!("{}: {count} {what}", p.name));
+            }
+        }
+        if !t.errors.is_empty() {
+            found.push(format!(
+                "{}: error replies by condition: {:?}",
+                p.name, t.errors
+            ));
+        }
+    }
+    if !report.gateway_stopped_cleanly {
+        found.push("the gateway did not stop cleanly on SIGTERM".into());
+    }
+    found
+}
