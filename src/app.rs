@@ -5,12 +5,16 @@
 //! - [`disco`]: disco#info and disco#items answers.
 //! - [`commands`]: the Tigase `register-device` / `unregister-device` commands.
 //! - [`publish`]: a XEP-0357 publish → [`Notification`].
+//! - [`fast`]: the same from a publish's bytes, without a parse tree (the hot
+//!   path); [`node`] lets one reading code serve both.
 //! - [`replies`]: results and stanza errors, and how publish outcomes map to them.
 
 pub mod commands;
 pub mod disco;
+pub mod fast;
 pub mod forms;
 pub mod incoming;
+pub mod node;
 pub mod publish;
 pub mod replies;
 

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::providers::PushClient;
 use crate::registry::{OutboxWrite, Registry, RegistryError};
 use crate::telemetry::Metrics;
-use actix::{Actor, Addr};
+use actix::{Actor, Addr, ArbiterHandle};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,15 +67,20 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts one pool per provider client. They admit nothing until
+    /// Starts one pool per provider client, spread over `threads` in turn
+    /// (on the current thread if there are none): a pool and its HTTP/2
+    /// connections share a thread, and one thread per provider keeps a busy
+    /// provider from starving the others. They admit nothing until
     /// [`Self::load_outbox`] has handed them what the store holds.
     pub fn start(
         config: &Config,
         clients: Vec<(String, Arc<dyn PushClient>)>,
         registry: &Registry,
         metrics: &Arc<Metrics>,
+        threads: &[ArbiterHandle],
     ) -> Self {
         let mut pools = HashMap::new();
+        let mut threads = threads.iter().cycle();
         for (id, client) in clients {
             let Some(provider) = config.providers.iter().find(|p| p.id == id) else {
                 continue;
@@ -88,7 +93,11 @@ impl Dispatcher {
                 PoolState::new(settings(config)),
                 provider.max_in_flight,
             );
-            pools.insert(id, pool.start());
+            let addr = match threads.next() {
+                Some(thread) => Pool::start_in_arbiter(thread, |_| pool),
+                None => pool.start(),
+            };
+            pools.insert(id, addr);
         }
         Self {
             pools,

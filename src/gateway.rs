@@ -79,7 +79,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         warn!("no [[providers]] configured: devices cannot register until one is added");
     }
     let registry = Registry::open(&config.store)?;
-    let dispatcher = Dispatcher::start(&config, clients, &registry, &metrics);
+    let pool_threads = threads(clients.len())?;
+    let handles: Vec<_> = pool_threads.iter().map(Arbiter::handle).collect();
+    let dispatcher = Dispatcher::start(&config, clients, &registry, &metrics, &handles);
     bring_up_store(&config, &registry, &dispatcher).await;
     let app = AppContext::from_config(&config);
     let server = http::start(
@@ -107,7 +109,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         require_account_domain: config.publish.require_account_domain,
         payload: PayloadPolicy::from_config(&config.delivery),
     }));
-    let arbiters = session_arbiters(&config)?;
+    let connections = config.component.servers.iter().map(|s| s.connections).sum();
+    let arbiters = threads(connections)?;
     let sessions = start_sessions(&config, &handler, &metrics, &arbiters);
 
     shutdown.await;
@@ -127,15 +130,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "shutdown deadline passed with requests still in flight; the outbox keeps them for the next start"
         );
     }
+    for thread in &pool_threads {
+        thread.stop();
+    }
     Ok(())
 }
 
-/// The threads component sessions run on: one per connection, at most one
-/// per CPU.
-fn session_arbiters(config: &Config) -> std::io::Result<Vec<Arbiter>> {
-    let connections: usize = config.component.servers.iter().map(|s| s.connections).sum();
+/// Threads (actix arbiters) for `wanted` component sessions or provider
+/// pools: one each, at most one per CPU (they are then shared in turn).
+fn threads(wanted: usize) -> std::io::Result<Vec<Arbiter>> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    (0..connections.min(cpus))
+    (0..wanted.min(cpus))
         .map(|_| {
             let runtime = runtime()?;
             Ok(Arbiter::with_tokio_rt(move || runtime))

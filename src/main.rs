@@ -5,12 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: a notification allocates many small
-/// short-lived objects (XML tree, JSON, HTTP/2 frames) across threads, and
-/// glibc's allocator took about a quarter of the gateway's CPU time under load
-/// (BENCHMARKS.md, "Profile").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod allocator;
 
 /// pushgate: XEP-0357 push notifications for XMPP servers, delivered to APNs and FCM.
 #[derive(Parser)]
@@ -59,6 +54,8 @@ enum StoreCommand {
 }
 
 fn main() -> ExitCode {
+    #[cfg(not(target_os = "linux"))]
+    allocator::tune_in_main();
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(&cli.config),

@@ -13,7 +13,7 @@ mod stream_error;
 pub use backoff::Backoff;
 pub use connection::{ConnectError, handshake_digest};
 pub use frame::{FrameError, StreamEvent, StreamReader};
-pub use session::{Close, Session, SessionSettings, StanzaHandler};
+pub use session::{Close, ReplyFuture, Session, SessionSettings, StanzaHandler};
 pub use stream_error::StreamErrorInfo;
 
 /// `jabber:component:accept`, the namespace of stanzas on a component stream.

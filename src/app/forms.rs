@@ -1,6 +1,7 @@
 //! Lenient XEP-0004 form reading (servers differ in field types, labels and empty
 //! placeholders) and small builders for the forms we send.
 
+use super::node::XmlNode;
 use super::ns;
 use rxml::xml_ncname;
 use xmpp_parsers::minidom::Element;
@@ -16,7 +17,7 @@ pub struct Form {
 
 impl Form {
     /// Reads a `<x xmlns='jabber:x:data'/>` element; `None` if it is not one.
-    pub fn parse(x: &Element) -> Option<Self> {
+    pub fn parse<N: XmlNode>(x: &N) -> Option<Self> {
         if !x.is("x", ns::DATA) {
             return None;
         }
@@ -28,7 +29,7 @@ impl Form {
                 let values = f
                     .children()
                     .filter(|v| v.is("value", ns::DATA))
-                    .map(Element::text)
+                    .map(N::text)
                     .collect();
                 Some((var, values))
             })
@@ -40,7 +41,7 @@ impl Form {
     }
 
     /// The first child form of `parent`, if any.
-    pub fn child_of(parent: &Element) -> Option<Self> {
+    pub fn child_of<N: XmlNode>(parent: &N) -> Option<Self> {
         parent.get_child("x", ns::DATA).and_then(Self::parse)
     }
 

@@ -2,9 +2,9 @@
 //! turned into a [`Notification`].
 
 use super::forms::Form;
+use super::node::XmlNode;
 use super::ns;
 use super::replies::StanzaFault;
-use xmpp_parsers::minidom::Element;
 
 /// How urgently the device should be woken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -78,7 +78,7 @@ pub struct PublishRequest {
 }
 
 /// Reads `<pubsub><publish node=…>…</publish><publish-options/></pubsub>`.
-pub fn parse_publish(pubsub: &Element) -> Result<PublishRequest, StanzaFault> {
+pub fn parse_publish<N: XmlNode>(pubsub: &N) -> Result<PublishRequest, StanzaFault> {
     let publish = pubsub
         .get_child("publish", ns::PUBSUB)
         .ok_or_else(|| StanzaFault::bad_request("pubsub without <publish/>"))?;
@@ -106,7 +106,7 @@ pub fn parse_publish(pubsub: &Element) -> Result<PublishRequest, StanzaFault> {
 
 /// Reads a `<notification xmlns='urn:xmpp:push:0'/>`. Lenient: unknown elements
 /// are ignored, unreadable values are dropped, nothing fails.
-pub fn parse_notification(notification: &Element) -> Notification {
+pub fn parse_notification<N: XmlNode>(notification: &N) -> Notification {
     let summary = notification
         .children()
         .filter_map(Form::parse)
@@ -138,11 +138,11 @@ pub fn parse_notification(notification: &Element) -> Notification {
         n.nickname = g
             .children()
             .find(|c| c.name() == "nickname")
-            .map(Element::text)
+            .map(N::text)
             .filter(|t| !t.is_empty());
     }
     n
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

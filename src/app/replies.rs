@@ -40,6 +40,24 @@ impl IqHeader {
         b.build()
     }
 
+    /// `<iq type='result'/>` without a payload, serialized: the answer to
+    /// nearly every publish, so it skips building an element.
+    pub fn empty_result(&self) -> String {
+        let mut xml = String::with_capacity(64 + self.id.len());
+        xml.push_str("<iq xmlns='jabber:component:accept' type='result' id='");
+        xml.push_str(&quick_xml::escape::escape(self.id.as_str()));
+        for (name, value) in [("to", &self.from), ("from", &self.to)] {
+            if let Some(value) = value {
+                xml.push_str("' ");
+                xml.push_str(name);
+                xml.push_str("='");
+                xml.push_str(&quick_xml::escape::escape(value.as_str()));
+            }
+        }
+        xml.push_str("'/>");
+        xml
+    }
+
     /// `<iq type='result'/>` with an optional payload.
     pub fn result(&self, payload: Option<Element>) -> Element {
         let mut iq = self.reply("result");

@@ -4,16 +4,14 @@
 use crate::app::commands::{self, CommandPlan, CommandRequest};
 use crate::app::replies::IqHeader;
 use crate::app::{
-    AppContext, PublishOutcome, PublishRequest, Request, StanzaFault, classify, disco,
+    AppContext, PublishOutcome, PublishRequest, Request, StanzaFault, classify, disco, fast,
 };
 use crate::delivery::{Arrival, Dispatcher, PayloadPolicy, SubmitError, build_push};
 use crate::registry::{DeviceRef, NewRegistration, Registry};
 use crate::telemetry::Metrics;
-use crate::xmpp::StanzaHandler;
+use crate::xmpp::{ReplyFuture, StanzaHandler};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use tracing::{debug, warn};
 use xmpp_parsers::minidom::Element;
@@ -35,16 +33,23 @@ pub struct PushComponent {
 }
 
 impl StanzaHandler for Arc<PushComponent> {
-    fn handle(&self, stanza: Element) -> Pin<Box<dyn Future<Output = Option<Element>> + Send>> {
+    fn handle(&self, stanza: Element) -> ReplyFuture {
+        let request = classify(&stanza);
         let this = self.clone();
-        Box::pin(async move { this.respond(stanza).await })
+        Box::pin(async move { this.answer(request).await })
+    }
+
+    fn handle_raw(&self, stanza: &[u8]) -> Option<ReplyFuture> {
+        let request = fast::publish(stanza)?;
+        let this = self.clone();
+        Some(Box::pin(async move { this.answer(request).await }))
     }
 }
 
 impl PushComponent {
-    /// The reply to `stanza`, if it deserves one.
-    pub async fn respond(&self, stanza: Element) -> Option<Element> {
-        Some(match classify(&stanza) {
+    /// The serialized reply to `request`, if it deserves one.
+    pub async fn answer(&self, request: Request) -> Option<String> {
+        let reply = match request {
             Request::Ignore => return None,
             Request::Invalid { header, fault } => {
                 debug!(id = %header.id, "refusing stanza: {}", fault.text);
@@ -74,11 +79,12 @@ impl PushComponent {
                 let outcome = self.publish(&publisher_domain, request).await;
                 self.metrics.publishes.inc(&[outcome.label()]);
                 match outcome.fault() {
-                    None => header.result(None),
+                    None => return Some(header.empty_result()),
                     Some(f) => header.error(&f),
                 }
             }
-        })
+        };
+        Some(String::from(&reply))
     }
 
     async fn command(&self, header: IqHeader, account: String, cmd: CommandRequest) -> Element {

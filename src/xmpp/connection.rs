@@ -246,6 +246,10 @@ fn unexpected(event: StreamEvent, jid: &str) -> ConnectError {
                 ConnectError::Protocol(format!("unexpected <{}/> before the handshake", e.name()))
             }
         },
+        // The reader splits raw only once the session asks, after the handshake.
+        StreamEvent::Raw(_) => {
+            ConnectError::Protocol("an unparsed stanza before the handshake".into())
+        }
         StreamEvent::End => ConnectError::Closed,
         StreamEvent::Header { .. } => ConnectError::Protocol("a second stream header".into()),
     }

@@ -1,6 +1,13 @@
 //! Incremental framing of an XMPP stream into header, stanzas and end, with a size
 //! limit per stanza. Built on rxml (the parser xmpp-parsers uses) and minidom's
 //! tree builder, so stanzas come out as namespace-correct [`Element`]s.
+//!
+//! After [`StreamReader::split_raw`], complete stanzas come out as bytes
+//! instead ([`StreamEvent::Raw`], found by [`split`]); the application reads
+//! the ones it has a fast path for and hands the others back to
+//! [`StreamReader::parse_stanza`].
+
+mod split;
 
 use rxml::error::EndOrError;
 use rxml::{Parse, RawEvent, RawParser};
@@ -19,6 +26,10 @@ pub enum StreamEvent {
     },
     /// One complete top-level element (a stanza, handshake or stream error).
     Stanza(Element),
+    /// One complete top-level element, unparsed (after
+    /// [`StreamReader::split_raw`]): the exact bytes of a well-nested
+    /// element, not yet checked for well-formedness.
+    Raw(Vec<u8>),
     /// The peer sent `</stream:stream>`.
     End,
 }
@@ -54,6 +65,8 @@ pub struct StreamReader {
     /// Whether a top-level element has begun and not yet ended.
     in_stanza: bool,
     header_seen: bool,
+    /// Some while complete stanzas are handed out as bytes.
+    splitter: Option<split::Splitter>,
 }
 
 impl StreamReader {
@@ -66,11 +79,52 @@ impl StreamReader {
             pending_bytes: 0,
             in_stanza: false,
             header_seen: false,
+            splitter: None,
         }
     }
 
-    /// Parses all of `data`, appending complete events to `out`.
+    /// From now on, hands complete stanzas out as [`StreamEvent::Raw`] bytes.
+    /// Takes effect only between stanzas after the header (else it is a no-op,
+    /// and stanzas keep coming out parsed).
+    pub fn split_raw(&mut self) {
+        if self.header_seen && !self.in_stanza && self.tree.depth() == 1 {
+            self.splitter = Some(split::Splitter::new());
+        }
+    }
+
+    /// Parses one stanza that came out as [`StreamEvent::Raw`], with the
+    /// stream's namespace declarations in scope. Any error is the stream's:
+    /// close it with [`FrameError::condition`].
+    pub fn parse_stanza(&mut self, raw: &[u8]) -> Result<Element, FrameError> {
+        let mut events = Vec::with_capacity(1);
+        self.feed_parser(raw, &mut events)?;
+        match (events.pop(), events.is_empty(), self.in_stanza) {
+            (Some(StreamEvent::Stanza(stanza)), true, false) => Ok(stanza),
+            _ => Err(FrameError::NotWellFormed(
+                "not one complete element".to_owned(),
+            )),
+        }
+    }
+
+    /// Reads all of `data`, appending complete events to `out`.
     pub fn feed(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), FrameError> {
+        let Some(splitter) = self.splitter.as_mut() else {
+            return self.feed_parser(data, out);
+        };
+        let mut stanzas = Vec::new();
+        let split = splitter.split(data, self.max_stanza_bytes, &mut stanzas);
+        out.extend(stanzas.into_iter().map(StreamEvent::Raw));
+        match split? {
+            split::Split::NeedMore => Ok(()),
+            split::Split::Strict(rest) => {
+                self.splitter = None;
+                self.feed_parser(&rest, out)
+            }
+        }
+    }
+
+    /// Parses all of `data` with the validating parser.
+    fn feed_parser(&mut self, data: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), FrameError> {
         let mut buf = data;
         loop {
             let before = buf.len();
@@ -211,5 +265,89 @@ mod tests {
         let mut r = StreamReader::new(4096);
         let err = feed_all(&mut r, &[HEADER, "<iq></message>"]).expect_err("mismatched tags");
         assert_eq!(err.condition(), "not-well-formed");
+    }
+
+    /// A reader past the header, splitting raw.
+    fn splitting(max: usize) -> StreamReader {
+        let mut r = StreamReader::new(max);
+        let mut out = Vec::new();
+        r.feed(HEADER.as_bytes(), &mut out).expect("header");
+        r.split_raw();
+        r
+    }
+
+    fn raw(events: &[StreamEvent]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                StreamEvent::Raw(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn splits_raw_stanzas_byte_by_byte_with_tricky_attributes() {
+        let stanzas = [
+            "<iq type='set' id='a>b/' to=\"x'/>\"><pubsub xmlns='p'><publish node='/>'/></pubsub></iq>",
+            "<message a='1'/>",
+            "<presence><x>text > with / slashes</x><y/></presence>",
+        ];
+        let mut r = splitting(4096);
+        let text = format!(" \n{}\t{}{}", stanzas[0], stanzas[1], stanzas[2]);
+        let mut out = Vec::new();
+        for b in text.as_bytes() {
+            r.feed(std::slice::from_ref(b), &mut out).expect("valid");
+        }
+        assert_eq!(raw(&out), stanzas);
+        for stanza in stanzas {
+            let el = r
+                .parse_stanza(stanza.as_bytes())
+                .expect("parses in the stream's scope");
+            assert_eq!(el.ns(), "jabber:component:accept");
+        }
+        r.feed(b"</stream:stream>", &mut out).expect("end");
+        assert!(matches!(out.last(), Some(StreamEvent::End)));
+    }
+
+    #[test]
+    fn what_the_split_does_not_model_goes_to_the_parser() {
+        let mut r = splitting(4096);
+        let mut out = Vec::new();
+        r.feed(b"<a/><b><![CDATA[<c>]]></b><d/>", &mut out)
+            .expect("CDATA sections are the parser's to read");
+        assert!(matches!(&out[0], StreamEvent::Raw(a) if a == b"<a/>"));
+        assert!(
+            out[1..].iter().all(|e| matches!(e, StreamEvent::Stanza(_))),
+            "{out:?}"
+        );
+        let mut r = splitting(4096);
+        let err = r
+            .feed(b"<a/><b><!-- c --></b>", &mut out)
+            .expect_err("XMPP forbids comments, as before");
+        assert_eq!(err.condition(), "not-well-formed");
+        let mut r = splitting(4096);
+        assert!(
+            r.feed(b"<a></b>", &mut out).is_ok(),
+            "the split does not check names"
+        );
+        assert!(r.parse_stanza(b"<a></b>").is_err(), "the parser does");
+    }
+
+    #[test]
+    fn refuses_an_oversized_raw_stanza_in_one_chunk_or_many() {
+        let big = format!("<message><body>{}</body></message>", "x".repeat(10_000));
+        let mut r = splitting(4096);
+        let err = r
+            .feed(big.as_bytes(), &mut Vec::new())
+            .expect_err("too large");
+        assert_eq!(err.condition(), "policy-violation");
+        let mut r = splitting(4096);
+        let err = big
+            .as_bytes()
+            .chunks(100)
+            .try_for_each(|c| r.feed(c, &mut Vec::new()))
+            .expect_err("too large");
+        assert_eq!(err.condition(), "policy-violation");
     }
 }

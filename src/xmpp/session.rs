@@ -6,10 +6,10 @@
 //! `max_concurrent` at once; beyond that it stops reading, so TCP pushes back), and
 //! a writer that sends replies and whitespace keepalives.
 
+mod io;
+
 use super::backoff::Backoff;
 use super::connection::{self, Connection};
-use super::frame::StreamEvent;
-use super::stream_error::{StreamErrorInfo, stream_error_xml};
 use crate::config::Secret;
 use crate::telemetry::Metrics;
 use actix::prelude::*;
@@ -17,8 +17,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -29,8 +27,20 @@ use xmpp_parsers::minidom::Element;
 /// Implemented by the application; the session knows nothing about push.
 pub trait StanzaHandler: Send + Sync + 'static {
     /// Handles `stanza`. The future must not panic on any input.
-    fn handle(&self, stanza: Element) -> Pin<Box<dyn Future<Output = Option<Element>> + Send>>;
+    fn handle(&self, stanza: Element) -> ReplyFuture;
+
+    /// Handles a stanza the handler can read from its bytes without a parse
+    /// tree (its hot path); `None` when it cannot, and the stanza then goes
+    /// to [`StanzaHandler::handle`] parsed. `stanza` is a well-nested element
+    /// but not yet checked for well-formedness: return `None` for anything
+    /// doubtful.
+    fn handle_raw(&self, _stanza: &[u8]) -> Option<ReplyFuture> {
+        None
+    }
 }
+
+/// What a [`StanzaHandler`] returns: the serialized reply, if any.
+pub type ReplyFuture = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
 
 /// Everything a session needs to know about its server and limits.
 #[derive(Debug, Clone)]
@@ -160,14 +170,14 @@ impl Session {
         let (tx, rx) = mpsc::channel(1024);
         let in_flight = Arc::new(Semaphore::new(self.settings.max_concurrent));
         let me = ctx.address();
-        let writer = tokio::spawn(write_loop(
+        let writer = tokio::spawn(io::write_loop(
             conn.write,
             rx,
             self.settings.keepalive,
             me.clone(),
             generation,
         ));
-        let reader = tokio::spawn(read_loop(ReadLoop {
+        let reader = tokio::spawn(io::read_loop(io::ReadLoop {
             read: conn.read,
             reader: conn.reader,
             pending: conn.pending,
@@ -277,153 +287,4 @@ impl Handler<Close> for Session {
             ctx.stop();
         }))
     }
-}
-
-/// How long one write may wait for the server to read: a server that stops
-/// reading is as good as gone.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-async fn write_bytes(write: &mut OwnedWriteHalf, bytes: &[u8]) -> Result<(), String> {
-    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(bytes)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("write failed: {e}")),
-        Err(_) => Err(format!(
-            "the server has not read for {WRITE_TIMEOUT:?} (write timed out)"
-        )),
-    }
-}
-
-/// Replies queued at once are written with one system call: under load this
-/// saves a syscall (and a TCP segment) per reply.
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
-
-async fn write_loop(
-    mut write: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Outgoing>,
-    keepalive: Duration,
-    me: Addr<Session>,
-    generation: u64,
-) {
-    let mut batch = String::new();
-    loop {
-        let next = tokio::time::timeout(keepalive, rx.recv()).await;
-        let result = match next {
-            Ok(Some(Outgoing::Stanza(xml))) => {
-                batch.push_str(&xml);
-                let mut last = None;
-                while batch.len() < WRITE_BATCH_BYTES {
-                    match rx.try_recv() {
-                        Ok(Outgoing::Stanza(xml)) => batch.push_str(&xml),
-                        Ok(final_xml @ Outgoing::Final(_)) => {
-                            last = Some(final_xml);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let written = write_bytes(&mut write, batch.as_bytes()).await;
-                batch.clear();
-                match (written, last) {
-                    (Ok(()), Some(Outgoing::Final(xml))) => {
-                        finish(&mut write, &xml).await;
-                        return;
-                    }
-                    (result, _) => result,
-                }
-            }
-            Ok(Some(Outgoing::Final(xml))) => {
-                finish(&mut write, &xml).await;
-                return;
-            }
-            Ok(None) => return,
-            Err(_) => write_bytes(&mut write, b" ").await,
-        };
-        if let Err(reason) = result {
-            me.do_send(Disconnected { generation, reason });
-            return;
-        }
-    }
-}
-
-/// Writes the last words of a stream and shuts the socket down.
-async fn finish(write: &mut OwnedWriteHalf, xml: &str) {
-    let _ = write_bytes(write, xml.as_bytes()).await;
-    let _ = tokio::time::timeout(WRITE_TIMEOUT, write.shutdown()).await;
-}
-
-struct ReadLoop {
-    read: OwnedReadHalf,
-    reader: super::frame::StreamReader,
-    pending: Vec<StreamEvent>,
-    handler: Arc<dyn StanzaHandler>,
-    tx: mpsc::Sender<Outgoing>,
-    in_flight: Arc<Semaphore>,
-    settings: Arc<SessionSettings>,
-    me: Addr<Session>,
-    generation: u64,
-}
-
-async fn read_loop(mut l: ReadLoop) {
-    let reason = read_until_end(&mut l).await;
-    l.me.do_send(Disconnected {
-        generation: l.generation,
-        reason,
-    });
-}
-
-/// Reads and dispatches until the stream ends; returns why it ended.
-async fn read_until_end(l: &mut ReadLoop) -> String {
-    let mut events = std::mem::take(&mut l.pending);
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        for event in events.drain(..) {
-            match event {
-                StreamEvent::Stanza(el) => {
-                    if let Some(info) = StreamErrorInfo::parse(&el) {
-                        return format!(
-                            "server sent a stream error: {}",
-                            info.explain(&l.settings.jid)
-                        );
-                    }
-                    dispatch(l, el).await;
-                }
-                StreamEvent::End => {
-                    let _ = l.tx.send(Outgoing::Final("</stream:stream>".into())).await;
-                    return "the server closed the stream".to_owned();
-                }
-                StreamEvent::Header { .. } => {
-                    let _ =
-                        l.tx.send(Outgoing::Final(stream_error_xml("invalid-xml")))
-                            .await;
-                    return "the server sent a second stream header".to_owned();
-                }
-            }
-        }
-        let n = match l.read.read(&mut buf).await {
-            Ok(0) => return "the server closed the connection".to_owned(),
-            Ok(n) => n,
-            Err(e) => return format!("read failed: {e}"),
-        };
-        let data = buf.get(..n).unwrap_or_default();
-        if let Err(e) = l.reader.feed(data, &mut events) {
-            let _ =
-                l.tx.send(Outgoing::Final(stream_error_xml(e.condition())))
-                    .await;
-            return format!("closing the stream: {e}");
-        }
-    }
-}
-
-async fn dispatch(l: &ReadLoop, stanza: Element) {
-    let Ok(permit) = l.in_flight.clone().acquire_owned().await else {
-        return;
-    };
-    let handler = l.handler.clone();
-    let tx = l.tx.clone();
-    tokio::spawn(async move {
-        if let Some(reply) = handler.handle(stanza).await {
-            let _ = tx.send(Outgoing::Stanza(String::from(&reply))).await;
-        }
-        drop(permit);
-    });
 }

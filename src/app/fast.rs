@@ -1,0 +1,208 @@
+//! Publishes read straight from their bytes: the hot path.
+//!
+//! A publish is most of what a push component receives, and building the
+//! validating parser's tree for it was the top cost per notification
+//! (BENCHMARKS.md). Here quick-xml reads the stanza into a light tree
+//! ([`LightElement`]) and the same reading code as the parsed path
+//! ([`parse_publish`], through [`XmlNode`]) turns it into a [`Request`].
+//!
+//! It is deliberately narrow: only a well-formed `<iq type='set'>` with an id,
+//! a valid `from` and a `<pubsub/>` whose `<publish/>` has a node. Anything
+//! else, and anything doubtful about the XML (control characters, references
+//! in attribute values, `xmlns=''`, undeclared prefixes, comments, …), returns
+//! `None`, and the stanza takes the validating path, which answers exactly as
+//! it always did.
+
+use super::incoming::Request;
+use super::node::XmlNode;
+use super::ns;
+use super::publish::parse_publish;
+use super::replies::IqHeader;
+use quick_xml::NsReader;
+use quick_xml::escape::resolve_predefined_entity;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use std::borrow::Cow;
+use xmpp_parsers::jid::Jid;
+
+/// Namespaces a publish is read in; others are kept by value.
+const KNOWN: [&str; 8] = [
+    ns::COMPONENT,
+    ns::PUBSUB,
+    ns::PUSH,
+    ns::DATA,
+    ns::TIGASE_PRIORITY,
+    ns::TIGASE_ENCRYPT,
+    ns::TIGASE_JINGLE,
+    ns::TIGASE_MUC_OFFLINE,
+];
+
+/// An element of the light tree: owned, namespace-resolved, no validation
+/// beyond quick-xml's (the callers of [`publish`] vouch for the rest).
+#[derive(Debug, Default)]
+pub struct LightElement {
+    name: String,
+    ns: Cow<'static, str>,
+    attrs: Vec<(String, String)>,
+    children: Vec<LightElement>,
+    text: String,
+}
+
+impl XmlNode for LightElement {
+    fn is(&self, name: &str, ns: &str) -> bool {
+        self.name == name && self.ns == ns
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn attr<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    fn children(&self) -> impl Iterator<Item = &Self> {
+        self.children.iter()
+    }
+    fn text(&self) -> String {
+        self.text.clone()
+    }
+}
+
+/// Reads `stanza` as a publish, or `None` to leave it to the validating path.
+pub fn publish(stanza: &[u8]) -> Option<Request> {
+    let iq = light_tree(stanza)?;
+    if !iq.is("iq", ns::COMPONENT) || iq.attr("type") != Some("set") {
+        return None;
+    }
+    let header = IqHeader {
+        id: iq.attr("id")?.to_owned(),
+        from: iq.attr("from").map(str::to_owned),
+        to: iq.attr("to").map(str::to_owned),
+    };
+    let [pubsub] = iq.children.as_slice() else {
+        return None;
+    };
+    if !pubsub.is("pubsub", ns::PUBSUB) {
+        return None;
+    }
+    let from = Jid::new(header.from.as_deref()?).ok()?;
+    let request = parse_publish(pubsub).ok()?;
+    Some(Request::Publish {
+        publisher_domain: from.domain().as_str().to_ascii_lowercase(),
+        header,
+        request,
+    })
+}
+
+/// The light tree of one element, or `None` if anything about it is doubtful.
+pub fn light_tree(stanza: &[u8]) -> Option<LightElement> {
+    let text = std::str::from_utf8(stanza).ok()?;
+    if text
+        .bytes()
+        .any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+    {
+        return None;
+    }
+    let mut reader = NsReader::from_str(text);
+    let mut open: Vec<LightElement> = Vec::new();
+    loop {
+        let (resolved, event) = reader.read_resolved_event().ok()?;
+        let ns = match (&event, resolved) {
+            (Event::Start(_) | Event::Empty(_), ResolveResult::Bound(ns)) => {
+                let ns = std::str::from_utf8(ns.as_ref()).ok()?;
+                Some(match KNOWN.iter().find(|k| **k == ns) {
+                    Some(known) => Cow::Borrowed(*known),
+                    None => Cow::Owned(ns.to_owned()),
+                })
+            }
+            // No default namespace declared within the stanza: the stream's.
+            (Event::Start(_) | Event::Empty(_), ResolveResult::Unbound) => {
+                Some(Cow::Borrowed(ns::COMPONENT))
+            }
+            (Event::Start(_) | Event::Empty(_), ResolveResult::Unknown(_)) => return None,
+            _ => None,
+        };
+        match event {
+            Event::Start(start) => open.push(element(&start, ns?)?),
+            Event::Empty(start) => {
+                let done = element(&start, ns?)?;
+                match open.last_mut() {
+                    Some(parent) => parent.children.push(done),
+                    None => return whole(&mut reader, done),
+                }
+            }
+            Event::End(_) => {
+                let done = open.pop()?;
+                match open.last_mut() {
+                    Some(parent) => parent.children.push(done),
+                    None => return whole(&mut reader, done),
+                }
+            }
+            Event::Text(t) => open.last_mut()?.text.push_str(&t.xml10_content().ok()?),
+            Event::GeneralRef(r) => {
+                let parent = open.last_mut()?;
+                match r.resolve_char_ref().ok()? {
+                    Some(c) if is_xml_char(c) => parent.text.push(c),
+                    Some(_) => return None,
+                    None => parent
+                        .text
+                        .push_str(resolve_predefined_entity(&r.decode().ok()?)?),
+                }
+            }
+            // CDATA, comments, PIs, declarations, DOCTYPE, end of input.
+            _ => return None,
+        }
+    }
+}
+
+/// `root` if nothing follows it.
+fn whole(reader: &mut NsReader<&[u8]>, root: LightElement) -> Option<LightElement> {
+    matches!(reader.read_event().ok()?, Event::Eof).then_some(root)
+}
+
+/// A light element for a start tag: local name, namespace, and the attributes
+/// without a prefix (namespace declarations and prefixed ones are not asked
+/// for by name). Refuses `xmlns=''` and values with references, `<` or
+/// characters that attribute-value normalization would change.
+fn element(start: &BytesStart<'_>, ns: Cow<'static, str>) -> Option<LightElement> {
+    let name = std::str::from_utf8(start.local_name().as_ref())
+        .ok()?
+        .to_owned();
+    let mut attrs = Vec::new();
+    for attr in start.attributes() {
+        let attr = attr.ok()?;
+        let raw = attr.value.as_ref();
+        if raw
+            .iter()
+            .any(|b| matches!(b, b'&' | b'<' | b'\t' | b'\n' | b'\r'))
+        {
+            return None;
+        }
+        let key = attr.key.as_ref();
+        if key == b"xmlns" && raw.is_empty() {
+            return None;
+        }
+        if key.contains(&b':') || key == b"xmlns" {
+            continue;
+        }
+        let key = std::str::from_utf8(key).ok()?.to_owned();
+        let value = std::str::from_utf8(raw).ok()?.to_owned();
+        attrs.push((key, value));
+    }
+    Some(LightElement {
+        name,
+        ns,
+        attrs,
+        children: Vec::new(),
+        text: String::new(),
+    })
+}
+
+/// XML 1.0 `Char` (a character reference may not name anything else).
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+#[cfg(test)]
+mod tests;

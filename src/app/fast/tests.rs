@@ -1,0 +1,129 @@
+//! The fast path must read every publish exactly as the validating path does,
+//! and leave everything else (and anything doubtful) to it.
+
+use super::*;
+use crate::app::classify;
+use crate::app::publish::tests::{
+    EJABBERD, EJABBERD_EMPTY, PROSODY, PROSODY_NO_BODY, TIGASE, TIGASE_ENCRYPTED_CALL,
+};
+use crate::xmpp::{StreamEvent, StreamReader};
+
+const HEADER: &str = "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' \
+    xmlns='jabber:component:accept' id='s1' from='localhost'>";
+
+/// What the validating path makes of `stanza` on a component stream.
+fn validating(stanza: &str) -> Request {
+    let mut reader = StreamReader::new(1 << 20);
+    let mut events = Vec::new();
+    reader.feed(HEADER.as_bytes(), &mut events).expect("header");
+    events.clear();
+    reader
+        .feed(stanza.as_bytes(), &mut events)
+        .expect("test stanza is well-formed");
+    match events.as_slice() {
+        [StreamEvent::Stanza(el)] => classify(el),
+        other => panic!("expected one stanza, got {other:?}"),
+    }
+}
+
+/// Captured publishes, plus variants that exercise the XML corners a server
+/// may produce (prefixes, double quotes, references, line ends, whitespace).
+fn publishes() -> Vec<String> {
+    let mut all: Vec<String> = [
+        PROSODY,
+        PROSODY_NO_BODY,
+        EJABBERD,
+        EJABBERD_EMPTY,
+        TIGASE,
+        TIGASE_ENCRYPTED_CALL,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    all.push(PROSODY.replace(
+        "New Message!",
+        "a &lt;b&gt; &amp; &apos;c&apos; &quot;d&quot; &#233;&#x1F600;",
+    ));
+    all.push(PROSODY.replace("New Message!", "line one\r\nline two\rthree"));
+    all.push(PROSODY.replace('\'', "\""));
+    all.push(PROSODY.replace("><", ">\n  <"));
+    all.push(
+        PROSODY
+            .replace(
+                "<pubsub xmlns='http://jabber.org/protocol/pubsub'>",
+                "<ps:pubsub xmlns:ps='http://jabber.org/protocol/pubsub'>",
+            )
+            .replace("</pubsub>", "</ps:pubsub>")
+            .replace("<publish ", "<ps:publish ")
+            .replace("</publish>", "</ps:publish>")
+            .replace("<item>", "<ps:item>")
+            .replace("</item>", "</ps:item>")
+            .replace("<publish-options>", "<ps:publish-options>")
+            .replace("</publish-options>", "</ps:publish-options>"),
+    );
+    // Elements in other namespaces are not the ones asked for.
+    all.push(PROSODY.replace("<item>", "<item xmlns='urn:example:other'>"));
+    all.push(PROSODY.replace(" xmlns='jabber:component:accept'", ""));
+    all.push(PROSODY.replace("from='localhost'", "from='LocalHost'"));
+    all.push(PROSODY.replace("node='test-node-0001'", "node='  spaced  '"));
+    all.push(PROSODY.replace("<value>1</value>", "<value>1</value><value>2</value>"));
+    all.push(EJABBERD.replace("type='set'", "type='set' xml:lang='en'"));
+    all
+}
+
+#[test]
+fn reads_every_publish_as_the_validating_path_does() {
+    for stanza in publishes() {
+        let expected = validating(&stanza);
+        assert!(
+            matches!(expected, Request::Publish { .. }),
+            "test publish is one: {stanza}"
+        );
+        assert_eq!(publish(stanza.as_bytes()), Some(expected), "{stanza}");
+    }
+}
+
+#[test]
+fn leaves_everything_else_to_the_validating_path() {
+    let cases = [
+        // Not publishes.
+        "<iq type='get' id='1' from='a@b/c'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>".to_owned(),
+        "<iq type='result' id='2'/>".to_owned(),
+        "<message from='a@b'><body>x</body></message>".to_owned(),
+        // Publishes the validating path refuses, with its own error.
+        PROSODY.replace(" id='c5d92cfd9161b3274ed2facadae09a9494ccc21640169f0d727495f89894c352'", ""),
+        PROSODY.replace(" from='localhost'", ""),
+        PROSODY.replace("from='localhost'", "from='@@'"),
+        PROSODY.replace(" node='test-node-0001'", ""),
+        PROSODY.replace("<publish-options>", "<extra/><publish-options>").replace("</pubsub></iq>", "</pubsub><second/></iq>"),
+        PROSODY.replace("xmlns='jabber:component:accept'", "xmlns='jabber:client'"),
+        PROSODY.replace("xmlns='jabber:component:accept'", "xmlns=''"),
+        // Doubtful XML.
+        PROSODY.replace("New Message!", "<!-- note -->x"),
+        PROSODY.replace("New Message!", "<![CDATA[x]]>"),
+        PROSODY.replace("New Message!", "&unknown;"),
+        PROSODY.replace("New Message!", "&#1;"),
+        PROSODY.replace("New Message!", "bell\u{7}"),
+        PROSODY.replace("id='c5d9", "id='&amp;c5d9"),
+        PROSODY.replace("<pubsub xmlns=", "<ps:pubsub xmlns="),
+        PROSODY.replace("</iq>", "</iq><iq/>"),
+        PROSODY.replace("</item>", "</itme>"),
+        PROSODY.replace("type='set'", "type='set' type='set'"),
+    ];
+    for stanza in cases {
+        assert_eq!(publish(stanza.as_bytes()), None, "{stanza}");
+    }
+}
+
+#[test]
+fn the_empty_result_is_the_reply_the_validating_path_builds() {
+    let header = IqHeader {
+        id: "a'b&c".to_owned(),
+        from: Some("localhost".to_owned()),
+        to: Some("push.localhost".to_owned()),
+    };
+    let built: xmpp_parsers::minidom::Element = header
+        .empty_result()
+        .parse()
+        .expect("the empty result is XML");
+    assert_eq!(built, header.result(None));
+}
