@@ -7,6 +7,7 @@
 
 mod apns;
 mod apns_token;
+mod connections;
 mod error;
 mod fcm;
 mod fcm_token;

@@ -18,6 +18,7 @@ use crate::registry::{DeadToken, OutboxWrite, Registry, now_ms};
 use crate::telemetry::Metrics;
 use actix::prelude::*;
 use hints::credential_hint;
+use messages::Sent;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,14 +207,19 @@ impl Pool {
         }
     }
 
+    /// Starts one request as a task of its own that reports back with
+    /// [`Sent`]. Not an actor future: actix polls every future spawned on a
+    /// context whenever one of them wakes, which with hundreds in flight cost
+    /// more than the requests themselves (BENCHMARKS.md). At most
+    /// `max_in_flight` run, so at most that many reports are ever queued.
     fn send(&mut self, attempt: Attempt, ctx: &mut Context<Self>) {
         self.in_flight += 1;
         let request = self.client.send(attempt.push.clone());
-        ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
-            act.in_flight -= 1;
-            act.on_result(attempt, result, ctx);
-            act.pump(ctx);
-        }));
+        let me = ctx.address();
+        actix::spawn(async move {
+            let result = request.await;
+            me.do_send(Sent { attempt, result });
+        });
     }
 
     fn on_result(

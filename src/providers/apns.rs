@@ -2,11 +2,13 @@
 //! connection, and the status/reason table.
 
 use super::apns_token::ApnsTokenSigner;
-use super::error::{BuildError, DeliveryError, ErrorClass, error_chain, raw_body, retry_after};
+use super::connections::{Connections, bearer_header};
+use super::error::{BuildError, DeliveryError, ErrorClass, raw_body, retry_after};
 use super::size::{APNS_LIMIT, APNS_VOIP_LIMIT, fit};
-use super::tls::Connections;
+use super::tls::tls_config;
 use super::{Delivered, Push, PushClient, PushKind, SendFuture, now_secs};
 use crate::config::{DeliveryConfig, ProviderConfig};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,6 @@ pub struct ApnsClient {
 }
 
 struct Inner {
-    endpoint: String,
     topic: String,
     expiration_s: u64,
     connections: Connections,
@@ -51,20 +52,16 @@ impl ApnsClient {
             config.key_id.as_deref().ok_or_else(|| missing("key_id"))?,
             &key_pem,
         )?;
+        let endpoint = config.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT);
         let connections = Connections::new(
             id,
-            config.ca_file.as_deref(),
+            endpoint,
+            tls_config(id, config.ca_file.as_deref())?,
             Duration::from_secs(config.request_timeout_s),
             config.connections,
         )?;
         Ok(Self {
             inner: Arc::new(Inner {
-                endpoint: config
-                    .endpoint
-                    .as_deref()
-                    .unwrap_or(DEFAULT_ENDPOINT)
-                    .trim_end_matches('/')
-                    .to_owned(),
                 topic: config.topic.clone().ok_or_else(|| missing("topic"))?,
                 expiration_s: delivery.expiration_s,
                 connections,
@@ -95,49 +92,47 @@ impl Inner {
         };
         let body = fit(&push, limit, |p| payload(p).to_string().into_bytes())?;
         let bearer = self.signer.bearer().map_err(DeliveryError::Credentials)?;
-        let (slot, http) = self.connections.pick();
-        let mut request = http
-            .post(format!("{}/3/device/{}", self.endpoint, push.token))
-            .bearer_auth(&bearer)
-            .header("apns-id", new_apns_id())
-            .header("apns-topic", topic)
-            .header("apns-push-type", push_type)
-            .header("apns-priority", priority)
-            .header(
-                "apns-expiration",
-                (now_secs() + self.expiration_s).to_string(),
-            )
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(AUTHORIZATION, bearer_header(&bearer)?);
+        // Topic (validated configuration), ids and numbers we generate, and a
+        // collapse id derived from the node: all header-safe.
+        let mut put = |name: &'static str, value: &str| {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        };
+        put("apns-id", &new_apns_id());
+        put("apns-topic", &topic);
+        put("apns-push-type", push_type);
+        put("apns-priority", priority);
+        put(
+            "apns-expiration",
+            &(now_secs() + self.expiration_s).to_string(),
+        );
         if let Some(collapse) = push
             .collapse_id
             .as_deref()
             .filter(|_| push.kind != PushKind::Voip)
         {
-            request = request.header("apns-collapse-id", collapse);
+            put("apns-collapse-id", collapse);
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => {
-                self.connections.renew(slot);
-                return Err(DeliveryError::Transport(error_chain(&e.without_url())));
-            }
-        };
-        let status = response.status().as_u16();
-        let apns_id = response
-            .headers()
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let answer = self
+            .connections
+            .post(&format!("/3/device/{}", push.token), headers, body.into())
+            .await
+            .map_err(DeliveryError::Transport)?;
+        let status = answer.status;
+        let apns_id = answer
+            .headers
             .get("apns-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         if status == 200 {
             return Ok(Delivered { id: apns_id });
         }
-        if status >= 500 {
-            // Apple: retry 500/503 on a fresh connection.
-            self.connections.renew(slot);
-        }
-        let retry_after = retry_after(response.headers());
-        let text = response.text().await.unwrap_or_default();
+        let retry_after = retry_after(&answer.headers);
+        let text = String::from_utf8_lossy(&answer.body);
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let reason = body
             .get("reason")

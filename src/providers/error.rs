@@ -144,9 +144,9 @@ impl BuildError {
 }
 
 /// Parses a `Retry-After` header given in seconds.
-pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &hyper::header::HeaderMap) -> Option<Duration> {
     headers
-        .get(reqwest::header::RETRY_AFTER)?
+        .get(hyper::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim()
@@ -155,8 +155,8 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
         .map(Duration::from_secs)
 }
 
-/// The error and its sources, which is where reqwest keeps the useful part.
-/// Callers strip the URL first (`without_url`): an APNs URL holds the token.
+/// The error and its sources, which is where hyper and reqwest keep the
+/// useful part. Callers strip any URL first: an APNs URL holds the token.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();

@@ -1,12 +1,14 @@
 //! The FCM HTTP v1 client (`PROTOCOL.md` §7): data messages, one token per request
 //! over a shared HTTP/2 connection, and the error-code table.
 
-use super::error::{BuildError, DeliveryError, ErrorClass, error_chain, raw_body, retry_after};
+use super::connections::{Connections, bearer_header};
+use super::error::{BuildError, DeliveryError, ErrorClass, raw_body, retry_after};
 use super::fcm_token::FcmTokenSource;
 use super::size::{FCM_LIMIT, fit};
-use super::tls::{Connections, http_client};
+use super::tls::{tls_config, token_client};
 use super::{Delivered, Push, PushClient, PushKind, SendFuture};
 use crate::config::{DeliveryConfig, ProviderConfig};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,8 @@ pub struct FcmClient {
 }
 
 struct Inner {
-    send_url: String,
+    /// The send method's path under the endpoint.
+    send_path: String,
     expiration_s: u64,
     connections: Connections,
     tokens: FcmTokenSource,
@@ -37,7 +40,8 @@ impl FcmClient {
         let path = config.service_account_file.as_ref().ok_or_else(|| {
             BuildError::new(id, "service_account_file", "required for kind = \"fcm\"")
         })?;
-        let token_http = http_client(id, config.ca_file.as_deref(), timeout, false)?;
+        let tls = tls_config(id, config.ca_file.as_deref())?;
+        let token_http = token_client(id, tls.clone(), timeout)?;
         let (tokens, account_project) = FcmTokenSource::from_file(id, path, token_http)?;
         let project = config
             .project_id
@@ -57,14 +61,9 @@ impl FcmClient {
             .trim_end_matches('/');
         Ok(Self {
             inner: Arc::new(Inner {
-                send_url: format!("{endpoint}/v1/projects/{project}/messages:send"),
+                send_path: format!("/v1/projects/{project}/messages:send"),
                 expiration_s: delivery.expiration_s,
-                connections: Connections::new(
-                    id,
-                    config.ca_file.as_deref(),
-                    timeout,
-                    config.connections,
-                )?,
+                connections: Connections::new(id, endpoint, tls, timeout, config.connections)?,
                 tokens,
             }),
         })
@@ -85,26 +84,19 @@ impl Inner {
         })?;
         let data: Value = serde_json::from_slice(&data).unwrap_or(Value::Null);
         let bearer = self.tokens.bearer().await?;
-        let (slot, http) = self.connections.pick();
-        let response = match http
-            .post(&self.send_url)
-            .bearer_auth(bearer)
-            .json(&message(&push, data, self.expiration_s))
-            .send()
+        // A `Value` always serializes.
+        let body = serde_json::to_vec(&message(&push, data, self.expiration_s)).unwrap_or_default();
+        let mut headers = HeaderMap::with_capacity(2);
+        headers.insert(AUTHORIZATION, bearer_header(&bearer)?);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let answer = self
+            .connections
+            .post(&self.send_path, headers, body.into())
             .await
-        {
-            Ok(response) => response,
-            Err(e) => {
-                self.connections.renew(slot);
-                return Err(DeliveryError::Transport(error_chain(&e.without_url())));
-            }
-        };
-        let status = response.status().as_u16();
-        if status >= 500 {
-            self.connections.renew(slot);
-        }
-        let mut retry_after = retry_after(response.headers());
-        let text = response.text().await.unwrap_or_default();
+            .map_err(DeliveryError::Transport)?;
+        let status = answer.status;
+        let mut retry_after = retry_after(&answer.headers);
+        let text = String::from_utf8_lossy(&answer.body);
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status == 200 {
             return Ok(Delivered {

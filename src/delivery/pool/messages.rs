@@ -3,7 +3,8 @@
 use super::Pool;
 use crate::delivery::SubmitError;
 use crate::delivery::outbox::OutboxEntry;
-use crate::delivery::state::{Admission, Arrival};
+use crate::delivery::state::{Admission, Arrival, Attempt};
+use crate::providers::{Delivered, DeliveryError};
 use crate::registry::now_ms;
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -73,6 +74,24 @@ impl Handler<Submit> for Pool {
                 _ => Err(SubmitError::NotDurable),
             }
         })
+    }
+}
+
+/// A request of [`Pool::send`] finished.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(super) struct Sent {
+    pub(super) attempt: Attempt,
+    pub(super) result: Result<Delivered, DeliveryError>,
+}
+
+impl Handler<Sent> for Pool {
+    type Result = ();
+
+    fn handle(&mut self, msg: Sent, ctx: &mut Context<Self>) {
+        self.in_flight -= 1;
+        self.on_result(msg.attempt, msg.result, ctx);
+        self.pump(ctx);
     }
 }
 

@@ -1,0 +1,236 @@
+//! The HTTP/2 connections of one provider, on hyper's connection API: `n`
+//! multiplexed connections used in turn, each opened on first use and
+//! replaced after a failure.
+//!
+//! Not reqwest here: with its URL parsing, redirect and retry layers, pool
+//! lookups and per-request timers it was a quarter of the gateway's CPU per
+//! notification (BENCHMARKS.md). A push is one POST on a connection we
+//! already hold; that is all this does. reqwest still serves the OAuth2
+//! token endpoint ([`super::tls::http_client`]), which is called rarely.
+
+use super::error::{BuildError, DeliveryError};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http2::SendRequest;
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tracing::debug;
+
+/// Provider answers are a few hundred bytes; a longer one is cut off here
+/// (and is then an error, which is logged).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// A provider's answer.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// HTTP status.
+    pub(crate) status: u16,
+    /// Response headers (`apns-id`, `Retry-After`).
+    pub(crate) headers: HeaderMap,
+    /// The body.
+    pub(crate) body: Bytes,
+}
+
+/// One connection slot: the live sender and its generation, so a failure
+/// renews only the connection that failed, not its replacement.
+type Slot = Mutex<Option<(u64, SendRequest<Full<Bytes>>)>>;
+
+/// The socket under a connection: TLS, or plain TCP for an `http://` endpoint
+/// (HTTP/2 with prior knowledge, for local mocks and proxies).
+trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// `n` HTTP/2 connections to one provider endpoint.
+pub(crate) struct Connections {
+    /// `scheme://authority[/base path]`, without a trailing slash.
+    endpoint: String,
+    host: String,
+    port: u16,
+    /// Some for `https` endpoints.
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    timeout: Duration,
+    slots: Vec<Slot>,
+    next: AtomicUsize,
+    generations: AtomicU64,
+}
+
+impl Connections {
+    /// `n` (at least one) connection slots to `endpoint`, for provider `id`;
+    /// nothing connects until the first request.
+    pub(crate) fn new(
+        id: &str,
+        endpoint: &str,
+        mut tls: rustls::ClientConfig,
+        timeout: Duration,
+        n: usize,
+    ) -> Result<Self, BuildError> {
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        let bad = |why: String| BuildError::new(id, "endpoint", why);
+        let uri: Uri = endpoint
+            .parse()
+            .map_err(|e| bad(format!("{endpoint}: {e}")))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| bad(format!("{endpoint}: no host")))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(bad(format!("{endpoint}: not an http(s) URL"))),
+        };
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = if https {
+            tls.alpn_protocols = vec![b"h2".to_vec()];
+            let name =
+                ServerName::try_from(host.clone()).map_err(|e| bad(format!("{host}: {e}")))?;
+            Some((tokio_rustls::TlsConnector::from(Arc::new(tls)), name))
+        } else {
+            None
+        };
+        Ok(Self {
+            endpoint,
+            host,
+            port,
+            tls,
+            timeout,
+            slots: (0..n.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            generations: AtomicU64::new(0),
+        })
+    }
+
+    /// POSTs `body` to the endpoint followed by `path`, within the request
+    /// timeout (connecting included). A transport error, a timeout or a 5xx
+    /// answer renews the connection it used; the error text never holds the
+    /// URL (an APNs path holds the device token).
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        let uri: Uri = format!("{}{path}", self.endpoint)
+            .parse()
+            .map_err(|_| "the request URL is not valid".to_owned())?;
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let Some(slot) = self.slots.get(index) else {
+            return Err("no connection slot".to_owned());
+        };
+        let mut generation = None;
+        let exchange = self.exchange(slot, request, &mut generation);
+        let result = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        };
+        let failed = result.as_ref().map_or(true, |a| a.status >= 500);
+        if let (true, Some(generation)) = (failed, generation) {
+            let mut held = slot.lock().await;
+            if held.as_ref().is_some_and(|(g, _)| *g == generation) {
+                *held = None;
+            }
+        }
+        result
+    }
+
+    async fn exchange(
+        &self,
+        slot: &Slot,
+        request: Request<Full<Bytes>>,
+        generation: &mut Option<u64>,
+    ) -> Result<Answer, String> {
+        let mut sender = {
+            let mut held = slot.lock().await;
+            match held.as_ref() {
+                Some((g, sender)) if !sender.is_closed() => {
+                    *generation = Some(*g);
+                    sender.clone()
+                }
+                _ => {
+                    let g = self.generations.fetch_add(1, Ordering::Relaxed);
+                    let sender = self.connect().await?;
+                    *held = Some((g, sender.clone()));
+                    *generation = Some(g);
+                    sender
+                }
+            }
+        };
+        sender.ready().await.map_err(|e| chain(&e))?;
+        let response = sender.send_request(request).await.map_err(|e| chain(&e))?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        Ok(Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// A new HTTP/2 connection, PINGing while idle so a dead one is noticed.
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| format!("connecting to {}:{}: {e}", self.host, self.port))?;
+        let _ = tcp.set_nodelay(true);
+        let io: Box<dyn Io> = match &self.tls {
+            Some((connector, name)) => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("TLS with {}: {e}", self.host))?;
+                if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+                    return Err(format!("{} does not offer HTTP/2 (ALPN h2)", self.host));
+                }
+                Box::new(tls)
+            }
+            None => Box::new(tcp),
+        };
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(60))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| format!("HTTP/2 handshake with {}: {}", self.host, chain(&e)))?;
+        let host = self.host.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(%host, "HTTP/2 connection ended: {}", chain(&e));
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// An `Authorization: Bearer` value, marked sensitive (HPACK never indexes
+/// it, and `Debug` hides it).
+pub(crate) fn bearer_header(token: &str) -> Result<HeaderValue, DeliveryError> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        DeliveryError::Credentials("the token is not a valid header value".to_owned())
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The error and its sources (hyper keeps the useful part in the sources).
+fn chain(e: &dyn std::error::Error) -> String {
+    super::error::error_chain(e)
+}
