@@ -38,6 +38,33 @@ fn stanza_to_notification(c: &mut Criterion) {
     });
 }
 
+/// The same publish on the hot path: split from the stream, read from its
+/// bytes ([`pushgate::app::fast`]).
+fn stanza_to_notification_fast(c: &mut Criterion) {
+    let mut reader = StreamReader::new(65536);
+    let mut events = Vec::new();
+    if reader.feed(HEADER, &mut events).is_err() {
+        panic!("stream header refused");
+    }
+    reader.split_raw();
+    c.bench_function(
+        "stanza split + fast read → Notification (Prosody publish)",
+        |b| {
+            b.iter(|| {
+                events.clear();
+                let _ = reader.feed(black_box(PROSODY), &mut events);
+                let Some(StreamEvent::Raw(stanza)) = events.pop() else {
+                    panic!("no stanza split");
+                };
+                match pushgate::app::fast::publish(&stanza) {
+                    Some(Request::Publish { request, .. }) => black_box(request.node.len()),
+                    other => panic!("not a publish: {other:?}"),
+                }
+            });
+        },
+    );
+}
+
 fn registration() -> Registration {
     Registration {
         node: "Vb3R1dXbXyvRZp9sJk2qJ7X0m4w".into(),
@@ -256,6 +283,7 @@ impl Drop for RedisChild {
 criterion_group!(
     benches,
     stanza_to_notification,
+    stanza_to_notification_fast,
     payload_build,
     node_lookup,
     jwt_reuse

@@ -37,18 +37,19 @@ const KNOWN: [&str; 8] = [
     ns::TIGASE_MUC_OFFLINE,
 ];
 
-/// An element of the light tree: owned, namespace-resolved, no validation
-/// beyond quick-xml's (the callers of [`publish`] vouch for the rest).
+/// An element of the light tree: namespace-resolved, borrowing names, values
+/// and text from the stanza where it can; no validation beyond quick-xml's
+/// (the callers of [`publish`] vouch for the rest).
 #[derive(Debug, Default)]
-pub struct LightElement {
-    name: String,
+pub struct LightElement<'a> {
+    name: Cow<'a, str>,
     ns: Cow<'static, str>,
-    attrs: Vec<(String, String)>,
-    children: Vec<LightElement>,
-    text: String,
+    attrs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    children: Vec<LightElement<'a>>,
+    text: Cow<'a, str>,
 }
 
-impl XmlNode for LightElement {
+impl XmlNode for LightElement<'_> {
     fn is(&self, name: &str, ns: &str) -> bool {
         self.name == name && self.ns == ns
     }
@@ -59,13 +60,13 @@ impl XmlNode for LightElement {
         self.attrs
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
     fn children(&self) -> impl Iterator<Item = &Self> {
         self.children.iter()
     }
     fn text(&self) -> String {
-        self.text.clone()
+        self.text.clone().into_owned()
     }
 }
 
@@ -96,7 +97,7 @@ pub fn publish(stanza: &[u8]) -> Option<Request> {
 }
 
 /// The light tree of one element, or `None` if anything about it is doubtful.
-pub fn light_tree(stanza: &[u8]) -> Option<LightElement> {
+pub fn light_tree(stanza: &[u8]) -> Option<LightElement<'_>> {
     let text = std::str::from_utf8(stanza).ok()?;
     if text
         .bytes()
@@ -124,9 +125,9 @@ pub fn light_tree(stanza: &[u8]) -> Option<LightElement> {
             _ => None,
         };
         match event {
-            Event::Start(start) => open.push(element(&start, ns?)?),
+            Event::Start(start) => open.push(element(text, &start, ns?)?),
             Event::Empty(start) => {
-                let done = element(&start, ns?)?;
+                let done = element(text, &start, ns?)?;
                 match open.last_mut() {
                     Some(parent) => parent.children.push(done),
                     None => return whole(&mut reader, done),
@@ -139,14 +140,23 @@ pub fn light_tree(stanza: &[u8]) -> Option<LightElement> {
                     None => return whole(&mut reader, done),
                 }
             }
-            Event::Text(t) => open.last_mut()?.text.push_str(&t.xml10_content().ok()?),
+            Event::Text(t) => {
+                let parent = open.last_mut()?;
+                let piece = t.xml10_content().ok()?;
+                if parent.text.is_empty() {
+                    parent.text = piece;
+                } else {
+                    parent.text.to_mut().push_str(&piece);
+                }
+            }
             Event::GeneralRef(r) => {
                 let parent = open.last_mut()?;
                 match r.resolve_char_ref().ok()? {
-                    Some(c) if is_xml_char(c) => parent.text.push(c),
+                    Some(c) if is_xml_char(c) => parent.text.to_mut().push(c),
                     Some(_) => return None,
                     None => parent
                         .text
+                        .to_mut()
                         .push_str(resolve_predefined_entity(&r.decode().ok()?)?),
                 }
             }
@@ -157,7 +167,7 @@ pub fn light_tree(stanza: &[u8]) -> Option<LightElement> {
 }
 
 /// `root` if nothing follows it.
-fn whole(reader: &mut NsReader<&[u8]>, root: LightElement) -> Option<LightElement> {
+fn whole<'a>(reader: &mut NsReader<&[u8]>, root: LightElement<'a>) -> Option<LightElement<'a>> {
     matches!(reader.read_event().ok()?, Event::Eof).then_some(root)
 }
 
@@ -165,10 +175,12 @@ fn whole(reader: &mut NsReader<&[u8]>, root: LightElement) -> Option<LightElemen
 /// without a prefix (namespace declarations and prefixed ones are not asked
 /// for by name). Refuses `xmlns=''` and values with references, `<` or
 /// characters that attribute-value normalization would change.
-fn element(start: &BytesStart<'_>, ns: Cow<'static, str>) -> Option<LightElement> {
-    let name = std::str::from_utf8(start.local_name().as_ref())
-        .ok()?
-        .to_owned();
+fn element<'a>(
+    text: &'a str,
+    start: &BytesStart<'_>,
+    ns: Cow<'static, str>,
+) -> Option<LightElement<'a>> {
+    let name = borrow(text, start.local_name().as_ref())?;
     let mut attrs = Vec::new();
     for attr in start.attributes() {
         let attr = attr.ok()?;
@@ -186,17 +198,30 @@ fn element(start: &BytesStart<'_>, ns: Cow<'static, str>) -> Option<LightElement
         if key.contains(&b':') || key == b"xmlns" {
             continue;
         }
-        let key = std::str::from_utf8(key).ok()?.to_owned();
-        let value = std::str::from_utf8(raw).ok()?.to_owned();
-        attrs.push((key, value));
+        attrs.push((borrow(text, key)?, borrow(text, raw)?));
     }
     Some(LightElement {
         name,
         ns,
         attrs,
         children: Vec::new(),
-        text: String::new(),
+        text: Cow::Borrowed(""),
     })
+}
+
+/// `part` as a slice of `text` when it is one (what quick-xml hands out when
+/// reading from a string), so nothing is copied; otherwise a copy.
+fn borrow<'a>(text: &'a str, part: &[u8]) -> Option<Cow<'a, str>> {
+    let offset = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    match offset
+        .checked_add(part.len())
+        .and_then(|end| text.get(offset..end))
+    {
+        Some(slice) if slice.as_bytes() == part => Some(Cow::Borrowed(slice)),
+        _ => std::str::from_utf8(part)
+            .ok()
+            .map(|s| Cow::Owned(s.to_owned())),
+    }
 }
 
 /// XML 1.0 `Char` (a character reference may not name anything else).

@@ -67,7 +67,18 @@ impl Splitter {
     ) -> Result<Split, FrameError> {
         // Start of the unfinished stanza within `data`, if it began here.
         let mut start = (self.state != State::Between).then_some(0);
-        for (i, &byte) in data.iter().enumerate() {
+        let mut i = 0;
+        while let Some(rest) = data.get(i..).filter(|rest| !rest.is_empty()) {
+            // Where nothing but one byte can change the state, jump to it.
+            let skip = match self.state {
+                State::Content => memchr::memchr(b'<', rest),
+                State::StartTag { quote: Some(q), .. } => memchr::memchr(q, rest),
+                State::EndTag => memchr::memchr(b'>', rest),
+                _ => Some(0),
+            };
+            let Some(skip) = skip else { break };
+            i += skip;
+            let Some(&byte) = data.get(i) else { break };
             let next = match self.state {
                 State::Between if byte.is_ascii_whitespace() => State::Between,
                 State::Between if byte == b'<' => {
@@ -124,6 +135,7 @@ impl Splitter {
                 }
                 out.push(std::mem::take(&mut self.stanza));
             }
+            i += 1;
         }
         if let Some(s) = start {
             self.stanza
