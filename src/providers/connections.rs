@@ -234,3 +234,122 @@ pub(crate) fn bearer_header(token: &str) -> Result<HeaderValue, DeliveryError> {
 fn chain(e: &dyn std::error::Error) -> String {
     super::error::error_chain(e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::service::service_fn;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A plain-HTTP/2 (h2c) server answering `status` with the request path
+    /// as body; counts the connections it accepted.
+    async fn h2c_server(status: u16) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| async move {
+                    let mut response =
+                        hyper::Response::new(Full::new(Bytes::from(req.uri().path().to_owned())));
+                    *response.status_mut() =
+                        hyper::StatusCode::from_u16(status).unwrap_or_default();
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        (port, accepted)
+    }
+
+    fn connections(port: u16) -> Connections {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        Connections::new(
+            "test",
+            &format!("http://127.0.0.1:{port}/base/"),
+            tls,
+            Duration::from_secs(5),
+            1,
+        )
+        .expect("valid endpoint")
+    }
+
+    #[tokio::test]
+    async fn posts_on_one_connection_and_renews_it_after_a_5xx() {
+        let (port, accepted) = h2c_server(200).await;
+        let c = connections(port);
+        for _ in 0..3 {
+            let answer = c
+                .post("/3/device/abc", HeaderMap::new(), Bytes::from_static(b"{}"))
+                .await
+                .expect("answered");
+            assert_eq!(answer.status, 200);
+            assert_eq!(answer.body.as_ref(), b"/base/3/device/abc");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "multiplexed on one");
+
+        let (port, accepted) = h2c_server(503).await;
+        let c = connections(port);
+        for _ in 0..2 {
+            let answer = c
+                .post("/x", HeaderMap::new(), Bytes::new())
+                .await
+                .expect("answered");
+            assert_eq!(answer.status, 503);
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "a 5xx renews the connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_transport_error_without_the_url() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let err = connections(port)
+            .post("/3/device/secret-token", HeaderMap::new(), Bytes::new())
+            .await
+            .expect_err("nobody listens");
+        assert!(err.contains("connecting to 127.0.0.1"), "{err}");
+        assert!(!err.contains("secret-token"), "{err}");
+    }
+
+    #[test]
+    fn endpoints_must_be_http_urls_with_a_host() {
+        let tls = || {
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+        };
+        for bad in ["ftp://example.com", "example.com", ""] {
+            let err = Connections::new("p", bad, tls(), Duration::from_secs(1), 1)
+                .err()
+                .expect("refused");
+            assert_eq!(err.key, "endpoint", "{bad}");
+        }
+        assert!(
+            Connections::new("p", "https://[::1]:8443", tls(), Duration::from_secs(1), 1).is_ok()
+        );
+    }
+}
