@@ -37,6 +37,9 @@ const KNOWN: [&str; 8] = [
     ns::TIGASE_MUC_OFFLINE,
 ];
 
+/// Deepest nesting read; anything deeper goes to the validating path.
+const MAX_DEPTH: usize = 16;
+
 /// An element of the light tree: namespace-resolved, borrowing names, values
 /// and text from the stanza where it can; no validation beyond quick-xml's
 /// (the callers of [`publish`] vouch for the rest).
@@ -125,6 +128,9 @@ pub fn light_tree(stanza: &[u8]) -> Option<LightElement<'_>> {
             _ => None,
         };
         match event {
+            // A publish nests 8 deep; deeper is not one (and a deep tree
+            // would be dropped recursively).
+            Event::Start(_) if open.len() >= MAX_DEPTH => return None,
             Event::Start(start) => open.push(element(text, &start, ns?)?),
             Event::Empty(start) => {
                 let done = element(text, &start, ns?)?;

@@ -84,10 +84,12 @@ impl StreamReader {
     }
 
     /// From now on, hands complete stanzas out as [`StreamEvent::Raw`] bytes.
-    /// Takes effect only between stanzas after the header (else it is a no-op,
-    /// and stanzas keep coming out parsed).
+    /// Takes effect only between stanzas after the header (else stanzas keep
+    /// coming out parsed until a later call finds the parser between two);
+    /// a no-op while already splitting.
     pub fn split_raw(&mut self) {
-        if self.header_seen && !self.in_stanza && self.tree.depth() == 1 {
+        if self.splitter.is_none() && self.header_seen && !self.in_stanza && self.tree.depth() == 1
+        {
             self.splitter = Some(split::Splitter::new());
         }
     }
@@ -349,5 +351,29 @@ mod tests {
             .try_for_each(|c| r.feed(c, &mut Vec::new()))
             .expect_err("too large");
         assert_eq!(err.condition(), "policy-violation");
+    }
+
+    #[test]
+    fn splitting_starts_only_between_stanzas() {
+        let mut r = StreamReader::new(4096);
+        let mut out = Vec::new();
+        r.feed(format!("{HEADER}<iq id='1'>").as_bytes(), &mut out)
+            .expect("header and half a stanza");
+        r.split_raw();
+        r.feed(b"</iq>", &mut out).expect("rest");
+        assert!(
+            matches!(out.last(), Some(StreamEvent::Stanza(_))),
+            "{out:?}"
+        );
+        r.split_raw();
+        r.feed(b"<iq id='2'/>", &mut out).expect("next");
+        assert!(matches!(out.last(), Some(StreamEvent::Raw(_))), "{out:?}");
+        r.feed(b"<iq id='3'>", &mut out).expect("half");
+        r.split_raw();
+        r.feed(b"</iq>", &mut out).expect("other half");
+        assert!(
+            matches!(out.last(), Some(StreamEvent::Raw(b)) if b == b"<iq id='3'></iq>"),
+            "a second call keeps the split going: {out:?}"
+        );
     }
 }

@@ -108,6 +108,7 @@ fn leaves_everything_else_to_the_validating_path() {
         PROSODY.replace("</iq>", "</iq><iq/>"),
         PROSODY.replace("</item>", "</itme>"),
         PROSODY.replace("type='set'", "type='set' type='set'"),
+        PROSODY.replace("New Message!", &format!("{}{}", "<a>".repeat(20), "</a>".repeat(20))),
     ];
     for stanza in cases {
         assert_eq!(publish(stanza.as_bytes()), None, "{stanza}");

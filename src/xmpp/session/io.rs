@@ -109,7 +109,6 @@ pub(super) async fn read_loop(mut l: ReadLoop) {
 async fn read_until_end(l: &mut ReadLoop) -> String {
     let mut events = std::mem::take(&mut l.pending);
     let mut buf = vec![0u8; 16 * 1024];
-    l.reader.split_raw();
     loop {
         for event in events.drain(..) {
             let event = match event {
@@ -155,6 +154,9 @@ async fn read_until_end(l: &mut ReadLoop) -> String {
             Err(e) => return format!("read failed: {e}"),
         };
         let data = buf.get(..n).unwrap_or_default();
+        // Publishes are read from their bytes once the parser is between
+        // stanzas (at once, unless the handshake's last read ended mid-stanza).
+        l.reader.split_raw();
         if let Err(e) = l.reader.feed(data, &mut events) {
             return close_malformed(l, &e).await;
         }
