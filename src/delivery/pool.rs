@@ -19,6 +19,15 @@ use crate::telemetry::Metrics;
 use actix::prelude::*;
 use hints::credential_hint;
 use messages::Sent;
+
+/// What the pool keeps of an [`Attempt`] while its push is with the provider
+/// (the push itself moves into the request).
+pub(super) struct InFlight {
+    key: String,
+    version: u64,
+    node: String,
+    token: String,
+}
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -214,17 +223,29 @@ impl Pool {
     /// `max_in_flight` run, so at most that many reports are ever queued.
     fn send(&mut self, attempt: Attempt, ctx: &mut Context<Self>) {
         self.in_flight += 1;
-        let request = self.client.send(attempt.push.clone());
+        let Attempt {
+            key,
+            version,
+            node,
+            push,
+        } = attempt;
+        let sending = InFlight {
+            key,
+            version,
+            node,
+            token: push.token.clone(),
+        };
+        let request = self.client.send(push);
         let me = ctx.address();
         actix::spawn(async move {
             let result = request.await;
-            me.do_send(Sent { attempt, result });
+            me.do_send(Sent { sending, result });
         });
     }
 
     fn on_result(
         &mut self,
-        attempt: Attempt,
+        attempt: InFlight,
         result: Result<Delivered, DeliveryError>,
         ctx: &mut Context<Self>,
     ) {
@@ -310,7 +331,7 @@ impl Pool {
     /// Logs a failed attempt, and removes the registration of a dead token.
     fn explain(
         &self,
-        attempt: &Attempt,
+        attempt: &InFlight,
         error: &DeliveryError,
         class: ErrorClass,
         ctx: &mut Context<Self>,
@@ -354,14 +375,14 @@ impl Pool {
 
     fn remove_dead_token(
         &self,
-        attempt: &Attempt,
+        attempt: &InFlight,
         invalid_since: Option<u64>,
         error: String,
         ctx: &mut Context<Self>,
     ) {
         let registry = self.registry.clone();
         let node = attempt.node.clone();
-        let token = attempt.push.token.clone();
+        let token = attempt.token.clone();
         let provider = self.id.clone();
         let removal = async move {
             let removed = registry.drop_dead_token(&node, &token, invalid_since).await;

@@ -1,9 +1,10 @@
 //! What the pool is asked: admit a publish, drain for shutdown, report status.
 
+use super::InFlight;
 use super::Pool;
 use crate::delivery::SubmitError;
 use crate::delivery::outbox::OutboxEntry;
-use crate::delivery::state::{Admission, Arrival, Attempt};
+use crate::delivery::state::{Admission, Arrival};
 use crate::providers::{Delivered, DeliveryError};
 use crate::registry::now_ms;
 use actix::prelude::*;
@@ -81,7 +82,7 @@ impl Handler<Submit> for Pool {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(super) struct Sent {
-    pub(super) attempt: Attempt,
+    pub(super) sending: InFlight,
     pub(super) result: Result<Delivered, DeliveryError>,
 }
 
@@ -90,7 +91,7 @@ impl Handler<Sent> for Pool {
 
     fn handle(&mut self, msg: Sent, ctx: &mut Context<Self>) {
         self.in_flight -= 1;
-        self.on_result(msg.attempt, msg.result, ctx);
+        self.on_result(msg.sending, msg.result, ctx);
         self.pump(ctx);
     }
 }
