@@ -8,7 +8,7 @@
 //! already hold; that is all this does. reqwest still serves the OAuth2
 //! token endpoint ([`super::tls::http_client`]), which is called rarely.
 
-use super::error::{BuildError, DeliveryError};
+use super::error::{BuildError, DeliveryError, error_chain};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http2::SendRequest;
@@ -168,8 +168,11 @@ impl Connections {
                 }
             }
         };
-        sender.ready().await.map_err(|e| chain(&e))?;
-        let response = sender.send_request(request).await.map_err(|e| chain(&e))?;
+        sender.ready().await.map_err(|e| error_chain(&e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| error_chain(&e))?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, MAX_ANSWER_BYTES)
             .collect()
@@ -209,11 +212,11 @@ impl Connections {
             .keep_alive_while_idle(true)
             .handshake(TokioIo::new(io))
             .await
-            .map_err(|e| format!("HTTP/2 handshake with {}: {}", self.host, chain(&e)))?;
+            .map_err(|e| format!("HTTP/2 handshake with {}: {}", self.host, error_chain(&e)))?;
         let host = self.host.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                debug!(%host, "HTTP/2 connection ended: {}", chain(&e));
+                debug!(%host, "HTTP/2 connection ended: {}", error_chain(&e));
             }
         });
         Ok(sender)
@@ -228,11 +231,6 @@ pub(crate) fn bearer_header(token: &str) -> Result<HeaderValue, DeliveryError> {
     })?;
     value.set_sensitive(true);
     Ok(value)
-}
-
-/// The error and its sources (hyper keeps the useful part in the sources).
-fn chain(e: &dyn std::error::Error) -> String {
-    super::error::error_chain(e)
 }
 
 #[cfg(test)]

@@ -1,0 +1,175 @@
+//! What the pool does with a provider's answer: tell the schedule, count it,
+//! log what an operator must act on, and remove the registration of a dead
+//! token.
+
+use super::Pool;
+use super::hints::credential_hint;
+use crate::delivery::state::{Completion, Outcome, Settled};
+use crate::providers::{Delivered, DeliveryError, ErrorClass};
+use crate::registry::{DeadToken, now_ms};
+use actix::prelude::*;
+use tracing::{debug, error, info, warn};
+
+/// What the pool keeps of an [`Attempt`](crate::delivery::state::Attempt) while its push is with the provider
+/// (the push itself moves into the request).
+pub(super) struct InFlight {
+    pub(super) key: String,
+    pub(super) version: u64,
+    pub(super) node: String,
+    pub(super) token: String,
+}
+
+impl Pool {
+    pub(super) fn on_result(
+        &mut self,
+        attempt: InFlight,
+        result: Result<Delivered, DeliveryError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let provider = self.id.clone();
+        let now = now_ms();
+        let outcome = match &result {
+            Ok(delivered) => {
+                self.metrics.deliveries.inc(&[&provider, "delivered"]);
+                debug!(provider, node = %attempt.node, id = ?delivered.id, "delivered");
+                Outcome::Delivered
+            }
+            Err(error) => {
+                let class = error.class();
+                self.metrics.deliveries.inc(&[&provider, class.label()]);
+                self.explain(&attempt, error, class, ctx);
+                match class {
+                    ErrorClass::Retry => Outcome::Retry(error.retry_after()),
+                    ErrorClass::RetryNow => Outcome::RetryNow,
+                    ErrorClass::Unknown => Outcome::Unknown(error.retry_after()),
+                    ErrorClass::FailNotification => Outcome::Fail,
+                    ErrorClass::RemoveRegistration => Outcome::TokenDead,
+                    ErrorClass::ProviderMisconfigured => Outcome::Misconfigured,
+                }
+            }
+        };
+        let mut uniform = |n: u64| rand::random_range(0..=n);
+        let done = self
+            .state
+            .complete(&attempt.key, attempt.version, outcome, now, &mut uniform);
+        self.apply(done, result.err(), now);
+    }
+
+    fn apply(&mut self, done: Completion, error: Option<DeliveryError>, now: u64) {
+        let provider = self.id.clone();
+        if let Some(settled) = done.settled {
+            self.settle(settled, now);
+        }
+        if let (Some(_), Some(e)) = (done.retry_in_ms, &error) {
+            self.metrics.retries.inc(&[&provider, &e.reason_label()]);
+        }
+        match (done.health_changed, error) {
+            (Some(false), Some(e)) => {
+                error!(
+                    provider,
+                    "{}: {e}; notifications are kept and retried",
+                    credential_hint(&e)
+                );
+                self.unhealthy = Some(format!("{}: {e}", credential_hint(&e)));
+                self.metrics.provider_healthy.set(&[&provider], 0);
+            }
+            (Some(true), _) => {
+                info!(provider, "the provider accepts our requests again");
+                self.unhealthy = None;
+                self.metrics.provider_healthy.set(&[&provider], 1);
+            }
+            _ => {}
+        }
+        for change in done.persist {
+            self.persist(change);
+        }
+    }
+
+    pub(super) fn settle(&self, settled: Settled, now: u64) {
+        let provider = self.id.as_str();
+        self.metrics.notifications.add(
+            &[provider, settled.fate.label()],
+            u64::from(settled.publishes),
+        );
+        match settled.fate {
+            crate::delivery::state::Fate::Delivered => {
+                let seconds = now.saturating_sub(settled.accepted_ms) as f64 / 1000.0;
+                self.metrics.delivery_latency.observe(&[provider], seconds);
+            }
+            crate::delivery::state::Fate::Expired => warn!(
+                provider,
+                publishes = settled.publishes,
+                "notification dropped: older than delivery.max_age_s"
+            ),
+            _ => {}
+        }
+    }
+
+    /// Logs a failed attempt, and removes the registration of a dead token.
+    fn explain(
+        &self,
+        attempt: &InFlight,
+        error: &DeliveryError,
+        class: ErrorClass,
+        ctx: &mut Context<Self>,
+    ) {
+        let provider = self.id.as_str();
+        let node = attempt.node.as_str();
+        match class {
+            ErrorClass::RemoveRegistration => {
+                let invalid_since = match error {
+                    DeliveryError::Rejected {
+                        invalid_since_ms, ..
+                    } => *invalid_since_ms,
+                    _ => None,
+                };
+                self.remove_dead_token(attempt, invalid_since, error.to_string(), ctx);
+            }
+            ErrorClass::FailNotification => {
+                warn!(
+                    provider,
+                    node, "notification rejected by the provider: {error}"
+                )
+            }
+            ErrorClass::Unknown => {
+                let body = match error {
+                    DeliveryError::Rejected { body, .. } => body.as_str(),
+                    _ => "",
+                };
+                warn!(
+                    provider,
+                    node, body, "unknown answer from the provider ({error}); retrying a few times"
+                )
+            }
+            ErrorClass::Retry | ErrorClass::RetryNow => {
+                debug!(provider, node, "delivery failed, will retry: {error}")
+            }
+            ErrorClass::ProviderMisconfigured => {
+                debug!(provider, node, "delivery refused: {error}")
+            }
+        }
+    }
+
+    fn remove_dead_token(
+        &self,
+        attempt: &InFlight,
+        invalid_since: Option<u64>,
+        error: String,
+        ctx: &mut Context<Self>,
+    ) {
+        let registry = self.registry.clone();
+        let node = attempt.node.clone();
+        let token = attempt.token.clone();
+        let provider = self.id.clone();
+        let removal = async move {
+            let removed = registry.drop_dead_token(&node, &token, invalid_since).await;
+            (node, removed)
+        };
+        ctx.spawn(removal.into_actor(self).map(move |(node, result), _, _| match result {
+            Ok(DeadToken::Removed) => info!(provider, node, "{error}: the provider says the token is dead; registration removed"),
+            Ok(DeadToken::VoipTokenForgotten) => info!(provider, node, "{error}: the VoIP token is dead; calls now go to the main token"),
+            Ok(DeadToken::Kept) => info!(provider, node, "{error}: token reported dead but the registration was renewed or replaced; kept"),
+            Err(e) => warn!(provider, node, "{error}: token dead but the registration could not be removed: {e}"),
+        }));
+    }
+}
