@@ -4,7 +4,7 @@
 //! validating parser's tree for it was the top cost per notification
 //! (BENCHMARKS.md). Here quick-xml reads the stanza into a light tree
 //! ([`LightElement`]) and the same reading code as the parsed path
-//! ([`parse_publish`], through [`XmlNode`]) turns it into a [`Request`].
+//! ([`classify_publish`], through [`XmlNode`]) turns it into a [`Request`].
 //!
 //! It is deliberately narrow: only a well-formed `<iq type='set'>` with an id,
 //! a valid `from` and a `<pubsub/>` whose `<publish/>` has a node. Anything
@@ -13,17 +13,15 @@
 //! `None`, and the stanza takes the validating path, which answers exactly as
 //! it always did.
 
-use super::incoming::Request;
+use super::incoming::{Request, classify_publish};
 use super::node::XmlNode;
 use super::ns;
-use super::publish::parse_publish;
 use super::replies::IqHeader;
 use quick_xml::NsReader;
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use std::borrow::Cow;
-use xmpp_parsers::jid::Jid;
 
 /// Namespaces a publish is read in; others are kept by value.
 const KNOWN: [&str; 8] = [
@@ -79,24 +77,17 @@ pub fn publish(stanza: &[u8]) -> Option<Request> {
     if !iq.is("iq", ns::COMPONENT) || iq.attr("type") != Some("set") {
         return None;
     }
-    let header = IqHeader {
-        id: iq.attr("id")?.to_owned(),
-        from: iq.attr("from").map(str::to_owned),
-        to: iq.attr("to").map(str::to_owned),
-    };
     let [pubsub] = iq.children.as_slice() else {
         return None;
     };
     if !pubsub.is("pubsub", ns::PUBSUB) {
         return None;
     }
-    let from = Jid::new(header.from.as_deref()?).ok()?;
-    let request = parse_publish(pubsub).ok()?;
-    Some(Request::Publish {
-        publisher_domain: from.domain().as_str().to_ascii_lowercase(),
-        header,
-        request,
-    })
+    match classify_publish(IqHeader::of(&iq)?, pubsub) {
+        // A refusal is left to the validating path, which answers it.
+        request @ Request::Publish { .. } => Some(request),
+        _ => None,
+    }
 }
 
 /// The light tree of one element, or `None` if anything about it is doubtful.

@@ -1,6 +1,7 @@
 //! Classifying an incoming stanza into what the component should do with it.
 
 use super::commands::{CommandRequest, parse_command};
+use super::node::XmlNode;
 use super::ns;
 use super::publish::{PublishRequest, parse_publish};
 use super::replies::{IqHeader, StanzaFault};
@@ -111,25 +112,35 @@ pub fn classify(stanza: &Element) -> Request {
                 Err(f) => fail(f),
             }
         }
-        ("set", "pubsub", ns::PUBSUB) => {
-            let publisher_domain = match header.from.as_deref().map(Jid::new) {
-                Some(Ok(jid)) => jid.domain().as_str().to_ascii_lowercase(),
-                _ => return fail(StanzaFault::bad_request("publish without a valid from")),
-            };
-            match parse_publish(payload) {
-                Ok(request) => Request::Publish {
-                    header,
-                    publisher_domain,
-                    request,
-                },
-                Err(f) => fail(f),
-            }
-        }
+        ("set", "pubsub", ns::PUBSUB) => classify_publish(header, payload),
         _ => fail(StanzaFault::new(
             "cancel",
             "service-unavailable",
             format!("<{}/> in {} is not supported", payload.name(), payload.ns()),
         )),
+    }
+}
+
+/// A `<pubsub/>` set: [`Request::Publish`], or [`Request::Invalid`] without
+/// a valid `from` or a readable publish. Shared with the fast path
+/// ([`super::fast`]), which reads the same element from its light tree.
+pub(super) fn classify_publish<N: XmlNode>(header: IqHeader, pubsub: &N) -> Request {
+    let publisher_domain = match header.from.as_deref().map(Jid::new) {
+        Some(Ok(jid)) => jid.domain().as_str().to_ascii_lowercase(),
+        _ => {
+            return Request::Invalid {
+                header,
+                fault: StanzaFault::bad_request("publish without a valid from"),
+            };
+        }
+    };
+    match parse_publish(pubsub) {
+        Ok(request) => Request::Publish {
+            header,
+            publisher_domain,
+            request,
+        },
+        Err(fault) => Request::Invalid { header, fault },
     }
 }
 

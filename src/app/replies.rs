@@ -2,6 +2,7 @@
 //! (`PROTOCOL.md` §5: only a registration that is really gone gets a non-`wait`
 //! error, because servers delete the registration on those).
 
+use super::node::XmlNode;
 use super::ns;
 use rxml::xml_ncname;
 use xmpp_parsers::minidom::Element;
@@ -19,7 +20,7 @@ pub struct IqHeader {
 
 impl IqHeader {
     /// Reads id/from/to off any stanza; `None` without an id (nothing to answer).
-    pub fn of(stanza: &Element) -> Option<Self> {
+    pub fn of<N: XmlNode>(stanza: &N) -> Option<Self> {
         Some(Self {
             id: stanza.attr("id")?.to_owned(),
             from: stanza.attr("from").map(str::to_owned),
