@@ -52,6 +52,8 @@ pub mod ns {
     pub const TIGASE_JINGLE: &str = "tigase:push:jingle:0";
     /// Tigase MUC offline marker.
     pub const TIGASE_MUC_OFFLINE: &str = "http://tigase.org/protocol/muc#offline";
+    /// Tigase account events (`account-removed`).
+    pub const TIGASE_ACCOUNT_EVENT: &str = "http://tigase.org/protocol/account#event";
     /// The component stream namespace stanzas are built in.
     pub const COMPONENT: &str = "jabber:component:accept";
 }

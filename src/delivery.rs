@@ -15,7 +15,7 @@ mod state;
 
 pub use outbox::{OutboxEntry, entry_key, merge};
 pub use payload::{PayloadPolicy, build_push};
-pub use pool::{Drain, Load, Pool, PoolStatus, Status, Submit};
+pub use pool::{Drain, Forget, Load, Pool, PoolStatus, Status, Submit};
 pub use retry::RetryPolicy;
 pub use state::{
     Admission, Arrival, Attempt, Completion, Fate, Full, Outcome, Persist, PoolState, Settings,
@@ -136,11 +136,28 @@ impl Dispatcher {
 
     /// Admits `arrival` into its provider's pool; resolves once it is durable.
     pub async fn submit(&self, arrival: Arrival) -> Result<(), SubmitError> {
+        let provider = arrival.provider.clone();
+        self.ask(&provider, Submit(arrival)).await
+    }
+
+    /// Drops the pending pushes of `node` from `provider`'s pool and outbox
+    /// (its account was removed); resolves once that is durable.
+    pub async fn forget(&self, provider: &str, node: &str) -> Result<(), SubmitError> {
+        self.ask(provider, Forget(node.to_owned())).await
+    }
+
+    /// Sends `msg` to `provider`'s pool and waits, at most [`SUBMIT_TIMEOUT`],
+    /// for it to be durable.
+    async fn ask<M>(&self, provider: &str, msg: M) -> Result<(), SubmitError>
+    where
+        M: actix::Message<Result = Result<(), SubmitError>> + Send + 'static,
+        Pool: actix::Handler<M>,
+    {
         let pool = self
             .pools
-            .get(&arrival.provider)
-            .ok_or_else(|| SubmitError::UnknownProvider(arrival.provider.clone()))?;
-        match tokio::time::timeout(SUBMIT_TIMEOUT, pool.send(Submit(arrival))).await {
+            .get(provider)
+            .ok_or_else(|| SubmitError::UnknownProvider(provider.to_owned()))?;
+        match tokio::time::timeout(SUBMIT_TIMEOUT, pool.send(msg)).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(SubmitError::Stopped),
             Err(_) => Err(SubmitError::NotDurable),

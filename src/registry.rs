@@ -221,8 +221,13 @@ impl Registry {
         let node = self
             .keys()?
             .node_id(device.account, device.provider, device.identity);
+        self.remove(&node).await
+    }
+
+    /// Removes the registration of `node`, whatever it holds; true if there was one.
+    pub async fn remove(&self, node: &str) -> Result<bool, RegistryError> {
         let applied = self
-            .edit(&node, |r| {
+            .edit(node, |r| {
                 if r.is_some() {
                     Edit::Remove
                 } else {

@@ -1,5 +1,5 @@
 //! Registration commands (XEP-0050) in the three dialects clients use
-//! (`PROTOCOL.md` §2): Tigase `register-device`/`unregister-device`, p2's
+//! (`docs/protocol.md` §2): Tigase `register-device`/`unregister-device`, p2's
 //! `register-push-{fcm,apns}`/`unregister-push-*`, and mod_push_appserver's
 //! `v1-register-push`/`v1-unregister-push`. Each works one-step (form submitted
 //! with `execute`) and two-step (blank form, then `complete`).

@@ -24,7 +24,7 @@ use quick_xml::name::ResolveResult;
 use std::borrow::Cow;
 
 /// Namespaces a publish is read in; others are kept by value.
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 9] = [
     ns::COMPONENT,
     ns::PUBSUB,
     ns::PUSH,
@@ -33,6 +33,7 @@ const KNOWN: [&str; 8] = [
     ns::TIGASE_ENCRYPT,
     ns::TIGASE_JINGLE,
     ns::TIGASE_MUC_OFFLINE,
+    ns::TIGASE_ACCOUNT_EVENT,
 ];
 
 /// Deepest nesting read; anything deeper goes to the validating path.

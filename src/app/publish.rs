@@ -1,4 +1,4 @@
-//! A XEP-0357 publish, as Prosody, ejabberd and Tigase send it (`PROTOCOL.md` §4),
+//! A XEP-0357 publish, as Prosody, ejabberd and Tigase send it (`docs/protocol.md` §4),
 //! turned into a [`Notification`].
 
 use super::forms::Form;
@@ -43,6 +43,9 @@ pub struct Notification {
     pub jingle_sid: Option<String>,
     /// Tigase MUC nickname.
     pub nickname: Option<String>,
+    /// Tigase's account-removed event: the account is gone, and with it every
+    /// reason to wake its devices. Nothing is pushed; the registration goes.
+    pub account_removed: bool,
 }
 
 impl Notification {
@@ -141,8 +144,14 @@ pub fn parse_notification<N: XmlNode>(notification: &N) -> Notification {
             .map(N::text)
             .filter(|t| !t.is_empty());
     }
+    n.account_removed = notification.children().any(|c| {
+        c.is("event", ns::TIGASE_ACCOUNT_EVENT) && c.attr("name") == Some(ACCOUNT_REMOVED)
+    });
     n
 }
+
+/// The `name` of Tigase's account-removed `<event/>` (`docs/protocol.md` §4).
+const ACCOUNT_REMOVED: &str = "account-removed";
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -1,6 +1,27 @@
-//! Building replies, and the one table that maps publish outcomes to them
-//! (`PROTOCOL.md` §5: only a registration that is really gone gets a non-`wait`
-//! error, because servers delete the registration on those).
+//! Building replies, and the one table that maps publish outcomes to them.
+//!
+//! What a server does with our reply decides whether its user keeps getting
+//! pushes (`docs/protocol.md` §5): ejabberd deletes the registration on any
+//! error that is not of type `wait`; Prosody counts such errors and deletes
+//! after 16; Tigase ignores the type and keeps the registration only for
+//! `remote-server-timeout`, `service-unavailable`, `internal-server-error`
+//! and `bad-request`, deleting it on every other condition (`resource-constraint`
+//! included). So "try later" is always type `wait` with one of Tigase's kept
+//! conditions, and a non-`wait` error means the registration is really gone.
+//!
+//! | outcome | reply | ejabberd | Prosody | Tigase |
+//! |---|---|---|---|---|
+//! | accepted | `result` | keeps | keeps | keeps |
+//! | account removed (Tigase event) | `result` | — | — | keeps (it is deleting the account) |
+//! | unknown node | `cancel/item-not-found` | deletes | counts; deletes after 16 | deletes |
+//! | wrong publish-options secret | `auth/not-authorized` | deletes | counts; deletes after 16 | deletes |
+//! | publisher not the account's domain | `auth/forbidden` | deletes | counts; deletes after 16 | deletes |
+//! | overloaded (queue full, pool stopping) | `wait/service-unavailable` | keeps | keeps | keeps |
+//! | store unavailable, outbox not loaded | `wait/internal-server-error` | keeps | keeps | keeps |
+//! | provider no longer configured | `wait/internal-server-error` | keeps | keeps | keeps |
+//!
+//! Replies to ad-hoc commands are read by clients, not servers, and are not
+//! bound by this table.
 
 use super::node::XmlNode;
 use super::ns;
@@ -114,11 +135,6 @@ impl StanzaFault {
         }
     }
 
-    /// Whether servers keep the registration after this error (§5).
-    pub fn is_transient(&self) -> bool {
-        self.kind == "wait"
-    }
-
     fn to_element(&self) -> Element {
         let mut error = Element::builder("error", ns::COMPONENT)
             .attr(xml_ncname!("type").into(), self.kind)
@@ -143,38 +159,58 @@ impl StanzaFault {
 pub enum PublishOutcome {
     /// Queued for delivery.
     Accepted,
+    /// Tigase's account-removed event: the registration and its pending pushes
+    /// are gone, nothing was sent.
+    AccountRemoved,
     /// No registration has this node (never had, unregistered, or token dead).
     UnknownNode,
     /// The registration has a secret and the publish did not carry it.
     BadSecret,
     /// The publisher is not the domain of the registered account.
     WrongDomain,
-    /// The provider's queue is full.
+    /// The provider's queue is full, or its pool is stopping.
     Overloaded,
-    /// The store could not answer.
+    /// The store could not answer (or the outbox is not loaded yet).
     StoreUnavailable,
     /// The registration names a provider that is no longer configured.
     ProviderNotConfigured(String),
 }
 
 impl PublishOutcome {
-    /// A short label for metrics.
+    /// A short label for metrics (a closed set).
     pub fn label(&self) -> &'static str {
         match self {
             PublishOutcome::Accepted => "accepted",
+            PublishOutcome::AccountRemoved => "account-removed",
             PublishOutcome::UnknownNode => "item-not-found",
             PublishOutcome::BadSecret => "not-authorized",
             PublishOutcome::WrongDomain => "forbidden",
-            PublishOutcome::Overloaded => "resource-constraint",
+            PublishOutcome::Overloaded => "overloaded",
             PublishOutcome::StoreUnavailable => "store-unavailable",
             PublishOutcome::ProviderNotConfigured(_) => "provider-not-configured",
+        }
+    }
+
+    /// Whether this means "try later": the registration is fine and the
+    /// server must keep it. Every such reply uses a condition that ejabberd,
+    /// Prosody *and* Tigase keep (see the module documentation).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PublishOutcome::Overloaded
+            | PublishOutcome::StoreUnavailable
+            | PublishOutcome::ProviderNotConfigured(_) => true,
+            PublishOutcome::Accepted
+            | PublishOutcome::AccountRemoved
+            | PublishOutcome::UnknownNode
+            | PublishOutcome::BadSecret
+            | PublishOutcome::WrongDomain => false,
         }
     }
 
     /// The error to answer with, or `None` for a plain result.
     pub fn fault(&self) -> Option<StanzaFault> {
         Some(match self {
-            PublishOutcome::Accepted => return None,
+            PublishOutcome::Accepted | PublishOutcome::AccountRemoved => return None,
             PublishOutcome::UnknownNode => StanzaFault::new(
                 "cancel",
                 "item-not-found",
@@ -190,10 +226,11 @@ impl PublishOutcome {
                 "forbidden",
                 "this node belongs to an account of another domain",
             ),
+            // Not resource-constraint: Tigase deletes the registration on it.
             PublishOutcome::Overloaded => StanzaFault::new(
                 "wait",
-                "resource-constraint",
-                "the delivery queue is full; try again later",
+                "service-unavailable",
+                "the push gateway is overloaded (delivery queue full); try again later",
             ),
             PublishOutcome::StoreUnavailable => StanzaFault::new(
                 "wait",
@@ -213,10 +250,117 @@ impl PublishOutcome {
 mod tests {
     use super::*;
 
+    /// What a server does with an error reply to a publish (`docs/protocol.md` §5).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Verdict {
+        Keeps,
+        /// Counted; the registration goes after a number of them.
+        Counts,
+        Deletes,
+    }
+
+    /// One server's rule, as data.
+    enum Rule {
+        /// Keeps on errors of this type; `otherwise` for the rest.
+        ByType(&'static str, Verdict),
+        /// Keeps on these conditions whatever the type; deletes on the rest.
+        ByCondition(&'static [&'static str]),
+    }
+
+    const SERVERS: [(&str, Rule); 3] = [
+        ("ejabberd", Rule::ByType("wait", Verdict::Deletes)),
+        ("Prosody", Rule::ByType("wait", Verdict::Counts)),
+        (
+            "Tigase",
+            Rule::ByCondition(&[
+                "remote-server-timeout",
+                "service-unavailable",
+                "internal-server-error",
+                "bad-request",
+            ]),
+        ),
+    ];
+
+    fn verdict(rule: &Rule, fault: &StanzaFault) -> Verdict {
+        match rule {
+            Rule::ByType(kind, _) if fault.kind == *kind => Verdict::Keeps,
+            Rule::ByType(_, otherwise) => *otherwise,
+            Rule::ByCondition(kept) if kept.contains(&fault.condition) => Verdict::Keeps,
+            Rule::ByCondition(_) => Verdict::Deletes,
+        }
+    }
+
+    /// Every outcome. The match fails to compile when a variant is added, as a
+    /// reminder to list it here too.
+    fn every_outcome() -> Vec<PublishOutcome> {
+        let all = vec![
+            PublishOutcome::Accepted,
+            PublishOutcome::AccountRemoved,
+            PublishOutcome::UnknownNode,
+            PublishOutcome::BadSecret,
+            PublishOutcome::WrongDomain,
+            PublishOutcome::Overloaded,
+            PublishOutcome::StoreUnavailable,
+            PublishOutcome::ProviderNotConfigured("x".into()),
+        ];
+        for outcome in &all {
+            match outcome {
+                PublishOutcome::Accepted
+                | PublishOutcome::AccountRemoved
+                | PublishOutcome::UnknownNode
+                | PublishOutcome::BadSecret
+                | PublishOutcome::WrongDomain
+                | PublishOutcome::Overloaded
+                | PublishOutcome::StoreUnavailable
+                | PublishOutcome::ProviderNotConfigured(_) => {}
+            }
+        }
+        all
+    }
+
     #[test]
-    fn only_a_gone_registration_is_answered_with_a_non_wait_error() {
+    fn every_transient_reply_is_kept_by_every_server() {
+        let mut transient = 0;
+        for outcome in every_outcome()
+            .into_iter()
+            .filter(PublishOutcome::is_transient)
+        {
+            transient += 1;
+            let fault = outcome.fault().expect("a transient outcome is an error");
+            assert!(!fault.text.is_empty(), "{outcome:?} says what happened");
+            for (server, rule) in &SERVERS {
+                assert_eq!(
+                    verdict(rule, &fault),
+                    Verdict::Keeps,
+                    "{server} must keep the registration after {outcome:?} ({}/{})",
+                    fault.kind,
+                    fault.condition
+                );
+            }
+        }
+        assert_eq!(transient, 3);
+    }
+
+    #[test]
+    fn only_a_gone_registration_is_answered_with_an_error_a_server_acts_on() {
+        for outcome in every_outcome().into_iter().filter(|o| !o.is_transient()) {
+            let Some(fault) = outcome.fault() else {
+                continue;
+            };
+            // ejabberd's rule is the strictest for these: it must delete.
+            assert_eq!(
+                verdict(&SERVERS[0].1, &fault),
+                Verdict::Deletes,
+                "{outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_table_is_as_documented() {
         let table = [
             (PublishOutcome::Accepted, None),
+            (PublishOutcome::AccountRemoved, None),
             (
                 PublishOutcome::UnknownNode,
                 Some(("cancel", "item-not-found")),
@@ -225,7 +369,7 @@ mod tests {
             (PublishOutcome::WrongDomain, Some(("auth", "forbidden"))),
             (
                 PublishOutcome::Overloaded,
-                Some(("wait", "resource-constraint")),
+                Some(("wait", "service-unavailable")),
             ),
             (
                 PublishOutcome::StoreUnavailable,
@@ -236,9 +380,11 @@ mod tests {
                 Some(("wait", "internal-server-error")),
             ),
         ];
+        assert_eq!(table.len(), every_outcome().len());
         for (outcome, expected) in table {
             let got = outcome.fault().map(|f| (f.kind, f.condition));
             assert_eq!(got, expected, "{outcome:?}");
+            assert_ne!(got.map(|g| g.1), Some("resource-constraint"));
         }
     }
 

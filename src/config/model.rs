@@ -236,7 +236,7 @@ impl Default for CommandsConfig {
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// Notifications pending per provider (queued or waiting for a retry); beyond
-    /// it publishes get `wait/resource-constraint`.
+    /// it publishes get `wait/service-unavailable`.
     #[serde(default = "defaults::queue_capacity")]
     pub queue_capacity: usize,
     /// Lifetime given to the provider (`apns-expiration`, FCM `ttl`), in seconds.

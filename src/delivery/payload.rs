@@ -1,5 +1,5 @@
 //! What a push looks like: the one mapping from a notification and its
-//! registration to a provider-independent [`Push`] (`PROTOCOL.md` §4).
+//! registration to a provider-independent [`Push`] (`docs/protocol.md` §4).
 //!
 //! - Priority: Tigase `<priority/>` first; else a non-empty body (or a call) is
 //!   high. High is an alert, low a silent background push.

@@ -1,6 +1,6 @@
 //! The pool actor of one provider: admits publishes into the durable outbox,
 //! sends what is due with at most `max_in_flight` requests at once, and applies
-//! each outcome (`PROTOCOL.md` §6–7) through [`PoolState`].
+//! each outcome (`docs/protocol.md` §6–7) through [`PoolState`].
 //!
 //! Durability is a group commit: outbox changes collect in `dirty` (one per key,
 //! the latest wins) while a flush runs, then go to the store in one transaction.
@@ -10,7 +10,7 @@ mod hints;
 mod messages;
 mod outcomes;
 
-pub use messages::{Drain, Load, PoolStatus, Status, Submit};
+pub use messages::{Drain, Forget, Load, PoolStatus, Status, Submit};
 
 use super::outbox::OutboxEntry;
 use super::state::{Attempt, Persist, PoolState, Step};
@@ -92,6 +92,14 @@ impl Pool {
             Persist::Put(entry) => self.dirty.insert(entry.key.clone(), Some(entry)),
             Persist::Delete(key) => self.dirty.insert(key, None),
         };
+    }
+
+    /// Flushes what `dirty` holds now; the receiver learns whether it was committed.
+    fn commit(&mut self, ctx: &mut Context<Self>) -> oneshot::Receiver<bool> {
+        let (tx, rx) = oneshot::channel();
+        self.dirty_waiters.push(tx);
+        self.flush(ctx);
+        rx
     }
 
     /// Starts a flush of `dirty` unless one is running.

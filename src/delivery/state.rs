@@ -285,6 +285,30 @@ impl PoolState {
         done
     }
 
+    /// Drops every entry of `node`, pending or in flight (its result will find
+    /// nothing to apply to): its account is gone. Returns what was dropped.
+    pub fn forget(&mut self, node: &str) -> Vec<(Settled, Persist)> {
+        let keys: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.entry.node == node)
+            .map(|(key, _)| key.clone())
+            .collect();
+        self.last_sent.remove(node);
+        let mut dropped = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(slot) = self.slots.remove(&key) else {
+                continue;
+            };
+            self.due.remove(&(slot.entry.due_ms, key.clone()));
+            dropped.push((
+                Settled::all_of(&slot.entry, Fate::AccountRemoved),
+                Persist::Delete(key),
+            ));
+        }
+        dropped
+    }
+
     fn remember_sent(&mut self, node: &str, now: u64) {
         if self.last_sent.len() >= self.settings.capacity.max(1024) {
             let horizon = now.saturating_sub(self.settings.min_interval_ms);

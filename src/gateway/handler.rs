@@ -7,7 +7,7 @@ use crate::app::{
     AppContext, PublishOutcome, PublishRequest, Request, StanzaFault, classify, disco, fast,
 };
 use crate::delivery::{Arrival, Dispatcher, PayloadPolicy, SubmitError, build_push};
-use crate::registry::{DeviceRef, NewRegistration, Registry};
+use crate::registry::{DeviceRef, NewRegistration, Registration, Registry};
 use crate::telemetry::Metrics;
 use crate::xmpp::{ReplyFuture, StanzaHandler};
 use base64::Engine as _;
@@ -178,6 +178,9 @@ impl PushComponent {
             Ok(_) => return PublishOutcome::BadSecret,
             Err(_) => return PublishOutcome::StoreUnavailable,
         }
+        if request.notification.account_removed {
+            return self.account_removed(&registration).await;
+        }
         let arrival = Arrival {
             push: build_push(&request.notification, &registration, &self.payload),
             node: registration.node,
@@ -190,6 +193,29 @@ impl PushComponent {
                 PublishOutcome::StoreUnavailable
             }
             Err(SubmitError::UnknownProvider(p)) => PublishOutcome::ProviderNotConfigured(p),
+        }
+    }
+
+    /// Tigase's account-removed event (`docs/protocol.md` §4): the registration
+    /// goes first, so no later publish can queue a push, then its pending
+    /// pushes; nothing reaches the provider. Tigase does not look at the
+    /// answer (it is deleting the account), but a store failure still says so.
+    async fn account_removed(&self, registration: &Registration) -> PublishOutcome {
+        if let Err(e) = self.registry.remove(&registration.node).await {
+            warn!(node = %registration.node, "account-removed event not applied: {e}");
+            return PublishOutcome::StoreUnavailable;
+        }
+        match self
+            .dispatcher
+            .forget(&registration.provider, &registration.node)
+            .await
+        {
+            // Entries of a provider no longer configured stay stored until it is.
+            Ok(()) | Err(SubmitError::UnknownProvider(_)) => PublishOutcome::AccountRemoved,
+            Err(e) => {
+                warn!(node = %registration.node, "account removed, but its pending pushes were not dropped: {e}");
+                PublishOutcome::StoreUnavailable
+            }
         }
     }
 }

@@ -86,7 +86,7 @@ fn result(status: StatusCode, outcome: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "result": outcome }))
 }
 
-/// Tigase-compatible REST unregister (`PROTOCOL.md` §8). An unknown component or
+/// Tigase-compatible REST unregister (`docs/protocol.md` §8). An unknown component or
 /// a missing field answers 404 on purpose, as Tigase does.
 async fn unregister_device(
     state: web::Data<HttpState>,

@@ -1,4 +1,4 @@
-//! The APNs HTTP/2 client (`PROTOCOL.md` §6): token auth, one multiplexed
+//! The APNs HTTP/2 client (`docs/protocol.md` §6): token auth, one multiplexed
 //! connection, and the status/reason table.
 
 use super::apns_token::ApnsTokenSigner;
@@ -173,7 +173,7 @@ fn new_apns_id() -> String {
     )
 }
 
-/// The APNs status/reason table (`PROTOCOL.md` §6). A reason Apple has not
+/// The APNs status/reason table (`docs/protocol.md` §6). A reason Apple has not
 /// documented is [`ErrorClass::Unknown`], whatever its status.
 pub(crate) fn classify(status: u16, reason: &str) -> ErrorClass {
     use ErrorClass::*;

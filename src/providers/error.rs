@@ -1,4 +1,4 @@
-//! Delivery errors and their classification (`PROTOCOL.md` §6–7): every failure
+//! Delivery errors and their classification (`docs/protocol.md` §6–7): every failure
 //! ends in exactly one [`ErrorClass`], which says what to do about it.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The FCM HTTP v1 client (`PROTOCOL.md` §7): data messages, one token per request
+//! The FCM HTTP v1 client (`docs/protocol.md` §7): data messages, one token per request
 //! over a shared HTTP/2 connection, and the error-code table.
 
 use super::connections::{Connections, bearer_header};
@@ -164,7 +164,7 @@ fn error_code(body: &Value) -> String {
         .to_owned()
 }
 
-/// The FCM error table (`PROTOCOL.md` §7): the FcmError code first, then the
+/// The FCM error table (`docs/protocol.md` §7): the FcmError code first, then the
 /// `google.rpc` status. Anything else is [`ErrorClass::Unknown`].
 pub(crate) fn classify(status: u16, code: &str) -> ErrorClass {
     use ErrorClass::*;

@@ -224,7 +224,8 @@ pub struct Metrics {
     /// Publishes received, by outcome (`accepted`, `item-not-found`, …).
     pub publishes: CounterVec,
     /// Accepted publishes by their final fate, per provider: every accepted
-    /// publish ends in exactly one of delivered, failed, expired, token-dead.
+    /// publish ends in exactly one of delivered, failed, expired, token-dead,
+    /// account-removed.
     pub notifications: CounterVec,
     /// Publishes merged into a pending push of the same node, per provider.
     pub coalesced: CounterVec,

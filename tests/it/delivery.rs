@@ -1,5 +1,5 @@
 //! Delivery against providers that misbehave: every row of the APNs and FCM
-//! error tables (`PROTOCOL.md` §6–7), resets and GOAWAY, `Retry-After`, a
+//! error tables (`docs/protocol.md` §6–7), resets and GOAWAY, `Retry-After`, a
 //! misconfigured provider, and a stuck provider beside a healthy one.
 
 use crate::support::harness::{Harness, assert_result, ejabberd_publish, error_of};

@@ -269,7 +269,7 @@ async fn outage_and_overload(kind: Kind) {
         h.mock.delay(token, Duration::from_millis(1500));
     }
     h.send("alice", 6);
-    h.wait_publishes("resource-constraint", 1).await;
+    h.wait_publishes("overloaded", 1).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Back to normal: the registrations are still enabled on the server.
     for token in &tokens {
@@ -284,6 +284,23 @@ async fn outage_and_overload(kind: Kind) {
         h.server.log_tail()
     );
     assert_eq!(h.publishes("item-not-found").await, 0);
+    // What the server received is a condition Tigase keeps too: its push
+    // module keeps a registration only after these, whatever the type.
+    let received = h.server.push_errors_received();
+    assert!(!received.is_empty(), "{}", h.server.log_tail());
+    let tigase_keeps = [
+        "remote-server-timeout",
+        "service-unavailable",
+        "internal-server-error",
+        "bad-request",
+    ];
+    for (kind, condition) in &received {
+        assert_eq!(kind, "wait", "{received:?}");
+        assert!(
+            tigase_keeps.contains(&condition.as_str()),
+            "Tigase would delete the registration after {kind}/{condition}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

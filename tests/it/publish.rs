@@ -317,3 +317,66 @@ async fn a_provider_timeout_is_logged_without_the_device_token() {
         "the token leaked into the log:\n{log}"
     );
 }
+
+/// Tigase's publish when an account is deleted (`docs/protocol.md` §4).
+fn tigase_account_removed(node: &str) -> String {
+    format!(
+        "<iq type='set' from='localhost' to='push.localhost' id='{}'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{node}'><item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data'><field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field><field var='message-count'><value>0</value></field></x><event xmlns='http://tigase.org/protocol/account#event' name='account-removed'/></notification></item></publish></pubsub></iq>",
+        next_id()
+    )
+}
+
+#[tokio::test]
+async fn tigase_account_removed_drops_the_registration_and_its_pending_push() {
+    // A long coalescing window keeps pushes pending, so what the event does to
+    // the outbox is seen before anything could be sent.
+    let mut h = Harness::start_with(|mut c| {
+        c.delivery = "coalesce_window_ms = 600000\n".into();
+        c
+    })
+    .await;
+    let gone = h
+        .register("alice@localhost/phone", "apns", &apns_token(0x5a))
+        .await;
+    let kept = h
+        .register("bob@localhost/phone", "apns", &apns_token(0x5b))
+        .await;
+    for node in [&gone, &kept] {
+        assert_result(&h.publish_prosody(node, "localhost", "hi", None).await);
+    }
+    let outbox = "pushgate_outbox_entries{provider=\"apns\"}";
+    assert!(eventually(WAIT, || async { h.gateway.metric(outbox).await == 2.0 }).await);
+
+    assert_result(&h.iq(&tigase_account_removed(&gone)).await);
+
+    // The event was not queued as a push (alice's entry would still be there,
+    // merged) and alice's pending push went with her registration.
+    assert!(
+        eventually(WAIT, || async { h.gateway.metric(outbox).await == 1.0 }).await,
+        "outbox: {}",
+        h.gateway.metric(outbox).await
+    );
+    let metric = |series: &'static str| h.gateway.metric(series);
+    assert_eq!(
+        metric("pushgate_publishes_total{outcome=\"account-removed\"}").await,
+        1.0
+    );
+    assert_eq!(
+        metric("pushgate_notifications_total{provider=\"apns\",fate=\"account-removed\"}").await,
+        1.0
+    );
+    let reply = h.publish_prosody(&gone, "localhost", "hi", None).await;
+    assert_eq!(
+        error_of(&reply),
+        Some(("cancel".into(), "item-not-found".into()))
+    );
+    // An event for a node that is already gone is item-not-found too: Tigase
+    // ignores the answer, and nothing else is touched.
+    let reply = h.iq(&tigase_account_removed(&gone)).await;
+    assert_eq!(
+        error_of(&reply),
+        Some(("cancel".into(), "item-not-found".into()))
+    );
+    assert_result(&h.publish_prosody(&kept, "localhost", "again", None).await);
+    assert!(h.mock.pushes().is_empty(), "nothing reached the provider");
+}

@@ -4,7 +4,8 @@
 use super::*;
 use crate::app::classify;
 use crate::app::publish::tests::{
-    EJABBERD, EJABBERD_EMPTY, PROSODY, PROSODY_NO_BODY, TIGASE, TIGASE_ENCRYPTED_CALL,
+    EJABBERD, EJABBERD_EMPTY, PROSODY, PROSODY_NO_BODY, TIGASE, TIGASE_ACCOUNT_REMOVED,
+    TIGASE_ENCRYPTED_CALL,
 };
 use crate::xmpp::{StreamEvent, StreamReader};
 
@@ -36,6 +37,7 @@ fn publishes() -> Vec<String> {
         EJABBERD_EMPTY,
         TIGASE,
         TIGASE_ENCRYPTED_CALL,
+        TIGASE_ACCOUNT_REMOVED,
     ]
     .map(str::to_owned)
     .to_vec();

@@ -1,4 +1,4 @@
-//! Captured publishes from `PROTOCOL.md` §4 and malformed variants.
+//! Captured publishes from `docs/protocol.md` §4 and malformed variants.
 
 use super::*;
 use crate::app::{Request, classify};
@@ -15,6 +15,10 @@ pub(crate) const EJABBERD_EMPTY: &str = "<iq xmlns='jabber:component:accept' to=
 pub(crate) const TIGASE: &str = "<iq xmlns='jabber:component:accept' type='set' from='example.com' to='push.example.com' id='t1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'><x type='submit' xmlns='jabber:x:data'><field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field><field var='message-count'><value>0</value></field><field var='last-message-sender'><value>bob@example.com/phone</value></field></x><priority xmlns='tigase:push:priority:0'>high</priority><groupchat xmlns='http://tigase.org/protocol/muc#offline'><nickname>bobby</nickname></groupchat></notification></item></publish></pubsub></iq>";
 
 pub(crate) const TIGASE_ENCRYPTED_CALL: &str = "<iq xmlns='jabber:component:accept' type='set' from='example.com' to='push.example.com' id='t2'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'><encrypted xmlns='tigase:push:encrypt:0' iv='aXYxMjM0NTY3ODkw' type='voip'>Y2lwaGVy+/=</encrypted><jingle xmlns='tigase:push:jingle:0' action='propose' sid='call-1'><media>audio</media></jingle></notification></item></publish></pubsub></iq>";
+
+/// What Tigase publishes when an account is deleted: the summary form without
+/// a sender or body, and the account event (`docs/protocol.md` §4).
+pub(crate) const TIGASE_ACCOUNT_REMOVED: &str = "<iq xmlns='jabber:component:accept' type='set' from='example.com' to='push.example.com' id='t3'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><notification xmlns='urn:xmpp:push:0'><x xmlns='jabber:x:data'><field var='FORM_TYPE'><value>urn:xmpp:push:summary</value></field><field var='message-count'><value>0</value></field></x><event xmlns='http://tigase.org/protocol/account#event' name='account-removed'/></notification></item></publish><publish-options><x type='submit' xmlns='jabber:x:data'><field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='secret'><value>s</value></field></x></publish-options></pubsub></iq>";
 
 fn publish(xml: &str) -> Result<PublishRequest, StanzaFault> {
     let el: Element = xml.parse().expect("test stanza parses");
@@ -114,6 +118,39 @@ fn tigase_extensions_are_read_and_encrypted_is_kept_verbatim() {
     assert_eq!(p.notification.jingle_sid.as_deref(), Some("call-1"));
     assert!(p.notification.is_call());
     assert_eq!(p.notification.priority(), Priority::High, "a call rings");
+}
+
+#[test]
+fn tigase_account_removed_is_read_and_nothing_else_is_taken_for_it() {
+    let p = publish(TIGASE_ACCOUNT_REMOVED).expect("account removed");
+    assert!(p.notification.account_removed);
+    assert_eq!(p.secret.as_deref(), Some("s"));
+    for xml in [
+        PROSODY,
+        EJABBERD,
+        EJABBERD_EMPTY,
+        TIGASE,
+        TIGASE_ENCRYPTED_CALL,
+    ] {
+        assert!(
+            !publish(xml).expect(xml).notification.account_removed,
+            "{xml}"
+        );
+    }
+    for other in [
+        "<event xmlns='http://tigase.org/protocol/account#event' name='account-created'/>",
+        "<event xmlns='http://tigase.org/protocol/account#event'/>",
+        "<event xmlns='urn:example:other' name='account-removed'/>",
+    ] {
+        let xml = TIGASE_ACCOUNT_REMOVED.replace(
+            "<event xmlns='http://tigase.org/protocol/account#event' name='account-removed'/>",
+            other,
+        );
+        assert!(
+            !publish(&xml).expect(other).notification.account_removed,
+            "{other}"
+        );
+    }
 }
 
 #[test]

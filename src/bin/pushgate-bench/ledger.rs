@@ -417,6 +417,26 @@ pub struct Totals {
     pub delivery_latency: Percentiles,
 }
 
+/// Conditions after which Tigase keeps a registration, whatever the error type
+/// (`docs/protocol.md` §5).
+const TIGASE_KEEPS: [&str; 4] = [
+    "remote-server-timeout",
+    "service-unavailable",
+    "internal-server-error",
+    "bad-request",
+];
+
+impl Totals {
+    /// The `wait/…` replies whose condition a Tigase server deletes the
+    /// registration on: "try later" answers that would turn push off.
+    pub fn tigase_deletes_on(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.errors.iter().filter_map(|(key, count)| {
+            let condition = key.strip_prefix("wait/")?;
+            (!TIGASE_KEEPS.contains(&condition)).then_some((key.as_str(), *count))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,12 +468,32 @@ mod tests {
         let now = Instant::now();
         let a = ledger.allocate(0, now).unwrap_or_default();
         let b = ledger.allocate(1, now).unwrap_or_default();
-        ledger.reply(a, Some("wait/resource-constraint".into()));
+        ledger.reply(a, Some("wait/service-unavailable".into()));
         ledger.reply(b, None);
         assert_eq!(ledger.outstanding(), 1);
         ledger.refused_by_provider(b, 1, true);
         let totals = ledger.totals();
         assert_eq!((totals.lost, totals.dead_devices), (0, 1));
-        assert_eq!(totals.errors.get("wait/resource-constraint"), Some(&1));
+        assert_eq!(totals.errors.get("wait/service-unavailable"), Some(&1));
+        assert_eq!(totals.tigase_deletes_on().count(), 0);
+    }
+
+    #[test]
+    fn only_wait_refusals_tigase_deletes_on_are_flagged() {
+        let ledger = Ledger::new(0, 10, 4, Duration::from_secs(1));
+        let now = Instant::now();
+        let replies = [
+            "wait/resource-constraint",
+            "wait/service-unavailable",
+            "wait/internal-server-error",
+            "cancel/item-not-found",
+        ];
+        for (device, reply) in replies.into_iter().enumerate() {
+            let id = ledger.allocate(device as u32, now).unwrap_or_default();
+            ledger.reply(id, Some(reply.into()));
+        }
+        let totals = ledger.totals();
+        let flagged: Vec<_> = totals.tigase_deletes_on().collect();
+        assert_eq!(flagged, [("wait/resource-constraint", 1)]);
     }
 }

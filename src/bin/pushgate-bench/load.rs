@@ -271,7 +271,7 @@ fn register_stanza(out: &mut String, device: u32) {
     );
 }
 
-/// Prosody's publish (`PROTOCOL.md` §4), body carrying the sequence number.
+/// Prosody's publish (`docs/protocol.md` §4), body carrying the sequence number.
 fn prosody_publish(out: &mut String, seq: u64, node: &str) {
     let _ = write!(
         out,
@@ -279,7 +279,7 @@ fn prosody_publish(out: &mut String, seq: u64, node: &str) {
     );
 }
 
-/// ejabberd's publish (`PROTOCOL.md` §4), with its publish-options secret.
+/// ejabberd's publish (`docs/protocol.md` §4), with its publish-options secret.
 fn ejabberd_publish(out: &mut String, seq: u64, node: &str) {
     let _ = write!(
         out,

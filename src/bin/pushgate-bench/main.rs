@@ -139,10 +139,10 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
     } else {
         print!("{table}");
     }
-    if !preset.strict {
-        return Ok(true);
+    let mut violations = report::tigase_unsafe_refusals(&report);
+    if preset.strict {
+        violations.extend(report::violations(&report));
     }
-    let violations = report::violations(&report);
     for v in &violations {
         eprintln!("pushgate-bench: FAILED: {v}");
     }

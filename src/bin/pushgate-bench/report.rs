@@ -130,6 +130,21 @@ fn percentiles(p: &Percentiles) -> String {
     )
 }
 
+/// "Try later" refusals (type `wait`) whose condition would make a Tigase
+/// server delete the registration: never acceptable, strict run or not.
+pub fn tigase_unsafe_refusals(report: &RunReport) -> Vec<String> {
+    let mut found = Vec::new();
+    for p in &report.phases {
+        for (key, count) in p.totals.tigase_deletes_on() {
+            found.push(format!(
+                "{}: {count} replies {key}, after which Tigase deletes the registration",
+                p.name
+            ));
+        }
+    }
+    found
+}
+
 /// Why a strict run failed, if it did: any count that must be zero and is not.
 pub fn violations(report: &RunReport) -> Vec<String> {
     let mut found = Vec::new();

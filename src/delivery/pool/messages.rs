@@ -1,4 +1,5 @@
-//! What the pool is asked: admit a publish, drain for shutdown, report status.
+//! What the pool is asked: admit a publish, forget a removed account's node,
+//! drain for shutdown, report status.
 
 use super::InFlight;
 use super::Pool;
@@ -14,6 +15,12 @@ use tokio::sync::oneshot;
 #[derive(Message)]
 #[rtype(result = "Result<(), SubmitError>")]
 pub struct Submit(pub Arrival);
+
+/// Drops every pending push of a node whose account is gone; resolves once the
+/// outbox no longer holds them.
+#[derive(Message)]
+#[rtype(result = "Result<(), SubmitError>")]
+pub struct Forget(pub String);
 
 /// The outbox entries the store holds for this pool's provider; the pool
 /// resumes them and starts admitting publishes.
@@ -65,12 +72,37 @@ impl Handler<Submit> for Pool {
         if admission == Admission::Merged {
             self.metrics.coalesced.inc(&[&self.id]);
         }
-        let (tx, rx) = oneshot::channel();
-        self.dirty_waiters.push(tx);
-        self.flush(ctx);
+        let durable = self.commit(ctx);
         self.pump(ctx);
         Box::pin(async move {
-            match rx.await {
+            match durable.await {
+                Ok(true) => Ok(()),
+                _ => Err(SubmitError::NotDurable),
+            }
+        })
+    }
+}
+
+impl Handler<Forget> for Pool {
+    type Result = ResponseFuture<Result<(), SubmitError>>;
+
+    fn handle(&mut self, msg: Forget, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.loaded {
+            return Box::pin(async { Err(SubmitError::Starting) });
+        }
+        let dropped = self.state.forget(&msg.0);
+        if dropped.is_empty() {
+            return Box::pin(async { Ok(()) });
+        }
+        let now = now_ms();
+        for (settled, change) in dropped {
+            self.settle(settled, now);
+            self.persist(change);
+        }
+        let durable = self.commit(ctx);
+        self.pump(ctx);
+        Box::pin(async move {
+            match durable.await {
                 Ok(true) => Ok(()),
                 _ => Err(SubmitError::NotDurable),
             }

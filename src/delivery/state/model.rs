@@ -94,6 +94,8 @@ pub enum Fate {
     Expired,
     /// The device token is dead.
     TokenDead,
+    /// The account was removed (Tigase's account-removed event) before it went.
+    AccountRemoved,
 }
 
 impl Fate {
@@ -104,6 +106,7 @@ impl Fate {
             Fate::Failed => "failed",
             Fate::Expired => "expired",
             Fate::TokenDead => "token-dead",
+            Fate::AccountRemoved => "account-removed",
         }
     }
 }

@@ -404,3 +404,40 @@ fn loaded_entries_keep_their_schedule_and_call_ids() {
         "no key reuse"
     );
 }
+
+#[test]
+fn a_removed_account_takes_its_entries_pending_and_in_flight_and_nothing_else() {
+    let mut s = PoolState::new(settings());
+    admit(&mut s, "gone", PushKind::Alert, 1, T0);
+    admit(&mut s, "gone", PushKind::Voip, 1, T0);
+    admit(&mut s, "other", PushKind::Alert, 1, T0);
+    // The call goes out at once and is in flight; the alert waits its window.
+    let call = sends(s.take_due(T0, 1));
+    assert_eq!(call.len(), 1);
+    let mut dropped = s.forget("gone");
+    dropped.sort_by(|a, b| format!("{:?}", a.1).cmp(&format!("{:?}", b.1)));
+    assert_eq!(dropped.len(), 2);
+    assert!(
+        dropped
+            .iter()
+            .all(|(settled, _)| settled.fate == Fate::AccountRemoved)
+    );
+    assert_eq!(dropped[0].1, Persist::Delete("gone".into()));
+    assert_eq!(dropped[1].1, Persist::Delete(call[0].key.clone()));
+    assert_eq!(s.len(), 1);
+    // The call's answer finds nothing to apply to.
+    let done = s.complete(
+        &call[0].key,
+        call[0].version,
+        Outcome::Delivered,
+        T0 + 5,
+        &mut none,
+    );
+    assert!(done.persist.is_empty() && done.settled.is_none());
+    let sent = sends(s.take_due(T0 + 100, 10));
+    assert_eq!(
+        sent.iter().map(|a| a.node.as_str()).collect::<Vec<_>>(),
+        ["other"]
+    );
+    assert!(s.forget("gone").is_empty());
+}

@@ -1,5 +1,5 @@
 //! One gateway wired to a fake XMPP server and a mock provider, plus the stanzas
-//! real servers send (`PROTOCOL.md` §2, §4).
+//! real servers send (`docs/protocol.md` §2, §4).
 
 use super::gateway::{GatewayProcess, TestConfig};
 use super::mock_provider::MockProvider;

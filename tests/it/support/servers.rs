@@ -396,6 +396,41 @@ include_config_file: "{snippet}"
         };
         std::fs::read_to_string(path).unwrap_or_default()
     }
+
+    /// The push errors the server logged receiving from the gateway, as
+    /// (type, condition): what went over the wire, read by the server itself.
+    /// Prosody logs `Got error <type:condition:text>` (at debug, which the
+    /// tests run at); ejabberd logs `rejected notification … temporarily: text
+    /// (condition)` for `wait` errors and `…, disabling push: text (condition)`
+    /// otherwise.
+    pub fn push_errors_received(&self) -> Vec<(String, String)> {
+        let log = self.log();
+        let mut seen = Vec::new();
+        for line in log.lines() {
+            let found = match self.kind {
+                Kind::Prosody => line
+                    .split_once("Got error <")
+                    .and_then(|(_, rest)| rest.split_once(':'))
+                    .and_then(|(kind, rest)| Some((kind, rest.split_once(':')?.0))),
+                Kind::Ejabberd if line.contains("rejected notification") => {
+                    let kind = if line.contains(" temporarily: ") {
+                        "wait"
+                    } else {
+                        "not wait"
+                    };
+                    line.trim_end()
+                        .strip_suffix(')')
+                        .and_then(|l| l.rsplit_once('('))
+                        .map(|(_, condition)| (kind, condition))
+                }
+                Kind::Ejabberd => None,
+            };
+            if let Some((kind, condition)) = found {
+                seen.push((kind.to_owned(), condition.to_owned()));
+            }
+        }
+        seen
+    }
 }
 
 impl Drop for XmppServer {
