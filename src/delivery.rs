@@ -180,10 +180,10 @@ impl Dispatcher {
     /// Stops admitting and waits until every pool has sent what is due and
     /// committed its outbox, or `deadline` passes. Returns false if something
     /// was still in flight.
-    pub async fn drain(&self, deadline: Duration) -> bool {
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> bool {
         let waits = self.pools.values().map(|pool| pool.send(Drain));
         let all = futures_util::future::join_all(waits);
-        match tokio::time::timeout(deadline, all).await {
+        match tokio::time::timeout_at(deadline, all).await {
             Ok(results) => results.iter().all(Result::is_ok),
             Err(_) => false,
         }

@@ -1,5 +1,6 @@
 //! Wiring: builds every part from the configuration, runs until the shutdown
-//! signal, then stops in order (HTTP, component streams, delivery pools).
+//! signal, then stops in order (HTTP, component streams, delivery pools)
+//! within one deadline.
 
 mod handler;
 
@@ -18,6 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 /// Pause between attempts to reach a store that was down at start.
@@ -114,15 +116,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let sessions = start_sessions(&config, &handler, &metrics, &arbiters);
 
     shutdown.await;
-    info!("shutting down: closing the HTTP listener and component streams");
+    // One deadline for every stage: each gets what the previous ones left, so
+    // the whole shutdown fits in `shutdown_grace_s` (and in Kubernetes'
+    // terminationGracePeriodSeconds when that is set above it).
     let grace = Duration::from_secs(config.delivery.shutdown_grace_s);
-    server_handle.stop(true).await;
-    let closes = sessions.iter().map(|s| s.send(Close { grace }));
-    futures_util::future::join_all(closes).await;
+    let deadline = Instant::now() + grace;
+    info!(
+        ?grace,
+        "shutting down: closing the HTTP listener and component streams"
+    );
+    if tokio::time::timeout_at(deadline, server_handle.stop(true))
+        .await
+        .is_err()
+    {
+        server_handle.stop(false).await;
+    }
+    let closes = sessions.iter().map(|s| s.send(Close { deadline }));
+    let _ = tokio::time::timeout_at(deadline, futures_util::future::join_all(closes)).await;
     for arbiter in &arbiters {
         arbiter.stop();
     }
-    if dispatcher.drain(grace).await {
+    if dispatcher.drain(deadline).await {
         info!("deliveries in flight finished and the outbox is committed; bye");
     } else {
         warn!(

@@ -70,12 +70,32 @@ pub struct SessionSettings {
 }
 
 /// Asks a session to close its stream gracefully: stop reading, let in-flight
-/// stanzas be answered within `grace`, send `</stream:stream>`, and stop.
+/// stanzas be answered until `deadline`, send `</stream:stream>`, and stop.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Close {
-    /// How long in-flight stanzas may take.
-    pub grace: Duration,
+    /// When in-flight stanzas must be answered and the stream closed.
+    pub deadline: tokio::time::Instant,
+}
+
+/// Most time given to the writer to flush the stream's last bytes.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Counts an authenticated session in the "sessions up" gauge for as long as
+/// it lives: however the session ends, dropping it takes the count back.
+struct SessionUp(Arc<Metrics>);
+
+impl SessionUp {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.sessions_up.inc();
+        Self(metrics.clone())
+    }
+}
+
+impl Drop for SessionUp {
+    fn drop(&mut self) {
+        self.0.sessions_up.dec();
+    }
 }
 
 #[derive(Message)]
@@ -98,6 +118,7 @@ struct Live {
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
     in_flight: Arc<Semaphore>,
+    _up: SessionUp,
 }
 
 /// One component connection to one server, reconnecting until closed.
@@ -166,7 +187,7 @@ impl Session {
         self.generation += 1;
         let generation = self.generation;
         info!(server = %self.settings.label, jid = %self.settings.jid, "component session established");
-        self.metrics.sessions_up.inc();
+        let up = SessionUp::new(&self.metrics);
         let (tx, rx) = mpsc::channel(1024);
         let in_flight = Arc::new(Semaphore::new(self.settings.max_concurrent));
         let me = ctx.address();
@@ -195,6 +216,7 @@ impl Session {
             reader,
             writer,
             in_flight,
+            _up: up,
         });
     }
 }
@@ -210,7 +232,6 @@ impl Actor for Session {
         if let Some(live) = self.live.take() {
             live.reader.abort();
             live.writer.abort();
-            self.metrics.sessions_up.dec();
         }
     }
 }
@@ -222,7 +243,6 @@ impl Handler<Disconnected> for Session {
         let Some(live) = self.live.take_if(|l| l.generation == msg.generation) else {
             return;
         };
-        self.metrics.sessions_up.dec();
         live.reader.abort();
         // Let the writer flush a final stream error, but not forever.
         drop(live.tx);
@@ -256,23 +276,23 @@ impl Handler<Close> for Session {
         let live = self.live.take();
         let permits = u32::try_from(self.settings.max_concurrent).unwrap_or(u32::MAX);
         let label = self.settings.label.clone();
-        let was_live = live.is_some();
         let drain = async move {
             let Some(live) = live else { return };
             live.reader.abort();
-            if tokio::time::timeout(msg.grace, live.in_flight.acquire_many(permits))
+            if tokio::time::timeout_at(msg.deadline, live.in_flight.acquire_many(permits))
                 .await
                 .is_err()
             {
                 warn!(server = %label, "closing with stanzas still being handled");
             }
-            let _ = live
-                .tx
-                .send(Outgoing::Final("</stream:stream>".to_owned()))
-                .await;
+            let flushed_by = msg
+                .deadline
+                .min(tokio::time::Instant::now() + FLUSH_TIMEOUT);
+            let footer = live.tx.send(Outgoing::Final("</stream:stream>".to_owned()));
+            let _ = tokio::time::timeout_at(flushed_by, footer).await;
             drop(live.tx);
             let abort = live.writer.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), live.writer)
+            if tokio::time::timeout_at(flushed_by, live.writer)
                 .await
                 .is_err()
             {
@@ -280,11 +300,6 @@ impl Handler<Close> for Session {
             }
             info!(server = %label, "component session closed");
         };
-        Box::pin(drain.into_actor(self).map(move |_, act, ctx| {
-            if was_live {
-                act.metrics.sessions_up.dec();
-            }
-            ctx.stop();
-        }))
+        Box::pin(drain.into_actor(self).map(|_, _, ctx| ctx.stop()))
     }
 }

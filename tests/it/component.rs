@@ -282,3 +282,51 @@ async fn sigterm_closes_the_stream_and_exits_cleanly() {
     assert!(status.success(), "{status:?}\n{}", h.gateway.log());
     assert!(h.conn.wait_end(WAIT).await, "no </stream:stream>");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_within_one_deadline_and_the_outbox_keeps_what_was_in_flight() {
+    let mut h = Harness::start_with(|mut c| {
+        c.shutdown_grace_s = 3;
+        c.provider_keys = "request_timeout_s = 60\n".into();
+        c
+    })
+    .await;
+    // The provider never answers within the grace period.
+    let token = crate::support::apns_token(0x52);
+    h.mock.delay(&token, Duration::from_secs(60));
+    let node = h.register("alice@localhost/phone", "apns", &token).await;
+    let reply = h.publish_prosody(&node, "localhost", "hi", None).await;
+    assert_eq!(reply.attr("type"), Some("result"));
+    let in_flight = crate::support::eventually(WAIT, || async {
+        h.gateway
+            .metric("pushgate_in_flight{provider=\"apns\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    assert!(in_flight);
+
+    let asked = std::time::Instant::now();
+    let gateway = &mut h.gateway;
+    let status = tokio::task::block_in_place(|| gateway.terminate(WAIT)).expect("exits");
+    let took = asked.elapsed();
+    assert!(status.success(), "{status:?}\n{}", h.gateway.log());
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_millis(4500),
+        "exited after {took:?}, not at the 3 s deadline:\n{}",
+        h.gateway.log()
+    );
+    assert!(
+        h.gateway.log().contains("shutdown deadline passed"),
+        "{}",
+        h.gateway.log()
+    );
+
+    // The push is still in the outbox: the next process delivers it.
+    h.mock.delay(&token, Duration::ZERO);
+    h.gateway = crate::support::gateway::GatewayProcess::start(&h.config, h._dir.path());
+    let _conn = h.server.accept(WAIT).await;
+    let delivered =
+        crate::support::eventually(WAIT, || async { !h.mock.delivered(&token).is_empty() }).await;
+    assert!(delivered, "{}", h.gateway.log());
+}

@@ -55,6 +55,8 @@ pub struct TestConfig {
     pub provider_keys: String,
     /// Extra keys of the `[store]` table (a Redis backend).
     pub store_keys: String,
+    /// `delivery.shutdown_grace_s`.
+    pub shutdown_grace_s: u64,
 }
 
 impl TestConfig {
@@ -72,6 +74,7 @@ impl TestConfig {
             keepalive_s: 30,
             provider_keys: String::new(),
             store_keys: String::new(),
+            shutdown_grace_s: 5,
         }
     }
 
@@ -125,7 +128,7 @@ path = "{store}"
 listen = "127.0.0.1:{http}"
 
 [delivery]
-shutdown_grace_s = 5
+shutdown_grace_s = {grace}
 {delivery}
 [log]
 level = "pushgate=debug,info"
@@ -137,6 +140,7 @@ level = "pushgate=debug,info"
             http = self.http_port,
             delivery = self.delivery,
             keepalive = self.keepalive_s,
+            grace = self.shutdown_grace_s,
         );
         if let Some((cert, key)) = &self.http_tls {
             text = text.replace(

@@ -17,6 +17,8 @@ pub struct Harness {
     pub server: FakeServer,
     /// The gateway process.
     pub gateway: GatewayProcess,
+    /// Its configuration (to start it again).
+    pub config: TestConfig,
     /// The authenticated component stream.
     pub conn: Component,
     /// Temporary directory (config, store, keys, logs), removed on drop: last, so
@@ -49,6 +51,7 @@ impl Harness {
             mock,
             server,
             gateway,
+            config,
             conn,
             _dir: dir,
         }
