@@ -2,6 +2,8 @@
 //! stanza bytes → Notification, payload build, node lookup in each store
 //! backend, and the APNs JWT reuse. `cargo bench --bench hot_path`.
 
+#![allow(clippy::disallowed_methods)]
+
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use pushgate::app::{Request, classify};
 use pushgate::config::{StoreBackend, StoreConfig};

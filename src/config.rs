@@ -182,6 +182,30 @@ mod tests {
     }
 
     #[test]
+    fn backoff_bounds_are_refused_by_key_not_adjusted() {
+        let base = "[component]\njid = 'push.example.com'\nsecret = 's'\n";
+        let servers = "[[component.servers]]\nhost = 'localhost'\n";
+        let issues_of = |extra: &str| -> Vec<String> {
+            match load_from_str(&format!("{base}{extra}"), "t", no_env()) {
+                Ok(_) => Vec::new(),
+                Err(ConfigError::Invalid(issues)) => issues.iter().map(|i| i.to_string()).collect(),
+                Err(e) => vec![e.to_string()],
+            }
+        };
+        assert!(issues_of(servers).is_empty());
+        let swapped = issues_of(&format!(
+            "reconnect_min_ms = 5000\nreconnect_max_ms = 1000\n{servers}[delivery]\nretry_base_ms = 0\n"
+        ));
+        assert_eq!(
+            swapped,
+            [
+                "component.reconnect_max_ms: the largest delay (1000 ms) is below the first delay (5000 ms)",
+                "delivery.retry_base_ms: the first delay must be at least 1 ms",
+            ],
+        );
+    }
+
+    #[test]
     fn secrets_are_not_printed() {
         let config = load_from_str(
             include_str!("../config/pushgate.local.toml"),

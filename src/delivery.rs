@@ -22,7 +22,7 @@ pub use state::{
     Settled, Step, UNKNOWN_MAX_ATTEMPTS,
 };
 
-use crate::config::Config;
+use crate::config::{Config, ConfigIssue};
 use crate::providers::PushClient;
 use crate::registry::{OutboxWrite, Registry, RegistryError};
 use crate::telemetry::Metrics;
@@ -78,7 +78,8 @@ impl Dispatcher {
         registry: &Registry,
         metrics: &Arc<Metrics>,
         threads: &[ArbiterHandle],
-    ) -> Self {
+    ) -> Result<Self, ConfigIssue> {
+        let settings = settings(config)?;
         let mut pools = HashMap::new();
         let mut threads = threads.iter().cycle();
         for (id, client) in clients {
@@ -90,7 +91,7 @@ impl Dispatcher {
                 client,
                 registry.clone(),
                 metrics.clone(),
-                PoolState::new(settings(config)),
+                PoolState::new(settings),
                 provider.max_in_flight,
             );
             let addr = match threads.next() {
@@ -99,10 +100,10 @@ impl Dispatcher {
             };
             pools.insert(id, addr);
         }
-        Self {
+        Ok(Self {
             pools,
             loaded: Arc::new(AtomicBool::new(false)),
-        }
+        })
     }
 
     /// Reads the outbox and hands each pool its entries, once; the pools then
@@ -180,7 +181,7 @@ impl Dispatcher {
     /// Stops admitting and waits until every pool has sent what is due and
     /// committed its outbox, or `deadline` passes. Returns false if something
     /// was still in flight.
-    pub async fn drain(&self, deadline: tokio::time::Instant) -> bool {
+    pub async fn drain(&self, deadline: crate::clock::Instant) -> bool {
         let waits = self.pools.values().map(|pool| pool.send(Drain));
         let all = futures_util::future::join_all(waits);
         match tokio::time::timeout_at(deadline, all).await {
@@ -190,18 +191,17 @@ impl Dispatcher {
     }
 }
 
-fn settings(config: &Config) -> Settings {
+fn settings(config: &Config) -> Result<Settings, ConfigIssue> {
     let d = &config.delivery;
-    Settings {
+    Ok(Settings {
         capacity: d.queue_capacity,
         window_ms: d.coalesce_window_ms,
         min_interval_ms: d.min_interval_ms,
         retry: RetryPolicy {
-            base_ms: d.retry_base_ms,
-            max_ms: d.retry_max_ms,
+            backoff: d.retry_backoff()?,
             max_age_ms: d.max_age_s.saturating_mul(1000),
         },
-    }
+    })
 }
 
 /// The outbox entries in the store, by provider. Entries that cannot be decoded

@@ -19,7 +19,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 /// Pause between attempts to reach a store that was down at start.
@@ -37,6 +36,9 @@ pub enum GatewayError {
     /// The HTTP server could not start.
     #[error(transparent)]
     Http(#[from] HttpError),
+    /// A setting is out of bounds (caught by `check-config` already).
+    #[error(transparent)]
+    Setting(#[from] ConfigIssue),
     /// A thread's async runtime could not be built.
     #[error("runtime: {0}")]
     Runtime(#[from] std::io::Error),
@@ -83,7 +85,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let registry = Registry::open(&config.store)?;
     let pool_threads = threads(clients.len())?;
     let handles: Vec<_> = pool_threads.iter().map(Arbiter::handle).collect();
-    let dispatcher = Dispatcher::start(&config, clients, &registry, &metrics, &handles);
+    let dispatcher = Dispatcher::start(&config, clients, &registry, &metrics, &handles)?;
     bring_up_store(&config, &registry, &dispatcher).await;
     let app = AppContext::from_config(&config);
     let server = http::start(
@@ -113,14 +115,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }));
     let connections = config.component.servers.iter().map(|s| s.connections).sum();
     let arbiters = threads(connections)?;
-    let sessions = start_sessions(&config, &handler, &metrics, &arbiters);
+    let sessions = start_sessions(&config, &handler, &metrics, &arbiters)?;
 
     shutdown.await;
     // One deadline for every stage: each gets what the previous ones left, so
     // the whole shutdown fits in `shutdown_grace_s` (and in Kubernetes'
     // terminationGracePeriodSeconds when that is set above it).
     let grace = Duration::from_secs(config.delivery.shutdown_grace_s);
-    let deadline = Instant::now() + grace;
+    let deadline = crate::clock::now() + grace;
     info!(
         ?grace,
         "shutting down: closing the HTTP listener and component streams"
@@ -235,8 +237,9 @@ fn start_sessions(
     handler: &Arc<dyn StanzaHandler>,
     metrics: &Arc<Metrics>,
     arbiters: &[Arbiter],
-) -> Vec<Addr<Session>> {
+) -> Result<Vec<Addr<Session>>, ConfigIssue> {
     let c = &config.component;
+    let reconnect = c.reconnect_backoff()?;
     let mut sessions = Vec::new();
     for server in &c.servers {
         for n in 0..server.connections {
@@ -248,8 +251,7 @@ fn start_sessions(
                 secret: c.secret.clone(),
                 keepalive: Duration::from_secs(c.keepalive_s),
                 max_stanza_bytes: c.max_stanza_bytes,
-                reconnect_min: Duration::from_millis(c.reconnect_min_ms),
-                reconnect_max: Duration::from_millis(c.reconnect_max_ms),
+                reconnect,
                 connect_timeout: Duration::from_secs(c.connect_timeout_s),
                 max_concurrent: c.max_concurrent_stanzas,
             };
@@ -263,5 +265,5 @@ fn start_sessions(
             });
         }
     }
-    sessions
+    Ok(sessions)
 }

@@ -15,10 +15,14 @@
 //! - [`http`]: Tigase REST unregister, health, readiness and metrics.
 //! - [`telemetry`]: logging and the metrics registry.
 //! - [`gateway`]: wires the pieces together and runs them until shutdown.
+//! - [`clock`]: the one source of time, which tests can pause; [`backoff`]:
+//!   the one exponential backoff.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod app;
+pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod gateway;

@@ -77,11 +77,6 @@ pub trait PushClient: Send + Sync + 'static {
     fn send(&self, push: Push) -> SendFuture;
 }
 
-/// Seconds since the Unix epoch, for JWT `iat` and `apns-expiration`.
-pub(crate) fn now_secs() -> u64 {
-    crate::registry::now_ms() / 1000
-}
-
 /// Builds the client for one `[[providers]]` entry. Reads and checks every key and
 /// CA file, so configuration mistakes surface at start-up and in `check-config`.
 pub fn build(

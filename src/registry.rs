@@ -23,7 +23,7 @@ pub use cache::RegistrationCache;
 pub use embedded::EmbeddedStore;
 pub use error::{DeadToken, RegistryError};
 pub use keys::NodeKeys;
-pub use model::{DeviceRef, Edit, NewRegistration, OutboxWrite, Registration, now_ms};
+pub use model::{DeviceRef, Edit, NewRegistration, OutboxWrite, Registration};
 pub use redis::RedisStore;
 pub use shard::{node_of_outbox_key, shard_of};
 pub use transfer::{ExportLine, ImportSummary, TransferError};
@@ -168,7 +168,7 @@ impl Registry {
     /// Registers a device for `account` (a bare JID), returning the registration.
     /// Idempotent: the same (account, provider, token) keeps its node and creation time.
     pub async fn register(&self, new: NewRegistration) -> Result<Registration, RegistryError> {
-        let registration = new.into_registration(self.keys()?, now_ms());
+        let registration = new.into_registration(self.keys()?, crate::clock::unix_ms());
         let node = registration.node.clone();
         let applied = self
             .edit(&node, move |old| {

@@ -4,13 +4,11 @@
 //! server alive and hands every complete stanza to a [`StanzaHandler`], sending
 //! back whatever reply the handler returns.
 
-mod backoff;
 mod connection;
 mod frame;
 mod session;
 mod stream_error;
 
-pub use backoff::Backoff;
 pub use connection::{ConnectError, handshake_digest};
 pub use frame::{FrameError, StreamEvent, StreamReader};
 pub use session::{Close, ReplyFuture, Session, SessionSettings, StanzaHandler};

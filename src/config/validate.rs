@@ -1,7 +1,8 @@
 //! Cross-field checks that serde cannot express. Every problem is collected, not
 //! just the first, and each names its key.
 
-use super::{Config, ProviderKind, StoreBackend, StoreConfig};
+use super::{ComponentConfig, Config, DeliveryConfig, ProviderKind, StoreBackend, StoreConfig};
+use crate::backoff::{Backoff, InvalidBackoff};
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
@@ -29,6 +30,45 @@ impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.key, self.message)
     }
+}
+
+impl std::error::Error for ConfigIssue {}
+
+impl ComponentConfig {
+    /// The reconnect backoff (`reconnect_min_ms` to `reconnect_max_ms`).
+    pub fn reconnect_backoff(&self) -> Result<Backoff, ConfigIssue> {
+        backoff(
+            "component.reconnect_min_ms",
+            "component.reconnect_max_ms",
+            Backoff::new(self.reconnect_min_ms, self.reconnect_max_ms),
+        )
+    }
+}
+
+impl DeliveryConfig {
+    /// The retry backoff (`retry_base_ms` to `retry_max_ms`).
+    pub fn retry_backoff(&self) -> Result<Backoff, ConfigIssue> {
+        backoff(
+            "delivery.retry_base_ms",
+            "delivery.retry_max_ms",
+            Backoff::new(self.retry_base_ms, self.retry_max_ms),
+        )
+    }
+}
+
+/// Names the key a backoff's bounds went wrong at.
+fn backoff(
+    base_key: &str,
+    max_key: &str,
+    built: Result<Backoff, InvalidBackoff>,
+) -> Result<Backoff, ConfigIssue> {
+    built.map_err(|e| {
+        let key = match e {
+            InvalidBackoff::ZeroBase => base_key,
+            InvalidBackoff::MaxBelowBase { .. } => max_key,
+        };
+        ConfigIssue::new(key, e.to_string())
+    })
 }
 
 /// Checks `config` without touching the network or key files; credentials are
@@ -83,20 +123,10 @@ pub fn validate(config: &Config) -> Vec<ConfigIssue> {
     );
     positive(
         &mut issues,
-        "component.reconnect_min_ms",
-        c.reconnect_min_ms,
-    );
-    positive(
-        &mut issues,
         "component.max_concurrent_stanzas",
         c.max_concurrent_stanzas as u64,
     );
-    if c.reconnect_max_ms < c.reconnect_min_ms {
-        issues.push(ConfigIssue::new(
-            "component.reconnect_max_ms",
-            "must not be below component.reconnect_min_ms",
-        ));
-    }
+    issues.extend(c.reconnect_backoff().err());
     if c.max_stanza_bytes < 4096 {
         issues.push(ConfigIssue::new(
             "component.max_stanza_bytes",
@@ -125,14 +155,8 @@ pub fn validate(config: &Config) -> Vec<ConfigIssue> {
         "delivery.queue_capacity",
         d.queue_capacity as u64,
     );
-    positive(&mut issues, "delivery.retry_base_ms", d.retry_base_ms);
     positive(&mut issues, "delivery.max_age_s", d.max_age_s);
-    if d.retry_max_ms < d.retry_base_ms {
-        issues.push(ConfigIssue::new(
-            "delivery.retry_max_ms",
-            "must not be below delivery.retry_base_ms",
-        ));
-    }
+    issues.extend(d.retry_backoff().err());
     validate_providers(config, &mut issues);
     validate_commands(config, &mut issues);
     issues

@@ -14,8 +14,9 @@ pub use messages::{Drain, Forget, Load, PoolStatus, Status, Submit};
 
 use super::outbox::OutboxEntry;
 use super::state::{Attempt, Persist, PoolState, Step};
+use crate::clock::unix_ms as now_ms;
 use crate::providers::PushClient;
-use crate::registry::{OutboxWrite, Registry, now_ms};
+use crate::registry::{OutboxWrite, Registry};
 use crate::telemetry::Metrics;
 use actix::prelude::*;
 use messages::Sent;

@@ -6,7 +6,8 @@ use super::connections::{Connections, bearer_header};
 use super::error::{BuildError, DeliveryError, ErrorClass, raw_body, retry_after};
 use super::size::{APNS_LIMIT, APNS_VOIP_LIMIT, fit};
 use super::tls::tls_config;
-use super::{Delivered, Push, PushClient, PushKind, SendFuture, now_secs};
+use super::{Delivered, Push, PushClient, PushKind, SendFuture};
+use crate::clock::unix_secs;
 use crate::config::{DeliveryConfig, ProviderConfig};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
@@ -107,7 +108,7 @@ impl Inner {
         put("apns-priority", priority);
         put(
             "apns-expiration",
-            &(now_secs() + self.expiration_s).to_string(),
+            &(unix_secs() + self.expiration_s).to_string(),
         );
         if let Some(collapse) = push
             .collapse_id

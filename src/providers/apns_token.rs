@@ -2,7 +2,7 @@
 //! refuses tokens older than 60 minutes and re-signing more than every 20).
 
 use super::error::BuildError;
-use super::now_secs;
+use crate::clock::unix_secs as now_secs;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use std::sync::Mutex;

@@ -6,10 +6,11 @@
 //! TLS-intercepting proxies), and it cannot share our client.
 
 use super::error::{BuildError, DeliveryError};
+use crate::clock::{self, Instant};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Mutex;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -100,7 +101,7 @@ impl FcmTokenSource {
     }
 
     fn assertion(&self) -> Result<String, jsonwebtoken::errors::Error> {
-        let iat = super::now_secs();
+        let iat = crate::clock::unix_secs();
         jsonwebtoken::encode(
             &Header::new(Algorithm::RS256),
             &GrantClaims {
@@ -118,12 +119,12 @@ impl FcmTokenSource {
     pub(crate) async fn bearer(&self) -> Result<String, DeliveryError> {
         let mut cached = self.cached.lock().await;
         if let Some((token, expires)) = cached.as_ref()
-            && Instant::now() + REFRESH_MARGIN < *expires
+            && clock::now() + REFRESH_MARGIN < *expires
         {
             return Ok(token.clone());
         }
         let (token, lifetime) = self.fetch().await?;
-        *cached = Some((token.clone(), Instant::now() + lifetime));
+        *cached = Some((token.clone(), clock::now() + lifetime));
         Ok(token)
     }
 

@@ -9,10 +9,11 @@
 //! another process change the store behind our back.
 
 use super::Registration;
+use crate::clock::{self, Instant};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Generations {
     young: HashMap<String, Registration>,
@@ -40,8 +41,8 @@ impl RegistrationCache {
             inner: Mutex::new(Generations {
                 young: HashMap::new(),
                 old: HashMap::new(),
-                young_since: Instant::now(),
-                old_since: Instant::now(),
+                young_since: clock::now(),
+                old_since: clock::now(),
             }),
             half_capacity: (capacity / 2).max(1),
             ttl,
@@ -85,10 +86,10 @@ impl RegistrationCache {
     }
 
     fn rotate_if_due(&self, g: &mut Generations) {
-        if g.young_since.elapsed() >= self.ttl / 2 {
+        if clock::now() - g.young_since >= self.ttl / 2 {
             rotate(g);
         }
-        if g.old_since.elapsed() >= self.ttl {
+        if clock::now() - g.old_since >= self.ttl {
             g.old.clear();
         }
     }
@@ -105,7 +106,7 @@ impl RegistrationCache {
 fn rotate(g: &mut Generations) {
     g.old = std::mem::take(&mut g.young);
     g.old_since = g.young_since;
-    g.young_since = Instant::now();
+    g.young_since = clock::now();
 }
 
 #[cfg(test)]
@@ -142,8 +143,8 @@ mod tests {
         assert!(cache.get("n9").is_none());
     }
 
-    #[test]
-    fn entries_expire() {
+    #[tokio::test(start_paused = true)]
+    async fn entries_expire() {
         let cache = RegistrationCache::new(100, Duration::from_millis(40));
         cache.insert(registration("a"), cache.epoch());
         assert!(cache.get("a").is_some());
@@ -154,7 +155,9 @@ mod tests {
             cache.get("b").is_none(),
             "a value read before a change is not cached"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::advance(Duration::from_millis(19)).await;
+        assert!(cache.get("a").is_some(), "kept within its time-to-live");
+        tokio::time::advance(Duration::from_millis(31)).await;
         assert!(cache.get("a").is_none(), "served past its time-to-live");
     }
 }

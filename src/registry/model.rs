@@ -139,14 +139,6 @@ pub(super) fn decode(node: &str, bytes: &[u8]) -> Result<Registration, super::Re
     })
 }
 
-/// Milliseconds since the Unix epoch, by the wall clock.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,15 +8,16 @@
 
 mod io;
 
-use super::backoff::Backoff;
 use super::connection::{self, Connection};
+use crate::backoff::{self, Backoff};
+use crate::clock::{self, Instant};
 use crate::config::Secret;
 use crate::telemetry::Metrics;
 use actix::prelude::*;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -59,10 +60,9 @@ pub struct SessionSettings {
     pub keepalive: Duration,
     /// Largest stanza accepted.
     pub max_stanza_bytes: usize,
-    /// First reconnect delay.
-    pub reconnect_min: Duration,
-    /// Largest reconnect delay.
-    pub reconnect_max: Duration,
+    /// Reconnect delays (equal jitter, so restarted gateways do not come back
+    /// in step, yet never much sooner than the step).
+    pub reconnect: Backoff,
     /// Connect + handshake deadline.
     pub connect_timeout: Duration,
     /// Stanzas handled at once.
@@ -75,7 +75,7 @@ pub struct SessionSettings {
 #[rtype(result = "()")]
 pub struct Close {
     /// When in-flight stanzas must be answered and the stream closed.
-    pub deadline: tokio::time::Instant,
+    pub deadline: Instant,
 }
 
 /// Most time given to the writer to flush the stream's last bytes.
@@ -128,7 +128,8 @@ pub struct Session {
     metrics: Arc<Metrics>,
     live: Option<Live>,
     generation: u64,
-    backoff: Backoff,
+    /// Failed connection attempts since the last session that held.
+    failures: u32,
     closing: bool,
 }
 
@@ -139,14 +140,13 @@ impl Session {
         handler: Arc<dyn StanzaHandler>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
         Self {
             settings: Arc::new(settings),
             handler,
             metrics,
             live: None,
             generation: 0,
-            backoff,
+            failures: 0,
             closing: false,
         }
     }
@@ -171,7 +171,7 @@ impl Session {
             match result {
                 Ok(conn) => act.on_connected(conn, ctx),
                 Err(e) => {
-                    let delay = act.backoff.next_delay();
+                    let delay = act.next_delay();
                     if e.is_configuration_error() {
                         error!(server = %act.settings.label, retry_in = ?delay, "component connection failed: {e}");
                     } else {
@@ -181,6 +181,16 @@ impl Session {
                 }
             }
         }));
+    }
+
+    /// The delay before the next attempt; each failure doubles the step.
+    fn next_delay(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let ms = self
+            .settings
+            .reconnect
+            .equal_jitter_ms(self.failures, &mut backoff::uniform);
+        Duration::from_millis(ms)
     }
 
     fn on_connected(&mut self, conn: Connection, ctx: &mut Context<Self>) {
@@ -211,7 +221,7 @@ impl Session {
         }));
         self.live = Some(Live {
             generation,
-            since: Instant::now(),
+            since: clock::now(),
             tx,
             reader,
             writer,
@@ -259,10 +269,10 @@ impl Handler<Disconnected> for Session {
         if self.closing {
             return;
         }
-        if live.since.elapsed() >= Duration::from_secs(10) {
-            self.backoff.reset();
+        if clock::now() - live.since >= Duration::from_secs(10) {
+            self.failures = 0;
         }
-        let delay = self.backoff.next_delay();
+        let delay = self.next_delay();
         warn!(server = %self.settings.label, retry_in = ?delay, "component session lost: {}", msg.reason);
         ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
@@ -285,9 +295,7 @@ impl Handler<Close> for Session {
             {
                 warn!(server = %label, "closing with stanzas still being handled");
             }
-            let flushed_by = msg
-                .deadline
-                .min(tokio::time::Instant::now() + FLUSH_TIMEOUT);
+            let flushed_by = msg.deadline.min(clock::now() + FLUSH_TIMEOUT);
             let footer = live.tx.send(Outgoing::Final("</stream:stream>".to_owned()));
             let _ = tokio::time::timeout_at(flushed_by, footer).await;
             drop(live.tx);

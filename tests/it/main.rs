@@ -1,6 +1,10 @@
 //! Integration tests: the real gateway binary against a fake XMPP server and mock
 //! APNs/FCM providers. One test binary, a module per behaviour.
 
+// These tests drive real processes and servers and measure real time; the
+// clock ban of clippy.toml is for the gateway's own code.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 mod bench;

@@ -151,7 +151,7 @@ async fn answer(
                 410,
                 &format!(
                     r#"{{"reason":"Unregistered","timestamp":{}}}"#,
-                    pushgate::registry::now_ms()
+                    pushgate::clock::unix_ms()
                 ),
                 None,
             ),

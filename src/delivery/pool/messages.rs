@@ -3,11 +3,11 @@
 
 use super::InFlight;
 use super::Pool;
+use crate::clock::unix_ms as now_ms;
 use crate::delivery::SubmitError;
 use crate::delivery::outbox::OutboxEntry;
 use crate::delivery::state::{Admission, Arrival};
 use crate::providers::{Delivered, DeliveryError};
-use crate::registry::now_ms;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 

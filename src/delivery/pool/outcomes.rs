@@ -4,9 +4,10 @@
 
 use super::Pool;
 use super::hints::credential_hint;
+use crate::clock::unix_ms as now_ms;
 use crate::delivery::state::{Completion, Outcome, Settled};
 use crate::providers::{Delivered, DeliveryError, ErrorClass};
-use crate::registry::{DeadToken, now_ms};
+use crate::registry::DeadToken;
 use actix::prelude::*;
 use tracing::{debug, error, info, warn};
 
@@ -48,10 +49,13 @@ impl Pool {
                 }
             }
         };
-        let mut uniform = |n: u64| rand::random_range(0..=n);
-        let done = self
-            .state
-            .complete(&attempt.key, attempt.version, outcome, now, &mut uniform);
+        let done = self.state.complete(
+            &attempt.key,
+            attempt.version,
+            outcome,
+            now,
+            &mut crate::backoff::uniform,
+        );
         self.apply(done, result.err(), now);
     }
 

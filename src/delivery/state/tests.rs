@@ -14,8 +14,7 @@ fn settings() -> Settings {
         window_ms: 100,
         min_interval_ms: 0,
         retry: RetryPolicy {
-            base_ms: 1_000,
-            max_ms: 60_000,
+            backoff: crate::backoff::Backoff::new(1_000, 60_000).expect("valid"),
             max_age_ms: 3_600_000,
         },
     }
