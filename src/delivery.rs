@@ -23,7 +23,6 @@ pub use state::{
 };
 
 use crate::config::{Config, ConfigIssue};
-use crate::providers::PushClient;
 use crate::registry::{OutboxWrite, Registry, RegistryError};
 use crate::telemetry::Metrics;
 use actix::{Actor, Addr, ArbiterHandle};
@@ -74,7 +73,7 @@ impl Dispatcher {
     /// [`Self::load_outbox`] has handed them what the store holds.
     pub fn start(
         config: &Config,
-        clients: Vec<(String, Arc<dyn PushClient>)>,
+        clients: crate::providers::Clients,
         registry: &Registry,
         metrics: &Arc<Metrics>,
         threads: &[ArbiterHandle],

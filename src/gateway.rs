@@ -9,8 +9,9 @@ pub use handler::PushComponent;
 use crate::app::AppContext;
 use crate::config::{Config, ConfigIssue, StoreBackend};
 use crate::delivery::{Dispatcher, PayloadPolicy};
+use crate::errors::chain;
 use crate::http::{self, HttpError, HttpState};
-use crate::providers::{self, BuildError, PushClient};
+use crate::providers::{self, BuildError};
 use crate::registry::{Registry, RegistryError};
 use crate::telemetry::Metrics;
 use crate::xmpp::{Close, Session, SessionSettings, StanzaHandler};
@@ -74,70 +75,171 @@ pub fn check(config: &Config) -> Vec<ConfigIssue> {
 /// Runs the gateway until `shutdown` resolves. Must be called inside an actix
 /// `System`.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), GatewayError> {
-    let metrics = Arc::new(Metrics::default());
-    let mut clients: Vec<(String, Arc<dyn PushClient>)> = Vec::new();
-    for p in &config.providers {
-        clients.push((p.id.clone(), providers::build(p, &config.delivery)?));
+    Launch::new(config).run(shutdown).await
+}
+
+/// A gateway about to run: its configuration, and what a test may hand it
+/// instead of what the configuration would make: an HTTP listener already
+/// bound (to port 0), provider clients that are not HTTP, the metrics it
+/// counts into, and whether it may start threads of its own (without them,
+/// everything runs on the caller's thread, so `tokio::time::pause` reaches
+/// every timer). Several can run side by side, each in its own actix
+/// `System`.
+pub struct Launch {
+    config: Config,
+    http_listener: Option<std::net::TcpListener>,
+    clients: Option<providers::Clients>,
+    metrics: Arc<Metrics>,
+    own_threads: bool,
+}
+
+impl Launch {
+    /// A gateway built entirely from `config`.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            http_listener: None,
+            clients: None,
+            metrics: Arc::new(Metrics::default()),
+            own_threads: true,
+        }
     }
-    if clients.is_empty() {
-        warn!("no [[providers]] configured: devices cannot register until one is added");
+
+    /// Serves HTTP on `listener` instead of binding `http.listen`.
+    pub fn http_listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.http_listener = Some(listener);
+        self
     }
-    let registry = Registry::open(&config.store)?;
-    let pool_threads = threads(clients.len())?;
-    let handles: Vec<_> = pool_threads.iter().map(Arbiter::handle).collect();
-    let dispatcher = Dispatcher::start(&config, clients, &registry, &metrics, &handles)?;
-    bring_up_store(&config, &registry, &dispatcher).await;
-    let app = AppContext::from_config(&config);
-    let server = http::start(
-        &config.http,
-        HttpState {
+
+    /// Uses these clients (by provider id) instead of building them from
+    /// `[[providers]]`; the configuration still names the providers.
+    pub fn clients(mut self, clients: providers::Clients) -> Self {
+        self.clients = Some(clients);
+        self
+    }
+
+    /// Runs sessions and pools on the caller's thread.
+    pub fn on_one_thread(mut self) -> Self {
+        self.own_threads = false;
+        self
+    }
+
+    /// The metrics the gateway will count into.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Runs until `shutdown` resolves, then stops within one deadline. Must
+    /// be called inside an actix `System`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), GatewayError> {
+        let Launch {
+            config,
+            http_listener,
+            clients,
+            metrics,
+            own_threads,
+        } = self;
+        let clients = match clients {
+            Some(clients) => clients,
+            None => build_clients(&config)?,
+        };
+        if clients.is_empty() {
+            warn!("no [[providers]] configured: devices cannot register until one is added");
+        }
+        let threads = |wanted| {
+            if own_threads {
+                threads(wanted)
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let registry = Registry::open(&config.store)?;
+        let pool_threads = threads(clients.len())?;
+        let handles: Vec<_> = pool_threads.iter().map(Arbiter::handle).collect();
+        let dispatcher = Dispatcher::start(&config, clients, &registry, &metrics, &handles)?;
+        bring_up_store(&config, &registry, &dispatcher).await;
+        let app = AppContext::from_config(&config);
+        let state = HttpState {
             app: app.clone(),
             registry: registry.clone(),
             dispatcher: dispatcher.clone(),
             metrics: metrics.clone(),
-        },
-    )?;
-    let server_handle = server.handle();
-    actix::spawn(async move {
-        if let Err(e) = server.await {
-            warn!("HTTP server stopped: {e}");
+        };
+        let server = http::start(&config.http, state, http_listener)?;
+        let server_handle = server.handle();
+        actix::spawn(async move {
+            if let Err(e) = server.await {
+                warn!("HTTP server stopped: {}", chain(&e));
+            }
+        });
+        let handler: Arc<dyn StanzaHandler> = Arc::new(PushComponent {
+            app,
+            registry,
+            dispatcher: dispatcher.clone(),
+            metrics: metrics.clone(),
+            require_account_domain: config.publish.require_account_domain,
+            payload: PayloadPolicy::from_config(&config.delivery),
+        });
+        let connections = config.component.servers.iter().map(|s| s.connections).sum();
+        let arbiters = threads(connections)?;
+        let sessions = start_sessions(&config, &handler, &metrics, &arbiters)?;
+
+        shutdown.await;
+        let grace = Duration::from_secs(config.delivery.shutdown_grace_s);
+        stop(Running {
+            grace,
+            http: server_handle,
+            sessions,
+            dispatcher,
+        })
+        .await;
+        for thread in arbiters.iter().chain(&pool_threads) {
+            thread.stop();
         }
-    });
-    info!(listen = %config.http.listen, "HTTP listening");
+        Ok(())
+    }
+}
 
-    let handler: Arc<dyn StanzaHandler> = Arc::new(Arc::new(PushComponent {
-        app,
-        registry,
-        dispatcher: dispatcher.clone(),
-        metrics: metrics.clone(),
-        require_account_domain: config.publish.require_account_domain,
-        payload: PayloadPolicy::from_config(&config.delivery),
-    }));
-    let connections = config.component.servers.iter().map(|s| s.connections).sum();
-    let arbiters = threads(connections)?;
-    let sessions = start_sessions(&config, &handler, &metrics, &arbiters)?;
+/// The provider clients `[[providers]]` describes.
+fn build_clients(config: &Config) -> Result<providers::Clients, BuildError> {
+    config
+        .providers
+        .iter()
+        .map(|p| Ok((p.id.clone(), providers::build(p, &config.delivery)?)))
+        .collect()
+}
 
-    shutdown.await;
-    // One deadline for every stage: each gets what the previous ones left, so
-    // the whole shutdown fits in `shutdown_grace_s` (and in Kubernetes'
-    // terminationGracePeriodSeconds when that is set above it).
-    let grace = Duration::from_secs(config.delivery.shutdown_grace_s);
+/// What a shutdown stops.
+struct Running {
+    grace: Duration,
+    http: actix_web::dev::ServerHandle,
+    sessions: Vec<Addr<Session>>,
+    dispatcher: Dispatcher,
+}
+
+/// Stops in order within one deadline: each stage gets what the previous ones
+/// left, so the whole shutdown fits in `shutdown_grace_s` (and in Kubernetes'
+/// terminationGracePeriodSeconds when that is set above it).
+async fn stop(running: Running) {
+    let Running {
+        grace,
+        http,
+        sessions,
+        dispatcher,
+    } = running;
     let deadline = crate::clock::now() + grace;
     info!(
         ?grace,
         "shutting down: closing the HTTP listener and component streams"
     );
-    if tokio::time::timeout_at(deadline, server_handle.stop(true))
+    if tokio::time::timeout_at(deadline, http.stop(true))
         .await
         .is_err()
     {
-        server_handle.stop(false).await;
+        http.stop(false).await;
     }
     let closes = sessions.iter().map(|s| s.send(Close { deadline }));
     let _ = tokio::time::timeout_at(deadline, futures_util::future::join_all(closes)).await;
-    for arbiter in &arbiters {
-        arbiter.stop();
-    }
     if dispatcher.drain(deadline).await {
         info!("deliveries in flight finished and the outbox is committed; bye");
     } else {
@@ -146,10 +248,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "shutdown deadline passed with requests still in flight; the outbox keeps them for the next start"
         );
     }
-    for thread in &pool_threads {
-        thread.stop();
-    }
-    Ok(())
 }
 
 /// Threads (actix arbiters) for `wanted` component sessions or provider
@@ -174,7 +272,7 @@ async fn bring_up_store(config: &Config, registry: &Registry, dispatcher: &Dispa
     let first = match tokio::time::timeout(first_try, connect_and_load(registry, dispatcher)).await
     {
         Ok(result) => result,
-        Err(_) => Err(RegistryError::Storage("no answer at start".to_owned())),
+        Err(_) => Err(RegistryError::Timeout(first_try)),
     };
     match first {
         Ok(()) => {
@@ -187,11 +285,12 @@ async fn bring_up_store(config: &Config, registry: &Registry, dispatcher: &Dispa
             return;
         }
         Err(e @ RegistryError::ShardMismatch { .. }) => {
-            error!("{e}; the gateway cannot serve until it is fixed");
+            error!("{}; the gateway cannot serve until it is fixed", chain(&e));
         }
         Err(e) => warn!(
             store = registry.label(),
-            "store unavailable: {e}; starting anyway and retrying every second"
+            "store unavailable: {}; starting anyway and retrying every second",
+            chain(&e)
         ),
     }
     let registry = registry.clone();
@@ -209,7 +308,7 @@ async fn bring_up_store(config: &Config, registry: &Registry, dispatcher: &Dispa
                     return;
                 }
                 Err(e) => {
-                    let text = e.to_string();
+                    let text = chain(&e);
                     if text != last_error {
                         warn!(store = registry.label(), "store still unavailable: {text}");
                         last_error = text;

@@ -47,9 +47,14 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
 }
 
-/// Binds and starts the server; the returned handle stops it. The server does not
-/// install signal handlers: the gateway decides when to stop.
-pub fn start(config: &HttpConfig, state: HttpState) -> Result<actix_web::dev::Server, HttpError> {
+/// Starts the server on `listener`, or on `http.listen` when there is none;
+/// the returned handle stops it. The server does not install signal handlers:
+/// the gateway decides when to stop.
+pub fn start(
+    config: &HttpConfig,
+    state: HttpState,
+    listener: Option<std::net::TcpListener>,
+) -> Result<actix_web::dev::Server, HttpError> {
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -60,17 +65,27 @@ pub fn start(config: &HttpConfig, state: HttpState) -> Result<actix_web::dev::Se
     .workers(1)
     .disable_signals()
     .shutdown_timeout(5);
-    let addr = config.listen.clone();
+    let addr = match &listener {
+        Some(l) => l
+            .local_addr()
+            .map_or_else(|_| config.listen.clone(), |a| a.to_string()),
+        None => config.listen.clone(),
+    };
     let bind_err = |source| HttpError::Bind {
         addr: addr.clone(),
         source,
     };
-    let server = match (&config.tls_cert_file, &config.tls_key_file) {
-        (Some(cert), Some(key)) => {
-            let tls = tls::server_config(cert, key)?;
-            server.bind_rustls_0_23(&addr, tls).map_err(bind_err)?
-        }
-        _ => server.bind(&addr).map_err(bind_err)?,
+    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
     };
+    let server = match (listener, tls) {
+        (Some(l), Some(tls)) => server.listen_rustls_0_23(l, tls),
+        (Some(l), None) => server.listen(l),
+        (None, Some(tls)) => server.bind_rustls_0_23(&addr, tls),
+        (None, None) => server.bind(&addr),
+    }
+    .map_err(bind_err)?;
+    tracing::info!(listen = %addr, "HTTP listening");
     Ok(server.run())
 }

@@ -15,6 +15,7 @@
 //! - [`http`]: Tigase REST unregister, health, readiness and metrics.
 //! - [`telemetry`]: logging and the metrics registry.
 //! - [`gateway`]: wires the pieces together and runs them until shutdown.
+//! - [`errors`]: an error and its causes as one line of text.
 //! - [`clock`]: the one source of time, which tests can pause; [`backoff`]:
 //!   the one exponential backoff.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod delivery;
+pub mod errors;
 pub mod gateway;
 pub mod http;
 pub mod providers;

@@ -16,7 +16,7 @@ mod tls;
 
 pub use apns::{ApnsClient, payload as apns_payload};
 pub use apns_token::ApnsTokenSigner;
-pub use error::{BuildError, DeliveryError, ErrorClass};
+pub use error::{BuildError, CredentialsError, DeliveryError, ErrorClass, TransportError};
 pub use fcm::{FcmClient, data as fcm_data, message as fcm_message};
 pub use size::{APNS_LIMIT, APNS_VOIP_LIMIT, FCM_LIMIT};
 
@@ -76,6 +76,9 @@ pub trait PushClient: Send + Sync + 'static {
     /// Sends one push.
     fn send(&self, push: Push) -> SendFuture;
 }
+
+/// Provider clients by provider id, in configuration order.
+pub type Clients = Vec<(String, Arc<dyn PushClient>)>;
 
 /// Builds the client for one `[[providers]]` entry. Reads and checks every key and
 /// CA file, so configuration mistakes surface at start-up and in `check-config`.

@@ -139,7 +139,7 @@ impl Registry {
                 Ok(())
             }
             Err(e) => {
-                *lock(&self.inner.not_connected) = e.to_string();
+                *lock(&self.inner.not_connected) = crate::errors::chain(&e);
                 Err(e)
             }
         }
@@ -182,9 +182,7 @@ impl Registry {
             .await?;
         match applied {
             Edit::Put(r) => Ok(*r),
-            Edit::Keep | Edit::Remove => Err(RegistryError::Storage(
-                "registration was not stored".to_owned(),
-            )),
+            Edit::Keep | Edit::Remove => Err(RegistryError::NotStored),
         }
     }
 
@@ -313,9 +311,10 @@ impl Registry {
                 return Ok(edit);
             }
         }
-        Err(RegistryError::Storage(format!(
-            "registration of node {node} kept changing; gave up after {EDIT_ATTEMPTS} attempts"
-        )))
+        Err(RegistryError::Contended {
+            node: node.to_owned(),
+            attempts: EDIT_ATTEMPTS,
+        })
     }
 
     /// Applies outbox writes in order, durably, at once. Shared, so a caller can

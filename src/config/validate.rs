@@ -75,7 +75,37 @@ fn backoff(
 /// checked when providers are built (see `gateway::check`).
 pub fn validate(config: &Config) -> Vec<ConfigIssue> {
     let mut issues = Vec::new();
-    let c = &config.component;
+    validate_component(&config.component, &mut issues);
+    store(&config.store, &mut issues);
+    if config.http.listen.parse::<SocketAddr>().is_err() {
+        issues.push(ConfigIssue::new(
+            "http.listen",
+            format!(
+                "must be an address such as 127.0.0.1:8080, got {:?}",
+                config.http.listen
+            ),
+        ));
+    }
+    if config.http.tls_cert_file.is_some() != config.http.tls_key_file.is_some() {
+        issues.push(ConfigIssue::new(
+            "http.tls_cert_file",
+            "http.tls_cert_file and http.tls_key_file go together",
+        ));
+    }
+    let d = &config.delivery;
+    positive(
+        &mut issues,
+        "delivery.queue_capacity",
+        d.queue_capacity as u64,
+    );
+    positive(&mut issues, "delivery.max_age_s", d.max_age_s);
+    issues.extend(d.retry_backoff().err());
+    validate_providers(config, &mut issues);
+    validate_commands(config, &mut issues);
+    issues
+}
+
+fn validate_component(c: &ComponentConfig, issues: &mut Vec<ConfigIssue>) {
     match xmpp_parsers::jid::BareJid::new(&c.jid) {
         Ok(jid) if jid.node().is_none() => {}
         _ => issues.push(ConfigIssue::new(
@@ -115,14 +145,10 @@ pub fn validate(config: &Config) -> Vec<ConfigIssue> {
             ));
         }
     }
-    positive(&mut issues, "component.keepalive_s", c.keepalive_s);
+    positive(issues, "component.keepalive_s", c.keepalive_s);
+    positive(issues, "component.connect_timeout_s", c.connect_timeout_s);
     positive(
-        &mut issues,
-        "component.connect_timeout_s",
-        c.connect_timeout_s,
-    );
-    positive(
-        &mut issues,
+        issues,
         "component.max_concurrent_stanzas",
         c.max_concurrent_stanzas as u64,
     );
@@ -133,33 +159,6 @@ pub fn validate(config: &Config) -> Vec<ConfigIssue> {
             "must be at least 4096",
         ));
     }
-    store(&config.store, &mut issues);
-    if config.http.listen.parse::<SocketAddr>().is_err() {
-        issues.push(ConfigIssue::new(
-            "http.listen",
-            format!(
-                "must be an address such as 127.0.0.1:8080, got {:?}",
-                config.http.listen
-            ),
-        ));
-    }
-    if config.http.tls_cert_file.is_some() != config.http.tls_key_file.is_some() {
-        issues.push(ConfigIssue::new(
-            "http.tls_cert_file",
-            "http.tls_cert_file and http.tls_key_file go together",
-        ));
-    }
-    let d = &config.delivery;
-    positive(
-        &mut issues,
-        "delivery.queue_capacity",
-        d.queue_capacity as u64,
-    );
-    positive(&mut issues, "delivery.max_age_s", d.max_age_s);
-    issues.extend(d.retry_backoff().err());
-    validate_providers(config, &mut issues);
-    validate_commands(config, &mut issues);
-    issues
 }
 
 fn validate_commands(config: &Config, issues: &mut Vec<ConfigIssue>) {

@@ -6,7 +6,6 @@
 //! the latest wins) while a flush runs, then go to the store in one transaction.
 //! A publish is answered only after the flush holding its entry has committed.
 
-mod hints;
 mod messages;
 mod outcomes;
 
@@ -159,9 +158,9 @@ impl Pool {
         let failures = self.flush_failures.get_or_insert(0);
         *failures += 1;
         if *failures == 1 {
-            error!(provider = %self.id, "cannot write the outbox: {error}; publishes are refused until it works (retried every second, logged again when it recovers)");
+            error!(provider = %self.id, "cannot write the outbox: {}; publishes are refused until it works (retried every second, logged again when it recovers)", crate::errors::chain(error));
         } else {
-            debug!(provider = %self.id, "outbox write failed again: {error}");
+            debug!(provider = %self.id, "outbox write failed again: {}", crate::errors::chain(error));
         }
         for w in writes {
             // Rare path: decode what was encoded for the failed write.

@@ -2,6 +2,7 @@
 //! are due, and what an attempt's outcome does to them. Time and randomness come
 //! from the caller, so every rule is tested with a controllable clock.
 
+mod complete;
 mod model;
 
 pub use model::{
@@ -172,119 +173,6 @@ impl PoolState {
         steps
     }
 
-    /// Applies the outcome of the attempt at `version` of entry `key`.
-    /// `uniform(n)` draws from `0..=n` for the backoff jitter.
-    pub fn complete(
-        &mut self,
-        key: &str,
-        version: u64,
-        outcome: Outcome,
-        now: u64,
-        uniform: &mut impl FnMut(u64) -> u64,
-    ) -> Completion {
-        let mut done = Completion::default();
-        let Some(mut slot) = self.slots.remove(key) else {
-            return done;
-        };
-        let Some(flight) = slot.in_flight.take() else {
-            self.slots.insert(key.to_owned(), slot);
-            return done;
-        };
-        let newer = slot.version != version;
-        let policy = self.settings.retry;
-        match outcome {
-            Outcome::Delivered => {
-                if self.pause_level > 0 {
-                    done.health_changed = Some(true);
-                }
-                self.pause_level = 0;
-                self.paused_until = 0;
-                if self.settings.min_interval_ms > 0 {
-                    self.remember_sent(&slot.entry.node, now);
-                }
-                done.settled = Some(Settled {
-                    fate: Fate::Delivered,
-                    publishes: flight.publishes,
-                    accepted_ms: slot.entry.accepted_ms,
-                });
-                if newer {
-                    let e = &mut slot.entry;
-                    e.publishes = e.publishes.saturating_sub(flight.publishes).max(1);
-                    e.attempts = 0;
-                    e.accepted_ms = slot.follow_up_since.take().unwrap_or(now);
-                    e.due_ms = self.first_due(&e.node, e.accepted_ms).max(now);
-                    slot.retried_now = false;
-                } else {
-                    done.persist.push(Persist::Delete(key.to_owned()));
-                    return done;
-                }
-            }
-            Outcome::Fail | Outcome::TokenDead => {
-                let fate = if outcome == Outcome::Fail {
-                    Fate::Failed
-                } else {
-                    Fate::TokenDead
-                };
-                let same_token = slot.entry.push.token == flight.token;
-                if !newer || (outcome == Outcome::TokenDead && same_token) {
-                    return done.dropping(&slot.entry, fate);
-                }
-                // Publishes merged after the send get their own try.
-                done.settled = Some(Settled {
-                    fate,
-                    publishes: flight.publishes,
-                    accepted_ms: slot.entry.accepted_ms,
-                });
-                let e = &mut slot.entry;
-                e.publishes = e.publishes.saturating_sub(flight.publishes).max(1);
-                e.accepted_ms = slot.follow_up_since.take().unwrap_or(now);
-                e.due_ms = now;
-            }
-            Outcome::RetryNow if !slot.retried_now => {
-                slot.retried_now = true;
-                slot.entry.due_ms = now;
-                done.retry_in_ms = Some(0);
-            }
-            Outcome::Misconfigured => {
-                if self.pause_level == 0 {
-                    done.health_changed = Some(false);
-                }
-                self.pause_level = self.pause_level.saturating_add(1);
-                self.paused_until = now.saturating_add(policy.ceiling_ms(self.pause_level));
-                slot.entry.due_ms = self.paused_until;
-                done.retry_in_ms = Some(self.paused_until - now);
-            }
-            Outcome::Retry(_) | Outcome::Unknown(_) | Outcome::RetryNow => {
-                let after = match outcome {
-                    Outcome::Retry(after) | Outcome::Unknown(after) => after,
-                    _ => None,
-                };
-                slot.entry.attempts = slot.entry.attempts.saturating_add(1);
-                let unknown_cap = matches!(outcome, Outcome::Unknown(_))
-                    && slot.entry.attempts >= UNKNOWN_MAX_ATTEMPTS;
-                let delay = policy.delay_ms(slot.entry.attempts, after, uniform);
-                let due = now.saturating_add(delay);
-                let fate = if unknown_cap {
-                    Some(Fate::Failed)
-                } else if policy.expired(slot.entry.accepted_ms, due) {
-                    Some(Fate::Expired)
-                } else {
-                    None
-                };
-                if let Some(fate) = fate {
-                    return done.dropping(&slot.entry, fate);
-                }
-                slot.entry.due_ms = due;
-                done.retry_in_ms = Some(delay);
-            }
-        }
-        self.due.insert((slot.entry.due_ms, key.to_owned()));
-        done.persist
-            .push(Persist::Put(Box::new(slot.entry.clone())));
-        self.slots.insert(key.to_owned(), slot);
-        done
-    }
-
     /// Drops every entry of `node`, pending or in flight (its result will find
     /// nothing to apply to): its account is gone. Returns what was dropped.
     pub fn forget(&mut self, node: &str) -> Vec<(Settled, Persist)> {
@@ -363,15 +251,6 @@ impl Settled {
             publishes: entry.publishes,
             accepted_ms: entry.accepted_ms,
         }
-    }
-}
-
-impl Completion {
-    /// Drops `entry` with all its publishes.
-    fn dropping(mut self, entry: &OutboxEntry, fate: Fate) -> Self {
-        self.settled = Some(Settled::all_of(entry, fate));
-        self.persist.push(Persist::Delete(entry.key.clone()));
-        self
     }
 }
 

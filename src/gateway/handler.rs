@@ -7,6 +7,7 @@ use crate::app::{
     AppContext, PublishOutcome, PublishRequest, Request, StanzaFault, classify, disco, fast,
 };
 use crate::delivery::{Arrival, Dispatcher, PayloadPolicy, SubmitError, build_push};
+use crate::errors::chain;
 use crate::registry::{DeviceRef, NewRegistration, Registration, Registry};
 use crate::telemetry::Metrics;
 use crate::xmpp::{ReplyFuture, StanzaHandler};
@@ -32,17 +33,15 @@ pub struct PushComponent {
     pub payload: PayloadPolicy,
 }
 
-impl StanzaHandler for Arc<PushComponent> {
-    fn handle(&self, stanza: Element) -> ReplyFuture {
+impl StanzaHandler for PushComponent {
+    fn handle(self: Arc<Self>, stanza: Element) -> ReplyFuture {
         let request = classify(&stanza);
-        let this = self.clone();
-        Box::pin(async move { this.answer(request).await })
+        Box::pin(async move { self.answer(request).await })
     }
 
-    fn handle_raw(&self, stanza: &[u8]) -> Option<ReplyFuture> {
+    fn handle_raw(self: Arc<Self>, stanza: &[u8]) -> Option<ReplyFuture> {
         let request = fast::publish(stanza)?;
-        let this = self.clone();
-        Some(Box::pin(async move { this.answer(request).await }))
+        Some(Box::pin(async move { self.answer(request).await }))
     }
 }
 
@@ -147,7 +146,7 @@ impl PushComponent {
                 header.result(Some(reply))
             }
             Err(e) => {
-                warn!("{} failed: {e}", cmd.node);
+                warn!("{} failed: {}", cmd.node, chain(&e));
                 self.metrics
                     .registration_commands
                     .inc(&[cmd.node.as_str(), "store-error"]);
@@ -165,7 +164,7 @@ impl PushComponent {
             Ok(Some(r)) => r,
             Ok(None) => return PublishOutcome::UnknownNode,
             Err(e) => {
-                warn!(node = %request.node, "publish refused: {e}");
+                warn!(node = %request.node, "publish refused: {}", chain(&e));
                 return PublishOutcome::StoreUnavailable;
             }
         };
@@ -202,7 +201,7 @@ impl PushComponent {
     /// answer (it is deleting the account), but a store failure still says so.
     async fn account_removed(&self, registration: &Registration) -> PublishOutcome {
         if let Err(e) = self.registry.remove(&registration.node).await {
-            warn!(node = %registration.node, "account-removed event not applied: {e}");
+            warn!(node = %registration.node, "account-removed event not applied: {}", chain(&e));
             return PublishOutcome::StoreUnavailable;
         }
         match self
@@ -213,7 +212,7 @@ impl PushComponent {
             // Entries of a provider no longer configured stay stored until it is.
             Ok(()) | Err(SubmitError::UnknownProvider(_)) => PublishOutcome::AccountRemoved,
             Err(e) => {
-                warn!(node = %registration.node, "account removed, but its pending pushes were not dropped: {e}");
+                warn!(node = %registration.node, "account removed, but its pending pushes were not dropped: {}", chain(&e));
                 PublishOutcome::StoreUnavailable
             }
         }

@@ -3,6 +3,7 @@
 use super::HttpState;
 use crate::app::commands::normalize_token;
 use crate::app::incoming::account_of;
+use crate::errors::chain;
 use crate::registry::DeviceRef;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -34,7 +35,7 @@ async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
     let store = match state.registry.check().await {
         Ok(()) if state.dispatcher.is_loaded() => "ok".to_owned(),
         Ok(()) => "connected; loading the outbox".to_owned(),
-        Err(e) => format!("{} unavailable: {e}", state.registry.label()),
+        Err(e) => format!("{} unavailable: {}", state.registry.label(), chain(&e)),
     };
     // Provider health is reported, not gated on: a refused credential is the same
     // on every replica, and the outbox keeps the notifications until it is fixed.
@@ -130,7 +131,7 @@ async fn unregister_device(
         }
         Ok(false) => result(StatusCode::OK, "failure"),
         Err(e) => {
-            warn!("REST unregister failed: {e}");
+            warn!("REST unregister failed: {}", chain(&e));
             result(StatusCode::SERVICE_UNAVAILABLE, "failure")
         }
     }

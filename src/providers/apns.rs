@@ -92,7 +92,7 @@ impl Inner {
             ),
         };
         let body = fit(&push, limit, |p| payload(p).to_string().into_bytes())?;
-        let bearer = self.signer.bearer().map_err(DeliveryError::Credentials)?;
+        let bearer = self.signer.bearer()?;
         let mut headers = HeaderMap::with_capacity(8);
         headers.insert(AUTHORIZATION, bearer_header(&bearer)?);
         // Topic (validated configuration), ids and numbers we generate, and a
@@ -121,8 +121,7 @@ impl Inner {
         let answer = self
             .connections
             .post(&format!("/3/device/{}", push.token), headers, body.into())
-            .await
-            .map_err(DeliveryError::Transport)?;
+            .await?;
         let status = answer.status;
         let apns_id = answer
             .headers

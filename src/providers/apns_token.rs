@@ -2,6 +2,7 @@
 //! refuses tokens older than 60 minutes and re-signing more than every 20).
 
 use super::error::BuildError;
+use super::error::CredentialsError;
 use crate::clock::unix_secs as now_secs;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
@@ -72,21 +73,18 @@ impl ApnsTokenSigner {
     }
 
     /// The current token, re-signed when older than 50 minutes.
-    pub fn bearer(&self) -> Result<String, String> {
+    pub fn bearer(&self) -> Result<String, CredentialsError> {
         self.bearer_at(now_secs())
     }
 
-    fn bearer_at(&self, now: u64) -> Result<String, String> {
-        let mut cached = self
-            .cached
-            .lock()
-            .map_err(|_| "token cache poisoned".to_owned())?;
+    fn bearer_at(&self, now: u64) -> Result<String, CredentialsError> {
+        let mut cached = self.cached.lock().map_err(|_| CredentialsError::Poisoned)?;
         if let Some((token, iat)) = cached.as_ref()
             && now.saturating_sub(*iat) < REUSE_SECS
         {
             return Ok(token.clone());
         }
-        let token = self.sign(now).map_err(|e| e.to_string())?;
+        let token = self.sign(now).map_err(CredentialsError::Sign)?;
         *cached = Some((token.clone(), now));
         Ok(token)
     }

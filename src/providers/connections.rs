@@ -8,7 +8,7 @@
 //! already hold; that is all this does. reqwest still serves the OAuth2
 //! token endpoint ([`super::tls::http_client`]), which is called rarely.
 
-use super::error::{BuildError, DeliveryError, error_chain};
+use super::error::{BuildError, CredentialsError, TransportError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http2::SendRequest;
@@ -118,23 +118,23 @@ impl Connections {
         path: &str,
         headers: HeaderMap,
         body: Bytes,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, TransportError> {
         let uri: Uri = format!("{}{path}", self.endpoint)
             .parse()
-            .map_err(|_| "the request URL is not valid".to_owned())?;
+            .map_err(|_| TransportError::Url)?;
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let Some(slot) = self.slots.get(index) else {
-            return Err("no connection slot".to_owned());
+            return Err(TransportError::Url);
         };
         let mut generation = None;
         let exchange = self.exchange(slot, request, &mut generation);
         let result = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+            Err(_) => Err(TransportError::Timeout(self.timeout)),
         };
         let failed = result.as_ref().map_or(true, |a| a.status >= 500);
         if let (true, Some(generation)) = (failed, generation) {
@@ -151,7 +151,7 @@ impl Connections {
         slot: &Slot,
         request: Request<Full<Bytes>>,
         generation: &mut Option<u64>,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, TransportError> {
         let mut sender = {
             let mut held = slot.lock().await;
             match held.as_ref() {
@@ -168,16 +168,16 @@ impl Connections {
                 }
             }
         };
-        sender.ready().await.map_err(|e| error_chain(&e))?;
+        sender.ready().await.map_err(TransportError::Send)?;
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(TransportError::Send)?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|e| format!("reading the answer: {e}"))?
+            .map_err(TransportError::Body)?
             .to_bytes();
         Ok(Answer {
             status: parts.status.as_u16(),
@@ -187,19 +187,28 @@ impl Connections {
     }
 
     /// A new HTTP/2 connection, PINGing while idle so a dead one is noticed.
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|e| format!("connecting to {}:{}: {e}", self.host, self.port))?;
+            .map_err(|source| TransportError::Connect {
+                host: self.host.clone(),
+                port: self.port,
+                source,
+            })?;
         let _ = tcp.set_nodelay(true);
         let io: Box<dyn Io> = match &self.tls {
             Some((connector, name)) => {
                 let tls = connector
                     .connect(name.clone(), tcp)
                     .await
-                    .map_err(|e| format!("TLS with {}: {e}", self.host))?;
+                    .map_err(|source| TransportError::Tls {
+                        host: self.host.clone(),
+                        source,
+                    })?;
                 if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-                    return Err(format!("{} does not offer HTTP/2 (ALPN h2)", self.host));
+                    return Err(TransportError::NoHttp2 {
+                        host: self.host.clone(),
+                    });
                 }
                 Box::new(tls)
             }
@@ -212,11 +221,14 @@ impl Connections {
             .keep_alive_while_idle(true)
             .handshake(TokioIo::new(io))
             .await
-            .map_err(|e| format!("HTTP/2 handshake with {}: {}", self.host, error_chain(&e)))?;
+            .map_err(|source| TransportError::Handshake {
+                host: self.host.clone(),
+                source,
+            })?;
         let host = self.host.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                debug!(%host, "HTTP/2 connection ended: {}", error_chain(&e));
+                debug!(%host, "HTTP/2 connection ended: {}", crate::errors::chain(&e));
             }
         });
         Ok(sender)
@@ -225,10 +237,9 @@ impl Connections {
 
 /// An `Authorization: Bearer` value, marked sensitive (HPACK never indexes
 /// it, and `Debug` hides it).
-pub(crate) fn bearer_header(token: &str) -> Result<HeaderValue, DeliveryError> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-        DeliveryError::Credentials("the token is not a valid header value".to_owned())
-    })?;
+pub(crate) fn bearer_header(token: &str) -> Result<HeaderValue, CredentialsError> {
+    let mut value =
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(CredentialsError::HeaderValue)?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -325,8 +336,17 @@ mod tests {
             .post("/3/device/secret-token", HeaderMap::new(), Bytes::new())
             .await
             .expect_err("nobody listens");
-        assert!(err.contains("connecting to 127.0.0.1"), "{err}");
-        assert!(!err.contains("secret-token"), "{err}");
+        assert!(
+            matches!(&err, TransportError::Connect { port: p, .. } if *p == port),
+            "{err:?}"
+        );
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the socket error is kept"
+        );
+        let text = crate::errors::chain(&err);
+        assert!(text.starts_with("connecting to 127.0.0.1"), "{text}");
+        assert!(!text.contains("secret-token"), "{text}");
     }
 
     #[test]

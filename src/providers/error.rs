@@ -67,12 +67,112 @@ pub enum DeliveryError {
         /// The provider's limit.
         limit: usize,
     },
-    /// The request did not complete (connect, TLS, timeout, reset).
-    #[error("request failed: {0}")]
-    Transport(String),
+    /// The request did not complete (connect, TLS, handshake, send, body, timeout).
+    #[error("request failed")]
+    Transport(#[from] TransportError),
     /// We could not produce credentials (signing, OAuth2 token endpoint).
-    #[error("credentials: {0}")]
-    Credentials(String),
+    #[error("credentials")]
+    Credentials(#[from] CredentialsError),
+}
+
+/// Where a request to a provider (or its token endpoint) stopped, with the
+/// cause as the source. Never holds the request URL: an APNs path holds the
+/// device token.
+#[derive(Debug, Error)]
+pub enum TransportError {
+    /// The path did not make a valid URL with the endpoint.
+    #[error("the request URL is not valid")]
+    Url,
+    /// TCP connect.
+    #[error("connecting to {host}:{port}")]
+    Connect {
+        /// Provider host.
+        host: String,
+        /// Provider port.
+        port: u16,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS handshake.
+    #[error("TLS with {host}")]
+    Tls {
+        /// Provider host.
+        host: String,
+        /// The TLS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server did not agree to HTTP/2 in ALPN.
+    #[error("{host} does not offer HTTP/2 (ALPN h2)")]
+    NoHttp2 {
+        /// Provider host.
+        host: String,
+    },
+    /// HTTP/2 connection preface and settings.
+    #[error("HTTP/2 handshake with {host}")]
+    Handshake {
+        /// Provider host.
+        host: String,
+        /// hyper's error.
+        #[source]
+        source: hyper::Error,
+    },
+    /// Sending the request or waiting for the answer's head (reset, GOAWAY).
+    #[error("sending the request")]
+    Send(#[source] hyper::Error),
+    /// Reading the answer's body (or it was over 64 KiB).
+    #[error("reading the answer")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The whole exchange, connecting included, took longer than allowed.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The OAuth2 token endpoint could not be reached.
+    #[error("token endpoint {uri}")]
+    TokenEndpoint {
+        /// The endpoint (`token_uri`; holds no secret).
+        uri: String,
+        /// reqwest's error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The OAuth2 token endpoint answered with a server error.
+    #[error("token endpoint {uri} answered HTTP {status}: {body}")]
+    TokenEndpointDown {
+        /// The endpoint.
+        uri: String,
+        /// HTTP status (5xx).
+        status: u16,
+        /// The start of its answer.
+        body: String,
+    },
+}
+
+/// Why no credentials could be produced for a request.
+#[derive(Debug, Error)]
+pub enum CredentialsError {
+    /// Signing the JWT (APNs provider token, FCM grant) failed.
+    #[error("signing the JWT")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+    /// The token cache's lock was poisoned by a panic.
+    #[error("the token cache is unusable")]
+    Poisoned,
+    /// The token cannot be sent as a header.
+    #[error("the token is not a valid header value")]
+    HeaderValue(#[source] hyper::header::InvalidHeaderValue),
+    /// The OAuth2 token endpoint refused the grant (4xx).
+    #[error("token endpoint {uri} refused the grant: HTTP {status}: {body}")]
+    Refused {
+        /// The endpoint.
+        uri: String,
+        /// HTTP status.
+        status: u16,
+        /// The start of its answer.
+        body: String,
+    },
+    /// The OAuth2 token endpoint's answer is not a token.
+    #[error("token endpoint answer unreadable")]
+    Unreadable(#[source] reqwest::Error),
 }
 
 impl DeliveryError {
@@ -91,6 +191,45 @@ impl DeliveryError {
         match self {
             DeliveryError::Rejected { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+
+    /// Which credential or setting to check, for the one log line of a
+    /// misconfigured provider (and `/readyz`). The tables of reasons live
+    /// here, beside the classification, so the pool never reads them.
+    pub fn hint(&self) -> &'static str {
+        let (status, reason) = match self {
+            DeliveryError::Rejected { status, reason, .. } => (*status, reason.as_str()),
+            DeliveryError::Credentials(_) => {
+                return "cannot produce credentials: check key_file / service_account_file and the OAuth2 token endpoint";
+            }
+            _ => return "the provider refuses our requests",
+        };
+        match reason {
+            "InvalidProviderToken" | "MissingProviderToken" => {
+                "APNs refuses the provider token: check team_id, key_id and key_file (the .p8 key)"
+            }
+            "ExpiredProviderToken" => {
+                "APNs says a fresh provider token has expired: check this machine's clock"
+            }
+            "BadCertificate" | "BadCertificateEnvironment" => {
+                "APNs refuses the credentials for this environment: check the endpoint (production or sandbox)"
+            }
+            "Forbidden" => "APNs forbids this key for the topic: check topic and team_id",
+            "BadPath" | "MethodNotAllowed" => "APNs refuses the request path: check the endpoint",
+            "THIRD_PARTY_AUTH_ERROR" => {
+                "FCM cannot reach APNs for iOS devices: check the APNs key uploaded to Firebase"
+            }
+            "PERMISSION_DENIED" | "SENDER_ID_MISMATCH" => {
+                "FCM denies this service account: check service_account_file and project_id"
+            }
+            _ if status == 401 => {
+                "the provider refuses our bearer token: check service_account_file"
+            }
+            _ if status == 404 => {
+                "the provider does not know this path: check endpoint and project_id"
+            }
+            _ => "the provider refuses our credentials or endpoint",
         }
     }
 
@@ -153,17 +292,4 @@ pub(crate) fn retry_after(headers: &hyper::header::HeaderMap) -> Option<Duration
         .parse::<u64>()
         .ok()
         .map(Duration::from_secs)
-}
-
-/// The error and its sources, which is where hyper and reqwest keep the
-/// useful part. Callers strip any URL first: an APNs URL holds the token.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

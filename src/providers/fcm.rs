@@ -92,8 +92,7 @@ impl Inner {
         let answer = self
             .connections
             .post(&self.send_path, headers, body.into())
-            .await
-            .map_err(DeliveryError::Transport)?;
+            .await?;
         let status = answer.status;
         let mut retry_after = retry_after(&answer.headers);
         let text = String::from_utf8_lossy(&answer.body);

@@ -5,7 +5,7 @@
 //! so the `ca_file` of a provider could not reach the token endpoint (mocks,
 //! TLS-intercepting proxies), and it cannot share our client.
 
-use super::error::{BuildError, DeliveryError};
+use super::error::{BuildError, CredentialsError, DeliveryError, TransportError};
 use crate::clock::{self, Instant};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
@@ -134,9 +134,7 @@ impl FcmTokenSource {
     }
 
     async fn fetch(&self) -> Result<(String, Duration), DeliveryError> {
-        let assertion = self
-            .assertion()
-            .map_err(|e| DeliveryError::Credentials(format!("signing the grant: {e}")))?;
+        let assertion = self.assertion().map_err(CredentialsError::Sign)?;
         let response = self
             .http
             .post(&self.token_uri)
@@ -147,30 +145,26 @@ impl FcmTokenSource {
             .body(format!("grant_type={GRANT_TYPE}&assertion={assertion}"))
             .send()
             .await
-            .map_err(|e| {
-                DeliveryError::Transport(format!(
-                    "token endpoint {}: {}",
-                    self.token_uri,
-                    super::error::error_chain(&e)
-                ))
+            .map_err(|source| TransportError::TokenEndpoint {
+                uri: self.token_uri.clone(),
+                source,
             })?;
         let status = response.status();
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            let snippet: String = body.chars().take(200).collect();
-            let message = format!(
-                "token endpoint {} answered {status}: {snippet}",
-                self.token_uri
-            );
-            return Err(if status.is_server_error() {
-                DeliveryError::Transport(message)
+            let text = response.text().await.unwrap_or_default();
+            let body: String = text.chars().take(200).collect();
+            let uri = self.token_uri.clone();
+            let status = status.as_u16();
+            return Err(if status >= 500 {
+                TransportError::TokenEndpointDown { uri, status, body }.into()
             } else {
-                DeliveryError::Credentials(message)
+                CredentialsError::Refused { uri, status, body }.into()
             });
         }
-        let token: TokenResponse = response.json().await.map_err(|e| {
-            DeliveryError::Credentials(format!("token endpoint answer unreadable: {e}"))
-        })?;
+        let token: TokenResponse = response
+            .json()
+            .await
+            .map_err(CredentialsError::Unreadable)?;
         Ok((
             token.access_token,
             Duration::from_secs(token.expires_in.unwrap_or(3600)),

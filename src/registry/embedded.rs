@@ -16,8 +16,8 @@ pub struct EmbeddedStore {
     db: Database,
 }
 
-fn storage<E: std::fmt::Display>(e: E) -> RegistryError {
-    RegistryError::Storage(e.to_string())
+fn storage(e: impl Into<redb::Error>) -> RegistryError {
+    RegistryError::Embedded(e.into())
 }
 
 /// redb's page cache. Its default (1 GiB) would make the gateway's memory grow
@@ -29,17 +29,18 @@ impl EmbeddedStore {
     /// Opens or creates `dir/pushgate.redb`. Fails clearly when another process
     /// has it open.
     pub fn open(dir: &Path) -> Result<Self, RegistryError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            RegistryError::Storage(format!(
-                "cannot create store directory {}: {e}",
-                dir.display()
-            ))
+        std::fs::create_dir_all(dir).map_err(|e| RegistryError::Open {
+            path: dir.to_owned(),
+            source: e.into(),
         })?;
         let path = dir.join(FILE_NAME);
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
-            .map_err(|e| RegistryError::Storage(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| RegistryError::Open {
+                path: path.clone(),
+                source: e.into(),
+            })?;
         let txn = db.begin_write().map_err(storage)?;
         {
             txn.open_table(REGISTRATIONS).map_err(storage)?;
@@ -61,9 +62,8 @@ impl EmbeddedStore {
                 .map_err(storage)?
                 .map(|v| v.value().to_vec());
             match existing {
-                Some(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-                    RegistryError::Storage("deployment key has the wrong length".into())
-                })?,
+                Some(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
+                    .map_err(|_| RegistryError::BadDeploymentKey)?,
                 None => {
                     let key: [u8; 32] = rand::random();
                     meta.insert(DEPLOYMENT_KEY, key.as_slice())

@@ -1,14 +1,61 @@
 //! What the registry answers besides values.
 
+use std::path::PathBuf;
+use std::time::Duration;
 use thiserror::Error;
 
 /// Why the store could not answer. Always transient from a publisher's point of
-/// view: it is answered with a `wait` error, never `cancel`.
+/// view: it is answered with a `wait` error, never `cancel`. The cause is kept
+/// as the source; [`crate::errors::chain`] prints both.
 #[derive(Debug, Error)]
 pub enum RegistryError {
-    /// The storage engine failed.
-    #[error("store error: {0}")]
-    Storage(String),
+    /// The embedded store's directory or file could not be created or opened.
+    #[error("cannot open the embedded store at {}", path.display())]
+    Open {
+        /// The directory or file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The embedded database failed (a transaction, a table, a commit).
+    #[error("embedded store")]
+    Embedded(#[source] redb::Error),
+    /// Redis answered with an error, or the connection failed under a command.
+    #[error("redis")]
+    Redis(#[source] redis::RedisError),
+    /// No connection to Redis could be opened.
+    #[error("redis: no connection")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Redis did not answer (or could not be reached) in time.
+    #[error("redis: no answer within {0:?}")]
+    Timeout(Duration),
+    /// A `[store]` setting Redis cannot use.
+    #[error("{key}")]
+    Setting {
+        /// The key (`store.url`, `store.urls`).
+        key: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A registration could not be encoded.
+    #[error("encoding a registration")]
+    Encode(#[source] serde_json::Error),
+    /// The stored deployment key is not 32 bytes.
+    #[error("the stored deployment key is malformed")]
+    BadDeploymentKey,
+    /// A registration kept changing under a compare-and-set.
+    #[error("registration of node {node} kept changing; gave up after {attempts} attempts")]
+    Contended {
+        /// The node.
+        node: String,
+        /// Attempts made.
+        attempts: usize,
+    },
+    /// A registration was written and not there after (a bug if ever seen).
+    #[error("registration was not stored")]
+    NotStored,
     /// A stored value could not be decoded.
     #[error("corrupt registration for node {node}: {message}")]
     Corrupt {
@@ -17,7 +64,8 @@ pub enum RegistryError {
         /// The decoder's message.
         message: String,
     },
-    /// The store has not been reached yet since the start.
+    /// The store has not been reached yet since the start; the text of the
+    /// last attempt's error.
     #[error("store not connected yet: {0}")]
     NotConnected(String),
     /// `store.shards` differs from what the data was written with.

@@ -128,7 +128,7 @@ pub enum Edit {
 
 /// The stored form of a registration, the same in every backend (and in exports).
 pub(super) fn encode(r: &Registration) -> Result<Vec<u8>, super::RegistryError> {
-    serde_json::to_vec(r).map_err(|e| super::RegistryError::Storage(e.to_string()))
+    serde_json::to_vec(r).map_err(super::RegistryError::Encode)
 }
 
 /// Reads a stored registration of `node`.

@@ -102,8 +102,7 @@ impl RedisStore {
                 recorded,
             });
         }
-        NodeKeys::key_from_hex(&key)
-            .ok_or_else(|| RegistryError::Storage(format!("{DEPLOYMENT_KEY} is not 64 hex digits")))
+        NodeKeys::key_from_hex(&key).ok_or(RegistryError::BadDeploymentKey)
     }
 
     /// Replaces the deployment key (import into an empty store).

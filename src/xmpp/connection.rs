@@ -131,24 +131,7 @@ async fn establish_inner(target: Target<'_>) -> Result<Connection, ConnectError>
         keepalive,
     } = target;
     let addr = format!("{host}:{port}");
-    let addrs: Vec<_> = tokio::net::lookup_host(&addr)
-        .await
-        .map_err(|source| ConnectError::Resolve {
-            host: host.to_owned(),
-            source,
-        })?
-        .collect();
-    let stream = TcpStream::connect(&addrs[..]).await.map_err(|source| {
-        if source.kind() == io::ErrorKind::ConnectionRefused {
-            ConnectError::Refused { addr: addr.clone() }
-        } else {
-            ConnectError::Io {
-                addr: addr.clone(),
-                source,
-            }
-        }
-    })?;
-    tune_socket(&stream, keepalive);
+    let stream = dial(host, &addr, keepalive).await?;
     let (mut read, mut write) = stream.into_split();
     let io_err = |source| ConnectError::Io {
         addr: addr.clone(),
@@ -162,29 +145,7 @@ async fn establish_inner(target: Target<'_>) -> Result<Connection, ConnectError>
 
     let mut reader = StreamReader::new(max_stanza_bytes);
     let mut events = Vec::new();
-    let stream_id = loop {
-        read_more(&mut read, &mut reader, &mut events, &addr).await?;
-        let mut drained = events.drain(..);
-        match drained.next() {
-            None => continue,
-            Some(StreamEvent::Header { id: Some(id), .. }) => {
-                let rest: Vec<_> = drained.collect();
-                events = rest;
-                break id;
-            }
-            Some(StreamEvent::Header { id: None, .. }) => {
-                return Err(ConnectError::Protocol("stream header without an id".into()));
-            }
-            Some(other) => return Err(unexpected(other, jid)),
-        }
-    };
-    // A server may reject the `to` right after its header.
-    if let Some(first) = events.first()
-        && !matches!(first, StreamEvent::Stanza(e) if e.is("handshake", NS_COMPONENT))
-    {
-        let first = events.remove(0);
-        return Err(unexpected(first, jid));
-    }
+    let stream_id = stream_id(&mut read, &mut reader, &mut events, &addr, jid).await?;
     let handshake = format!(
         "<handshake>{}</handshake>",
         handshake_digest(&stream_id, secret)
@@ -210,6 +171,67 @@ async fn establish_inner(target: Target<'_>) -> Result<Connection, ConnectError>
             other => return Err(unexpected(other, jid)),
         }
     }
+}
+
+/// Resolves `host` and connects to `addr`, with keepalive and user timeout set.
+async fn dial(host: &str, addr: &str, keepalive: Duration) -> Result<TcpStream, ConnectError> {
+    let addrs: Vec<_> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|source| ConnectError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?
+        .collect();
+    let stream = TcpStream::connect(addrs.as_slice())
+        .await
+        .map_err(|source| {
+            if source.kind() == io::ErrorKind::ConnectionRefused {
+                ConnectError::Refused {
+                    addr: addr.to_owned(),
+                }
+            } else {
+                ConnectError::Io {
+                    addr: addr.to_owned(),
+                    source,
+                }
+            }
+        })?;
+    tune_socket(&stream, keepalive);
+    Ok(stream)
+}
+
+/// Reads the server's stream header and returns its id; what came after it
+/// stays in `events`. A server may reject our `to` right after its header.
+async fn stream_id(
+    read: &mut OwnedReadHalf,
+    reader: &mut StreamReader,
+    events: &mut Vec<StreamEvent>,
+    addr: &str,
+    jid: &str,
+) -> Result<String, ConnectError> {
+    let id = loop {
+        read_more(read, reader, events, addr).await?;
+        let mut drained = events.drain(..);
+        match drained.next() {
+            None => continue,
+            Some(StreamEvent::Header { id: Some(id), .. }) => {
+                let rest: Vec<_> = drained.collect();
+                *events = rest;
+                break id;
+            }
+            Some(StreamEvent::Header { id: None, .. }) => {
+                return Err(ConnectError::Protocol("stream header without an id".into()));
+            }
+            Some(other) => return Err(unexpected(other, jid)),
+        }
+    };
+    if let Some(first) = events.first()
+        && !matches!(first, StreamEvent::Stanza(e) if e.is("handshake", NS_COMPONENT))
+    {
+        let first = events.remove(0);
+        return Err(unexpected(first, jid));
+    }
+    Ok(id)
 }
 
 async fn read_more(

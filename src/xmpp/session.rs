@@ -28,14 +28,14 @@ use xmpp_parsers::minidom::Element;
 /// Implemented by the application; the session knows nothing about push.
 pub trait StanzaHandler: Send + Sync + 'static {
     /// Handles `stanza`. The future must not panic on any input.
-    fn handle(&self, stanza: Element) -> ReplyFuture;
+    fn handle(self: Arc<Self>, stanza: Element) -> ReplyFuture;
 
     /// Handles a stanza the handler can read from its bytes without a parse
     /// tree (its hot path); `None` when it cannot, and the stanza then goes
     /// to [`StanzaHandler::handle`] parsed. `stanza` is a well-nested element
     /// but not yet checked for well-formedness: return `None` for anything
     /// doubtful.
-    fn handle_raw(&self, _stanza: &[u8]) -> Option<ReplyFuture> {
+    fn handle_raw(self: Arc<Self>, _stanza: &[u8]) -> Option<ReplyFuture> {
         None
     }
 }
@@ -102,7 +102,7 @@ impl Drop for SessionUp {
 #[rtype(result = "()")]
 struct Disconnected {
     generation: u64,
-    reason: String,
+    reason: io::StreamEnd,
 }
 
 enum Outgoing {
@@ -273,7 +273,7 @@ impl Handler<Disconnected> for Session {
             self.failures = 0;
         }
         let delay = self.next_delay();
-        warn!(server = %self.settings.label, retry_in = ?delay, "component session lost: {}", msg.reason);
+        warn!(server = %self.settings.label, retry_in = ?delay, "component session lost: {}", crate::errors::chain(&msg.reason));
         ctx.run_later(delay, |act, ctx| act.connect(ctx));
     }
 }

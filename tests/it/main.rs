@@ -1,5 +1,7 @@
-//! Integration tests: the real gateway binary against a fake XMPP server and mock
-//! APNs/FCM providers. One test binary, a module per behaviour.
+//! Integration tests: the gateway against a fake XMPP server and mock APNs/FCM
+//! providers, as a child process where the process boundary matters and in
+//! this process (on paused time where it helps) elsewhere. One test binary, a
+//! module per behaviour.
 
 // These tests drive real processes and servers and measure real time; the
 // clock ban of clippy.toml is for the gateway's own code.
@@ -12,6 +14,7 @@ mod component;
 mod config_check;
 mod delivery;
 mod http_api;
+mod in_process;
 mod interop;
 mod outbox;
 mod publish;

@@ -5,7 +5,7 @@
 use crate::delivery::settled;
 use crate::support::gateway::{GatewayProcess, TestConfig};
 use crate::support::harness::{
-    Harness, assert_result, counted_publish, ejabberd_publish, node_of, register_one_step,
+    Harness, assert_result, counted_publish, node_of, register_one_step,
 };
 use crate::support::mock_provider::{Answer, MockProvider};
 use crate::support::xmpp_server::FakeServer;
@@ -140,36 +140,6 @@ async fn kill_9_with_pending_and_retrying_notifications_loses_nothing() {
         gateway
             .log()
             .contains("resuming notifications from the outbox")
-    );
-}
-
-#[tokio::test]
-async fn a_burst_of_ejabberd_pushes_becomes_one() {
-    let mut h = Harness::start_with(|mut c| {
-        c.delivery = "coalesce_window_ms = 1000\n".into();
-        c
-    })
-    .await;
-    let token = apns_token(0x61);
-    let node = h.register("heidi@localhost/r", "apns", &token).await;
-    // ejabberd: one publish per queued stanza, no debounce.
-    for _ in 0..6 {
-        assert_result(&h.iq(&ejabberd_publish(&node, "localhost")).await);
-    }
-    assert!(eventually(WAIT, || async { h.mock.delivered(&token).len() == 1 }).await);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(h.mock.attempts(&token).len(), 1, "one push for the burst");
-    assert_eq!(
-        h.gateway
-            .metric("pushgate_coalesced_total{provider=\"apns\"}")
-            .await,
-        5.0
-    );
-    assert_eq!(
-        h.gateway
-            .metric("pushgate_notifications_total{provider=\"apns\",fate=\"delivered\"}")
-            .await,
-        6.0
     );
 }
 

@@ -1,9 +1,14 @@
 //! Publishes from Prosody and ejabberd, and what reaches APNs and FCM.
 
+use crate::support::gateway::TestConfig;
 use crate::support::harness::{
-    Harness, assert_result, ejabberd_empty_publish, ejabberd_publish, error_of, next_id,
+    Harness, assert_result, ejabberd_empty_publish, ejabberd_publish, error_of, next_id, node_of,
+    register_one_step,
 };
-use crate::support::{WAIT, apns_token, eventually};
+use crate::support::in_process::{launch, on_test_runtime, spawn_here};
+use crate::support::mock_provider::MockProvider;
+use crate::support::xmpp_server::FakeServer;
+use crate::support::{SECRET, WAIT, apns_token, eventually};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
@@ -272,24 +277,39 @@ async fn a_voip_token_gets_the_call_and_the_encrypted_payload_is_forwarded_verba
     assert_eq!(body["iv"], "aXYxMjM0NTY3ODkw");
 }
 
-#[tokio::test]
-async fn the_fcm_access_token_is_refreshed_before_it_expires() {
-    let mut h = Harness::start().await;
-    // Tokens that expire within the refresh margin (5 minutes) are used once.
-    h.mock.token_lifetime(301);
-    let node = h
-        .register("alice@localhost/phone", "fcm", "fcm-refresh")
-        .await;
-    for n in 1..=2 {
-        assert_result(&h.iq(&ejabberd_publish(&node, "localhost")).await);
-        let pushes = h.mock.wait_pushes(n, WAIT).await;
-        assert_eq!(
-            pushes[n - 1].header("authorization"),
-            Some(format!("Bearer test-access-{n}").as_str())
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    }
-    assert_eq!(h.mock.grants().len(), 2);
+#[test]
+fn the_fcm_access_token_is_refreshed_before_it_expires() {
+    on_test_runtime(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mock = MockProvider::start(dir.path()).await;
+        let server = FakeServer::start(SECRET).await;
+        let config = TestConfig::new(server.port, dir.path()).with_mock_providers(&mock);
+        let stop = spawn_here(launch(&config).0);
+        let mut conn = server.accept(WAIT).await;
+        // Tokens that expire within the refresh margin (5 minutes) are used once.
+        mock.token_lifetime(301);
+        let reply = conn
+            .iq(
+                &register_one_step("alice@localhost/phone", "fcm", "fcm-refresh", None),
+                WAIT,
+            )
+            .await;
+        let node = node_of(&reply).expect("registered");
+        for n in 1..=2 {
+            assert_result(&conn.iq(&ejabberd_publish(&node, "localhost"), WAIT).await);
+            let pushes = mock.wait_pushes(n, WAIT).await;
+            assert_eq!(
+                pushes[n - 1].header("authorization"),
+                Some(format!("Bearer test-access-{n}").as_str())
+            );
+            // The token's last second passes on the gateway's clock, not ours.
+            tokio::time::pause();
+            tokio::time::advance(std::time::Duration::from_millis(1100)).await;
+            tokio::time::resume();
+        }
+        assert_eq!(mock.grants().len(), 2);
+        let _ = stop.send(());
+    });
 }
 
 #[tokio::test]

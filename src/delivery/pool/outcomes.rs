@@ -3,9 +3,9 @@
 //! token.
 
 use super::Pool;
-use super::hints::credential_hint;
 use crate::clock::unix_ms as now_ms;
 use crate::delivery::state::{Completion, Outcome, Settled};
+use crate::errors::chain;
 use crate::providers::{Delivered, DeliveryError, ErrorClass};
 use crate::registry::DeadToken;
 use actix::prelude::*;
@@ -69,12 +69,9 @@ impl Pool {
         }
         match (done.health_changed, error) {
             (Some(false), Some(e)) => {
-                error!(
-                    provider,
-                    "{}: {e}; notifications are kept and retried",
-                    credential_hint(&e)
-                );
-                self.unhealthy = Some(format!("{}: {e}", credential_hint(&e)));
+                let detail = format!("{}: {}", e.hint(), chain(&e));
+                error!(provider, "{detail}; notifications are kept and retried");
+                self.unhealthy = Some(detail);
                 self.metrics.provider_healthy.set(&[&provider], 0);
             }
             (Some(true), _) => {
@@ -127,12 +124,14 @@ impl Pool {
                     } => *invalid_since_ms,
                     _ => None,
                 };
-                self.remove_dead_token(attempt, invalid_since, error.to_string(), ctx);
+                self.remove_dead_token(attempt, invalid_since, chain(error), ctx);
             }
             ErrorClass::FailNotification => {
                 warn!(
                     provider,
-                    node, "notification rejected by the provider: {error}"
+                    node,
+                    "notification rejected by the provider: {}",
+                    chain(error)
                 )
             }
             ErrorClass::Unknown => {
@@ -142,14 +141,22 @@ impl Pool {
                 };
                 warn!(
                     provider,
-                    node, body, "unknown answer from the provider ({error}); retrying a few times"
+                    node,
+                    body,
+                    "unknown answer from the provider ({}); retrying a few times",
+                    chain(error)
                 )
             }
             ErrorClass::Retry | ErrorClass::RetryNow => {
-                debug!(provider, node, "delivery failed, will retry: {error}")
+                debug!(
+                    provider,
+                    node,
+                    "delivery failed, will retry: {}",
+                    chain(error)
+                )
             }
             ErrorClass::ProviderMisconfigured => {
-                debug!(provider, node, "delivery refused: {error}")
+                debug!(provider, node, "delivery refused: {}", chain(error))
             }
         }
     }
@@ -173,7 +180,7 @@ impl Pool {
             Ok(DeadToken::Removed) => info!(provider, node, "{error}: the provider says the token is dead; registration removed"),
             Ok(DeadToken::VoipTokenForgotten) => info!(provider, node, "{error}: the VoIP token is dead; calls now go to the main token"),
             Ok(DeadToken::Kept) => info!(provider, node, "{error}: token reported dead but the registration was renewed or replaced; kept"),
-            Err(e) => warn!(provider, node, "{error}: token dead but the registration could not be removed: {e}"),
+            Err(e) => warn!(provider, node, "{error}: token dead but the registration could not be removed: {}", chain(&e)),
         }));
     }
 }

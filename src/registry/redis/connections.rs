@@ -69,8 +69,14 @@ pub(super) struct Connections {
     connect_timeout: Duration,
 }
 
-fn config_error(key: &str, e: impl std::fmt::Display) -> RegistryError {
-    RegistryError::Storage(format!("{key}: {e}"))
+fn config_error(
+    key: &'static str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> RegistryError {
+    RegistryError::Setting {
+        key,
+        source: Box::new(e),
+    }
 }
 
 impl Connections {
@@ -79,7 +85,7 @@ impl Connections {
     pub(super) fn new(config: &StoreConfig) -> Result<Self, RegistryError> {
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
         let size = config.pool_size.max(1);
-        let info = |key: &str, url: &str| -> Result<redis::ConnectionInfo, RegistryError> {
+        let info = |key: &'static str, url: &str| -> Result<redis::ConnectionInfo, RegistryError> {
             let info = url
                 .into_connection_info()
                 .map_err(|e| config_error(key, e))?;
@@ -159,14 +165,11 @@ impl Connections {
                 {
                     self.forget_all();
                 }
-                Err(RegistryError::Storage(format!("redis: {e}")))
+                Err(RegistryError::Redis(e))
             }
             Err(_) => {
                 self.forget_all();
-                Err(RegistryError::Storage(format!(
-                    "redis: no answer within {} ms",
-                    self.command_timeout.as_millis()
-                )))
+                Err(RegistryError::Timeout(self.command_timeout))
             }
         }
     }
@@ -178,12 +181,7 @@ impl Connections {
         let opened = tokio::time::timeout(self.connect_timeout, self.open()).await;
         let conn = match opened {
             Ok(result) => result?,
-            Err(_) => {
-                return Err(RegistryError::Storage(format!(
-                    "redis: cannot connect within {} ms",
-                    self.connect_timeout.as_millis()
-                )));
-            }
+            Err(_) => return Err(RegistryError::Timeout(self.connect_timeout)),
         };
         if let Some(m) = self.held.get(slot) {
             *lock(m) = Some(conn.clone());
@@ -192,13 +190,13 @@ impl Connections {
     }
 
     async fn open(&self) -> Result<Conn, RegistryError> {
-        let unavailable = |e: &dyn std::fmt::Display| RegistryError::Storage(format!("redis: {e}"));
+        let unavailable = |e: Box<dyn std::error::Error + Send + Sync>| RegistryError::Connect(e);
         Ok(match &self.factory {
             Factory::Single(pool) => Conn::Single(deadpool_redis::Connection::take(
-                pool.get().await.map_err(|e| unavailable(&e))?,
+                pool.get().await.map_err(|e| unavailable(e.into()))?,
             )),
             Factory::Cluster(pool) => Conn::Cluster(deadpool_redis::cluster::Connection::take(
-                pool.get().await.map_err(|e| unavailable(&e))?,
+                pool.get().await.map_err(|e| unavailable(e.into()))?,
             )),
         })
     }

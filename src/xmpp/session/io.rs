@@ -9,6 +9,7 @@ use crate::xmpp::stream_error::{StreamErrorInfo, stream_error_xml};
 use actix::Addr;
 use std::sync::Arc;
 use std::time::Duration;
+use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc};
@@ -17,13 +18,40 @@ use tokio::sync::{Semaphore, mpsc};
 /// reading is as good as gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn write_bytes(write: &mut OwnedWriteHalf, bytes: &[u8]) -> Result<(), String> {
+/// Why a live stream ended, as the session logs it.
+#[derive(Debug, Error)]
+pub(super) enum StreamEnd {
+    /// Writing to the socket failed.
+    #[error("write failed")]
+    Write(#[source] std::io::Error),
+    /// The server stopped reading.
+    #[error("the server has not read for {0:?} (write timed out)")]
+    WriteTimeout(Duration),
+    /// Reading from the socket failed.
+    #[error("read failed")]
+    Read(#[source] std::io::Error),
+    /// TCP end of stream.
+    #[error("the server closed the connection")]
+    Eof,
+    /// `</stream:stream>` from the server.
+    #[error("the server closed the stream")]
+    Closed,
+    /// A stream header in the middle of the stream.
+    #[error("the server sent a second stream header")]
+    SecondHeader,
+    /// `<stream:error/>` from the server, explained.
+    #[error("server sent a stream error: {0}")]
+    StreamError(String),
+    /// What the server sent is not XML we accept; we closed the stream.
+    #[error("closing the stream")]
+    Malformed(#[source] FrameError),
+}
+
+async fn write_bytes(write: &mut OwnedWriteHalf, bytes: &[u8]) -> Result<(), StreamEnd> {
     match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(bytes)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("write failed: {e}")),
-        Err(_) => Err(format!(
-            "the server has not read for {WRITE_TIMEOUT:?} (write timed out)"
-        )),
+        Ok(Err(e)) => Err(StreamEnd::Write(e)),
+        Err(_) => Err(StreamEnd::WriteTimeout(WRITE_TIMEOUT)),
     }
 }
 
@@ -106,20 +134,20 @@ pub(super) async fn read_loop(mut l: ReadLoop) {
 }
 
 /// Reads and dispatches until the stream ends; returns why it ended.
-async fn read_until_end(l: &mut ReadLoop) -> String {
+async fn read_until_end(l: &mut ReadLoop) -> StreamEnd {
     let mut events = std::mem::take(&mut l.pending);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         for event in events.drain(..) {
             let event = match event {
-                StreamEvent::Raw(raw) => match l.handler.handle_raw(&raw) {
+                StreamEvent::Raw(raw) => match l.handler.clone().handle_raw(&raw) {
                     Some(reply) => {
                         dispatch(l, reply).await;
                         continue;
                     }
                     None => match l.reader.parse_stanza(&raw) {
                         Ok(el) => StreamEvent::Stanza(el),
-                        Err(e) => return close_malformed(l, &e).await,
+                        Err(e) => return close_malformed(l, e).await,
                     },
                 },
                 other => other,
@@ -128,47 +156,44 @@ async fn read_until_end(l: &mut ReadLoop) -> String {
                 StreamEvent::Raw(_) => {}
                 StreamEvent::Stanza(el) => {
                     if let Some(info) = StreamErrorInfo::parse(&el) {
-                        return format!(
-                            "server sent a stream error: {}",
-                            info.explain(&l.settings.jid)
-                        );
+                        return StreamEnd::StreamError(info.explain(&l.settings.jid));
                     }
-                    let reply = l.handler.handle(el);
+                    let reply = l.handler.clone().handle(el);
                     dispatch(l, reply).await;
                 }
                 StreamEvent::End => {
                     let _ = l.tx.send(Outgoing::Final("</stream:stream>".into())).await;
-                    return "the server closed the stream".to_owned();
+                    return StreamEnd::Closed;
                 }
                 StreamEvent::Header { .. } => {
                     let _ =
                         l.tx.send(Outgoing::Final(stream_error_xml("invalid-xml")))
                             .await;
-                    return "the server sent a second stream header".to_owned();
+                    return StreamEnd::SecondHeader;
                 }
             }
         }
         let n = match l.read.read(&mut buf).await {
-            Ok(0) => return "the server closed the connection".to_owned(),
+            Ok(0) => return StreamEnd::Eof,
             Ok(n) => n,
-            Err(e) => return format!("read failed: {e}"),
+            Err(e) => return StreamEnd::Read(e),
         };
         let data = buf.get(..n).unwrap_or_default();
         // Publishes are read from their bytes once the parser is between
         // stanzas (at once, unless the handshake's last read ended mid-stanza).
         l.reader.split_raw();
         if let Err(e) = l.reader.feed(data, &mut events) {
-            return close_malformed(l, &e).await;
+            return close_malformed(l, e).await;
         }
     }
 }
 
 /// Sends the stream error for `e` and says why the stream ends.
-async fn close_malformed(l: &ReadLoop, e: &FrameError) -> String {
+async fn close_malformed(l: &ReadLoop, e: FrameError) -> StreamEnd {
     let _ =
         l.tx.send(Outgoing::Final(stream_error_xml(e.condition())))
             .await;
-    format!("closing the stream: {e}")
+    StreamEnd::Malformed(e)
 }
 
 /// Runs one stanza's handling (at most `max_concurrent` at once) and queues

@@ -4,6 +4,7 @@
 
 pub mod gateway;
 pub mod harness;
+pub mod in_process;
 pub mod interop;
 pub mod mock_provider;
 pub mod pki;
