@@ -19,43 +19,45 @@ pub mod publish;
 pub mod replies;
 
 pub use incoming::{Request, classify};
-pub use publish::{Encrypted, Notification, Priority, PublishRequest};
-pub use replies::{PublishOutcome, StanzaFault};
+pub use publish::Encrypted;
+pub use publish::Notification;
+pub use publish::Priority;
+pub use publish::PublishRequest;
+pub(crate) use replies::PublishOutcome;
+pub use replies::StanzaFault;
 
 /// Namespaces used by the push component.
 pub mod ns {
     /// XEP-0357 push.
-    pub const PUSH: &str = "urn:xmpp:push:0";
+    pub(crate) const PUSH: &str = "urn:xmpp:push:0";
     /// XEP-0357 summary form type.
-    pub const PUSH_SUMMARY: &str = "urn:xmpp:push:summary";
+    pub(crate) const PUSH_SUMMARY: &str = "urn:xmpp:push:summary";
     /// XEP-0060 pubsub.
-    pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
-    /// Publish-options form type.
-    pub const PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
+    pub(crate) const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
     /// XEP-0004 data forms.
-    pub const DATA: &str = "jabber:x:data";
+    pub(crate) const DATA: &str = "jabber:x:data";
     /// XEP-0050 ad-hoc commands.
-    pub const COMMANDS: &str = "http://jabber.org/protocol/commands";
+    pub(crate) const COMMANDS: &str = "http://jabber.org/protocol/commands";
     /// XEP-0030 disco#info.
-    pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+    pub(crate) const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
     /// XEP-0030 disco#items.
-    pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+    pub(crate) const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
     /// XEP-0199 ping.
     pub const PING: &str = "urn:xmpp:ping";
     /// Stanza error conditions.
-    pub const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+    pub(crate) const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
     /// Tigase explicit priority.
-    pub const TIGASE_PRIORITY: &str = "tigase:push:priority:0";
+    pub(crate) const TIGASE_PRIORITY: &str = "tigase:push:priority:0";
     /// Tigase encrypted payload.
-    pub const TIGASE_ENCRYPT: &str = "tigase:push:encrypt:0";
+    pub(crate) const TIGASE_ENCRYPT: &str = "tigase:push:encrypt:0";
     /// Tigase incoming call.
-    pub const TIGASE_JINGLE: &str = "tigase:push:jingle:0";
+    pub(crate) const TIGASE_JINGLE: &str = "tigase:push:jingle:0";
     /// Tigase MUC offline marker.
-    pub const TIGASE_MUC_OFFLINE: &str = "http://tigase.org/protocol/muc#offline";
+    pub(crate) const TIGASE_MUC_OFFLINE: &str = "http://tigase.org/protocol/muc#offline";
     /// Tigase account events (`account-removed`).
-    pub const TIGASE_ACCOUNT_EVENT: &str = "http://tigase.org/protocol/account#event";
+    pub(crate) const TIGASE_ACCOUNT_EVENT: &str = "http://tigase.org/protocol/account#event";
     /// The component stream namespace stanzas are built in.
-    pub const COMPONENT: &str = "jabber:component:accept";
+    pub(crate) const COMPONENT: &str = "jabber:component:accept";
 }
 
 /// What the app logic needs to know about the deployment.
@@ -73,7 +75,7 @@ pub struct AppContext {
 
 impl AppContext {
     /// The context of a validated configuration.
-    pub fn from_config(config: &crate::config::Config) -> Self {
+    pub(crate) fn from_config(config: &crate::config::Config) -> Self {
         Self {
             component_jid: config.component.jid.to_ascii_lowercase(),
             providers: config
@@ -92,7 +94,7 @@ impl AppContext {
     }
 
     /// The kind of the configured provider `id`.
-    pub fn provider_kind(&self, id: &str) -> Option<crate::config::ProviderKind> {
+    pub(crate) fn provider_kind(&self, id: &str) -> Option<crate::config::ProviderKind> {
         self.providers
             .iter()
             .find(|(p, _)| p == id)

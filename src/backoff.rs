@@ -6,7 +6,7 @@ use thiserror::Error;
 
 /// Delay ceilings that double from `base_ms` with each attempt, up to `max_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     base_ms: u64,
     max_ms: u64,
 }
@@ -14,7 +14,7 @@ pub struct Backoff {
 /// Bounds a backoff cannot work with. Refused rather than adjusted: a cap
 /// below the first delay is a typo an operator wants to hear about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum InvalidBackoff {
+pub(crate) enum InvalidBackoff {
     /// A first delay of 0 would retry in a tight loop.
     #[error("the first delay must be at least 1 ms")]
     ZeroBase,
@@ -30,7 +30,7 @@ pub enum InvalidBackoff {
 
 impl Backoff {
     /// A backoff from `base_ms` to `max_ms`.
-    pub fn new(base_ms: u64, max_ms: u64) -> Result<Self, InvalidBackoff> {
+    pub(crate) fn new(base_ms: u64, max_ms: u64) -> Result<Self, InvalidBackoff> {
         if base_ms == 0 {
             return Err(InvalidBackoff::ZeroBase);
         }
@@ -42,7 +42,7 @@ impl Backoff {
 
     /// The ceiling for attempt `n` (1 = the first retry): `base · 2^(n-1)`,
     /// capped.
-    pub fn ceiling_ms(&self, attempt: u32) -> u64 {
+    pub(crate) fn ceiling_ms(&self, attempt: u32) -> u64 {
         let doublings = attempt.saturating_sub(1).min(32);
         self.base_ms
             .saturating_mul(1u64 << doublings)
@@ -51,14 +51,18 @@ impl Backoff {
 
     /// Full jitter, uniform in `[0, ceiling]`: failures of many requests at
     /// once (a provider outage) do not come back in step.
-    pub fn full_jitter_ms(&self, attempt: u32, uniform: &mut impl FnMut(u64) -> u64) -> u64 {
+    pub(crate) fn full_jitter_ms(&self, attempt: u32, uniform: &mut impl FnMut(u64) -> u64) -> u64 {
         let ceiling = self.ceiling_ms(attempt);
         uniform(ceiling).min(ceiling)
     }
 
     /// Equal jitter, uniform in `[ceiling/2, ceiling]`: spread out, but never
     /// much sooner than the ceiling (reconnects to a server that is down).
-    pub fn equal_jitter_ms(&self, attempt: u32, uniform: &mut impl FnMut(u64) -> u64) -> u64 {
+    pub(crate) fn equal_jitter_ms(
+        &self,
+        attempt: u32,
+        uniform: &mut impl FnMut(u64) -> u64,
+    ) -> u64 {
         let ceiling = self.ceiling_ms(attempt);
         let half = ceiling / 2;
         half + uniform(ceiling - half).min(ceiling - half)
@@ -66,7 +70,7 @@ impl Backoff {
 }
 
 /// Draws uniformly from `0..=n`.
-pub fn uniform(n: u64) -> u64 {
+pub(crate) fn uniform(n: u64) -> u64 {
     rand::random_range(0..=n)
 }
 

@@ -53,7 +53,7 @@ pub fn unix_ms() -> u64 {
 }
 
 /// Seconds since the Unix epoch.
-pub fn unix_secs() -> u64 {
+pub(crate) fn unix_secs() -> u64 {
     unix_ms() / 1000
 }
 

@@ -11,7 +11,8 @@ mod store;
 mod validate;
 
 pub use model::*;
-pub use validate::{ConfigIssue, validate};
+pub use validate::ConfigIssue;
+pub(crate) use validate::validate;
 
 use std::path::Path;
 use thiserror::Error;

@@ -13,14 +13,22 @@ mod pool;
 mod retry;
 mod state;
 
-pub use outbox::{OutboxEntry, entry_key, merge};
+pub use outbox::merge;
+
+pub use outbox::OutboxEntry;
+
 pub use payload::{PayloadPolicy, build_push};
-pub use pool::{Drain, Forget, Load, Pool, PoolStatus, Status, Submit};
-pub use retry::RetryPolicy;
-pub use state::{
-    Admission, Arrival, Attempt, Completion, Fate, Full, Outcome, Persist, PoolState, Settings,
-    Settled, Step, UNKNOWN_MAX_ATTEMPTS,
-};
+pub use pool::PoolStatus;
+pub(crate) use pool::{Drain, Forget, Pool, Submit};
+pub use pool::{Load, Status};
+pub(crate) use retry::RetryPolicy;
+pub use state::Arrival;
+pub use state::Attempt;
+pub use state::Fate;
+pub use state::Persist;
+pub use state::Settled;
+pub use state::{Full, Outcome, Step};
+pub(crate) use state::{PoolState, Settings};
 
 use crate::config::{Config, ConfigIssue};
 use crate::registry::{OutboxWrite, Registry, RegistryError};
@@ -34,7 +42,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 /// How long a publish waits for its pool to take it and commit it to the outbox.
-pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const SUBMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a status request waits for a pool.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -107,7 +115,7 @@ impl Dispatcher {
 
     /// Reads the outbox and hands each pool its entries, once; the pools then
     /// admit publishes. Entries of providers no longer configured stay stored.
-    pub async fn load_outbox(&self, registry: &Registry) -> Result<(), RegistryError> {
+    pub(crate) async fn load_outbox(&self, registry: &Registry) -> Result<(), RegistryError> {
         if self.is_loaded() {
             return Ok(());
         }
@@ -130,7 +138,7 @@ impl Dispatcher {
     }
 
     /// Whether the outbox is loaded and publishes are admitted.
-    pub fn is_loaded(&self) -> bool {
+    pub(crate) fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::SeqCst)
     }
 

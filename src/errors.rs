@@ -9,7 +9,7 @@
 use std::error::Error;
 
 /// `e`'s message followed by each of its causes, joined with `": "`.
-pub fn chain(e: &dyn Error) -> String {
+pub(crate) fn chain(e: &dyn Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -4,7 +4,7 @@
 
 mod handler;
 
-pub use handler::PushComponent;
+pub(crate) use handler::PushComponent;
 
 use crate::app::AppContext;
 use crate::config::{Config, ConfigIssue, StoreBackend};

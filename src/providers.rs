@@ -14,11 +14,16 @@ mod fcm_token;
 mod size;
 mod tls;
 
-pub use apns::{ApnsClient, payload as apns_payload};
+pub use apns::payload as apns_payload;
+
+pub(crate) use apns::ApnsClient;
 pub use apns_token::ApnsTokenSigner;
-pub use error::{BuildError, CredentialsError, DeliveryError, ErrorClass, TransportError};
-pub use fcm::{FcmClient, data as fcm_data, message as fcm_message};
-pub use size::{APNS_LIMIT, APNS_VOIP_LIMIT, FCM_LIMIT};
+pub use error::BuildError;
+pub use error::CredentialsError;
+pub use error::TransportError;
+pub use error::{DeliveryError, ErrorClass};
+pub(crate) use fcm::FcmClient;
+pub use fcm::{data as fcm_data, message as fcm_message};
 
 use crate::config::{DeliveryConfig, ProviderConfig, ProviderKind};
 use serde::{Deserialize, Serialize};
@@ -78,7 +83,7 @@ pub trait PushClient: Send + Sync + 'static {
 }
 
 /// Provider clients by provider id, in configuration order.
-pub type Clients = Vec<(String, Arc<dyn PushClient>)>;
+pub(crate) type Clients = Vec<(String, Arc<dyn PushClient>)>;
 
 /// Builds the client for one `[[providers]]` entry. Reads and checks every key and
 /// CA file, so configuration mistakes surface at start-up and in `check-config`.

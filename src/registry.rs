@@ -19,14 +19,16 @@ mod redis;
 mod shard;
 mod transfer;
 
-pub use cache::RegistrationCache;
-pub use embedded::EmbeddedStore;
+pub(crate) use cache::RegistrationCache;
+pub(crate) use embedded::EmbeddedStore;
 pub use error::{DeadToken, RegistryError};
 pub use keys::NodeKeys;
-pub use model::{DeviceRef, Edit, NewRegistration, OutboxWrite, Registration};
-pub use redis::RedisStore;
+pub(crate) use model::Edit;
+pub use model::{DeviceRef, NewRegistration, OutboxWrite, Registration};
+pub(crate) use redis::RedisStore;
 pub use shard::{node_of_outbox_key, shard_of};
-pub use transfer::{ExportLine, ImportSummary, TransferError};
+pub use transfer::ImportSummary;
+pub use transfer::{ExportLine, TransferError};
 
 use crate::config::{DEFAULT_SHARDS, StoreBackend, StoreConfig};
 use std::path::Path;

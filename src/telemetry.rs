@@ -2,7 +2,15 @@
 
 mod metrics;
 
-pub use metrics::{CounterVec, Gauge, GaugeVec, HistogramVec, Metrics};
+pub use metrics::Metrics;
+
+pub use metrics::Gauge;
+
+pub use metrics::GaugeVec;
+
+pub use metrics::HistogramVec;
+
+pub use metrics::CounterVec;
 
 use crate::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;

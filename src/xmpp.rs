@@ -9,14 +9,16 @@ mod frame;
 mod session;
 mod stream_error;
 
-pub use connection::{ConnectError, handshake_digest};
-pub use frame::{FrameError, StreamEvent, StreamReader};
-pub use session::{Close, ReplyFuture, Session, SessionSettings, StanzaHandler};
-pub use stream_error::StreamErrorInfo;
+pub use connection::handshake_digest;
+
+pub use frame::FrameError;
+pub use frame::{StreamEvent, StreamReader};
+pub use session::Close;
+pub(crate) use session::{ReplyFuture, Session, SessionSettings, StanzaHandler};
 
 /// `jabber:component:accept`, the namespace of stanzas on a component stream.
-pub const NS_COMPONENT: &str = "jabber:component:accept";
+pub(crate) const NS_COMPONENT: &str = "jabber:component:accept";
 /// The stream namespace.
-pub const NS_STREAM: &str = "http://etherx.jabber.org/streams";
+pub(crate) const NS_STREAM: &str = "http://etherx.jabber.org/streams";
 /// Stream error conditions.
-pub const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+pub(crate) const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";

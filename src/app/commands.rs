@@ -10,7 +10,13 @@
 
 mod dialects;
 
-pub use dialects::{CommandKind, CommandSpec, Dialect, command_specs};
+pub use dialects::CommandSpec;
+
+pub use dialects::Dialect;
+
+pub use dialects::CommandKind;
+
+pub(crate) use dialects::command_specs;
 
 use super::forms::{FieldSpec, Form, build};
 use super::replies::StanzaFault;
@@ -33,7 +39,7 @@ pub struct CommandRequest {
 }
 
 /// Reads a `<command xmlns='http://jabber.org/protocol/commands'/>`.
-pub fn parse_command(command: &Element) -> Result<CommandRequest, StanzaFault> {
+pub(crate) fn parse_command(command: &Element) -> Result<CommandRequest, StanzaFault> {
     let node = command
         .attr("node")
         .filter(|n| !n.is_empty())
@@ -48,7 +54,7 @@ pub fn parse_command(command: &Element) -> Result<CommandRequest, StanzaFault> {
 
 /// The device named by a submitted form, validated against the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceFields {
+pub(crate) struct DeviceFields {
     /// A configured provider id.
     pub provider: String,
     /// The device token, normalized (APNs tokens lowercased). `None` when an
@@ -66,7 +72,7 @@ pub struct DeviceFields {
 
 impl DeviceFields {
     /// What the node is derived from: the device id if any, else the token.
-    pub fn identity(&self) -> &str {
+    pub(crate) fn identity(&self) -> &str {
         self.device_id
             .as_deref()
             .or(self.token.as_deref())
@@ -76,7 +82,7 @@ impl DeviceFields {
 
 /// What to do for a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommandPlan {
+pub(crate) enum CommandPlan {
     /// Answer with this `<command/>` right away (blank form, cancel).
     Reply(Element),
     /// Register the device, then answer with [`completed_register`].
@@ -87,7 +93,7 @@ pub enum CommandPlan {
 
 /// Decides what `cmd` asks for, in session `session_id`; also returns the
 /// offered command it names, which the completed answer needs.
-pub fn plan<'c>(
+pub(crate) fn plan<'c>(
     cmd: &CommandRequest,
     ctx: &'c AppContext,
     session_id: &str,
@@ -127,7 +133,7 @@ pub(crate) fn provider_kind(ctx: &AppContext, provider: &str) -> Result<Provider
 }
 
 /// Checks a token's shape for the provider kind and normalizes it.
-pub fn normalize_token(kind: ProviderKind, token: &str) -> Result<String, String> {
+pub(crate) fn normalize_token(kind: ProviderKind, token: &str) -> Result<String, String> {
     match kind {
         ProviderKind::Apns => {
             let ok_len = (64..=200).contains(&token.len()) && token.len().is_multiple_of(2);
@@ -173,7 +179,7 @@ fn blank_form(spec: &CommandSpec, session_id: &str, ctx: &AppContext) -> Element
 
 /// The completed answer to a register command: a result form with the node (and,
 /// for the p2 and mod_push_appserver dialects, the component JID and the secret).
-pub fn completed_register(
+pub(crate) fn completed_register(
     spec: &CommandSpec,
     ctx: &AppContext,
     session_id: &str,
@@ -203,7 +209,7 @@ pub fn completed_register(
 }
 
 /// The completed answer to an unregister command, with a note saying what happened.
-pub fn completed_unregister(spec: &CommandSpec, session_id: &str, removed: bool) -> Element {
+pub(crate) fn completed_unregister(spec: &CommandSpec, session_id: &str, removed: bool) -> Element {
     let mut command = command_element(&spec.node, session_id, "completed");
     let text = if removed {
         "Device unregistered"

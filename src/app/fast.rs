@@ -43,7 +43,7 @@ const MAX_DEPTH: usize = 16;
 /// and text from the stanza where it can; no validation beyond quick-xml's
 /// (the callers of [`publish`] vouch for the rest).
 #[derive(Debug, Default)]
-pub struct LightElement<'a> {
+pub(crate) struct LightElement<'a> {
     name: Cow<'a, str>,
     ns: Cow<'static, str>,
     attrs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
@@ -92,7 +92,7 @@ pub fn publish(stanza: &[u8]) -> Option<Request> {
 }
 
 /// The light tree of one element, or `None` if anything about it is doubtful.
-pub fn light_tree(stanza: &[u8]) -> Option<LightElement<'_>> {
+pub(crate) fn light_tree(stanza: &[u8]) -> Option<LightElement<'_>> {
     let text = std::str::from_utf8(stanza).ok()?;
     if text
         .bytes()

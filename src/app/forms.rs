@@ -41,12 +41,12 @@ impl Form {
     }
 
     /// The first child form of `parent`, if any.
-    pub fn child_of<N: XmlNode>(parent: &N) -> Option<Self> {
+    pub(crate) fn child_of<N: XmlNode>(parent: &N) -> Option<Self> {
         parent.get_child("x", ns::DATA).and_then(Self::parse)
     }
 
     /// The `FORM_TYPE` value.
-    pub fn form_type(&self) -> Option<&str> {
+    pub(crate) fn form_type(&self) -> Option<&str> {
         self.value("FORM_TYPE")
     }
 
@@ -60,7 +60,7 @@ impl Form {
     }
 
     /// The first value of `var`, trimmed, or `None` when missing or blank.
-    pub fn non_empty(&self, var: &str) -> Option<&str> {
+    pub(crate) fn non_empty(&self, var: &str) -> Option<&str> {
         self.value(var).map(str::trim).filter(|v| !v.is_empty())
     }
 }

@@ -163,7 +163,7 @@ fn sender_account(header: &IqHeader) -> Result<String, StanzaFault> {
 
 /// The stored form of an account: the bare JID, lowercased; `None` for a JID
 /// without a user part (a server).
-pub fn account_of(jid: &Jid) -> Option<String> {
+pub(crate) fn account_of(jid: &Jid) -> Option<String> {
     jid.node()?;
     Some(jid.to_bare().to_string().to_lowercase())
 }

@@ -60,7 +60,7 @@ impl Notification {
     }
 
     /// An incoming call: wants a VoIP push where the device has a VoIP token.
-    pub fn is_call(&self) -> bool {
+    pub(crate) fn is_call(&self) -> bool {
         self.jingle_sid.is_some()
             || self
                 .encrypted
@@ -81,7 +81,7 @@ pub struct PublishRequest {
 }
 
 /// Reads `<pubsub><publish node=…>…</publish><publish-options/></pubsub>`.
-pub fn parse_publish<N: XmlNode>(pubsub: &N) -> Result<PublishRequest, StanzaFault> {
+pub(crate) fn parse_publish<N: XmlNode>(pubsub: &N) -> Result<PublishRequest, StanzaFault> {
     let publish = pubsub
         .get_child("publish", ns::PUBSUB)
         .ok_or_else(|| StanzaFault::bad_request("pubsub without <publish/>"))?;
@@ -109,7 +109,7 @@ pub fn parse_publish<N: XmlNode>(pubsub: &N) -> Result<PublishRequest, StanzaFau
 
 /// Reads a `<notification xmlns='urn:xmpp:push:0'/>`. Lenient: unknown elements
 /// are ignored, unreadable values are dropped, nothing fails.
-pub fn parse_notification<N: XmlNode>(notification: &N) -> Notification {
+pub(crate) fn parse_notification<N: XmlNode>(notification: &N) -> Notification {
     let summary = notification
         .children()
         .filter_map(Form::parse)

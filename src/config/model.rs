@@ -1,7 +1,9 @@
 //! The configuration's shape. Field names are part of the operator interface: keep
 //! them stable and document each in `config/pushgate.example.toml`.
 
-pub use super::store::{DEFAULT_SHARDS, StoreBackend, StoreConfig};
+pub use super::store::{StoreBackend, StoreConfig};
+
+pub(crate) use super::store::DEFAULT_SHARDS;
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -46,7 +48,7 @@ impl Secret {
         Self(value.into())
     }
     /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

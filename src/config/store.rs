@@ -82,7 +82,7 @@ impl Default for StoreConfig {
 }
 
 /// The default number of shards.
-pub const DEFAULT_SHARDS: u32 = 1024;
+pub(crate) const DEFAULT_SHARDS: u32 = 1024;
 
 fn store_path() -> PathBuf {
     PathBuf::from("data")

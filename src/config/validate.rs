@@ -36,7 +36,7 @@ impl std::error::Error for ConfigIssue {}
 
 impl ComponentConfig {
     /// The reconnect backoff (`reconnect_min_ms` to `reconnect_max_ms`).
-    pub fn reconnect_backoff(&self) -> Result<Backoff, ConfigIssue> {
+    pub(crate) fn reconnect_backoff(&self) -> Result<Backoff, ConfigIssue> {
         backoff(
             "component.reconnect_min_ms",
             "component.reconnect_max_ms",
@@ -47,7 +47,7 @@ impl ComponentConfig {
 
 impl DeliveryConfig {
     /// The retry backoff (`retry_base_ms` to `retry_max_ms`).
-    pub fn retry_backoff(&self) -> Result<Backoff, ConfigIssue> {
+    pub(crate) fn retry_backoff(&self) -> Result<Backoff, ConfigIssue> {
         backoff(
             "delivery.retry_base_ms",
             "delivery.retry_max_ms",
@@ -73,7 +73,7 @@ fn backoff(
 
 /// Checks `config` without touching the network or key files; credentials are
 /// checked when providers are built (see `gateway::check`).
-pub fn validate(config: &Config) -> Vec<ConfigIssue> {
+pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     let mut issues = Vec::new();
     validate_component(&config.component, &mut issues);
     store(&config.store, &mut issues);

@@ -41,7 +41,7 @@ impl OutboxEntry {
 
 /// The store key of a push for `node`. Calls get a key of their own, so they are
 /// never merged with messages or with each other.
-pub fn entry_key(node: &str, push: &Push, call_id: u64) -> String {
+pub(crate) fn entry_key(node: &str, push: &Push, call_id: u64) -> String {
     if push.kind == PushKind::Voip {
         format!("{node}#call#{call_id:016x}")
     } else {

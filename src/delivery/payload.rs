@@ -31,7 +31,7 @@ pub struct PayloadPolicy {
 
 impl PayloadPolicy {
     /// The policy of `[delivery]`.
-    pub fn from_config(delivery: &DeliveryConfig) -> Self {
+    pub(crate) fn from_config(delivery: &DeliveryConfig) -> Self {
         Self {
             include_body: delivery.include_body,
             include_sender: delivery.include_sender,

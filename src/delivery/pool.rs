@@ -9,7 +9,11 @@
 mod messages;
 mod outcomes;
 
-pub use messages::{Drain, Forget, Load, PoolStatus, Status, Submit};
+pub use messages::{Load, Status};
+
+pub use messages::PoolStatus;
+
+pub(crate) use messages::{Drain, Forget, Submit};
 
 use super::outbox::OutboxEntry;
 use super::state::{Attempt, Persist, PoolState, Step};
@@ -33,7 +37,7 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 const FLUSH_RETRY: Duration = Duration::from_secs(1);
 
 /// The pool actor of one provider.
-pub struct Pool {
+pub(crate) struct Pool {
     id: String,
     client: Arc<dyn PushClient>,
     registry: Registry,
@@ -59,7 +63,7 @@ pub struct Pool {
 impl Pool {
     /// A pool for provider `id` over `state`; it admits publishes once sent
     /// [`Load`] with the entries the store holds for it.
-    pub fn new(
+    pub(crate) fn new(
         id: String,
         client: Arc<dyn PushClient>,
         registry: Registry,

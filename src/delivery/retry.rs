@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// The retry rules of `[delivery]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Delay ceilings: `retry_base_ms` doubling up to `retry_max_ms`.
     pub backoff: Backoff,
     /// Age after which a notification is dropped, ms.
@@ -16,14 +16,14 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// The ceiling of the delay after `attempts` failures.
-    pub fn ceiling_ms(&self, attempts: u32) -> u64 {
+    pub(crate) fn ceiling_ms(&self, attempts: u32) -> u64 {
         self.backoff.ceiling_ms(attempts)
     }
 
     /// The delay after `attempts` failures: uniform in `[0, ceiling]` (full jitter,
     /// so a storm of failures does not come back in step), and never shorter than
     /// the provider's `Retry-After`. `uniform(n)` draws from `0..=n`.
-    pub fn delay_ms(
+    pub(crate) fn delay_ms(
         &self,
         attempts: u32,
         retry_after: Option<Duration>,
@@ -35,7 +35,7 @@ impl RetryPolicy {
     }
 
     /// Whether a notification accepted at `accepted_ms` is too old at `now_ms`.
-    pub fn expired(&self, accepted_ms: u64, now_ms: u64) -> bool {
+    pub(crate) fn expired(&self, accepted_ms: u64, now_ms: u64) -> bool {
         now_ms.saturating_sub(accepted_ms) > self.max_age_ms
     }
 }

@@ -5,16 +5,26 @@
 mod complete;
 mod model;
 
-pub use model::{
-    Admission, Arrival, Attempt, Completion, Fate, Full, Outcome, Persist, Settings, Settled, Step,
-};
+pub use model::{Full, Outcome, Step};
+
+pub use model::Attempt;
+
+pub use model::Settled;
+
+pub use model::Persist;
+
+pub use model::Fate;
+
+pub use model::Arrival;
+
+pub(crate) use model::{Admission, Completion, Settings};
 
 use super::outbox::{OutboxEntry, entry_key, merge};
 use crate::providers::PushKind;
 use std::collections::{BTreeSet, HashMap};
 
 /// Attempts allowed for an outcome the tables do not know.
-pub const UNKNOWN_MAX_ATTEMPTS: u32 = 5;
+pub(crate) const UNKNOWN_MAX_ATTEMPTS: u32 = 5;
 
 #[derive(Debug)]
 struct InFlight {
@@ -34,7 +44,7 @@ struct Slot {
 
 /// Pending entries of one provider and their schedule.
 #[derive(Debug)]
-pub struct PoolState {
+pub(crate) struct PoolState {
     settings: Settings,
     slots: HashMap<String, Slot>,
     due: BTreeSet<(u64, String)>,
@@ -46,7 +56,7 @@ pub struct PoolState {
 
 impl PoolState {
     /// An empty state.
-    pub fn new(settings: Settings) -> Self {
+    pub(crate) fn new(settings: Settings) -> Self {
         Self {
             settings,
             slots: HashMap::new(),
@@ -59,7 +69,7 @@ impl PoolState {
     }
 
     /// Takes over entries found in the store at start-up, with their schedule.
-    pub fn load(&mut self, entries: impl IntoIterator<Item = OutboxEntry>) {
+    pub(crate) fn load(&mut self, entries: impl IntoIterator<Item = OutboxEntry>) {
         for entry in entries {
             self.next_call = self.next_call.max(call_id(&entry.key).saturating_add(1));
             self.due.insert((entry.due_ms, entry.key.clone()));
@@ -79,7 +89,11 @@ impl PoolState {
     /// Admits a publish: merged into the node's pending entry if there is one
     /// (calls never are), else a new entry due after the coalescing window and
     /// the node's minimum interval.
-    pub fn accept(&mut self, arrival: Arrival, now: u64) -> Result<(Admission, Persist), Full> {
+    pub(crate) fn accept(
+        &mut self,
+        arrival: Arrival,
+        now: u64,
+    ) -> Result<(Admission, Persist), Full> {
         let key = entry_key(&arrival.node, &arrival.push, self.next_call);
         if let Some(slot) = self.slots.get_mut(&key) {
             slot.entry.push = merge(&slot.entry.push, arrival.push);
@@ -138,7 +152,7 @@ impl PoolState {
 
     /// Starts up to `max` attempts that are due at `now`, dropping entries past
     /// their maximum age on the way. Nothing starts while the pool is paused.
-    pub fn take_due(&mut self, now: u64, max: usize) -> Vec<Step> {
+    pub(crate) fn take_due(&mut self, now: u64, max: usize) -> Vec<Step> {
         let mut steps = Vec::new();
         let mut sent = 0;
         while sent < max && now >= self.paused_until {
@@ -175,7 +189,7 @@ impl PoolState {
 
     /// Drops every entry of `node`, pending or in flight (its result will find
     /// nothing to apply to): its account is gone. Returns what was dropped.
-    pub fn forget(&mut self, node: &str) -> Vec<(Settled, Persist)> {
+    pub(crate) fn forget(&mut self, node: &str) -> Vec<(Settled, Persist)> {
         let keys: Vec<String> = self
             .slots
             .iter()
@@ -206,39 +220,41 @@ impl PoolState {
     }
 
     /// When the next attempt is due (ms since the epoch), if anything is waiting.
-    pub fn next_wake(&self) -> Option<u64> {
+    pub(crate) fn next_wake(&self) -> Option<u64> {
         self.due
             .first()
             .map(|(due, _)| (*due).max(self.paused_until))
     }
 
     /// Whether something is due at `now` and could be sent.
-    pub fn due_now(&self, now: u64) -> bool {
+    pub(crate) fn due_now(&self, now: u64) -> bool {
         self.next_wake().is_some_and(|t| t <= now)
     }
 
     /// Entries held (pending, scheduled or in flight).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
 
     /// Whether no entry is held.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
 
     /// Entries due at `now` and not in flight: the queue depth.
-    pub fn queued(&self, now: u64) -> usize {
+    pub(crate) fn queued(&self, now: u64) -> usize {
         self.due.iter().take_while(|(due, _)| *due <= now).count()
     }
 
     /// When the oldest held publish was accepted.
-    pub fn oldest_accepted(&self) -> Option<u64> {
+    pub(crate) fn oldest_accepted(&self) -> Option<u64> {
         self.slots.values().map(|s| s.entry.accepted_ms).min()
     }
 
     /// Whether the pool is paused for misconfiguration.
-    pub fn paused(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn paused(&self) -> bool {
         self.pause_level > 0
     }
 }

@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use xmpp_parsers::minidom::Element;
 
 /// Everything the handler needs, shared by all sessions.
-pub struct PushComponent {
+pub(crate) struct PushComponent {
     /// Deployment facts for the app logic.
     pub app: AppContext,
     /// The registry.
@@ -47,7 +47,7 @@ impl StanzaHandler for PushComponent {
 
 impl PushComponent {
     /// The serialized reply to `request`, if it deserves one.
-    pub async fn answer(&self, request: Request) -> Option<String> {
+    pub(crate) async fn answer(&self, request: Request) -> Option<String> {
         let reply = match request {
             Request::Ignore => return None,
             Request::Invalid { header, fault } => {

@@ -17,7 +17,7 @@ use std::time::Duration;
 const DEFAULT_ENDPOINT: &str = "https://api.push.apple.com";
 
 /// An APNs provider.
-pub struct ApnsClient {
+pub(crate) struct ApnsClient {
     inner: Arc<Inner>,
 }
 
@@ -30,7 +30,10 @@ struct Inner {
 
 impl ApnsClient {
     /// Builds the client from its configuration, loading the `.p8` key.
-    pub fn new(config: &ProviderConfig, delivery: &DeliveryConfig) -> Result<Self, BuildError> {
+    pub(crate) fn new(
+        config: &ProviderConfig,
+        delivery: &DeliveryConfig,
+    ) -> Result<Self, BuildError> {
         let id = config.id.as_str();
         let missing = |key: &'static str| BuildError::new(id, key, "required for kind = \"apns\"");
         let key_file = config

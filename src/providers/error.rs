@@ -235,7 +235,7 @@ impl DeliveryError {
 
     /// A short label for the retries metric: the provider's reason, or the kind
     /// of failure.
-    pub fn reason_label(&self) -> String {
+    pub(crate) fn reason_label(&self) -> String {
         match self {
             DeliveryError::Rejected { status, reason, .. } if reason.is_empty() => {
                 format!("http-{status}")

@@ -17,7 +17,7 @@ const DEFAULT_ENDPOINT: &str = "https://fcm.googleapis.com";
 const FCM_ERROR_TYPE: &str = "type.googleapis.com/google.firebase.fcm.v1.FcmError";
 
 /// An FCM provider.
-pub struct FcmClient {
+pub(crate) struct FcmClient {
     inner: Arc<Inner>,
 }
 
@@ -34,7 +34,10 @@ const QUOTA_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 impl FcmClient {
     /// Builds the client, reading the service account.
-    pub fn new(config: &ProviderConfig, delivery: &DeliveryConfig) -> Result<Self, BuildError> {
+    pub(crate) fn new(
+        config: &ProviderConfig,
+        delivery: &DeliveryConfig,
+    ) -> Result<Self, BuildError> {
         let id = config.id.as_str();
         let timeout = Duration::from_secs(config.request_timeout_s);
         let path = config.service_account_file.as_ref().ok_or_else(|| {

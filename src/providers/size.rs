@@ -7,11 +7,11 @@ use super::Push;
 use super::error::DeliveryError;
 
 /// APNs payload limit, bytes.
-pub const APNS_LIMIT: usize = 4096;
+pub(crate) const APNS_LIMIT: usize = 4096;
 /// APNs VoIP payload limit, bytes.
-pub const APNS_VOIP_LIMIT: usize = 5120;
+pub(crate) const APNS_VOIP_LIMIT: usize = 5120;
 /// FCM data payload limit, bytes.
-pub const FCM_LIMIT: usize = 4096;
+pub(crate) const FCM_LIMIT: usize = 4096;
 
 const ELLIPSIS: &str = "…";
 

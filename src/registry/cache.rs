@@ -25,7 +25,7 @@ struct Generations {
 }
 
 /// Registrations by node, bounded in count and age.
-pub struct RegistrationCache {
+pub(crate) struct RegistrationCache {
     inner: Mutex<Generations>,
     half_capacity: usize,
     ttl: Duration,
@@ -36,7 +36,7 @@ pub struct RegistrationCache {
 
 impl RegistrationCache {
     /// A cache of at most `capacity` entries, each used for at most `ttl`.
-    pub fn new(capacity: usize, ttl: Duration) -> Self {
+    pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
         Self {
             inner: Mutex::new(Generations {
                 young: HashMap::new(),
@@ -51,20 +51,20 @@ impl RegistrationCache {
     }
 
     /// The cached registration of `node`, if fresh.
-    pub fn get(&self, node: &str) -> Option<Registration> {
+    pub(crate) fn get(&self, node: &str) -> Option<Registration> {
         let mut g = self.lock();
         self.rotate_if_due(&mut g);
         g.young.get(node).or_else(|| g.old.get(node)).cloned()
     }
 
     /// Take before reading the store; pass to [`Self::insert`].
-    pub fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
     }
 
     /// Remembers `registration`, read from the store after `epoch` was taken,
     /// unless something was invalidated since.
-    pub fn insert(&self, registration: Registration, epoch: u64) {
+    pub(crate) fn insert(&self, registration: Registration, epoch: u64) {
         let mut g = self.lock();
         if self.epoch.load(Ordering::SeqCst) != epoch {
             return;
@@ -78,7 +78,7 @@ impl RegistrationCache {
     }
 
     /// Forgets `node`: called on every change to its registration.
-    pub fn invalidate(&self, node: &str) {
+    pub(crate) fn invalidate(&self, node: &str) {
         let mut g = self.lock();
         self.epoch.fetch_add(1, Ordering::SeqCst);
         g.young.remove(node);

@@ -12,7 +12,7 @@ const DEPLOYMENT_KEY: &str = "deployment_key";
 const FILE_NAME: &str = "pushgate.redb";
 
 /// Registrations in a redb database under a directory.
-pub struct EmbeddedStore {
+pub(crate) struct EmbeddedStore {
     db: Database,
 }
 
@@ -28,7 +28,7 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 impl EmbeddedStore {
     /// Opens or creates `dir/pushgate.redb`. Fails clearly when another process
     /// has it open.
-    pub fn open(dir: &Path) -> Result<Self, RegistryError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, RegistryError> {
         std::fs::create_dir_all(dir).map_err(|e| RegistryError::Open {
             path: dir.to_owned(),
             source: e.into(),
@@ -53,7 +53,7 @@ impl EmbeddedStore {
 
     /// The deployment key, created at random on first use and kept forever: node
     /// ids depend on it.
-    pub fn deployment_key(&self) -> Result<[u8; 32], RegistryError> {
+    pub(crate) fn deployment_key(&self) -> Result<[u8; 32], RegistryError> {
         let txn = self.db.begin_write().map_err(storage)?;
         let key = {
             let mut meta = txn.open_table(META).map_err(storage)?;
@@ -77,7 +77,7 @@ impl EmbeddedStore {
     }
 
     /// The registration of `node`.
-    pub fn get(&self, node: &str) -> Result<Option<Registration>, RegistryError> {
+    pub(crate) fn get(&self, node: &str) -> Result<Option<Registration>, RegistryError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(REGISTRATIONS).map_err(storage)?;
         let value = table.get(node).map_err(storage)?;
@@ -86,7 +86,7 @@ impl EmbeddedStore {
 
     /// Reads `node` and applies what `decide` says in one write transaction;
     /// returns what was applied.
-    pub fn edit(
+    pub(crate) fn edit(
         &self,
         node: &str,
         decide: impl FnOnce(Option<&Registration>) -> Edit,
@@ -121,7 +121,7 @@ impl EmbeddedStore {
     }
 
     /// Writes registrations as they are, in one transaction (import).
-    pub fn put_many(&self, registrations: &[Registration]) -> Result<(), RegistryError> {
+    pub(crate) fn put_many(&self, registrations: &[Registration]) -> Result<(), RegistryError> {
         let txn = self.db.begin_write().map_err(storage)?;
         {
             let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
@@ -136,12 +136,12 @@ impl EmbeddedStore {
     }
 
     /// Every registration as stored: `(node, value)`.
-    pub fn registrations(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+    pub(crate) fn registrations(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
         self.all(REGISTRATIONS)
     }
 
     /// Replaces the deployment key (import into an empty store).
-    pub fn set_deployment_key(&self, key: &[u8; 32]) -> Result<(), RegistryError> {
+    pub(crate) fn set_deployment_key(&self, key: &[u8; 32]) -> Result<(), RegistryError> {
         let txn = self.db.begin_write().map_err(storage)?;
         {
             let mut meta = txn.open_table(META).map_err(storage)?;
@@ -152,7 +152,7 @@ impl EmbeddedStore {
     }
 
     /// Number of registrations.
-    pub fn count(&self) -> Result<u64, RegistryError> {
+    pub(crate) fn count(&self) -> Result<u64, RegistryError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(REGISTRATIONS).map_err(storage)?;
         table.len().map_err(storage)
@@ -162,7 +162,7 @@ impl EmbeddedStore {
 impl EmbeddedStore {
     /// Applies outbox writes in order, in one durable transaction: the group
     /// commit that lets many publishes share one fsync.
-    pub fn outbox_apply(&self, writes: &[OutboxWrite]) -> Result<(), RegistryError> {
+    pub(crate) fn outbox_apply(&self, writes: &[OutboxWrite]) -> Result<(), RegistryError> {
         let txn = self.db.begin_write().map_err(storage)?;
         {
             let mut table = txn.open_table(OUTBOX).map_err(storage)?;
@@ -183,7 +183,7 @@ impl EmbeddedStore {
     }
 
     /// Every outbox entry, as stored.
-    pub fn outbox_load(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+    pub(crate) fn outbox_load(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
         self.all(OUTBOX)
     }
 

@@ -41,7 +41,7 @@ impl NodeKeys {
 
     /// The node id of (account, provider, token): unguessable without the key,
     /// stable across registrations. `account` is a normalized bare JID.
-    pub fn node_id(&self, account: &str, provider: &str, token: &str) -> String {
+    pub(crate) fn node_id(&self, account: &str, provider: &str, token: &str) -> String {
         let digest = self.mac(&["node", account, provider, token]);
         URL_SAFE_NO_PAD.encode(digest.get(..NODE_ID_BYTES).unwrap_or(&digest))
     }
@@ -52,13 +52,13 @@ impl NodeKeys {
     }
 
     /// Reads a deployment key written by [`Self::deployment_key_hex`].
-    pub fn key_from_hex(hex_key: &str) -> Option<[u8; 32]> {
+    pub(crate) fn key_from_hex(hex_key: &str) -> Option<[u8; 32]> {
         let bytes = hex::decode(hex_key).ok()?;
         <[u8; 32]>::try_from(bytes.as_slice()).ok()
     }
 
     /// The deployment key in hex, for an export (as secret as the key itself).
-    pub fn deployment_key_hex(&self) -> String {
+    pub(crate) fn deployment_key_hex(&self) -> String {
         hex::encode(self.key)
     }
 

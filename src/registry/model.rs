@@ -117,7 +117,7 @@ impl NewRegistration {
 /// What a read-decide-write on one registration does; backends apply it
 /// atomically and return what they applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Edit {
+pub(crate) enum Edit {
     /// Leave it as it is (or absent).
     Keep,
     /// Delete it.

@@ -46,7 +46,7 @@ return 1
 ";
 
 /// Registrations and the outbox in Redis.
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     conns: Connections,
     shards: u32,
     cas: Script,
@@ -62,7 +62,7 @@ fn outbox_key(shard: u32) -> String {
 
 impl RedisStore {
     /// Prepares the store without connecting (see [`Self::prepare`]).
-    pub fn new(config: &StoreConfig) -> Result<Self, RegistryError> {
+    pub(crate) fn new(config: &StoreConfig) -> Result<Self, RegistryError> {
         Ok(Self {
             conns: Connections::new(config)?,
             shards: config.shards.max(1),
@@ -72,7 +72,7 @@ impl RedisStore {
 
     /// Records the shard count and the deployment key on first use, checks them
     /// on every later one, and returns the deployment key.
-    pub async fn prepare(&self) -> Result<[u8; 32], RegistryError> {
+    pub(crate) async fn prepare(&self) -> Result<[u8; 32], RegistryError> {
         let fresh_key = hex::encode(rand::random::<[u8; 32]>());
         let (recorded, key): (u32, String) = self
             .conns
@@ -106,7 +106,7 @@ impl RedisStore {
     }
 
     /// Replaces the deployment key (import into an empty store).
-    pub async fn set_deployment_key(&self, key: &[u8; 32]) -> Result<(), RegistryError> {
+    pub(crate) async fn set_deployment_key(&self, key: &[u8; 32]) -> Result<(), RegistryError> {
         let value = hex::encode(key);
         self.conns
             .run(|mut c| async move {
@@ -120,14 +120,14 @@ impl RedisStore {
     }
 
     /// Answers once Redis does.
-    pub async fn ping(&self) -> Result<(), RegistryError> {
+    pub(crate) async fn ping(&self) -> Result<(), RegistryError> {
         self.conns
             .run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
             .await
     }
 
     /// The stored value of `node`.
-    pub async fn get(&self, node: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+    pub(crate) async fn get(&self, node: &str) -> Result<Option<Vec<u8>>, RegistryError> {
         let key = registrations_key(shard_of(node, self.shards));
         self.conns
             .run(|mut c| async move {
@@ -142,7 +142,7 @@ impl RedisStore {
 
     /// Writes `new` (or deletes with `None`) at `node` if the stored value is
     /// still `expected`; false if it changed in between.
-    pub async fn compare_and_set(
+    pub(crate) async fn compare_and_set(
         &self,
         node: &str,
         expected: Option<&[u8]>,
@@ -160,7 +160,10 @@ impl RedisStore {
     }
 
     /// Writes registrations as they are, in one pipeline per shard (import).
-    pub async fn put_many(&self, values: Vec<(String, Vec<u8>)>) -> Result<(), RegistryError> {
+    pub(crate) async fn put_many(
+        &self,
+        values: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), RegistryError> {
         let mut by_shard: BTreeMap<u32, Vec<(String, Vec<u8>)>> = BTreeMap::new();
         for (node, value) in values {
             by_shard
@@ -178,7 +181,7 @@ impl RedisStore {
     }
 
     /// Number of registrations.
-    pub async fn count(&self) -> Result<u64, RegistryError> {
+    pub(crate) async fn count(&self) -> Result<u64, RegistryError> {
         let lengths: Vec<u64> = self
             .per_shard(|shard| redis::cmd("HLEN").arg(registrations_key(shard)).to_owned())
             .await?;
@@ -186,7 +189,7 @@ impl RedisStore {
     }
 
     /// Every registration as stored: `(node, value)`.
-    pub async fn registrations(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+    pub(crate) async fn registrations(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
         let maps: Vec<HashMap<String, Vec<u8>>> = self
             .per_shard(|shard| {
                 redis::cmd("HGETALL")
@@ -200,7 +203,7 @@ impl RedisStore {
     /// Applies outbox writes, the latest per key winning: one transaction per
     /// shard, all shards in one pipeline on a single server, concurrently on a
     /// cluster (a transaction cannot span slots there).
-    pub async fn outbox_apply(&self, writes: &[OutboxWrite]) -> Result<(), RegistryError> {
+    pub(crate) async fn outbox_apply(&self, writes: &[OutboxWrite]) -> Result<(), RegistryError> {
         let mut by_shard: BTreeMap<u32, Vec<&OutboxWrite>> = BTreeMap::new();
         for w in writes {
             by_shard
@@ -236,7 +239,7 @@ impl RedisStore {
     }
 
     /// Every outbox entry of `shards` (all shards if `None`), as stored.
-    pub async fn outbox_load(
+    pub(crate) async fn outbox_load(
         &self,
         shards: Option<&[u32]>,
     ) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {

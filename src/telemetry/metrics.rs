@@ -15,11 +15,11 @@ pub struct Gauge(AtomicI64);
 
 impl Gauge {
     /// Adds one.
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
     /// Subtracts one.
-    pub fn dec(&self) {
+    pub(crate) fn dec(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
     /// Sets the value.
@@ -100,7 +100,7 @@ impl CounterVec {
     }
 
     /// Adds one to the counter with these label values (in declaration order).
-    pub fn inc(&self, values: &[&str]) {
+    pub(crate) fn inc(&self, values: &[&str]) {
         self.add(values, 1);
     }
 
@@ -171,7 +171,7 @@ impl HistogramVec {
     }
 
     /// Records one observation of `seconds`.
-    pub fn observe(&self, values: &[&str], seconds: f64) {
+    pub(crate) fn observe(&self, values: &[&str], seconds: f64) {
         let Ok(mut map) = self.values.lock() else {
             return;
         };
@@ -276,7 +276,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// The Prometheus text exposition of all metrics.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let o = &mut out;
         self.publishes.render(

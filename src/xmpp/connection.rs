@@ -13,7 +13,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Why a connection attempt failed; the message is the log line an operator sees.
 #[derive(Debug, Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     /// DNS could not resolve the server's host name.
     #[error("host unknown: cannot resolve {host}: {source}")]
     Resolve {
@@ -57,7 +57,7 @@ pub enum ConnectError {
 
 impl ConnectError {
     /// True when retrying cannot help until the configuration changes.
-    pub fn is_configuration_error(&self) -> bool {
+    pub(crate) fn is_configuration_error(&self) -> bool {
         match self {
             ConnectError::Rejected { info, .. } => info.is_configuration_error(),
             ConnectError::Resolve { .. } => true,

@@ -26,7 +26,7 @@ use xmpp_parsers::minidom::Element;
 /// Handles one incoming stanza and returns the reply to send, if any.
 ///
 /// Implemented by the application; the session knows nothing about push.
-pub trait StanzaHandler: Send + Sync + 'static {
+pub(crate) trait StanzaHandler: Send + Sync + 'static {
     /// Handles `stanza`. The future must not panic on any input.
     fn handle(self: Arc<Self>, stanza: Element) -> ReplyFuture;
 
@@ -41,11 +41,11 @@ pub trait StanzaHandler: Send + Sync + 'static {
 }
 
 /// What a [`StanzaHandler`] returns: the serialized reply, if any.
-pub type ReplyFuture = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
+pub(crate) type ReplyFuture = Pin<Box<dyn Future<Output = Option<String>> + Send>>;
 
 /// Everything a session needs to know about its server and limits.
 #[derive(Debug, Clone)]
-pub struct SessionSettings {
+pub(crate) struct SessionSettings {
     /// A name for logs: `host:port#n`.
     pub label: String,
     /// Server host.
@@ -122,7 +122,7 @@ struct Live {
 }
 
 /// One component connection to one server, reconnecting until closed.
-pub struct Session {
+pub(crate) struct Session {
     settings: Arc<SessionSettings>,
     handler: Arc<dyn StanzaHandler>,
     metrics: Arc<Metrics>,
@@ -135,7 +135,7 @@ pub struct Session {
 
 impl Session {
     /// A session that connects as soon as it is started.
-    pub fn new(
+    pub(crate) fn new(
         settings: SessionSettings,
         handler: Arc<dyn StanzaHandler>,
         metrics: Arc<Metrics>,

@@ -5,7 +5,7 @@ use xmpp_parsers::minidom::Element;
 
 /// The condition and optional text of a stream error from the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamErrorInfo {
+pub(crate) struct StreamErrorInfo {
     /// The defined condition, e.g. `not-authorized`.
     pub condition: String,
     /// The server's `<text/>`, if any.
@@ -14,7 +14,7 @@ pub struct StreamErrorInfo {
 
 impl StreamErrorInfo {
     /// Reads `element` if it is a `<stream:error/>`.
-    pub fn parse(element: &Element) -> Option<Self> {
+    pub(crate) fn parse(element: &Element) -> Option<Self> {
         if !element.is("error", NS_STREAM) {
             return None;
         }
@@ -31,7 +31,7 @@ impl StreamErrorInfo {
     }
 
     /// One line for the log that says what to do about it.
-    pub fn explain(&self, component_jid: &str) -> String {
+    pub(crate) fn explain(&self, component_jid: &str) -> String {
         let hint = match self.condition.as_str() {
             "not-authorized" => {
                 "the server rejected the handshake: component.secret does not match the server's component secret".to_owned()
@@ -52,7 +52,7 @@ impl StreamErrorInfo {
     }
 
     /// Whether the cause is our configuration rather than a passing fault.
-    pub fn is_configuration_error(&self) -> bool {
+    pub(crate) fn is_configuration_error(&self) -> bool {
         matches!(self.condition.as_str(), "not-authorized" | "host-unknown")
     }
 }

@@ -260,7 +260,14 @@ async fn sigterm_lets_in_flight_deliveries_finish() {
     let reply = h.publish_prosody(&node, "localhost", "hi", None).await;
     assert_eq!(reply.attr("type"), Some("result"));
     // The provider is still answering when the gateway is told to stop.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let in_flight = crate::support::eventually(WAIT, || async {
+        h.gateway
+            .metric("pushgate_in_flight{provider=\"apns\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    assert!(in_flight);
     assert!(h.mock.pushes().is_empty());
     let gateway = &mut h.gateway;
     let status = tokio::task::block_in_place(|| gateway.terminate(WAIT)).expect("exits");

@@ -63,7 +63,8 @@ fn a_burst_is_one_push_after_the_window_and_retry_after_is_honoured_to_the_milli
             assert_result(&conn.iq(&ejabberd_publish(&node, "localhost"), WAIT).await);
         }
         tokio::time::pause();
-        assert!(Instant::now() - accepted < Duration::from_millis(500));
+        // The window (from the first publish) has not closed in real time.
+        assert!(Instant::now() - accepted < Duration::from_millis(900));
 
         // The burst waits out the coalescing window, then goes as one push.
         sleep_until(accepted + Duration::from_millis(990)).await;

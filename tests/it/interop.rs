@@ -270,7 +270,15 @@ async fn outage_and_overload(kind: Kind) {
     }
     h.send("alice", 6);
     h.wait_publishes("overloaded", 1).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The slow provider works through the queue.
+    let drained = eventually(WAIT, || async {
+        h.gateway
+            .metric("pushgate_outbox_entries{provider=\"apns\"}")
+            .await
+            == 0.0
+    })
+    .await;
+    assert!(drained, "{}", h.gateway.log());
     // Back to normal: the registrations are still enabled on the server.
     for token in &tokens {
         h.mock.delay(token, Duration::ZERO);

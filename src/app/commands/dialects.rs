@@ -59,7 +59,7 @@ fn spec(
 }
 
 /// The commands the configuration enables, in disco order.
-pub fn command_specs(config: &CommandsConfig) -> Vec<CommandSpec> {
+pub(crate) fn command_specs(config: &CommandsConfig) -> Vec<CommandSpec> {
     use CommandKind::{Register, Unregister};
     let mut specs = Vec::new();
     if config.tigase {

@@ -14,13 +14,13 @@ use tokio::sync::oneshot;
 /// Admits one publish.
 #[derive(Message)]
 #[rtype(result = "Result<(), SubmitError>")]
-pub struct Submit(pub Arrival);
+pub(crate) struct Submit(pub Arrival);
 
 /// Drops every pending push of a node whose account is gone; resolves once the
 /// outbox no longer holds them.
 #[derive(Message)]
 #[rtype(result = "Result<(), SubmitError>")]
-pub struct Forget(pub String);
+pub(crate) struct Forget(pub String);
 
 /// The outbox entries the store holds for this pool's provider; the pool
 /// resumes them and starts admitting publishes.
@@ -32,7 +32,7 @@ pub struct Load(pub Vec<OutboxEntry>);
 /// every outbox change is committed. Scheduled retries stay in the outbox.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Drain;
+pub(crate) struct Drain;
 
 /// Asks for the pool's health and load.
 #[derive(Message)]

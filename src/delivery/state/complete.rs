@@ -9,7 +9,7 @@ use crate::delivery::outbox::OutboxEntry;
 impl PoolState {
     /// Applies the outcome of the attempt at `version` of entry `key`.
     /// `uniform(n)` draws from `0..=n` for the backoff jitter.
-    pub fn complete(
+    pub(crate) fn complete(
         &mut self,
         key: &str,
         version: u64,

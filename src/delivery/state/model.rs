@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// The rules of one pool.
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Entries (pending notifications) at most.
     pub capacity: usize,
     /// Delay of a new entry's first attempt, so bursts merge, ms.
@@ -31,7 +31,7 @@ pub struct Arrival {
 
 /// How a publish entered the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// A new entry.
     New,
     /// Merged into a pending entry of the same node.
@@ -133,7 +133,7 @@ pub enum Step {
 
 /// What [`PoolState::complete`] decided.
 #[derive(Debug, Clone, Default)]
-pub struct Completion {
+pub(crate) struct Completion {
     /// Store changes.
     pub persist: Vec<Persist>,
     /// Publishes settled by it.
