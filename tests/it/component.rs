@@ -260,14 +260,7 @@ async fn sigterm_lets_in_flight_deliveries_finish() {
     let reply = h.publish_prosody(&node, "localhost", "hi", None).await;
     assert_eq!(reply.attr("type"), Some("result"));
     // The provider is still answering when the gateway is told to stop.
-    let in_flight = crate::support::eventually(WAIT, || async {
-        h.gateway
-            .metric("pushgate_in_flight{provider=\"apns\"}")
-            .await
-            >= 1.0
-    })
-    .await;
-    assert!(in_flight);
+    wait_in_flight(&h.gateway).await;
     assert!(h.mock.pushes().is_empty());
     let gateway = &mut h.gateway;
     let status = tokio::task::block_in_place(|| gateway.terminate(WAIT)).expect("exits");
@@ -304,14 +297,7 @@ async fn sigterm_exits_within_one_deadline_and_the_outbox_keeps_what_was_in_flig
     let node = h.register("alice@localhost/phone", "apns", &token).await;
     let reply = h.publish_prosody(&node, "localhost", "hi", None).await;
     assert_eq!(reply.attr("type"), Some("result"));
-    let in_flight = crate::support::eventually(WAIT, || async {
-        h.gateway
-            .metric("pushgate_in_flight{provider=\"apns\"}")
-            .await
-            >= 1.0
-    })
-    .await;
-    assert!(in_flight);
+    wait_in_flight(&h.gateway).await;
 
     let asked = std::time::Instant::now();
     let gateway = &mut h.gateway;
@@ -336,4 +322,16 @@ async fn sigterm_exits_within_one_deadline_and_the_outbox_keeps_what_was_in_flig
     let delivered =
         crate::support::eventually(WAIT, || async { !h.mock.delivered(&token).is_empty() }).await;
     assert!(delivered, "{}", h.gateway.log());
+}
+
+/// Waits until the gateway has a request to the APNs mock in flight.
+async fn wait_in_flight(gateway: &crate::support::gateway::GatewayProcess) {
+    let in_flight = crate::support::eventually(WAIT, || async {
+        gateway
+            .metric("pushgate_in_flight{provider=\"apns\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    assert!(in_flight, "{}", gateway.log());
 }

@@ -72,6 +72,17 @@ impl Handler<Submit> for Pool {
         if admission == Admission::Merged {
             self.metrics.coalesced.inc(&[&self.id]);
         }
+        self.commit_and_pump(ctx)
+    }
+}
+
+impl Pool {
+    /// Flushes what the message changed and starts what is due; the answer
+    /// resolves once the change is durable.
+    fn commit_and_pump(
+        &mut self,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<(), SubmitError>> {
         let durable = self.commit(ctx);
         self.pump(ctx);
         Box::pin(async move {
@@ -99,14 +110,7 @@ impl Handler<Forget> for Pool {
             self.settle(settled, now);
             self.persist(change);
         }
-        let durable = self.commit(ctx);
-        self.pump(ctx);
-        Box::pin(async move {
-            match durable.await {
-                Ok(true) => Ok(()),
-                _ => Err(SubmitError::NotDurable),
-            }
-        })
+        self.commit_and_pump(ctx)
     }
 }
 
