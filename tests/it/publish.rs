@@ -104,17 +104,31 @@ async fn ejabberd_empty_publish_becomes_a_background_push() {
 
 #[tokio::test]
 async fn fcm_gets_an_oauth_token_once_and_a_v1_data_message() {
-    let mut h = Harness::start().await;
+    let mut h = Harness::start_with(|mut c| {
+        c.delivery = "coalesce_window_ms = 0\n".into();
+        c
+    })
+    .await;
     let token = "dGVzdC1mY20tdG9rZW4:APA91bH-x_y";
     let node = h.register("alice@localhost/phone", "fcm", token).await;
-    for publish in [
+    // One at a time: a publish arriving before the first is settled would
+    // merge into it (the higher priority wins).
+    for (n, publish) in [
         ejabberd_publish(&node, "localhost"),
         ejabberd_empty_publish(&node, "localhost"),
-    ] {
-        let reply = h.iq(&publish).await;
-        assert_result(&reply);
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_result(&h.iq(publish).await);
+        let delivered = "pushgate_notifications_total{provider=\"fcm\",fate=\"delivered\"}";
+        let settled = eventually(WAIT, || async {
+            h.gateway.metric(delivered).await == (n + 1) as f64
+        })
+        .await;
+        assert!(settled, "push {} delivered", n + 1);
     }
-    let pushes = h.mock.wait_pushes(2, WAIT).await;
+    let pushes = h.mock.pushes();
     let grants = h.mock.grants();
     assert_eq!(grants.len(), 1, "the access token is cached");
     let grant = &grants[0];
