@@ -276,7 +276,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// The Prometheus text exposition of all metrics.
-    pub(crate) fn render(&self) -> String {
+    pub fn render(&self) -> String {
         let mut out = String::new();
         let o = &mut out;
         self.publishes.render(

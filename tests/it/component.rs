@@ -2,7 +2,8 @@
 
 use crate::support::gateway::{GatewayProcess, TestConfig};
 use crate::support::harness::{
-    Harness, assert_result, error_of, next_id, node_of, ping, prosody_publish, register_one_step,
+    Harness, TestGateway, assert_result, error_of, next_id, node_of, ping, prosody_publish,
+    register_one_step,
 };
 use crate::support::mock_provider::MockProvider;
 use crate::support::xmpp_server::{FakeServer, Verdict};
@@ -253,7 +254,7 @@ async fn several_servers_and_connections_are_all_kept_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_deliveries_finish() {
-    let mut h = Harness::start().await;
+    let mut h = Harness::start_process_with(|c| c).await;
     let token = crate::support::apns_token(0x51);
     h.mock.delay(&token, Duration::from_millis(1500));
     let node = h.register("alice@localhost/phone", "apns", &token).await;
@@ -262,7 +263,7 @@ async fn sigterm_lets_in_flight_deliveries_finish() {
     // The provider is still answering when the gateway is told to stop.
     wait_in_flight(&h.gateway).await;
     assert!(h.mock.pushes().is_empty());
-    let gateway = &mut h.gateway;
+    let gateway = h.gateway.process();
     let status = tokio::task::block_in_place(|| gateway.terminate(WAIT)).expect("exits");
     assert!(status.success(), "{status:?}\n{}", h.gateway.log());
     let log = h.gateway.log();
@@ -277,15 +278,19 @@ async fn sigterm_lets_in_flight_deliveries_finish() {
 
 #[tokio::test]
 async fn sigterm_closes_the_stream_and_exits_cleanly() {
-    let mut h = Harness::start().await;
-    let status = h.gateway.terminate(WAIT).expect("exits after SIGTERM");
+    let mut h = Harness::start_process_with(|c| c).await;
+    let status = h
+        .gateway
+        .process()
+        .terminate(WAIT)
+        .expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}\n{}", h.gateway.log());
     assert!(h.conn.wait_end(WAIT).await, "no </stream:stream>");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_within_one_deadline_and_the_outbox_keeps_what_was_in_flight() {
-    let mut h = Harness::start_with(|mut c| {
+    let mut h = Harness::start_process_with(|mut c| {
         c.shutdown_grace_s = 3;
         c.provider_keys = "request_timeout_s = 60\n".into();
         c
@@ -300,7 +305,7 @@ async fn sigterm_exits_within_one_deadline_and_the_outbox_keeps_what_was_in_flig
     wait_in_flight(&h.gateway).await;
 
     let asked = std::time::Instant::now();
-    let gateway = &mut h.gateway;
+    let gateway = h.gateway.process();
     let status = tokio::task::block_in_place(|| gateway.terminate(WAIT)).expect("exits");
     let took = asked.elapsed();
     assert!(status.success(), "{status:?}\n{}", h.gateway.log());
@@ -317,7 +322,10 @@ async fn sigterm_exits_within_one_deadline_and_the_outbox_keeps_what_was_in_flig
 
     // The push is still in the outbox: the next process delivers it.
     h.mock.delay(&token, Duration::ZERO);
-    h.gateway = crate::support::gateway::GatewayProcess::start(&h.config, h._dir.path());
+    h.gateway = TestGateway::Process(crate::support::gateway::GatewayProcess::start(
+        &h.config,
+        h._dir.path(),
+    ));
     let _conn = h.server.accept(WAIT).await;
     let delivered =
         crate::support::eventually(WAIT, || async { !h.mock.delivered(&token).is_empty() }).await;
@@ -325,7 +333,7 @@ async fn sigterm_exits_within_one_deadline_and_the_outbox_keeps_what_was_in_flig
 }
 
 /// Waits until the gateway has a request to the APNs mock in flight.
-async fn wait_in_flight(gateway: &crate::support::gateway::GatewayProcess) {
+async fn wait_in_flight(gateway: &TestGateway) {
     let in_flight = crate::support::eventually(WAIT, || async {
         gateway
             .metric("pushgate_in_flight{provider=\"apns\"}")

@@ -130,11 +130,11 @@ async fn kill_9_with_pending_and_retrying_notifications_loses_nothing() {
         "only the healthy third went out before the kill"
     );
     let gw = &gateway;
-    let resumed = eventually(WAIT, || async { settled(gw).await >= 16.0 * 3.0 }).await;
+    let resumed = eventually(WAIT, || async { settled(&gw.http).await >= 16.0 * 3.0 }).await;
     assert!(
         resumed,
         "the new process settled {} publishes",
-        settled(gw).await
+        settled(&gw.http).await
     );
     assert!(
         gateway

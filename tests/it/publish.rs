@@ -328,7 +328,7 @@ fn the_fcm_access_token_is_refreshed_before_it_expires() {
 
 #[tokio::test]
 async fn a_provider_timeout_is_logged_without_the_device_token() {
-    let mut h = Harness::start_with(|mut c| {
+    let mut h = Harness::start_process_with(|mut c| {
         c.extra = c.extra.replace(
             "topic = \"com.example.app\"",
             "topic = \"com.example.app\"\nrequest_timeout_s = 1",

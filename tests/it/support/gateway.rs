@@ -241,57 +241,77 @@ impl GatewayProcess {
         let _ = self.child.wait();
     }
 
-    /// The value of the metric line starting with `series` (name and labels
-    /// exactly as rendered), 0 when absent.
+    /// See [`metric`].
     pub async fn metric(&self, series: &str) -> f64 {
-        let (_, text) = self.get("/metrics").await;
-        text.lines()
-            .filter_map(|l| l.strip_prefix(series))
-            .filter_map(|rest| rest.trim().parse::<f64>().ok())
-            .next()
-            .unwrap_or(0.0)
+        metric(&self.http, series).await
     }
 
-    /// An HTTP client for the gateway's endpoints.
-    pub fn client() -> reqwest::Client {
-        super::init_crypto();
-        reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("client")
-    }
-
-    /// The status of GET `path`, or `None` while nothing listens.
+    /// See [`status`].
     pub async fn status(&self, path: &str) -> Option<u16> {
-        Self::client()
-            .get(format!("{}{path}", self.http))
-            .send()
-            .await
-            .ok()
-            .map(|r| r.status().as_u16())
+        status(&self.http, path).await
     }
 
-    /// GET `path`; (status, body).
+    /// See [`get`].
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let r = Self::client()
-            .get(format!("{}{path}", self.http))
-            .send()
-            .await
-            .expect("GET");
-        (r.status().as_u16(), r.text().await.unwrap_or_default())
+        get(&self.http, path).await
     }
 
-    /// POST a JSON body to `path`; (status, body).
+    /// See [`post_json`].
     pub async fn post_json(&self, path: &str, body: serde_json::Value) -> (u16, String) {
-        let r = Self::client()
-            .post(format!("{}{path}", self.http))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("POST");
-        (r.status().as_u16(), r.text().await.unwrap_or_default())
+        post_json(&self.http, path, body).await
     }
+}
+
+/// An HTTP client for a gateway's endpoints.
+pub fn client() -> reqwest::Client {
+    super::init_crypto();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
+/// The value of the metric line starting with `series` (name and labels
+/// exactly as rendered) at the gateway serving `http`, 0 when absent.
+pub async fn metric(http: &str, series: &str) -> f64 {
+    let (_, text) = get(http, "/metrics").await;
+    text.lines()
+        .filter_map(|l| l.strip_prefix(series))
+        .filter_map(|rest| rest.trim().parse::<f64>().ok())
+        .next()
+        .unwrap_or(0.0)
+}
+
+/// The status of GET `path`, or `None` while nothing listens.
+pub async fn status(http: &str, path: &str) -> Option<u16> {
+    client()
+        .get(format!("{http}{path}"))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// GET `path`; (status, body).
+pub async fn get(http: &str, path: &str) -> (u16, String) {
+    let r = client()
+        .get(format!("{http}{path}"))
+        .send()
+        .await
+        .expect("GET");
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+/// POST a JSON body to `path`; (status, body).
+pub async fn post_json(http: &str, path: &str, body: serde_json::Value) -> (u16, String) {
+    let r = client()
+        .post(format!("{http}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("POST");
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
 }
 
 impl Drop for GatewayProcess {

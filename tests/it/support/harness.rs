@@ -1,7 +1,8 @@
 //! One gateway wired to a fake XMPP server and a mock provider, plus the stanzas
 //! real servers send (`docs/protocol.md` §2, §4).
 
-use super::gateway::{GatewayProcess, TestConfig};
+use super::gateway::{self, GatewayProcess, TestConfig};
+use super::in_process::{InProcess, launch};
 use super::mock_provider::MockProvider;
 use super::xmpp_server::{Component, FakeServer};
 use super::{WAIT, ns_child};
@@ -15,8 +16,8 @@ pub struct Harness {
     pub mock: MockProvider,
     /// The fake server's listener.
     pub server: FakeServer,
-    /// The gateway process.
-    pub gateway: GatewayProcess,
+    /// The gateway: in this process unless the test needs the process.
+    pub gateway: TestGateway,
     /// Its configuration (to start it again).
     pub config: TestConfig,
     /// The authenticated component stream.
@@ -28,24 +29,91 @@ pub struct Harness {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The gateway of a [`Harness`]: the binary as a child process, or in this
+/// process. Both serve HTTP, which is how tests read their metrics.
+pub enum TestGateway {
+    /// A child process.
+    Process(GatewayProcess),
+    /// On a thread of this process.
+    InProcess(InProcess),
+}
+
+impl TestGateway {
+    /// `http://127.0.0.1:PORT`.
+    pub fn http(&self) -> &str {
+        match self {
+            TestGateway::Process(p) => &p.http,
+            TestGateway::InProcess(g) => &g.http,
+        }
+    }
+
+    /// The child process; panics for a gateway in this process (the test
+    /// should have started it with [`Harness::start_process_with`]).
+    pub fn process(&mut self) -> &mut GatewayProcess {
+        match self {
+            TestGateway::Process(p) => p,
+            TestGateway::InProcess(_) => panic!("this test needs Harness::start_process_with"),
+        }
+    }
+
+    /// What the process logged; a gateway in this process logs nowhere, so
+    /// its metrics stand in for a failing test's diagnostics.
+    pub fn log(&self) -> String {
+        match self {
+            TestGateway::Process(p) => p.log(),
+            TestGateway::InProcess(g) => g.metrics.render(),
+        }
+    }
+
+    /// See [`gateway::metric`].
+    pub async fn metric(&self, series: &str) -> f64 {
+        gateway::metric(self.http(), series).await
+    }
+
+    /// See [`gateway::get`].
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        gateway::get(self.http(), path).await
+    }
+
+    /// See [`gateway::post_json`].
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> (u16, String) {
+        gateway::post_json(self.http(), path, body).await
+    }
+}
+
 /// A fresh stanza id.
 pub fn next_id() -> String {
     format!("t{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
 impl Harness {
-    /// A gateway with both mock providers, connected.
+    /// A gateway in this process with both mock providers, connected.
     pub async fn start() -> Self {
         Self::start_with(|c| c).await
     }
 
     /// Like [`Harness::start`], with the configuration adjusted by `adjust`.
     pub async fn start_with(adjust: impl FnOnce(TestConfig) -> TestConfig) -> Self {
+        Self::start_as(false, adjust).await
+    }
+
+    /// Like [`Harness::start_with`], with the gateway binary as a child
+    /// process: for what needs the process (signals, its log lines).
+    pub async fn start_process_with(adjust: impl FnOnce(TestConfig) -> TestConfig) -> Self {
+        Self::start_as(true, adjust).await
+    }
+
+    async fn start_as(process: bool, adjust: impl FnOnce(TestConfig) -> TestConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mock = MockProvider::start(dir.path()).await;
         let server = FakeServer::start(super::SECRET).await;
         let config = adjust(TestConfig::new(server.port, dir.path()).with_mock_providers(&mock));
-        let gateway = GatewayProcess::start(&config, dir.path());
+        let gateway = if process {
+            TestGateway::Process(GatewayProcess::start(&config, dir.path()))
+        } else {
+            let (launch, http) = launch(&config);
+            TestGateway::InProcess(InProcess::start(launch, http))
+        };
         let conn = server.accept(WAIT).await;
         Self {
             mock,

@@ -82,8 +82,17 @@ impl InProcess {
 }
 
 impl Drop for InProcess {
+    /// Asks the gateway to stop. It waits for it only on a multi-thread
+    /// runtime: on a current-thread one, the mocks it may still be talking to
+    /// run on the very thread that would wait, so it is left to finish alone.
     fn drop(&mut self) {
-        let _ = self.shut_down();
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            let _ = self.shut_down();
+        } else if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
