@@ -19,10 +19,7 @@ pub mod publish;
 pub mod replies;
 
 pub use incoming::{Request, classify};
-pub use publish::Encrypted;
-pub use publish::Notification;
-pub use publish::Priority;
-pub use publish::PublishRequest;
+pub use publish::{Encrypted, Notification, Priority, PublishRequest};
 pub(crate) use replies::PublishOutcome;
 pub use replies::StanzaFault;
 

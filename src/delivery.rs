@@ -13,21 +13,12 @@ mod pool;
 mod retry;
 mod state;
 
-pub use outbox::merge;
-
-pub use outbox::OutboxEntry;
-
+pub use outbox::{OutboxEntry, merge};
 pub use payload::{PayloadPolicy, build_push};
-pub use pool::PoolStatus;
 pub(crate) use pool::{Drain, Forget, Pool, Submit};
-pub use pool::{Load, Status};
+pub use pool::{Load, PoolStatus, Status};
 pub(crate) use retry::RetryPolicy;
-pub use state::Arrival;
-pub use state::Attempt;
-pub use state::Fate;
-pub use state::Persist;
-pub use state::Settled;
-pub use state::{Full, Outcome, Step};
+pub use state::{Arrival, Attempt, Fate, Full, Outcome, Persist, Settled, Step};
 pub(crate) use state::{PoolState, Settings};
 
 use crate::config::{Config, ConfigIssue};

@@ -14,14 +14,10 @@ mod fcm_token;
 mod size;
 mod tls;
 
-pub use apns::payload as apns_payload;
-
 pub(crate) use apns::ApnsClient;
+pub use apns::payload as apns_payload;
 pub use apns_token::ApnsTokenSigner;
-pub use error::BuildError;
-pub use error::CredentialsError;
-pub use error::TransportError;
-pub use error::{DeliveryError, ErrorClass};
+pub use error::{BuildError, CredentialsError, DeliveryError, ErrorClass, TransportError};
 pub(crate) use fcm::FcmClient;
 pub use fcm::{data as fcm_data, message as fcm_message};
 

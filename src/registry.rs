@@ -27,8 +27,7 @@ pub(crate) use model::Edit;
 pub use model::{DeviceRef, NewRegistration, OutboxWrite, Registration};
 pub(crate) use redis::RedisStore;
 pub use shard::{node_of_outbox_key, shard_of};
-pub use transfer::ImportSummary;
-pub use transfer::{ExportLine, TransferError};
+pub use transfer::{ExportLine, ImportSummary, TransferError};
 
 use crate::config::{DEFAULT_SHARDS, StoreBackend, StoreConfig};
 use std::path::Path;

@@ -2,15 +2,7 @@
 
 mod metrics;
 
-pub use metrics::Metrics;
-
-pub use metrics::Gauge;
-
-pub use metrics::GaugeVec;
-
-pub use metrics::HistogramVec;
-
-pub use metrics::CounterVec;
+pub use metrics::{CounterVec, Gauge, GaugeVec, HistogramVec, Metrics};
 
 use crate::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;

@@ -10,9 +10,7 @@ mod session;
 mod stream_error;
 
 pub use connection::handshake_digest;
-
-pub use frame::FrameError;
-pub use frame::{StreamEvent, StreamReader};
+pub use frame::{FrameError, StreamEvent, StreamReader};
 pub use session::Close;
 pub(crate) use session::{ReplyFuture, Session, SessionSettings, StanzaHandler};
 

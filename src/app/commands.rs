@@ -10,13 +10,8 @@
 
 mod dialects;
 
-pub use dialects::CommandSpec;
-
-pub use dialects::Dialect;
-
-pub use dialects::CommandKind;
-
 pub(crate) use dialects::command_specs;
+pub use dialects::{CommandKind, CommandSpec, Dialect};
 
 use super::forms::{FieldSpec, Form, build};
 use super::replies::StanzaFault;

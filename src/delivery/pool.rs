@@ -9,11 +9,8 @@
 mod messages;
 mod outcomes;
 
-pub use messages::{Load, Status};
-
-pub use messages::PoolStatus;
-
 pub(crate) use messages::{Drain, Forget, Submit};
+pub use messages::{Load, PoolStatus, Status};
 
 use super::outbox::OutboxEntry;
 use super::state::{Attempt, Persist, PoolState, Step};

@@ -5,19 +5,8 @@
 mod complete;
 mod model;
 
-pub use model::{Full, Outcome, Step};
-
-pub use model::Attempt;
-
-pub use model::Settled;
-
-pub use model::Persist;
-
-pub use model::Fate;
-
-pub use model::Arrival;
-
 pub(crate) use model::{Admission, Completion, Settings};
+pub use model::{Arrival, Attempt, Fate, Full, Outcome, Persist, Settled, Step};
 
 use super::outbox::{OutboxEntry, entry_key, merge};
 use crate::providers::PushKind;
