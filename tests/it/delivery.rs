@@ -291,7 +291,21 @@ async fn every_row_of_the_error_tables() {
                         .map(|r| r.status)
                         .collect::<Vec<_>>()
                 );
-                tokio::time::sleep(Duration::from_millis(1200)).await;
+                // Every answer is applied once counted; the fifth gives up.
+                let unknown = format!(
+                    "pushgate_deliveries_total{{provider=\"{provider}\",outcome=\"unknown\"}}"
+                );
+                let counted =
+                    eventually(WAIT, || async { h.gateway.metric(&unknown).await >= 5.0 }).await;
+                assert!(counted, "{row}: five unknown answers counted");
+                // Four retries were scheduled; the fifth answer scheduled none.
+                if let Answer::Status(_, body, _) = answer {
+                    let retries = format!(
+                        "pushgate_retries_total{{provider=\"{provider}\",reason=\"{}\"}}",
+                        reason_of(body)
+                    );
+                    assert_eq!(h.gateway.metric(&retries).await, 4.0, "{row}");
+                }
                 assert_eq!(
                     h.mock.attempts(token).len(),
                     5,
@@ -332,6 +346,18 @@ async fn every_row_of_the_error_tables() {
         "accepted publishes != settled ones:\n{}",
         gateway.get("/metrics").await.1
     );
+}
+
+/// The reason a provider's error body gives: APNs `reason`, else the FCM
+/// error code, else the RPC status.
+fn reason_of(body: &Value) -> String {
+    let error = &body["error"];
+    body["reason"]
+        .as_str()
+        .or_else(|| error["details"][0]["errorCode"].as_str())
+        .or_else(|| error["status"].as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The sum of `pushgate_notifications_total` over providers and fates.
