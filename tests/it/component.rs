@@ -232,7 +232,7 @@ async fn several_servers_and_connections_are_all_kept_up() {
     let mut config = TestConfig::new(a.port, dir.path());
     config.xmpp_ports.push(b.port);
     config.connections = 2;
-    let gateway = GatewayProcess::start(&config, dir.path());
+    let gateway = crate::support::harness::in_process(&config);
     let mut conns = Vec::new();
     for server in [&a, &a, &b, &b] {
         conns.push(server.accept(WAIT).await);

@@ -1,7 +1,7 @@
 //! The HTTP endpoints: Tigase REST unregister, health, readiness, metrics.
 
-use crate::support::gateway::{GatewayProcess, TestConfig};
-use crate::support::harness::{Harness, error_of};
+use crate::support::gateway::TestConfig;
+use crate::support::harness::{Harness, error_of, in_process};
 use crate::support::xmpp_server::FakeServer;
 use crate::support::{SECRET, WAIT, apns_token, eventually};
 use rustls::pki_types::pem::PemObject as _;
@@ -63,7 +63,7 @@ async fn rest_unregister_on_both_paths() {
 async fn health_readiness_and_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = FakeServer::start(SECRET).await;
-    let gateway = GatewayProcess::start(&TestConfig::new(server.port, dir.path()), dir.path());
+    let gateway = in_process(&TestConfig::new(server.port, dir.path()));
     let up = eventually(WAIT, || async {
         gateway.status("/healthz").await.is_some()
     })
@@ -116,7 +116,7 @@ async fn the_http_listener_serves_https_when_configured() {
     let server = FakeServer::start(SECRET).await;
     let mut config = TestConfig::new(server.port, dir.path());
     config.http_tls = Some((cert, key));
-    let gateway = GatewayProcess::start(&config, dir.path());
+    let gateway = in_process(&config);
     let _conn = server.accept(WAIT).await;
 
     let mut roots = rustls::RootCertStore::empty();
@@ -130,7 +130,7 @@ async fn the_http_listener_serves_https_when_configured() {
         .use_preconfigured_tls(tls)
         .build()
         .expect("client");
-    let url = gateway.http.replace("http://", "https://");
+    let url = gateway.http().replace("http://", "https://");
     let ok = eventually(WAIT, || async {
         client
             .get(format!("{url}/healthz"))

@@ -70,6 +70,11 @@ impl TestGateway {
         gateway::metric(self.http(), series).await
     }
 
+    /// See [`gateway::status`].
+    pub async fn status(&self, path: &str) -> Option<u16> {
+        gateway::status(self.http(), path).await
+    }
+
     /// See [`gateway::get`].
     pub async fn get(&self, path: &str) -> (u16, String) {
         gateway::get(self.http(), path).await
@@ -79,6 +84,12 @@ impl TestGateway {
     pub async fn post_json(&self, path: &str, body: serde_json::Value) -> (u16, String) {
         gateway::post_json(self.http(), path, body).await
     }
+}
+
+/// A gateway for `config` on a thread of this process.
+pub fn in_process(config: &TestConfig) -> TestGateway {
+    let (launch, http) = launch(config);
+    TestGateway::InProcess(InProcess::start(launch, http))
 }
 
 /// A fresh stanza id.
