@@ -116,7 +116,8 @@ mod tests {
     #[test]
     fn every_problem_is_reported_by_key() {
         let text = "[component]\njid = 'a@b'\nsecret = ''\n[http]\nlisten = 'x'\n\
-                    [[providers]]\nid = 'apns'\nkind = 'apns'\n[[providers]]\nid = 'apns'\nkind = 'fcm'\n";
+                    [[providers]]\nid = 'apns'\nkind = 'apns'\nkey_id = 'K'\n\
+                    [[providers]]\nid = 'apns'\nkind = 'fcm'\n";
         let Err(ConfigError::Invalid(issues)) = load_from_str(text, "t", no_env()) else {
             panic!("must be invalid");
         };
@@ -203,6 +204,46 @@ mod tests {
                 "component.reconnect_max_ms: the largest delay (1000 ms) is below the first delay (5000 ms)",
                 "delivery.retry_base_ms: the first delay must be at least 1 ms",
             ],
+        );
+    }
+
+    #[test]
+    fn apns_takes_exactly_one_authentication_method() {
+        let base = "[component]\njid = 'push.example.com'\nsecret = 's'\n\
+                    [[component.servers]]\nhost = 'localhost'\n\
+                    [[providers]]\nid = 'apns'\nkind = 'apns'\n";
+        let issues_of = |keys: &str| -> Vec<String> {
+            match load_from_str(&format!("{base}{keys}"), "t", no_env()) {
+                Ok(_) => Vec::new(),
+                Err(ConfigError::Invalid(issues)) => issues.iter().map(|i| i.to_string()).collect(),
+                Err(e) => vec![e.to_string()],
+            }
+        };
+        let token = "topic = 'a.b'\nteam_id = 'T'\nkey_id = 'K'\nkey_file = 'k.p8'\n";
+        let certificate = "cert_file = 'c.pem'\ncert_key_file = 'c.key'\n";
+        assert!(issues_of(token).is_empty());
+        assert!(
+            issues_of(certificate).is_empty(),
+            "the topic comes from the certificate"
+        );
+        let both = issues_of(&format!("{token}{certificate}"));
+        assert!(
+            both.iter()
+                .any(|i| i.starts_with("providers[apns].cert_file: choose token auth")),
+            "{both:?}"
+        );
+        let neither = issues_of("topic = 'a.b'\n");
+        assert!(
+            neither
+                .iter()
+                .any(|i| i.starts_with("providers[apns].key_file: APNs needs")),
+            "{neither:?}"
+        );
+        let half = issues_of("cert_file = 'c.pem'\n");
+        assert!(
+            half.iter()
+                .any(|i| i.starts_with("providers[apns].cert_key_file: required")),
+            "{half:?}"
         );
     }
 

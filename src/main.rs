@@ -77,6 +77,9 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     if !issues.is_empty() {
         return Err(pushgate::config::ConfigError::Invalid(issues).into());
     }
+    for (provider, expires) in pushgate::providers::certificate_expiries(&config.providers) {
+        println!("providers[{provider}]: the client certificate expires on {expires}");
+    }
     println!("{}: configuration is valid", path.display());
     Ok(())
 }

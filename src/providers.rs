@@ -6,6 +6,7 @@
 //! from configuration, so tests and proxies use the same code as production.
 
 mod apns;
+mod apns_cert;
 mod apns_token;
 mod connections;
 mod error;
@@ -76,6 +77,29 @@ pub type SendFuture = Pin<Box<dyn Future<Output = Result<Delivered, DeliveryErro
 pub trait PushClient: Send + Sync + 'static {
     /// Sends one push.
     fn send(&self, push: Push) -> SendFuture;
+
+    /// When the credentials this client presents expire, in seconds since
+    /// the epoch: an APNs client certificate. Tokens renew themselves.
+    fn credentials_expire_at(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// `(provider id, expiry)` of every APNs client certificate in `providers`
+/// that can be read (`check-config` reports the others as issues).
+pub fn certificate_expiries(providers: &[ProviderConfig]) -> Vec<(String, String)> {
+    providers
+        .iter()
+        .filter_map(|p| {
+            let cert = apns_cert::ClientCertificate::load(
+                &p.id,
+                p.cert_file.as_deref()?,
+                p.cert_key_file.as_deref()?,
+            )
+            .ok()?;
+            Some((p.id.clone(), cert.not_after_text))
+        })
+        .collect()
 }
 
 /// Provider clients by provider id, in configuration order.

@@ -167,6 +167,13 @@ pub struct ProviderConfig {
     /// APNs token auth: the `.p8` ES256 private key.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// APNs certificate auth: the client certificate (PEM, leaf first, the
+    /// chain may follow), instead of `team_id`/`key_id`/`key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// APNs certificate auth: the certificate's private key (PEM).
+    #[serde(default)]
+    pub cert_key_file: Option<PathBuf>,
     /// FCM: the service-account JSON of the Firebase project.
     #[serde(default)]
     pub service_account_file: Option<PathBuf>,

@@ -1,7 +1,10 @@
 //! Cross-field checks that serde cannot express. Every problem is collected, not
 //! just the first, and each names its key.
 
-use super::{ComponentConfig, Config, DeliveryConfig, ProviderKind, StoreBackend, StoreConfig};
+use super::{
+    ComponentConfig, Config, DeliveryConfig, ProviderConfig, ProviderKind, StoreBackend,
+    StoreConfig,
+};
 use crate::backoff::{Backoff, InvalidBackoff};
 use std::collections::HashSet;
 use std::fmt;
@@ -240,14 +243,17 @@ fn validate_providers(config: &Config, issues: &mut Vec<ConfigIssue>) {
                 format!("must be 1-16, got {}", p.connections),
             ));
         }
-        let required: &[(&str, bool)] = match p.kind {
-            ProviderKind::Apns => &[
-                ("topic", p.topic.is_some()),
-                ("team_id", p.team_id.is_some()),
-                ("key_id", p.key_id.is_some()),
-                ("key_file", p.key_file.is_some()),
-            ],
-            ProviderKind::Fcm => &[("service_account_file", p.service_account_file.is_some())],
+        let required = match p.kind {
+            ProviderKind::Apns => apns_auth(p, &key, issues),
+            ProviderKind::Fcm => {
+                if p.cert_file.is_some() || p.cert_key_file.is_some() {
+                    issues.push(ConfigIssue::new(
+                        key("cert_file"),
+                        "only for kind = \"apns\"",
+                    ));
+                }
+                vec![("service_account_file", p.service_account_file.is_some())]
+            }
         };
         for (field, present) in required {
             if !present {
@@ -256,6 +262,45 @@ fn validate_providers(config: &Config, issues: &mut Vec<ConfigIssue>) {
                     format!("required for kind = {:?}", kind_name(p.kind)),
                 ));
             }
+        }
+    }
+}
+
+/// APNs authenticates with a token key or with a client certificate, exactly
+/// one of them; returns the keys the chosen method requires.
+fn apns_auth(
+    p: &ProviderConfig,
+    key: &dyn Fn(&str) -> String,
+    issues: &mut Vec<ConfigIssue>,
+) -> Vec<(&'static str, bool)> {
+    let token = p.team_id.is_some() || p.key_id.is_some() || p.key_file.is_some();
+    let certificate = p.cert_file.is_some() || p.cert_key_file.is_some();
+    match (token, certificate) {
+        (true, true) => {
+            issues.push(ConfigIssue::new(
+                key("cert_file"),
+                "choose token auth (team_id, key_id, key_file) or certificate auth \
+                 (cert_file, cert_key_file), not both",
+            ));
+            Vec::new()
+        }
+        (false, true) => vec![
+            ("cert_file", p.cert_file.is_some()),
+            ("cert_key_file", p.cert_key_file.is_some()),
+        ],
+        (true, false) => vec![
+            ("topic", p.topic.is_some()),
+            ("team_id", p.team_id.is_some()),
+            ("key_id", p.key_id.is_some()),
+            ("key_file", p.key_file.is_some()),
+        ],
+        (false, false) => {
+            issues.push(ConfigIssue::new(
+                key("key_file"),
+                "APNs needs token auth (team_id, key_id, key_file) or certificate auth \
+                 (cert_file, cert_key_file)",
+            ));
+            Vec::new()
         }
     }
 }

@@ -26,10 +26,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 /// How often gauges are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+/// A client certificate with less life than this is warned about.
+const EXPIRY_WARNING_SECS: i64 = 30 * 24 * 3600;
+/// How often that warning repeats.
+const EXPIRY_WARNING_EVERY_MS: u64 = 24 * 3600 * 1000;
 /// Pause before flushing again after the store failed.
 const FLUSH_RETRY: Duration = Duration::from_secs(1);
 
@@ -50,6 +54,8 @@ pub(crate) struct Pool {
     draining: bool,
     idle_waiters: Vec<oneshot::Sender<()>>,
     unhealthy: Option<String>,
+    /// When the certificate expiry warning was last logged.
+    expiry_warned_ms: Option<u64>,
     /// Consecutive failed flushes, while the store refuses writes.
     flush_failures: Option<u64>,
     /// False until the outbox entries of this provider are loaded ([`Load`]);
@@ -85,6 +91,7 @@ impl Pool {
             unhealthy: None,
             loaded: false,
             flush_failures: None,
+            expiry_warned_ms: None,
         }
     }
 
@@ -257,7 +264,7 @@ impl Pool {
         }
     }
 
-    fn refresh_gauges(&self) {
+    fn refresh_gauges(&mut self) {
         let p = [self.id.as_str()];
         let now = now_ms();
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
@@ -273,6 +280,32 @@ impl Pool {
         self.metrics
             .oldest_pending_seconds
             .set(&p, i64::try_from(oldest).unwrap_or(i64::MAX));
+        self.watch_certificate(now);
+    }
+
+    /// The client certificate's remaining life as a gauge, and a WARN once a
+    /// day (the first at start) while it has less than 30 days left, so an
+    /// alert can fire before pushes stop.
+    fn watch_certificate(&mut self, now_ms: u64) {
+        let Some(expires) = self.client.credentials_expire_at() else {
+            return;
+        };
+        let now = now_ms / 1000;
+        let left = i64::try_from(expires).unwrap_or(i64::MAX) - i64::try_from(now).unwrap_or(0);
+        self.metrics
+            .certificate_expiry_seconds
+            .set(&[self.id.as_str()], left);
+        let due = self
+            .expiry_warned_ms
+            .is_none_or(|at| now_ms.saturating_sub(at) >= EXPIRY_WARNING_EVERY_MS);
+        if left < EXPIRY_WARNING_SECS && due {
+            self.expiry_warned_ms = Some(now_ms);
+            warn!(
+                provider = %self.id,
+                days_left = left / 86_400,
+                "the APNs client certificate (cert_file) expires soon: renew it before pushes stop"
+            );
+        }
     }
 }
 
@@ -281,6 +314,7 @@ impl Actor for Pool {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.metrics.provider_healthy.set(&[&self.id], 1);
+        self.refresh_gauges();
         ctx.run_interval(GAUGE_INTERVAL, |act, _| act.refresh_gauges());
     }
 }

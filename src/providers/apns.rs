@@ -1,9 +1,12 @@
-//! The APNs HTTP/2 client (`docs/protocol.md` §6): token auth, one multiplexed
-//! connection, and the status/reason table.
+//! The APNs HTTP/2 client (`docs/protocol.md` §6): token or certificate auth,
+//! multiplexed connections, and the status/reason table.
 
+use super::apns_cert::ClientCertificate;
 use super::apns_token::ApnsTokenSigner;
 use super::connections::{Connections, bearer_header};
-use super::error::{BuildError, DeliveryError, ErrorClass, raw_body, retry_after};
+use super::error::{
+    BuildError, CredentialsError, DeliveryError, ErrorClass, raw_body, retry_after,
+};
 use super::size::{APNS_LIMIT, APNS_VOIP_LIMIT, fit};
 use super::tls::tls_config;
 use super::{Delivered, Push, PushClient, PushKind, SendFuture};
@@ -13,6 +16,7 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderVa
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::{info, warn};
 
 const DEFAULT_ENDPOINT: &str = "https://api.push.apple.com";
 
@@ -25,60 +29,133 @@ struct Inner {
     topic: String,
     expiration_s: u64,
     connections: Connections,
-    signer: ApnsTokenSigner,
+    auth: Auth,
+}
+
+/// How we prove who we are to APNs.
+enum Auth {
+    /// A JWT in `authorization`, signed with the `.p8` key.
+    Token(Box<ApnsTokenSigner>),
+    /// The TLS client certificate; nothing in the headers.
+    Certificate {
+        /// `notAfter`, seconds since the epoch.
+        not_after: u64,
+        /// The same, as the certificate says it.
+        not_after_text: String,
+    },
 }
 
 impl ApnsClient {
-    /// Builds the client from its configuration, loading the `.p8` key.
+    /// Builds the client from its configuration, loading the `.p8` key or the
+    /// client certificate (refused when expired).
     pub(crate) fn new(
         config: &ProviderConfig,
         delivery: &DeliveryConfig,
     ) -> Result<Self, BuildError> {
         let id = config.id.as_str();
         let missing = |key: &'static str| BuildError::new(id, key, "required for kind = \"apns\"");
-        let key_file = config
-            .key_file
-            .as_ref()
-            .ok_or_else(|| missing("key_file"))?;
-        let key_pem = std::fs::read(key_file).map_err(|e| {
-            BuildError::new(
-                id,
-                "key_file",
-                format!("cannot read {}: {e}", key_file.display()),
-            )
-        })?;
-        let signer = ApnsTokenSigner::new(
-            id,
-            config
-                .team_id
-                .as_deref()
-                .ok_or_else(|| missing("team_id"))?,
-            config.key_id.as_deref().ok_or_else(|| missing("key_id"))?,
-            &key_pem,
-        )?;
+        let (auth, client, topic) = match (&config.cert_file, &config.cert_key_file) {
+            (Some(cert_file), Some(key_file)) => {
+                let cert = ClientCertificate::load(id, cert_file, key_file)?;
+                let topic = certificate_topic(id, config.topic.as_deref(), &cert)?;
+                let auth = Auth::Certificate {
+                    not_after: cert.not_after,
+                    not_after_text: cert.not_after_text,
+                };
+                (auth, Some((cert.chain, cert.key)), topic)
+            }
+            _ => {
+                let key_file = config
+                    .key_file
+                    .as_ref()
+                    .ok_or_else(|| missing("key_file"))?;
+                let key_pem = std::fs::read(key_file).map_err(|e| {
+                    BuildError::new(
+                        id,
+                        "key_file",
+                        format!("cannot read {}: {e}", key_file.display()),
+                    )
+                })?;
+                let signer = ApnsTokenSigner::new(
+                    id,
+                    config
+                        .team_id
+                        .as_deref()
+                        .ok_or_else(|| missing("team_id"))?,
+                    config.key_id.as_deref().ok_or_else(|| missing("key_id"))?,
+                    &key_pem,
+                )?;
+                let topic = config.topic.clone().ok_or_else(|| missing("topic"))?;
+                (Auth::Token(Box::new(signer)), None, topic)
+            }
+        };
         let endpoint = config.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT);
         let connections = Connections::new(
             id,
             endpoint,
-            tls_config(id, config.ca_file.as_deref())?,
+            tls_config(id, config.ca_file.as_deref(), client)?,
             Duration::from_secs(config.request_timeout_s),
             config.connections,
         )?;
         Ok(Self {
             inner: Arc::new(Inner {
-                topic: config.topic.clone().ok_or_else(|| missing("topic"))?,
+                topic,
                 expiration_s: delivery.expiration_s,
                 connections,
-                signer,
+                auth,
             }),
         })
     }
+}
+
+/// The `apns-topic` of certificate auth: the configured topic, else the
+/// certificate's UID. An expired certificate stops the start here; a topic
+/// the certificate does not list is only a warning (Apple decides).
+fn certificate_topic(
+    id: &str,
+    configured: Option<&str>,
+    cert: &ClientCertificate,
+) -> Result<String, BuildError> {
+    let now = unix_secs();
+    if cert.not_after <= now {
+        return Err(BuildError::new(
+            id,
+            "cert_file",
+            format!("the certificate expired on {}", cert.not_after_text),
+        ));
+    }
+    let topic = match (configured, &cert.uid) {
+        (Some(topic), _) => topic.to_owned(),
+        (None, Some(uid)) => uid.clone(),
+        (None, None) => {
+            return Err(BuildError::new(
+                id,
+                "topic",
+                "required: the certificate has no UID to take the topic from",
+            ));
+        }
+    };
+    if !cert.covers(&topic) {
+        warn!(
+            provider = id,
+            topic, "the APNs certificate does not list this topic; Apple will refuse its pushes"
+        );
+    }
+    info!(provider = id, expires = %cert.not_after_text, topic, "APNs certificate auth");
+    Ok(topic)
 }
 
 impl PushClient for ApnsClient {
     fn send(&self, push: Push) -> SendFuture {
         let inner = self.inner.clone();
         Box::pin(async move { inner.send(push).await })
+    }
+
+    fn credentials_expire_at(&self) -> Option<u64> {
+        match &self.inner.auth {
+            Auth::Certificate { not_after, .. } => Some(*not_after),
+            Auth::Token(_) => None,
+        }
     }
 }
 
@@ -95,9 +172,26 @@ impl Inner {
             ),
         };
         let body = fit(&push, limit, |p| payload(p).to_string().into_bytes())?;
-        let bearer = self.signer.bearer()?;
         let mut headers = HeaderMap::with_capacity(8);
-        headers.insert(AUTHORIZATION, bearer_header(&bearer)?);
+        let bearer = match &self.auth {
+            Auth::Token(signer) => {
+                let bearer = signer.bearer()?;
+                headers.insert(AUTHORIZATION, bearer_header(&bearer)?);
+                Some(bearer)
+            }
+            Auth::Certificate {
+                not_after,
+                not_after_text,
+            } => {
+                if unix_secs() >= *not_after {
+                    return Err(CredentialsError::CertificateExpired {
+                        not_after: not_after_text.clone(),
+                    }
+                    .into());
+                }
+                None
+            }
+        };
         // Topic (validated configuration), ids and numbers we generate, and a
         // collapse id derived from the node: all header-safe.
         let mut put = |name: &'static str, value: &str| {
@@ -124,7 +218,13 @@ impl Inner {
         let answer = self
             .connections
             .post(&format!("/3/device/{}", push.token), headers, body.into())
-            .await?;
+            .await
+            .map_err(|e| match &self.auth {
+                Auth::Certificate { .. } if e.is_client_certificate_refused() => {
+                    DeliveryError::from(CredentialsError::CertificateRefused(e))
+                }
+                _ => e.into(),
+            })?;
         let status = answer.status;
         let apns_id = answer
             .headers
@@ -143,7 +243,10 @@ impl Inner {
             .unwrap_or("")
             .to_owned();
         let mut class = classify(status, &reason);
-        if reason == "ExpiredProviderToken" && !self.signer.invalidate(&bearer) {
+        if let (Auth::Token(signer), Some(bearer)) = (&self.auth, &bearer)
+            && reason == "ExpiredProviderToken"
+            && !signer.invalidate(bearer)
+        {
             // Signed minutes ago and already "expired": the clock is wrong, and
             // re-signing now would only earn TooManyProviderTokenUpdates.
             class = ErrorClass::ProviderMisconfigured;

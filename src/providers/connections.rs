@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use tracing::debug;
 
 /// Provider answers are a few hundred bytes; a longer one is cut off here
@@ -39,9 +39,26 @@ pub(crate) struct Answer {
     pub(crate) body: Bytes,
 }
 
-/// One connection slot: the live sender and its generation, so a failure
-/// renews only the connection that failed, not its replacement.
-type Slot = Mutex<Option<(u64, SendRequest<Full<Bytes>>)>>;
+/// A live connection: its generation (so a failure renews only the connection
+/// that failed, not its replacement), the request sender, and how its driver
+/// ended once it has.
+#[derive(Clone)]
+struct Live {
+    generation: u64,
+    sender: SendRequest<Full<Bytes>>,
+    ended: Ended,
+}
+
+/// The error the connection's driver ended with, once it has: a request on a
+/// connection that died only learns "canceled", while the reason (a TLS
+/// alert refusing our client certificate, say) is the driver's.
+type Ended = watch::Receiver<Option<Arc<hyper::Error>>>;
+
+/// How long a failed request waits to learn why its connection ended.
+const END_REASON_WAIT: Duration = Duration::from_millis(200);
+
+/// One connection slot.
+type Slot = Mutex<Option<Live>>;
 
 /// The socket under a connection: TLS, or plain TCP for an `http://` endpoint
 /// (HTTP/2 with prior knowledge, for local mocks and proxies).
@@ -139,7 +156,10 @@ impl Connections {
         let failed = result.as_ref().map_or(true, |a| a.status >= 500);
         if let (true, Some(generation)) = (failed, generation) {
             let mut held = slot.lock().await;
-            if held.as_ref().is_some_and(|(g, _)| *g == generation) {
+            if held
+                .as_ref()
+                .is_some_and(|live| live.generation == generation)
+            {
                 *held = None;
             }
         }
@@ -152,27 +172,35 @@ impl Connections {
         request: Request<Full<Bytes>>,
         generation: &mut Option<u64>,
     ) -> Result<Answer, TransportError> {
-        let mut sender = {
+        let Live {
+            generation: g,
+            mut sender,
+            ended,
+        } = {
             let mut held = slot.lock().await;
             match held.as_ref() {
-                Some((g, sender)) if !sender.is_closed() => {
-                    *generation = Some(*g);
-                    sender.clone()
-                }
+                Some(live) if !live.sender.is_closed() => live.clone(),
                 _ => {
-                    let g = self.generations.fetch_add(1, Ordering::Relaxed);
-                    let sender = self.connect().await?;
-                    *held = Some((g, sender.clone()));
-                    *generation = Some(g);
-                    sender
+                    let (sender, ended) = self.connect().await?;
+                    let live = Live {
+                        generation: self.generations.fetch_add(1, Ordering::Relaxed),
+                        sender,
+                        ended,
+                    };
+                    *held = Some(live.clone());
+                    live
                 }
             }
         };
-        sender.ready().await.map_err(TransportError::Send)?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(TransportError::Send)?;
+        *generation = Some(g);
+        let sent = match sender.ready().await {
+            Ok(()) => sender.send_request(request).await,
+            Err(e) => Err(e),
+        };
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) => return Err(why_ended(ended, e).await),
+        };
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, MAX_ANSWER_BYTES)
             .collect()
@@ -187,7 +215,7 @@ impl Connections {
     }
 
     /// A new HTTP/2 connection, PINGing while idle so a dead one is noticed.
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, TransportError> {
+    async fn connect(&self) -> Result<(SendRequest<Full<Bytes>>, Ended), TransportError> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|source| TransportError::Connect {
@@ -226,12 +254,28 @@ impl Connections {
                 source,
             })?;
         let host = self.host.clone();
+        let (end, ended) = watch::channel(None);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 debug!(%host, "HTTP/2 connection ended: {}", crate::errors::chain(&e));
+                let _ = end.send(Some(Arc::new(e)));
             }
         });
-        Ok(sender)
+        Ok((sender, ended))
+    }
+}
+
+/// The error of a request that failed on a connection: the connection's own
+/// error when its driver ended with one (within [`END_REASON_WAIT`]), which
+/// says more than the request's "canceled".
+async fn why_ended(mut ended: Ended, request_error: hyper::Error) -> TransportError {
+    let reason = tokio::time::timeout(END_REASON_WAIT, ended.wait_for(Option::is_some)).await;
+    match reason {
+        Ok(Ok(reason)) => match reason.as_ref() {
+            Some(e) => TransportError::Connection(Arc::clone(e)),
+            None => TransportError::Send(request_error),
+        },
+        _ => TransportError::Send(request_error),
     }
 }
 

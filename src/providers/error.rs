@@ -1,6 +1,7 @@
 //! Delivery errors and their classification (`docs/protocol.md` §6–7): every failure
 //! ends in exactly one [`ErrorClass`], which says what to do about it.
 
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -121,6 +122,10 @@ pub enum TransportError {
     /// Sending the request or waiting for the answer's head (reset, GOAWAY).
     #[error("sending the request")]
     Send(#[source] hyper::Error),
+    /// The connection the request was on ended with this error (TLS alert,
+    /// GOAWAY, reset).
+    #[error("the connection ended")]
+    Connection(#[source] Arc<hyper::Error>),
     /// Reading the answer's body (or it was over 64 KiB).
     #[error("reading the answer")]
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -148,6 +153,39 @@ pub enum TransportError {
     },
 }
 
+impl TransportError {
+    /// Whether the server ended the TLS session with an alert that refuses
+    /// our client certificate (APNs certificate auth: unknown CA, expired,
+    /// none sent). With TLS 1.3 that alert arrives after the handshake, on
+    /// the first read, so it is looked for along the whole chain.
+    pub(crate) fn is_client_certificate_refused(&self) -> bool {
+        use rustls::AlertDescription as A;
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = next {
+            let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+                e.downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            });
+            if let Some(rustls::Error::AlertReceived(alert)) = tls {
+                return matches!(
+                    alert,
+                    A::BadCertificate
+                        | A::UnknownCA
+                        | A::CertificateRequired
+                        | A::CertificateExpired
+                        | A::CertificateRevoked
+                        | A::CertificateUnknown
+                        | A::UnsupportedCertificate
+                        | A::AccessDenied
+                );
+            }
+            next = e.source();
+        }
+        false
+    }
+}
+
 /// Why no credentials could be produced for a request.
 #[derive(Debug, Error)]
 pub enum CredentialsError {
@@ -173,6 +211,15 @@ pub enum CredentialsError {
     /// The OAuth2 token endpoint's answer is not a token.
     #[error("token endpoint answer unreadable")]
     Unreadable(#[source] reqwest::Error),
+    /// The APNs client certificate (`cert_file`) has expired.
+    #[error("the client certificate (cert_file) expired on {not_after}")]
+    CertificateExpired {
+        /// Its `notAfter`, as the certificate says it.
+        not_after: String,
+    },
+    /// The provider refused our client certificate in the TLS handshake.
+    #[error("the provider refused the client certificate (cert_file)")]
+    CertificateRefused(#[source] TransportError),
 }
 
 impl DeliveryError {
@@ -200,6 +247,12 @@ impl DeliveryError {
     pub fn hint(&self) -> &'static str {
         let (status, reason) = match self {
             DeliveryError::Rejected { status, reason, .. } => (*status, reason.as_str()),
+            DeliveryError::Credentials(
+                CredentialsError::CertificateExpired { .. }
+                | CredentialsError::CertificateRefused(_),
+            ) => {
+                return "APNs refuses the client certificate: check cert_file and cert_key_file (expired, not issued by Apple, or not this app's)";
+            }
             DeliveryError::Credentials(_) => {
                 return "cannot produce credentials: check key_file / service_account_file and the OAuth2 token endpoint";
             }
@@ -213,7 +266,7 @@ impl DeliveryError {
                 "APNs says a fresh provider token has expired: check this machine's clock"
             }
             "BadCertificate" | "BadCertificateEnvironment" => {
-                "APNs refuses the credentials for this environment: check the endpoint (production or sandbox)"
+                "APNs refuses the certificate for this endpoint: a development (sandbox) certificate works only with api.sandbox.push.apple.com, a production one only with api.push.apple.com; check cert_file and endpoint"
             }
             "Forbidden" => "APNs forbids this key for the topic: check topic and team_id",
             "BadPath" | "MethodNotAllowed" => "APNs refuses the request path: check the endpoint",

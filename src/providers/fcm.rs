@@ -43,7 +43,7 @@ impl FcmClient {
         let path = config.service_account_file.as_ref().ok_or_else(|| {
             BuildError::new(id, "service_account_file", "required for kind = \"fcm\"")
         })?;
-        let tls = tls_config(id, config.ca_file.as_deref())?;
+        let tls = tls_config(id, config.ca_file.as_deref(), None)?;
         let token_http = token_client(id, tls.clone(), timeout)?;
         let (tokens, account_project) = FcmTokenSource::from_file(id, path, token_http)?;
         let project = config

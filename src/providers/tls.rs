@@ -3,18 +3,23 @@
 //! themselves are [`super::connections`].
 
 use super::error::BuildError;
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
+/// A client certificate chain and its key, presented to the provider.
+pub(crate) type ClientIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
 /// The rustls configuration of provider `id`: system roots, and `ca_file`
-/// certificates trusted in addition.
+/// certificates trusted in addition; `client` is presented when the server
+/// asks for a certificate (APNs certificate auth).
 pub(crate) fn tls_config(
     id: &str,
     ca_file: Option<&Path>,
+    client: Option<ClientIdentity>,
 ) -> Result<rustls::ClientConfig, BuildError> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
@@ -54,11 +59,26 @@ pub(crate) fn tls_config(
         );
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+    // With a client certificate, TLS 1.2: the server judges the certificate
+    // inside the handshake, so a refusal is the handshake's error. In 1.3 it
+    // arrives after, and a request on the new connection may see only a
+    // broken pipe instead of the server's alert.
+    let versions: &[&rustls::SupportedProtocolVersion] = match client {
+        Some(_) => &[&rustls::version::TLS12],
+        None => rustls::DEFAULT_VERSIONS,
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
         .map_err(|e| BuildError::new(id, "endpoint", format!("TLS set-up: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        // The error says what does not fit (a key that is not the
+        // certificate's, an unsupported key type), never the key itself.
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
+            BuildError::new(id, "cert_key_file", format!("unusable with cert_file: {e}"))
+        }),
+    }
 }
 
 /// A reqwest client over `tls` (from [`tls_config`]), for the OAuth2 token

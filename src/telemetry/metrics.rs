@@ -245,6 +245,9 @@ pub struct Metrics {
     pub oldest_pending_seconds: GaugeVec,
     /// 1 when the provider accepts our credentials, 0 while it refuses them.
     pub provider_healthy: GaugeVec,
+    /// Seconds until a provider's client certificate expires (negative once
+    /// expired), per provider using certificate auth.
+    pub certificate_expiry_seconds: GaugeVec,
     /// Registration commands, by command and outcome.
     pub registration_commands: CounterVec,
     /// Registrations in the store (refreshed on scrape).
@@ -267,6 +270,7 @@ impl Default for Metrics {
             in_flight: GaugeVec::new(&["provider"]),
             oldest_pending_seconds: GaugeVec::new(&["provider"]),
             provider_healthy: GaugeVec::new(&["provider"]),
+            certificate_expiry_seconds: GaugeVec::new(&["provider"]),
             registration_commands: CounterVec::new(&["command", "outcome"]),
             registrations: Gauge::default(),
             sessions_up: Gauge::default(),
@@ -332,6 +336,11 @@ impl Metrics {
         self.provider_healthy.render(
             "pushgate_provider_healthy",
             "1 while the provider accepts our credentials and endpoint.",
+            o,
+        );
+        self.certificate_expiry_seconds.render(
+            "pushgate_provider_certificate_expiry_seconds",
+            "Seconds until the provider's client certificate expires (negative once expired).",
             o,
         );
         self.registration_commands.render(

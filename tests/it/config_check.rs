@@ -4,7 +4,7 @@ use crate::support::gateway::{TestConfig, binary};
 use crate::support::mock_provider::MockProvider;
 use std::process::Command;
 
-fn check(config: &str, env: &[(&str, &str)]) -> (bool, String) {
+pub(crate) fn check(config: &str, env: &[(&str, &str)]) -> (bool, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("pushgate.toml");
     std::fs::write(&path, config).expect("write");

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod apns_cert;
 mod bench;
 mod component;
 mod config_check;

@@ -17,6 +17,10 @@ const SERVICE_ACCOUNT_KEY: &str =
 pub struct TestPki {
     /// The CA certificate (PEM) to hand to the gateway as `ca_file`.
     pub ca_file: PathBuf,
+    /// The CA certificate (PEM), its parameters and key (PEM): to issue more
+    /// certificates (the tests' APNs client certificates).
+    #[allow(dead_code)]
+    pub ca: (String, CertificateParams, String),
     /// Server certificate (PEM), signed by the CA.
     pub server_cert_pem: String,
     /// Server private key (PEM).
@@ -44,6 +48,7 @@ impl TestPki {
             .distinguished_name
             .push(DnType::CommonName, "pushgate test CA");
         let ca_cert = ca_params.self_signed(&ca_key).map_err(cert_error)?;
+        let ca = (ca_cert.pem(), ca_params.clone(), ca_key.serialize_pem());
         let issuer = Issuer::new(ca_params, ca_key);
         let server_key = KeyPair::generate().map_err(cert_error)?;
         let server_params =
@@ -70,6 +75,7 @@ impl TestPki {
         std::fs::write(&service_account_file, service_account.to_string())?;
         Ok(Self {
             ca_file,
+            ca,
             server_cert_pem: server_cert.pem(),
             server_key_pem: server_key.serialize_pem(),
             apns_key_file,

@@ -109,6 +109,41 @@ service_account_file = "{sa}"
         self
     }
 
+    /// Adds an APNs provider `apns` with certificate auth (`cert`, no
+    /// topic: it comes from the certificate) and an FCM provider `fcm`,
+    /// pointing at `mock`.
+    pub fn with_certificate_apns(
+        mut self,
+        mock: &MockProvider,
+        cert: &super::pki::ClientCert,
+    ) -> Self {
+        self.extra.push_str(&format!(
+            r#"
+[[providers]]
+id = "apns"
+kind = "apns"
+endpoint = "{url}"
+ca_file = "{ca}"
+cert_file = "{cert}"
+cert_key_file = "{key}"
+{{keys}}
+[[providers]]
+id = "fcm"
+kind = "fcm"
+endpoint = "{url}"
+ca_file = "{ca}"
+service_account_file = "{sa}"
+{{keys}}
+"#,
+            url = mock.url,
+            ca = mock.pki.ca_file.display(),
+            cert = cert.cert_file.display(),
+            key = cert.key_file.display(),
+            sa = mock.pki.service_account_file.display(),
+        ));
+        self
+    }
+
     /// The TOML text.
     pub fn to_toml(&self) -> String {
         let extra = self.extra.replace("{keys}", &self.provider_keys);

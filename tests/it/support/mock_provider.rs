@@ -94,6 +94,16 @@ pub struct MockProvider {
 impl MockProvider {
     /// Starts the mock, writing its key material into `dir`.
     pub async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, false).await
+    }
+
+    /// Starts a mock that, like APNs with certificate auth, completes a TLS
+    /// handshake only with a client certificate issued by the test CA.
+    pub async fn start_requiring_client_cert(dir: &Path) -> Self {
+        Self::start_with(dir, true).await
+    }
+
+    async fn start_with(dir: &Path, client_cert: bool) -> Self {
         super::init_crypto();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let url = format!(
@@ -101,7 +111,11 @@ impl MockProvider {
             listener.local_addr().expect("addr").port()
         );
         let pki = TestPki::generate(dir, &format!("{url}/token")).expect("test PKI");
-        let tls = pki.server_tls().expect("server TLS config");
+        let tls = if client_cert {
+            pki.server_tls_requiring_client_cert()
+        } else {
+            pki.server_tls().expect("server TLS config")
+        };
         let acceptor = TlsAcceptor::from(Arc::new(tls));
         let state = Arc::new(State::default());
         state.token_lifetime_s.store(3600, Ordering::SeqCst);

@@ -1,0 +1,155 @@
+//! APNs certificate authentication: the client certificate an operator
+//! exported from Apple (PEM certificate and key), and what it says about
+//! itself: when it expires and which topics it may push to.
+
+use super::error::BuildError;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
+use x509_parser::der_parser::ber::BerObjectContent;
+use x509_parser::der_parser::parse_der;
+use x509_parser::oid_registry::{OID_USERID, Oid};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// Apple's extension listing the topics a certificate covers (bundle id,
+/// `.voip`, `.complication`).
+const TOPICS_OID: &[u64] = &[1, 2, 840, 113_635, 100, 6, 3, 6];
+
+/// A loaded client certificate and key, and the facts read from the leaf.
+pub(crate) struct ClientCertificate {
+    /// Leaf first, then any intermediates, as presented in the TLS handshake.
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    /// The certificate's private key.
+    pub(crate) key: PrivateKeyDer<'static>,
+    /// `notAfter`, seconds since the Unix epoch.
+    pub(crate) not_after: u64,
+    /// `notAfter` as the certificate says it, for messages.
+    pub(crate) not_after_text: String,
+    /// The subject's UID: the app's bundle id, the default `apns-topic`.
+    pub(crate) uid: Option<String>,
+    /// The topics of Apple's topics extension, when the certificate has one.
+    pub(crate) topics: Vec<String>,
+}
+
+impl ClientCertificate {
+    /// Reads `cert_file` and `cert_key_file` of provider `id`; every problem
+    /// names the key it is about. The key's contents never reach a message.
+    pub(crate) fn load(id: &str, cert_file: &Path, key_file: &Path) -> Result<Self, BuildError> {
+        let chain = CertificateDer::pem_file_iter(cert_file)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                BuildError::new(
+                    id,
+                    "cert_file",
+                    format!("{}: not a PEM certificate: {e}", cert_file.display()),
+                )
+            })?;
+        let leaf = chain.first().ok_or_else(|| {
+            BuildError::new(
+                id,
+                "cert_file",
+                format!("{} holds no certificate", cert_file.display()),
+            )
+        })?;
+        let (not_after, not_after_text, uid, topics) = read_leaf(leaf).map_err(|why| {
+            BuildError::new(id, "cert_file", format!("{}: {why}", cert_file.display()))
+        })?;
+        let key = PrivateKeyDer::from_pem_file(key_file).map_err(|_| {
+            BuildError::new(
+                id,
+                "cert_key_file",
+                format!("{}: no PEM private key in it", key_file.display()),
+            )
+        })?;
+        Ok(Self {
+            chain,
+            key,
+            not_after,
+            not_after_text,
+            uid,
+            topics,
+        })
+    }
+
+    /// Whether a push to `topic` is covered: the UID, or a topic of Apple's
+    /// topics extension (which lists `.voip` and `.complication` topics too).
+    pub(crate) fn covers(&self, topic: &str) -> bool {
+        self.uid.as_deref() == Some(topic) || self.topics.iter().any(|t| t == topic)
+    }
+}
+
+/// What the leaf says of itself.
+type LeafFacts = (u64, String, Option<String>, Vec<String>);
+
+/// (notAfter, notAfter as text, subject UID, listed topics) of a DER certificate.
+fn read_leaf(der: &CertificateDer<'_>) -> Result<LeafFacts, String> {
+    let (_, cert) = X509Certificate::from_der(der.as_ref())
+        .map_err(|e| format!("the certificate cannot be read: {e}"))?;
+    let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+    let not_after_text = cert.validity().not_after.to_string();
+    let uid = cert
+        .subject()
+        .iter_by_oid(&OID_USERID)
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_owned);
+    let topics_oid = Oid::from(TOPICS_OID).map_err(|_| "bad topics OID".to_owned())?;
+    let topics = cert
+        .extensions()
+        .iter()
+        .find(|e| e.oid == topics_oid)
+        .map(|e| topics_of(e.value))
+        .unwrap_or_default();
+    Ok((not_after, not_after_text, uid, topics))
+}
+
+/// The strings of Apple's topics extension: a sequence of topic names, each
+/// followed by a sequence of their kinds (`app`, `voip`, …), which are skipped.
+fn topics_of(value: &[u8]) -> Vec<String> {
+    let Ok((_, seq)) = parse_der(value) else {
+        return Vec::new();
+    };
+    let BerObjectContent::Sequence(items) = seq.content else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| item.as_str().ok().map(str::to_owned))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DER: tag, short length, content.
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag, u8::try_from(content.len()).expect("short")];
+        out.extend_from_slice(content);
+        out
+    }
+
+    #[test]
+    fn apples_topics_extension_lists_the_topics_and_skips_their_kinds() {
+        let mut items = tlv(0x0c, b"com.example.app");
+        items.extend(tlv(0x30, &tlv(0x0c, b"app")));
+        items.extend(tlv(0x0c, b"com.example.app.voip"));
+        items.extend(tlv(0x30, &tlv(0x0c, b"voip")));
+        let topics = topics_of(&tlv(0x30, &items));
+        assert_eq!(topics, ["com.example.app", "com.example.app.voip"]);
+        assert!(topics_of(b"\x04\x00").is_empty(), "not a sequence");
+        assert!(topics_of(b"").is_empty());
+
+        let cert = ClientCertificate {
+            chain: Vec::new(),
+            key: PrivateKeyDer::Pkcs8(Vec::new().into()),
+            not_after: 0,
+            not_after_text: String::new(),
+            uid: Some("com.example.app".into()),
+            topics,
+        };
+        assert!(cert.covers("com.example.app"));
+        assert!(cert.covers("com.example.app.voip"));
+        assert!(!cert.covers("com.example.other"));
+    }
+}

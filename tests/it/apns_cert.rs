@@ -1,0 +1,156 @@
+//! APNs certificate authentication against a mock that, like APNs, completes
+//! the TLS handshake only with a client certificate it trusts.
+
+use crate::config_check::check;
+use crate::support::gateway::TestConfig;
+use crate::support::harness::{
+    assert_result, ejabberd_publish, in_process, node_of, register_one_step,
+};
+use crate::support::mock_provider::MockProvider;
+use crate::support::pki::{ClientCert, Signer, client_cert};
+use crate::support::xmpp_server::FakeServer;
+use crate::support::{SECRET, WAIT, apns_token, eventually};
+
+const BUNDLE: &str = "com.example.certapp";
+
+/// 2099-01-01T00:00:00Z, the test certificates' expiry.
+const NOT_AFTER: u64 = 4_070_908_800;
+
+async fn mock_and_cert(dir: &std::path::Path, trusted: bool) -> (MockProvider, ClientCert) {
+    let mock = MockProvider::start_requiring_client_cert(dir).await;
+    let signer = if trusted {
+        Signer::TestCa(&mock.pki)
+    } else {
+        Signer::Stranger
+    };
+    let cert = client_cert(dir, "apns-cert", signer, BUNDLE, (2099, 1, 1));
+    (mock, cert)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_delivers_without_a_token_to_the_certificate_topic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mock, cert) = mock_and_cert(dir.path(), true).await;
+    let server = FakeServer::start(SECRET).await;
+    let config = TestConfig::new(server.port, dir.path()).with_certificate_apns(&mock, &cert);
+    let gateway = in_process(&config);
+    let mut conn = server.accept(WAIT).await;
+    let token = apns_token(0xc1);
+    let reply = conn
+        .iq(
+            &register_one_step("carol@localhost/r", "apns", &token, None),
+            WAIT,
+        )
+        .await;
+    let node = node_of(&reply).expect("registered");
+    assert_result(&conn.iq(&ejabberd_publish(&node, "localhost"), WAIT).await);
+
+    let pushes = mock.wait_pushes(1, WAIT).await;
+    let push = pushes
+        .first()
+        .expect("delivered over the client-certificate connection");
+    assert_eq!(push.path, format!("/3/device/{token}"));
+    assert_eq!(
+        push.header("authorization"),
+        None,
+        "no token with a certificate"
+    );
+    assert_eq!(
+        push.header("apns-topic"),
+        Some(BUNDLE),
+        "the topic is the certificate's UID"
+    );
+    // Seconds left until 2099-01-01, within the minute the test takes.
+    let left = gateway
+        .metric("pushgate_provider_certificate_expiry_seconds{provider=\"apns\"}")
+        .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let expected = (NOT_AFTER - now) as f64;
+    assert!((left - expected).abs() < 60.0, "{left} vs {expected}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_ca_is_a_misconfiguration_that_keeps_notifications() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mock, cert) = mock_and_cert(dir.path(), false).await;
+    let server = FakeServer::start(SECRET).await;
+    let config = TestConfig::new(server.port, dir.path()).with_certificate_apns(&mock, &cert);
+    let gateway = in_process(&config);
+    let mut conn = server.accept(WAIT).await;
+    let token = apns_token(0xc2);
+    let reply = conn
+        .iq(
+            &register_one_step("carol@localhost/r", "apns", &token, None),
+            WAIT,
+        )
+        .await;
+    let node = node_of(&reply).expect("registered");
+    assert_result(&conn.iq(&ejabberd_publish(&node, "localhost"), WAIT).await);
+
+    let unhealthy = eventually(WAIT, || async {
+        gateway
+            .metric("pushgate_deliveries_total{provider=\"apns\",outcome=\"misconfigured\"}")
+            .await
+            >= 1.0
+            && gateway
+                .metric("pushgate_provider_healthy{provider=\"apns\"}")
+                .await
+                == 0.0
+    })
+    .await;
+    assert!(unhealthy, "{}", gateway.log());
+    let kept = eventually(WAIT, || async {
+        gateway
+            .metric("pushgate_outbox_entries{provider=\"apns\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    assert!(kept, "the notification is kept: {}", gateway.log());
+    let (_, ready) = gateway.get("/readyz").await;
+    assert!(
+        ready.contains("cert_file"),
+        "readyz names the setting: {ready}"
+    );
+    assert!(mock.pushes().is_empty());
+}
+
+#[tokio::test]
+async fn check_config_reports_the_expiry_and_refuses_an_expired_certificate_with_its_date() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockProvider::start_requiring_client_cert(dir.path()).await;
+    let valid = client_cert(
+        dir.path(),
+        "valid",
+        Signer::TestCa(&mock.pki),
+        BUNDLE,
+        (2099, 1, 1),
+    );
+    let config = TestConfig::new(5347, dir.path()).with_certificate_apns(&mock, &valid);
+    let (ok, out) = check(&config.to_toml(), &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("providers[apns]: the client certificate expires on") && out.contains("2099"),
+        "{out}"
+    );
+
+    let expired = client_cert(
+        dir.path(),
+        "expired",
+        Signer::TestCa(&mock.pki),
+        BUNDLE,
+        (2021, 3, 4),
+    );
+    let config = TestConfig::new(5347, dir.path()).with_certificate_apns(&mock, &expired);
+    let (ok, out) = check(&config.to_toml(), &[]);
+    assert!(!ok, "an expired certificate must be refused: {out}");
+    assert!(out.contains("providers[apns].cert_file"), "{out}");
+    assert!(out.contains("expired on") && out.contains("2021"), "{out}");
+    let key = std::fs::read_to_string(&expired.key_file).expect("key");
+    for line in key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!out.contains(line), "key material in the output: {out}");
+    }
+}
