@@ -229,7 +229,7 @@ mod tests {
         let both = issues_of(&format!("{token}{certificate}"));
         assert!(
             both.iter()
-                .any(|i| i.starts_with("providers[apns].cert_file: choose token auth")),
+                .any(|i| i.starts_with("providers[apns].cert_file: choose one of token auth")),
             "{both:?}"
         );
         let neither = issues_of("topic = 'a.b'\n");
@@ -238,6 +238,23 @@ mod tests {
                 .iter()
                 .any(|i| i.starts_with("providers[apns].key_file: APNs needs")),
             "{neither:?}"
+        );
+        let p12 = "p12_file = 'c.p12'\np12_password = 'pw'\n";
+        assert!(issues_of(p12).is_empty());
+        let both = issues_of(&format!("{certificate}{p12}"));
+        assert!(both.iter().any(|i| i.contains("not several")), "{both:?}");
+        let two_passwords = issues_of(&format!("{p12}p12_password_file = 'pw.txt'\n"));
+        assert!(
+            two_passwords
+                .iter()
+                .any(|i| i.starts_with("providers[apns].p12_password: p12_password and")),
+            "{two_passwords:?}"
+        );
+        assert!(
+            !two_passwords
+                .iter()
+                .any(|i| i.contains("'pw'") || i.contains("\"pw\"")),
+            "the password is never in a message"
         );
         let half = issues_of("cert_file = 'c.pem'\n");
         assert!(

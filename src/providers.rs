@@ -91,12 +91,7 @@ pub fn certificate_expiries(providers: &[ProviderConfig]) -> Vec<(String, String
     providers
         .iter()
         .filter_map(|p| {
-            let cert = apns_cert::ClientCertificate::load(
-                &p.id,
-                p.cert_file.as_deref()?,
-                p.cert_key_file.as_deref()?,
-            )
-            .ok()?;
+            let cert = apns_cert::ClientCertificate::of(p)?.ok()?;
             Some((p.id.clone(), cert.not_after_text))
         })
         .collect()

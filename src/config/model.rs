@@ -174,6 +174,16 @@ pub struct ProviderConfig {
     /// APNs certificate auth: the certificate's private key (PEM).
     #[serde(default)]
     pub cert_key_file: Option<PathBuf>,
+    /// APNs certificate auth from a PKCS#12 file (a Keychain `.p12` export),
+    /// instead of `cert_file`/`cert_key_file`.
+    #[serde(default)]
+    pub p12_file: Option<PathBuf>,
+    /// The `.p12` password (or `p12_password_file`; neither = no password).
+    #[serde(default)]
+    pub p12_password: Option<Secret>,
+    /// A file holding the `.p12` password (a trailing newline is ignored).
+    #[serde(default)]
+    pub p12_password_file: Option<PathBuf>,
     /// FCM: the service-account JSON of the Firebase project.
     #[serde(default)]
     pub service_account_file: Option<PathBuf>,

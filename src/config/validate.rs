@@ -246,7 +246,7 @@ fn validate_providers(config: &Config, issues: &mut Vec<ConfigIssue>) {
         let required = match p.kind {
             ProviderKind::Apns => apns_auth(p, &key, issues),
             ProviderKind::Fcm => {
-                if p.cert_file.is_some() || p.cert_key_file.is_some() {
+                if p.cert_file.is_some() || p.cert_key_file.is_some() || p.p12_file.is_some() {
                     issues.push(ConfigIssue::new(
                         key("cert_file"),
                         "only for kind = \"apns\"",
@@ -266,44 +266,56 @@ fn validate_providers(config: &Config, issues: &mut Vec<ConfigIssue>) {
     }
 }
 
-/// APNs authenticates with a token key or with a client certificate, exactly
-/// one of them; returns the keys the chosen method requires.
+/// APNs authenticates with a token key, a PEM client certificate or a
+/// PKCS#12 one: exactly one of them; returns the keys the chosen method
+/// requires.
 fn apns_auth(
     p: &ProviderConfig,
     key: &dyn Fn(&str) -> String,
     issues: &mut Vec<ConfigIssue>,
 ) -> Vec<(&'static str, bool)> {
     let token = p.team_id.is_some() || p.key_id.is_some() || p.key_file.is_some();
-    let certificate = p.cert_file.is_some() || p.cert_key_file.is_some();
-    match (token, certificate) {
-        (true, true) => {
-            issues.push(ConfigIssue::new(
-                key("cert_file"),
-                "choose token auth (team_id, key_id, key_file) or certificate auth \
-                 (cert_file, cert_key_file), not both",
-            ));
-            Vec::new()
-        }
-        (false, true) => vec![
-            ("cert_file", p.cert_file.is_some()),
-            ("cert_key_file", p.cert_key_file.is_some()),
-        ],
-        (true, false) => vec![
+    let pem = p.cert_file.is_some() || p.cert_key_file.is_some();
+    let p12 = p.p12_file.is_some() || p.p12_password.is_some() || p.p12_password_file.is_some();
+    if p.p12_password.is_some() && p.p12_password_file.is_some() {
+        issues.push(ConfigIssue::new(
+            key("p12_password"),
+            "p12_password and p12_password_file: one or the other",
+        ));
+    }
+    match (token, pem, p12) {
+        (true, false, false) => vec![
             ("topic", p.topic.is_some()),
             ("team_id", p.team_id.is_some()),
             ("key_id", p.key_id.is_some()),
             ("key_file", p.key_file.is_some()),
         ],
-        (false, false) => {
+        (false, true, false) => vec![
+            ("cert_file", p.cert_file.is_some()),
+            ("cert_key_file", p.cert_key_file.is_some()),
+        ],
+        (false, false, true) => vec![("p12_file", p.p12_file.is_some())],
+        (false, false, false) => {
             issues.push(ConfigIssue::new(
                 key("key_file"),
-                "APNs needs token auth (team_id, key_id, key_file) or certificate auth \
-                 (cert_file, cert_key_file)",
+                format!("APNs needs {AUTH_METHODS}"),
+            ));
+            Vec::new()
+        }
+        _ => {
+            issues.push(ConfigIssue::new(
+                key("cert_file"),
+                format!("choose one of {AUTH_METHODS}, not several"),
             ));
             Vec::new()
         }
     }
 }
+
+/// The ways to authenticate to APNs, for messages.
+const AUTH_METHODS: &str = "token auth (team_id, key_id, key_file), certificate auth \
+     (cert_file, cert_key_file) or certificate auth from a .p12 (p12_file, p12_password \
+     or p12_password_file)";
 
 fn kind_name(kind: ProviderKind) -> &'static str {
     match kind {

@@ -54,9 +54,9 @@ impl ApnsClient {
     ) -> Result<Self, BuildError> {
         let id = config.id.as_str();
         let missing = |key: &'static str| BuildError::new(id, key, "required for kind = \"apns\"");
-        let (auth, client, topic) = match (&config.cert_file, &config.cert_key_file) {
-            (Some(cert_file), Some(key_file)) => {
-                let cert = ClientCertificate::load(id, cert_file, key_file)?;
+        let (auth, client, topic) = match ClientCertificate::of(config) {
+            Some(cert) => {
+                let cert = cert?;
                 let topic = certificate_topic(id, config.topic.as_deref(), &cert)?;
                 let auth = Auth::Certificate {
                     not_after: cert.not_after,
@@ -64,7 +64,7 @@ impl ApnsClient {
                 };
                 (auth, Some((cert.chain, cert.key)), topic)
             }
-            _ => {
+            None => {
                 let key_file = config
                     .key_file
                     .as_ref()

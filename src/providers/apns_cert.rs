@@ -3,6 +3,7 @@
 //! itself: when it expires and which topics it may push to.
 
 use super::error::BuildError;
+use crate::config::ProviderConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
@@ -71,11 +72,74 @@ impl ClientCertificate {
         })
     }
 
+    /// Reads a PKCS#12 file (`p12_file`) with `password`. A wrong password is
+    /// said to be wrong; the password itself is never in a message.
+    pub(crate) fn load_p12(id: &str, file: &Path, password: &str) -> Result<Self, BuildError> {
+        let bad =
+            |why: String| BuildError::new(id, "p12_file", format!("{}: {why}", file.display()));
+        let data = std::fs::read(file).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let store = p12_keystore::KeyStore::from_pkcs12(&data, password).map_err(|e| {
+            bad(format!(
+                "cannot open (wrong p12_password, or not a PKCS#12 file): {e}"
+            ))
+        })?;
+        let (_, entry) = store
+            .private_key_chain()
+            .ok_or_else(|| bad("holds no private key with its certificate".to_owned()))?;
+        let chain: Vec<CertificateDer<'static>> = entry
+            .chain()
+            .iter()
+            .map(|c| CertificateDer::from(c.as_der().to_vec()))
+            .collect();
+        let leaf = chain
+            .first()
+            .ok_or_else(|| bad("holds no certificate".to_owned()))?;
+        let (not_after, not_after_text, uid, topics) = read_leaf(leaf).map_err(bad)?;
+        let key = PrivateKeyDer::Pkcs8(entry.key().to_vec().into());
+        Ok(Self {
+            chain,
+            key,
+            not_after,
+            not_after_text,
+            uid,
+            topics,
+        })
+    }
+
+    /// The certificate `config` names, PEM or PKCS#12; `None` for token auth.
+    pub(crate) fn of(config: &ProviderConfig) -> Option<Result<Self, BuildError>> {
+        let id = config.id.as_str();
+        if let (Some(cert), Some(key)) = (&config.cert_file, &config.cert_key_file) {
+            return Some(Self::load(id, cert, key));
+        }
+        let file = config.p12_file.as_ref()?;
+        Some(p12_password(config).and_then(|password| Self::load_p12(id, file, &password)))
+    }
+
     /// Whether a push to `topic` is covered: the UID, or a topic of Apple's
     /// topics extension (which lists `.voip` and `.complication` topics too).
     pub(crate) fn covers(&self, topic: &str) -> bool {
         self.uid.as_deref() == Some(topic) || self.topics.iter().any(|t| t == topic)
     }
+}
+
+/// The `.p12` password: `p12_password`, else the first line of
+/// `p12_password_file`, else none.
+fn p12_password(config: &ProviderConfig) -> Result<String, BuildError> {
+    if let Some(password) = &config.p12_password {
+        return Ok(password.expose().to_owned());
+    }
+    let Some(path) = &config.p12_password_file else {
+        return Ok(String::new());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        BuildError::new(
+            &config.id,
+            "p12_password_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 /// What the leaf says of itself.

@@ -2,7 +2,7 @@
 //! the TLS handshake only with a client certificate it trusts.
 
 use crate::config_check::check;
-use crate::support::gateway::TestConfig;
+use crate::support::gateway::{GatewayProcess, TestConfig};
 use crate::support::harness::{
     assert_result, ejabberd_publish, in_process, node_of, register_one_step,
 };
@@ -32,7 +32,8 @@ async fn a_client_certificate_delivers_without_a_token_to_the_certificate_topic(
     let dir = tempfile::tempdir().expect("tempdir");
     let (mock, cert) = mock_and_cert(dir.path(), true).await;
     let server = FakeServer::start(SECRET).await;
-    let config = TestConfig::new(server.port, dir.path()).with_certificate_apns(&mock, &cert);
+    let config =
+        TestConfig::new(server.port, dir.path()).with_certificate_apns(&mock, &cert.pem_keys());
     let gateway = in_process(&config);
     let mut conn = server.accept(WAIT).await;
     let token = apns_token(0xc1);
@@ -77,7 +78,8 @@ async fn a_certificate_from_another_ca_is_a_misconfiguration_that_keeps_notifica
     let dir = tempfile::tempdir().expect("tempdir");
     let (mock, cert) = mock_and_cert(dir.path(), false).await;
     let server = FakeServer::start(SECRET).await;
-    let config = TestConfig::new(server.port, dir.path()).with_certificate_apns(&mock, &cert);
+    let config =
+        TestConfig::new(server.port, dir.path()).with_certificate_apns(&mock, &cert.pem_keys());
     let gateway = in_process(&config);
     let mut conn = server.accept(WAIT).await;
     let token = apns_token(0xc2);
@@ -129,7 +131,7 @@ async fn check_config_reports_the_expiry_and_refuses_an_expired_certificate_with
         BUNDLE,
         (2099, 1, 1),
     );
-    let config = TestConfig::new(5347, dir.path()).with_certificate_apns(&mock, &valid);
+    let config = TestConfig::new(5347, dir.path()).with_certificate_apns(&mock, &valid.pem_keys());
     let (ok, out) = check(&config.to_toml(), &[]);
     assert!(ok, "{out}");
     assert!(
@@ -144,7 +146,8 @@ async fn check_config_reports_the_expiry_and_refuses_an_expired_certificate_with
         BUNDLE,
         (2021, 3, 4),
     );
-    let config = TestConfig::new(5347, dir.path()).with_certificate_apns(&mock, &expired);
+    let config =
+        TestConfig::new(5347, dir.path()).with_certificate_apns(&mock, &expired.pem_keys());
     let (ok, out) = check(&config.to_toml(), &[]);
     assert!(!ok, "an expired certificate must be refused: {out}");
     assert!(out.contains("providers[apns].cert_file"), "{out}");
@@ -153,4 +156,117 @@ async fn check_config_reports_the_expiry_and_refuses_an_expired_certificate_with
     for line in key.lines().filter(|l| !l.starts_with("-----")) {
         assert!(!out.contains(line), "key material in the output: {out}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p12_certificate_delivers_and_its_password_reaches_no_log_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mock, cert) = mock_and_cert(dir.path(), true).await;
+    let password = "correct-horse-7f3a";
+    let p12 = cert.to_p12(password, true);
+    let server = FakeServer::start(SECRET).await;
+    let keys = format!(
+        "p12_file = \"{}\"\np12_password = \"{password}\"",
+        p12.display()
+    );
+    let config = TestConfig::new(server.port, dir.path()).with_certificate_apns(&mock, &keys);
+    // In a process: its log lines are what is checked.
+    let gateway = GatewayProcess::start(&config, dir.path());
+    let mut conn = server.accept(WAIT).await;
+    let token = apns_token(0xc3);
+    let reply = conn
+        .iq(
+            &register_one_step("carol@localhost/r", "apns", &token, None),
+            WAIT,
+        )
+        .await;
+    let node = node_of(&reply).expect("registered");
+    assert_result(&conn.iq(&ejabberd_publish(&node, "localhost"), WAIT).await);
+    let pushes = mock.wait_pushes(1, WAIT).await;
+    let push = pushes.first().expect("delivered with the .p12 certificate");
+    assert_eq!(push.header("authorization"), None);
+    assert_eq!(push.header("apns-topic"), Some(BUNDLE));
+
+    let log = gateway.log();
+    assert!(log.contains("APNs certificate auth"), "{log}");
+    assert!(!log.contains(password), "the .p12 password leaked:\n{log}");
+    let key = std::fs::read_to_string(&cert.key_file).expect("key");
+    for line in key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!log.contains(line), "key material in the log:\n{log}");
+    }
+
+    // A wrong password (from a file) is named, and not printed.
+    let p12 = cert.to_p12(password, false);
+    let password_file = dir.path().join("p12-password");
+    std::fs::write(&password_file, "not-the-password-91c\n").expect("password file");
+    let keys = format!(
+        "p12_file = \"{}\"\np12_password_file = \"{}\"",
+        p12.display(),
+        password_file.display()
+    );
+    let config = TestConfig::new(5347, dir.path()).with_certificate_apns(&mock, &keys);
+    let (ok, out) = check(&config.to_toml(), &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("providers[apns].p12_file") && out.contains("wrong p12_password"),
+        "{out}"
+    );
+    assert!(!out.contains("not-the-password-91c"), "{out}");
+}
+
+/// (year, month, day) of `days` days from now (civil calendar, UTC).
+fn days_from_now(days: u64) -> (i32, u8, u8) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = (now / 86_400 + days) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+    (year, month, day)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_near_its_end_is_warned_about_and_a_topic_it_does_not_list_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockProvider::start_requiring_client_cert(dir.path()).await;
+    let cert = client_cert(
+        dir.path(),
+        "ending",
+        Signer::TestCa(&mock.pki),
+        BUNDLE,
+        days_from_now(10),
+    );
+    let server = FakeServer::start(SECRET).await;
+    let keys = format!("{}\ntopic = \"com.example.other\"", cert.pem_keys());
+    let config = TestConfig::new(server.port, dir.path()).with_certificate_apns(&mock, &keys);
+    // In a process: the WARN lines are what an operator gets.
+    let gateway = GatewayProcess::start(&config, dir.path());
+    let _conn = server.accept(WAIT).await;
+    assert!(
+        gateway.wait_log("expires soon: renew it", WAIT).await,
+        "{}",
+        gateway.log()
+    );
+    assert!(
+        gateway.log().contains("days_left=9") || gateway.log().contains("days_left=10"),
+        "{}",
+        gateway.log()
+    );
+    assert!(
+        gateway.log().contains("does not list this topic"),
+        "{}",
+        gateway.log()
+    );
+    let left = gateway
+        .metric("pushgate_provider_certificate_expiry_seconds{provider=\"apns\"}")
+        .await;
+    assert!((8.0 * 86_400.0..=10.0 * 86_400.0).contains(&left), "{left}");
 }

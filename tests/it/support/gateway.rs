@@ -109,14 +109,10 @@ service_account_file = "{sa}"
         self
     }
 
-    /// Adds an APNs provider `apns` with certificate auth (`cert`, no
-    /// topic: it comes from the certificate) and an FCM provider `fcm`,
-    /// pointing at `mock`.
-    pub fn with_certificate_apns(
-        mut self,
-        mock: &MockProvider,
-        cert: &super::pki::ClientCert,
-    ) -> Self {
+    /// Adds an APNs provider `apns` with certificate auth (`auth`: the
+    /// certificate's keys; no topic, it comes from the certificate) and an
+    /// FCM provider `fcm`, pointing at `mock`.
+    pub fn with_certificate_apns(mut self, mock: &MockProvider, auth: &str) -> Self {
         self.extra.push_str(&format!(
             r#"
 [[providers]]
@@ -124,8 +120,7 @@ id = "apns"
 kind = "apns"
 endpoint = "{url}"
 ca_file = "{ca}"
-cert_file = "{cert}"
-cert_key_file = "{key}"
+{auth}
 {{keys}}
 [[providers]]
 id = "fcm"
@@ -137,8 +132,6 @@ service_account_file = "{sa}"
 "#,
             url = mock.url,
             ca = mock.pki.ca_file.display(),
-            cert = cert.cert_file.display(),
-            key = cert.key_file.display(),
             sa = mock.pki.service_account_file.display(),
         ));
         self

@@ -30,6 +30,49 @@ pub struct ClientCert {
     pub key_file: PathBuf,
 }
 
+impl ClientCert {
+    /// The provider keys of PEM certificate auth.
+    pub fn pem_keys(&self) -> String {
+        format!(
+            "cert_file = \"{}\"\ncert_key_file = \"{}\"",
+            self.cert_file.display(),
+            self.key_file.display()
+        )
+    }
+
+    /// Packs the certificate and key into a PKCS#12 file protected by
+    /// `password`, encrypted with the legacy 3DES of older Keychain exports
+    /// or with AES-256; returns its path.
+    pub fn to_p12(&self, password: &str, legacy: bool) -> PathBuf {
+        use rustls::pki_types::pem::PemObject as _;
+        let cert = rustls::pki_types::CertificateDer::from_pem_file(&self.cert_file).expect("cert");
+        let key =
+            rustls::pki_types::PrivatePkcs8KeyDer::from_pem_file(&self.key_file).expect("key");
+        let chain = p12_keystore::PrivateKeyChain::new(
+            key.secret_pkcs8_der(),
+            [1u8, 2, 3, 4],
+            [p12_keystore::Certificate::from_der(cert.as_ref()).expect("cert")],
+        );
+        let mut store = p12_keystore::KeyStore::new();
+        store.add_entry("apns", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+        let algorithm = if legacy {
+            p12_keystore::EncryptionAlgorithm::PbeWithShaAnd3KeyTripleDesCbc
+        } else {
+            p12_keystore::EncryptionAlgorithm::PbeWithHmacSha256AndAes256
+        };
+        let data = store
+            .writer(password)
+            .encryption_algorithm(algorithm)
+            .write()
+            .expect("PKCS#12");
+        let path = self
+            .cert_file
+            .with_extension(if legacy { "legacy.p12" } else { "p12" });
+        std::fs::write(&path, data).expect("write .p12");
+        path
+    }
+}
+
 /// An APNs-style client certificate for `uid` (subject UID, and the topics
 /// extension listing it and its `.voip` topic), signed by `signer`, valid
 /// until `not_after` (year, month, day), written under `dir` as `name`.
