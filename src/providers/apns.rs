@@ -16,7 +16,6 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderVa
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
 
 const DEFAULT_ENDPOINT: &str = "https://api.push.apple.com";
 
@@ -57,7 +56,7 @@ impl ApnsClient {
         let (auth, client, topic) = match ClientCertificate::of(config) {
             Some(cert) => {
                 let cert = cert?;
-                let topic = certificate_topic(id, config.topic.as_deref(), &cert)?;
+                let topic = cert.topic(id, config.topic.as_deref())?;
                 let auth = Auth::Certificate {
                     not_after: cert.not_after,
                     not_after_text: cert.not_after_text,
@@ -106,43 +105,6 @@ impl ApnsClient {
             }),
         })
     }
-}
-
-/// The `apns-topic` of certificate auth: the configured topic, else the
-/// certificate's UID. An expired certificate stops the start here; a topic
-/// the certificate does not list is only a warning (Apple decides).
-fn certificate_topic(
-    id: &str,
-    configured: Option<&str>,
-    cert: &ClientCertificate,
-) -> Result<String, BuildError> {
-    let now = unix_secs();
-    if cert.not_after <= now {
-        return Err(BuildError::new(
-            id,
-            "cert_file",
-            format!("the certificate expired on {}", cert.not_after_text),
-        ));
-    }
-    let topic = match (configured, &cert.uid) {
-        (Some(topic), _) => topic.to_owned(),
-        (None, Some(uid)) => uid.clone(),
-        (None, None) => {
-            return Err(BuildError::new(
-                id,
-                "topic",
-                "required: the certificate has no UID to take the topic from",
-            ));
-        }
-    };
-    if !cert.covers(&topic) {
-        warn!(
-            provider = id,
-            topic, "the APNs certificate does not list this topic; Apple will refuse its pushes"
-        );
-    }
-    info!(provider = id, expires = %cert.not_after_text, topic, "APNs certificate auth");
-    Ok(topic)
 }
 
 impl PushClient for ApnsClient {

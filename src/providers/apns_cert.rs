@@ -3,10 +3,12 @@
 //! itself: when it expires and which topics it may push to.
 
 use super::error::BuildError;
+use crate::clock::unix_secs;
 use crate::config::ProviderConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
+use tracing::{info, warn};
 use x509_parser::der_parser::ber::BerObjectContent;
 use x509_parser::der_parser::parse_der;
 use x509_parser::oid_registry::{OID_USERID, Oid};
@@ -30,6 +32,8 @@ pub(crate) struct ClientCertificate {
     pub(crate) uid: Option<String>,
     /// The topics of Apple's topics extension, when the certificate has one.
     pub(crate) topics: Vec<String>,
+    /// The key it came from (`cert_file`, `p12_file`), for messages.
+    pub(crate) source: &'static str,
 }
 
 impl ClientCertificate {
@@ -69,6 +73,7 @@ impl ClientCertificate {
             not_after_text,
             uid,
             topics,
+            source: "cert_file",
         })
     }
 
@@ -103,6 +108,7 @@ impl ClientCertificate {
             not_after_text,
             uid,
             topics,
+            source: "p12_file",
         })
     }
 
@@ -114,6 +120,40 @@ impl ClientCertificate {
         }
         let file = config.p12_file.as_ref()?;
         Some(p12_password(config).and_then(|password| Self::load_p12(id, file, &password)))
+    }
+
+    /// The `apns-topic` of certificate auth: the configured topic, else the
+    /// certificate's UID. An expired certificate stops the start here; a topic
+    /// the certificate does not list is only a warning (Apple decides).
+    pub(crate) fn topic(&self, id: &str, configured: Option<&str>) -> Result<String, BuildError> {
+        let now = unix_secs();
+        if self.not_after <= now {
+            return Err(BuildError::new(
+                id,
+                self.source,
+                format!("the certificate expired on {}", self.not_after_text),
+            ));
+        }
+        let topic = match (configured, &self.uid) {
+            (Some(topic), _) => topic.to_owned(),
+            (None, Some(uid)) => uid.clone(),
+            (None, None) => {
+                return Err(BuildError::new(
+                    id,
+                    "topic",
+                    "required: the certificate has no UID to take the topic from",
+                ));
+            }
+        };
+        if !self.covers(&topic) {
+            warn!(
+                provider = id,
+                topic,
+                "the APNs certificate does not list this topic; Apple will refuse its pushes"
+            );
+        }
+        info!(provider = id, expires = %self.not_after_text, topic, "APNs certificate auth");
+        Ok(topic)
     }
 
     /// Whether a push to `topic` is covered: the UID, or a topic of Apple's
@@ -211,6 +251,7 @@ mod tests {
             not_after_text: String::new(),
             uid: Some("com.example.app".into()),
             topics,
+            source: "cert_file",
         };
         assert!(cert.covers("com.example.app"));
         assert!(cert.covers("com.example.app.voip"));

@@ -212,13 +212,13 @@ pub enum CredentialsError {
     #[error("token endpoint answer unreadable")]
     Unreadable(#[source] reqwest::Error),
     /// The APNs client certificate (`cert_file`) has expired.
-    #[error("the client certificate (cert_file) expired on {not_after}")]
+    #[error("the client certificate expired on {not_after}")]
     CertificateExpired {
         /// Its `notAfter`, as the certificate says it.
         not_after: String,
     },
     /// The provider refused our client certificate in the TLS handshake.
-    #[error("the provider refused the client certificate (cert_file)")]
+    #[error("the provider refused the client certificate")]
     CertificateRefused(#[source] TransportError),
 }
 
@@ -251,7 +251,7 @@ impl DeliveryError {
                 CredentialsError::CertificateExpired { .. }
                 | CredentialsError::CertificateRefused(_),
             ) => {
-                return "APNs refuses the client certificate: check cert_file and cert_key_file (expired, not issued by Apple, or not this app's)";
+                return "APNs refuses the client certificate: check cert_file/cert_key_file or p12_file (expired, not issued by Apple, or not this app's)";
             }
             DeliveryError::Credentials(_) => {
                 return "cannot produce credentials: check key_file / service_account_file and the OAuth2 token endpoint";
