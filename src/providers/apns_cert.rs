@@ -225,6 +225,7 @@ fn topics_of(value: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::CredentialsError;
 
     /// DER: tag, short length, content.
     fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
@@ -256,5 +257,51 @@ mod tests {
         assert!(cert.covers("com.example.app"));
         assert!(cert.covers("com.example.app.voip"));
         assert!(!cert.covers("com.example.other"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_certificate_that_expires_while_running_makes_the_provider_misconfigured() {
+        use crate::providers::{DeliveryError, ErrorClass, Push, PushClient, PushKind};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(
+            rcgen::DnType::CustomDnType(vec![0, 9, 2342, 19_200_300, 100, 1, 1]),
+            "com.example.app",
+        );
+        params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+        let cert = params.self_signed(&key).expect("cert");
+        let (cert_file, key_file) = (dir.path().join("c.pem"), dir.path().join("c.key"));
+        std::fs::write(&cert_file, cert.pem()).expect("write");
+        std::fs::write(&key_file, key.serialize_pem()).expect("write");
+        let config: crate::config::ProviderConfig = toml::from_str(&format!(
+            "id = 'apns'\nkind = 'apns'\ncert_file = '{}'\ncert_key_file = '{}'\n",
+            cert_file.display(),
+            key_file.display()
+        ))
+        .expect("provider config");
+        let client =
+            crate::providers::ApnsClient::new(&config, &Default::default()).expect("valid now");
+        assert_eq!(client.credentials_expire_at(), Some(4_070_908_800));
+
+        // The clock passes the certificate's end: nothing is sent, and the
+        // answer is the misconfiguration that keeps notifications.
+        let until_2100 = 4_102_444_800 - crate::clock::unix_secs();
+        tokio::time::advance(std::time::Duration::from_secs(until_2100)).await;
+        let push = Push {
+            token: "aa".into(),
+            kind: PushKind::Alert,
+            collapse_id: None,
+            badge: None,
+            alert_title: None,
+            alert_body: None,
+            data: std::collections::BTreeMap::new(),
+        };
+        let error = client.send(push).await.expect_err("expired");
+        assert!(
+            matches!(&error, DeliveryError::Credentials(CredentialsError::CertificateExpired { not_after }) if not_after.contains("2099")),
+            "{error:?}"
+        );
+        assert_eq!(error.class(), ErrorClass::ProviderMisconfigured);
     }
 }
