@@ -346,3 +346,38 @@ pub(crate) fn retry_after(headers: &hyper::header::HeaderMap) -> Option<Duration
         .ok()
         .map(Duration::from_secs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(status: u16, reason: &str) -> DeliveryError {
+        DeliveryError::Rejected {
+            status,
+            reason: reason.to_owned(),
+            class: ErrorClass::ProviderMisconfigured,
+            invalid_since_ms: None,
+            retry_after: None,
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn certificate_refusals_name_the_setting_and_the_environment_mix_up() {
+        let environment = rejected(403, "BadCertificateEnvironment").hint();
+        assert!(
+            environment.contains("sandbox") && environment.contains("cert_file"),
+            "{environment}"
+        );
+        let expired = DeliveryError::from(CredentialsError::CertificateExpired {
+            not_after: "Jan 1 00:00:00 2099 +00:00".into(),
+        });
+        assert_eq!(expired.class(), ErrorClass::ProviderMisconfigured);
+        assert!(expired.hint().contains("p12_file"), "{}", expired.hint());
+        assert!(
+            rejected(403, "InvalidProviderToken")
+                .hint()
+                .contains("key_file")
+        );
+    }
+}
