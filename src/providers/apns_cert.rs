@@ -49,16 +49,6 @@ impl ClientCertificate {
                     format!("{}: not a PEM certificate: {e}", cert_file.display()),
                 )
             })?;
-        let leaf = chain.first().ok_or_else(|| {
-            BuildError::new(
-                id,
-                "cert_file",
-                format!("{} holds no certificate", cert_file.display()),
-            )
-        })?;
-        let (not_after, not_after_text, uid, topics) = read_leaf(leaf).map_err(|why| {
-            BuildError::new(id, "cert_file", format!("{}: {why}", cert_file.display()))
-        })?;
         let key = PrivateKeyDer::from_pem_file(key_file).map_err(|_| {
             BuildError::new(
                 id,
@@ -66,14 +56,8 @@ impl ClientCertificate {
                 format!("{}: no PEM private key in it", key_file.display()),
             )
         })?;
-        Ok(Self {
-            chain,
-            key,
-            not_after,
-            not_after_text,
-            uid,
-            topics,
-            source: "cert_file",
+        Self::assemble(chain, key, "cert_file").map_err(|why| {
+            BuildError::new(id, "cert_file", format!("{}: {why}", cert_file.display()))
         })
     }
 
@@ -91,16 +75,24 @@ impl ClientCertificate {
         let (_, entry) = store
             .private_key_chain()
             .ok_or_else(|| bad("holds no private key with its certificate".to_owned()))?;
-        let chain: Vec<CertificateDer<'static>> = entry
+        let chain = entry
             .chain()
             .iter()
             .map(|c| CertificateDer::from(c.as_der().to_vec()))
             .collect();
-        let leaf = chain
-            .first()
-            .ok_or_else(|| bad("holds no certificate".to_owned()))?;
-        let (not_after, not_after_text, uid, topics) = read_leaf(leaf).map_err(bad)?;
         let key = PrivateKeyDer::Pkcs8(entry.key().to_vec().into());
+        Self::assemble(chain, key, "p12_file").map_err(bad)
+    }
+
+    /// The certificate from its chain (leaf first) and key, with what the
+    /// leaf says of itself; `source` is the key it was configured with.
+    fn assemble(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        source: &'static str,
+    ) -> Result<Self, String> {
+        let leaf = chain.first().ok_or("holds no certificate")?;
+        let (not_after, not_after_text, uid, topics) = read_leaf(leaf)?;
         Ok(Self {
             chain,
             key,
@@ -108,7 +100,7 @@ impl ClientCertificate {
             not_after_text,
             uid,
             topics,
-            source: "p12_file",
+            source,
         })
     }
 

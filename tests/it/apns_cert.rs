@@ -4,17 +4,48 @@
 use crate::config_check::check;
 use crate::support::gateway::{GatewayProcess, TestConfig};
 use crate::support::harness::{
-    assert_result, ejabberd_publish, in_process, node_of, register_one_step,
+    TestGateway, assert_result, ejabberd_publish, in_process, node_of, register_one_step,
 };
 use crate::support::mock_provider::MockProvider;
 use crate::support::pki::{ClientCert, Signer, client_cert};
-use crate::support::xmpp_server::FakeServer;
+use crate::support::xmpp_server::{Component, FakeServer};
 use crate::support::{SECRET, WAIT, apns_token, eventually};
 
 const BUNDLE: &str = "com.example.certapp";
 
 /// 2099-01-01T00:00:00Z, the test certificates' expiry.
 const NOT_AFTER: u64 = 4_070_908_800;
+
+/// A gateway with APNs certificate auth `keys` against `mock` (in this
+/// process, or the binary when the test reads its log), one device
+/// registered and one publish accepted. Returns the gateway, the device token,
+/// and the server side of its stream (kept open).
+async fn one_publish(
+    dir: &std::path::Path,
+    mock: &MockProvider,
+    keys: &str,
+    process: bool,
+    seed: u8,
+) -> (TestGateway, String, FakeServer, Component) {
+    let server = FakeServer::start(SECRET).await;
+    let config = TestConfig::new(server.port, dir).with_certificate_apns(mock, keys);
+    let gateway = if process {
+        TestGateway::Process(GatewayProcess::start(&config, dir))
+    } else {
+        in_process(&config)
+    };
+    let mut conn = server.accept(WAIT).await;
+    let token = apns_token(seed);
+    let reply = conn
+        .iq(
+            &register_one_step("carol@localhost/r", "apns", &token, None),
+            WAIT,
+        )
+        .await;
+    let node = node_of(&reply).expect("registered");
+    assert_result(&conn.iq(&ejabberd_publish(&node, "localhost"), WAIT).await);
+    (gateway, token, server, conn)
+}
 
 async fn mock_and_cert(dir: &std::path::Path, trusted: bool) -> (MockProvider, ClientCert) {
     let mock = MockProvider::start_requiring_client_cert(dir).await;
@@ -31,20 +62,8 @@ async fn mock_and_cert(dir: &std::path::Path, trusted: bool) -> (MockProvider, C
 async fn a_client_certificate_delivers_without_a_token_to_the_certificate_topic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mock, cert) = mock_and_cert(dir.path(), true).await;
-    let server = FakeServer::start(SECRET).await;
-    let config =
-        TestConfig::new(server.port, dir.path()).with_certificate_apns(&mock, &cert.pem_keys());
-    let gateway = in_process(&config);
-    let mut conn = server.accept(WAIT).await;
-    let token = apns_token(0xc1);
-    let reply = conn
-        .iq(
-            &register_one_step("carol@localhost/r", "apns", &token, None),
-            WAIT,
-        )
-        .await;
-    let node = node_of(&reply).expect("registered");
-    assert_result(&conn.iq(&ejabberd_publish(&node, "localhost"), WAIT).await);
+    let (gateway, token, _server, _conn) =
+        one_publish(dir.path(), &mock, &cert.pem_keys(), false, 0xc1).await;
 
     let pushes = mock.wait_pushes(1, WAIT).await;
     let push = pushes
@@ -77,20 +96,8 @@ async fn a_client_certificate_delivers_without_a_token_to_the_certificate_topic(
 async fn a_certificate_from_another_ca_is_a_misconfiguration_that_keeps_notifications() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mock, cert) = mock_and_cert(dir.path(), false).await;
-    let server = FakeServer::start(SECRET).await;
-    let config =
-        TestConfig::new(server.port, dir.path()).with_certificate_apns(&mock, &cert.pem_keys());
-    let gateway = in_process(&config);
-    let mut conn = server.accept(WAIT).await;
-    let token = apns_token(0xc2);
-    let reply = conn
-        .iq(
-            &register_one_step("carol@localhost/r", "apns", &token, None),
-            WAIT,
-        )
-        .await;
-    let node = node_of(&reply).expect("registered");
-    assert_result(&conn.iq(&ejabberd_publish(&node, "localhost"), WAIT).await);
+    let (gateway, _, _server, _conn) =
+        one_publish(dir.path(), &mock, &cert.pem_keys(), false, 0xc2).await;
 
     let unhealthy = eventually(WAIT, || async {
         gateway
@@ -164,24 +171,12 @@ async fn a_p12_certificate_delivers_and_its_password_reaches_no_log_line() {
     let (mock, cert) = mock_and_cert(dir.path(), true).await;
     let password = "correct-horse-7f3a";
     let p12 = cert.to_p12(password, true);
-    let server = FakeServer::start(SECRET).await;
     let keys = format!(
         "p12_file = \"{}\"\np12_password = \"{password}\"",
         p12.display()
     );
-    let config = TestConfig::new(server.port, dir.path()).with_certificate_apns(&mock, &keys);
     // In a process: its log lines are what is checked.
-    let gateway = GatewayProcess::start(&config, dir.path());
-    let mut conn = server.accept(WAIT).await;
-    let token = apns_token(0xc3);
-    let reply = conn
-        .iq(
-            &register_one_step("carol@localhost/r", "apns", &token, None),
-            WAIT,
-        )
-        .await;
-    let node = node_of(&reply).expect("registered");
-    assert_result(&conn.iq(&ejabberd_publish(&node, "localhost"), WAIT).await);
+    let (gateway, _, _server, _conn) = one_publish(dir.path(), &mock, &keys, true, 0xc3).await;
     let pushes = mock.wait_pushes(1, WAIT).await;
     let push = pushes.first().expect("delivered with the .p12 certificate");
     assert_eq!(push.header("authorization"), None);
