@@ -28,7 +28,7 @@ async fn one_publish(
     seed: u8,
 ) -> (TestGateway, String, FakeServer, Component) {
     let server = FakeServer::start(SECRET).await;
-    let config = TestConfig::new(server.port, dir).with_certificate_apns(mock, keys);
+    let config = TestConfig::new(server.port, dir).with_apns_auth(mock, keys);
     let gateway = if process {
         TestGateway::Process(GatewayProcess::start(&config, dir))
     } else {
@@ -138,7 +138,7 @@ async fn check_config_reports_the_expiry_and_refuses_an_expired_certificate_with
         BUNDLE,
         (2099, 1, 1),
     );
-    let config = TestConfig::new(5347, dir.path()).with_certificate_apns(&mock, &valid.pem_keys());
+    let config = TestConfig::new(5347, dir.path()).with_apns_auth(&mock, &valid.pem_keys());
     let (ok, out) = check(&config.to_toml(), &[]);
     assert!(ok, "{out}");
     assert!(
@@ -153,8 +153,7 @@ async fn check_config_reports_the_expiry_and_refuses_an_expired_certificate_with
         BUNDLE,
         (2021, 3, 4),
     );
-    let config =
-        TestConfig::new(5347, dir.path()).with_certificate_apns(&mock, &expired.pem_keys());
+    let config = TestConfig::new(5347, dir.path()).with_apns_auth(&mock, &expired.pem_keys());
     let (ok, out) = check(&config.to_toml(), &[]);
     assert!(!ok, "an expired certificate must be refused: {out}");
     assert!(out.contains("providers[apns].cert_file"), "{out}");
@@ -199,7 +198,7 @@ async fn a_p12_certificate_delivers_and_its_password_reaches_no_log_line() {
         p12.display(),
         password_file.display()
     );
-    let config = TestConfig::new(5347, dir.path()).with_certificate_apns(&mock, &keys);
+    let config = TestConfig::new(5347, dir.path()).with_apns_auth(&mock, &keys);
     let (ok, out) = check(&config.to_toml(), &[]);
     assert!(!ok, "{out}");
     assert!(
@@ -241,7 +240,7 @@ async fn a_certificate_near_its_end_is_warned_about_and_a_topic_it_does_not_list
     );
     let server = FakeServer::start(SECRET).await;
     let keys = format!("{}\ntopic = \"com.example.other\"", cert.pem_keys());
-    let config = TestConfig::new(server.port, dir.path()).with_certificate_apns(&mock, &keys);
+    let config = TestConfig::new(server.port, dir.path()).with_apns_auth(&mock, &keys);
     // In a process: the WARN lines are what an operator gets.
     let gateway = GatewayProcess::start(&config, dir.path());
     let _conn = server.accept(WAIT).await;

@@ -78,41 +78,20 @@ impl TestConfig {
         }
     }
 
-    /// Adds an APNs provider `apns` and an FCM provider `fcm` pointing at `mock`.
-    pub fn with_mock_providers(mut self, mock: &MockProvider) -> Self {
-        self.extra.push_str(&format!(
-            r#"
-[[providers]]
-id = "apns"
-kind = "apns"
-endpoint = "{url}"
-ca_file = "{ca}"
-topic = "com.example.app"
-team_id = "TEAM123456"
-key_id = "TESTKEY01"
-key_file = "{p8}"
-{keys}
-[[providers]]
-id = "fcm"
-kind = "fcm"
-endpoint = "{url}"
-ca_file = "{ca}"
-service_account_file = "{sa}"
-{keys}
-"#,
-            keys = "{keys}",
-            url = mock.url,
-            ca = mock.pki.ca_file.display(),
-            p8 = mock.pki.apns_key_file.display(),
-            sa = mock.pki.service_account_file.display(),
-        ));
-        self
+    /// Adds an APNs provider `apns` (token auth) and an FCM provider `fcm`
+    /// pointing at `mock`.
+    pub fn with_mock_providers(self, mock: &MockProvider) -> Self {
+        let token = format!(
+            "topic = \"com.example.app\"\nteam_id = \"TEAM123456\"\nkey_id = \"TESTKEY01\"\nkey_file = \"{}\"",
+            mock.pki.apns_key_file.display()
+        );
+        self.with_apns_auth(mock, &token)
     }
 
-    /// Adds an APNs provider `apns` with certificate auth (`auth`: the
-    /// certificate's keys; no topic, it comes from the certificate) and an
-    /// FCM provider `fcm`, pointing at `mock`.
-    pub fn with_certificate_apns(mut self, mock: &MockProvider, auth: &str) -> Self {
+    /// Adds an APNs provider `apns` authenticating with `auth` (its keys: a
+    /// token key, or a certificate whose UID is the topic) and an FCM
+    /// provider `fcm`, pointing at `mock`.
+    pub fn with_apns_auth(mut self, mock: &MockProvider, auth: &str) -> Self {
         self.extra.push_str(&format!(
             r#"
 [[providers]]
