@@ -91,10 +91,14 @@ impl PushComponent {
             .session_id
             .clone()
             .unwrap_or_else(|| hex::encode(rand::random::<[u8; 8]>()));
+        // The node is the client's to choose: only offered commands become
+        // label values, so /metrics cannot be grown from outside.
+        let label = self
+            .app
+            .command(&cmd.node)
+            .map_or("unknown", |spec| spec.node.as_str());
         let refused = |fault: &StanzaFault| {
-            self.metrics
-                .registration_commands
-                .inc(&[cmd.node.as_str(), "refused"]);
+            self.metrics.registration_commands.inc(&[label, "refused"]);
             header.error(fault)
         };
         let (spec, plan) = match commands::plan(&cmd, &self.app, &session_id) {
@@ -140,16 +144,14 @@ impl PushComponent {
         };
         match result {
             Ok(reply) => {
-                self.metrics
-                    .registration_commands
-                    .inc(&[cmd.node.as_str(), "ok"]);
+                self.metrics.registration_commands.inc(&[label, "ok"]);
                 header.result(Some(reply))
             }
             Err(e) => {
                 warn!("{} failed: {}", cmd.node, chain(&e));
                 self.metrics
                     .registration_commands
-                    .inc(&[cmd.node.as_str(), "store-error"]);
+                    .inc(&[label, "store-error"]);
                 header.error(&StanzaFault::new(
                     "wait",
                     "internal-server-error",

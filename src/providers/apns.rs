@@ -241,6 +241,40 @@ fn new_apns_id() -> String {
     )
 }
 
+/// Every reason [`classify`] knows: the only ones that become metric labels.
+pub(crate) const KNOWN_REASONS: &[&str] = &[
+    "Unregistered",
+    "ExpiredToken",
+    "BadDeviceToken",
+    "DeviceTokenNotForTopic",
+    "BadCollapseId",
+    "BadExpirationDate",
+    "BadMessageId",
+    "BadPriority",
+    "BadTopic",
+    "DuplicateHeaders",
+    "IdleTimeout",
+    "InvalidPushType",
+    "MissingDeviceToken",
+    "MissingTopic",
+    "PayloadEmpty",
+    "TopicDisallowed",
+    "PayloadTooLarge",
+    "ExpiredProviderToken",
+    "InvalidProviderToken",
+    "BadCertificate",
+    "BadCertificateEnvironment",
+    "Forbidden",
+    "MissingProviderToken",
+    "BadPath",
+    "MethodNotAllowed",
+    "TooManyRequests",
+    "TooManyProviderTokenUpdates",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "Shutdown",
+];
+
 /// The APNs status/reason table (`docs/protocol.md` §6). A reason Apple has not
 /// documented is [`ErrorClass::Unknown`], whatever its status.
 pub(crate) fn classify(status: u16, reason: &str) -> ErrorClass {

@@ -1,6 +1,7 @@
 //! Delivery errors and their classification (`docs/protocol.md` §6–7): every failure
 //! ends in exactly one [`ErrorClass`], which says what to do about it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -286,17 +287,26 @@ impl DeliveryError {
         }
     }
 
-    /// A short label for the retries metric: the provider's reason, or the kind
-    /// of failure.
-    pub(crate) fn reason_label(&self) -> String {
+    /// A label for the retries metric, from a closed set: a reason or code
+    /// of the tables, `unknown` for any other the provider sends, the HTTP
+    /// status when it sent none, or the kind of failure.
+    pub(crate) fn reason_label(&self) -> Cow<'static, str> {
         match self {
-            DeliveryError::Rejected { status, reason, .. } if reason.is_empty() => {
-                format!("http-{status}")
-            }
-            DeliveryError::Rejected { reason, .. } => reason.chars().take(40).collect(),
-            DeliveryError::Transport(_) => "transport".to_owned(),
-            DeliveryError::Credentials(_) => "credentials".to_owned(),
-            DeliveryError::TooLarge { .. } => "too-large".to_owned(),
+            DeliveryError::Rejected { status, reason, .. } if reason.is_empty() => match status {
+                400..=599 => Cow::Owned(format!("http-{status}")),
+                _ => Cow::Borrowed("http-other"),
+            },
+            DeliveryError::Rejected { reason, .. } => Cow::Borrowed(
+                super::apns::KNOWN_REASONS
+                    .iter()
+                    .chain(super::fcm::KNOWN_CODES)
+                    .find(|known| **known == reason.as_str())
+                    .copied()
+                    .unwrap_or("unknown"),
+            ),
+            DeliveryError::Transport(_) => Cow::Borrowed("transport"),
+            DeliveryError::Credentials(_) => Cow::Borrowed("credentials"),
+            DeliveryError::TooLarge { .. } => Cow::Borrowed("too-large"),
         }
     }
 }
@@ -360,6 +370,21 @@ mod tests {
             retry_after: None,
             body: String::new(),
         }
+    }
+
+    #[test]
+    fn retry_labels_come_from_a_closed_set() {
+        assert_eq!(
+            rejected(503, "ServiceUnavailable").reason_label(),
+            "ServiceUnavailable"
+        );
+        assert_eq!(
+            rejected(429, "QUOTA_EXCEEDED").reason_label(),
+            "QUOTA_EXCEEDED"
+        );
+        assert_eq!(rejected(503, "made-up-{random}").reason_label(), "unknown");
+        assert_eq!(rejected(502, "").reason_label(), "http-502");
+        assert_eq!(rejected(299, "").reason_label(), "http-other");
     }
 
     #[test]

@@ -166,9 +166,25 @@ fn error_code(body: &Value) -> String {
         .to_owned()
 }
 
+/// Every code [`classify`] knows: the only ones that become metric labels.
+pub(crate) const KNOWN_CODES: &[&str] = &[
+    "UNREGISTERED",
+    "SENDER_ID_MISMATCH",
+    "INVALID_ARGUMENT",
+    "QUOTA_EXCEEDED",
+    "RESOURCE_EXHAUSTED",
+    "UNAVAILABLE",
+    "INTERNAL",
+    "THIRD_PARTY_AUTH_ERROR",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+    "NOT_FOUND",
+];
+
 /// The FCM error table (`docs/protocol.md` §7): the FcmError code first, then the
 /// `google.rpc` status. Anything else is [`ErrorClass::Unknown`].
 pub(crate) fn classify(status: u16, code: &str) -> ErrorClass {
+    // Every code named here is in KNOWN_CODES (the metric labels).
     use ErrorClass::*;
     match (status, code) {
         (_, "UNREGISTERED" | "SENDER_ID_MISMATCH") => RemoveRegistration,

@@ -116,3 +116,22 @@ async fn unregister_command_removes_the_registration() {
         Some(("cancel".to_owned(), "item-not-found".to_owned()))
     );
 }
+
+#[tokio::test]
+async fn command_nodes_a_client_makes_up_do_not_become_metric_labels() {
+    let mut h = Harness::start().await;
+    for n in 0..5 {
+        let reply = h
+            .iq(&format!("<iq type='set' id='{}' from='mallory@localhost/r' to='push.localhost'><command xmlns='http://jabber.org/protocol/commands' node='made-up-{n}' action='execute'/></iq>", next_id()))
+            .await;
+        assert_eq!(reply.attr("type"), Some("error"));
+    }
+    let (_, metrics) = h.gateway.get("/metrics").await;
+    assert!(!metrics.contains("made-up"), "{metrics}");
+    assert_eq!(
+        h.gateway
+            .metric("pushgate_registration_commands_total{command=\"unknown\",outcome=\"refused\"}")
+            .await,
+        5.0
+    );
+}
