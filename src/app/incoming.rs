@@ -126,6 +126,18 @@ pub fn classify(stanza: &Element) -> Request {
 /// ([`super::fast`]), which reads the same element from its light tree.
 pub(super) fn classify_publish<N: XmlNode>(header: IqHeader, pubsub: &N) -> Request {
     let publisher_domain = match header.from.as_deref().map(Jid::new) {
+        // Servers publish from their (bare) domain; a user's JID of the
+        // right domain must not be able to push to a node it has seen.
+        Some(Ok(jid)) if jid.node().is_some() => {
+            return Request::Invalid {
+                header,
+                fault: StanzaFault::new(
+                    "auth",
+                    "forbidden",
+                    "publishes are accepted from servers (a domain), not from users",
+                ),
+            };
+        }
         Some(Ok(jid)) => jid.domain().as_str().to_ascii_lowercase(),
         _ => {
             return Request::Invalid {

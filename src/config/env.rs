@@ -38,7 +38,13 @@ fn set_path(table: &mut Table, path: &[String], raw: &str) -> Result<(), String>
         return Err("empty path segment".to_owned());
     }
     if rest.is_empty() {
-        let value = typed_like(table.get(first.as_str()), raw);
+        let value = if is_secret(first) {
+            // A password made of digits is still a password (and a failed
+            // conversion would print it).
+            Value::String(raw.to_owned())
+        } else {
+            typed_like(table.get(first.as_str()), raw)
+        };
         table.insert(first.clone(), value);
         return Ok(());
     }
@@ -78,6 +84,11 @@ fn set_in_value(value: &mut Value, path: &[String], raw: &str) -> Result<(), Str
         }
         _ => Err("a scalar has no sub-keys".to_owned()),
     }
+}
+
+/// Keys whose values are secrets, always strings.
+fn is_secret(key: &str) -> bool {
+    key.ends_with("secret") || key.ends_with("password")
 }
 
 /// Converts `raw` to the type of the value it replaces, or guesses for a new key.
@@ -132,6 +143,27 @@ mod tests {
             Some(5347)
         );
         assert_eq!(t["store"]["path"].as_str(), Some("/var/lib/pushgate"));
+    }
+
+    #[test]
+    fn a_secret_made_of_digits_stays_a_string() {
+        let t = apply(
+            "[component]\nsecret='a'\n[store]\nbackend='redis'\n[[providers]]\nid='apns'\n",
+            &[
+                ("PUSHGATE_COMPONENT__SECRET", "123456"),
+                ("PUSHGATE_STORE__PASSWORD", "654321"),
+                ("PUSHGATE_PROVIDERS__APNS__P12_PASSWORD", "007"),
+                ("PUSHGATE_STORE__SHARDS", "64"),
+            ],
+        );
+        assert_eq!(t["component"]["secret"].as_str(), Some("123456"));
+        assert_eq!(t["store"]["password"].as_str(), Some("654321"));
+        assert_eq!(t["providers"][0]["p12_password"].as_str(), Some("007"));
+        assert_eq!(
+            t["store"]["shards"].as_integer(),
+            Some(64),
+            "numbers stay numbers"
+        );
     }
 
     #[test]

@@ -42,6 +42,8 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
+/// The longest token lifetime believed (Google issues one hour).
+const MAX_LIFETIME_S: u64 = 24 * 3600;
 /// Produces bearer tokens for the FCM v1 API.
 pub(crate) struct FcmTokenSource {
     client_email: String,
@@ -167,7 +169,9 @@ impl FcmTokenSource {
             .map_err(CredentialsError::Unreadable)?;
         Ok((
             token.access_token,
-            Duration::from_secs(token.expires_in.unwrap_or(3600)),
+            // The endpoint's word, clamped: an absurd lifetime must neither
+            // overflow the clock nor keep a token forever.
+            Duration::from_secs(token.expires_in.unwrap_or(3600).min(MAX_LIFETIME_S)),
         ))
     }
 }

@@ -414,3 +414,19 @@ async fn tigase_account_removed_drops_the_registration_and_its_pending_push() {
     assert_result(&h.publish_prosody(&kept, "localhost", "again", None).await);
     assert!(h.mock.pushes().is_empty(), "nothing reached the provider");
 }
+
+#[tokio::test]
+async fn an_absurd_token_lifetime_from_the_token_endpoint_is_clamped() {
+    let mut h = Harness::start().await;
+    // Added to the clock as is, this would overflow it.
+    h.mock.token_lifetime(usize::MAX);
+    let node = h
+        .register("alice@localhost/phone", "fcm", "fcm-forever")
+        .await;
+    assert_result(&h.iq(&ejabberd_publish(&node, "localhost")).await);
+    let delivered = eventually(WAIT, || async {
+        !h.mock.delivered("fcm-forever").is_empty()
+    })
+    .await;
+    assert!(delivered, "{}", h.gateway.log());
+}

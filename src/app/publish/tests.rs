@@ -178,3 +178,29 @@ fn odd_values_are_dropped_not_fatal() {
     assert_eq!(p.notification.body, None);
     assert_eq!(p.notification.explicit_priority, None);
 }
+
+#[test]
+fn a_publish_from_a_user_jid_is_forbidden_on_both_paths() {
+    for from in ["mallory@localhost/phone", "mallory@localhost"] {
+        let xml = PROSODY.replace("from='localhost'", &format!("from='{from}'"));
+        let fault = publish(&xml).expect_err(from);
+        assert_eq!(
+            (fault.kind, fault.condition),
+            ("auth", "forbidden"),
+            "{from}"
+        );
+        // The fast path leaves it to the validating one, or refuses it alike.
+        match crate::app::fast::publish(xml.as_bytes()) {
+            None => {}
+            Some(Request::Invalid { fault, .. }) => {
+                assert_eq!(
+                    (fault.kind, fault.condition),
+                    ("auth", "forbidden"),
+                    "{from}"
+                );
+            }
+            other => panic!("{from}: {other:?}"),
+        }
+    }
+    assert!(publish(&PROSODY.replace("from='localhost'", "from='localhost/server'")).is_ok());
+}
