@@ -91,6 +91,7 @@ impl Dispatcher {
                 metrics.clone(),
                 PoolState::new(settings),
                 provider.max_in_flight,
+                attempt_deadline(provider.request_timeout_s),
             );
             let addr = match threads.next() {
                 Some(thread) => Pool::start_in_arbiter(thread, |_| pool),
@@ -187,6 +188,13 @@ impl Dispatcher {
             Err(_) => false,
         }
     }
+}
+
+/// The most one attempt may take, whatever the client does inside: a token
+/// fetch and a request each bounded by `request_timeout_s`, with room to
+/// spare. Past it the attempt counts as failed and is retried.
+fn attempt_deadline(request_timeout_s: u64) -> Duration {
+    Duration::from_secs(request_timeout_s.saturating_mul(3).saturating_add(5))
 }
 
 fn settings(config: &Config) -> Result<Settings, ConfigIssue> {

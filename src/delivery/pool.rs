@@ -15,7 +15,7 @@ pub use messages::{Load, PoolStatus, Status};
 use super::outbox::OutboxEntry;
 use super::state::{Attempt, Persist, PoolState, Step};
 use crate::clock::unix_ms as now_ms;
-use crate::providers::PushClient;
+use crate::providers::{Delivered, DeliveryError, PushClient, TransportError};
 use crate::registry::{OutboxWrite, Registry};
 use crate::telemetry::Metrics;
 use actix::prelude::*;
@@ -45,6 +45,8 @@ pub(crate) struct Pool {
     metrics: Arc<Metrics>,
     state: PoolState,
     max_in_flight: usize,
+    /// The most one attempt may take before it counts as failed.
+    attempt_deadline: Duration,
     in_flight: usize,
     wake: Option<(u64, SpawnHandle)>,
     /// Changes not yet flushed, latest per key; encoded only when flushed.
@@ -73,6 +75,7 @@ impl Pool {
         metrics: Arc<Metrics>,
         state: PoolState,
         max_in_flight: usize,
+        attempt_deadline: Duration,
     ) -> Self {
         Self {
             id,
@@ -81,6 +84,7 @@ impl Pool {
             metrics,
             state,
             max_in_flight: max_in_flight.max(1),
+            attempt_deadline,
             in_flight: 0,
             wake: None,
             dirty: HashMap::new(),
@@ -245,10 +249,17 @@ impl Pool {
             token: push.token.clone(),
         };
         let request = self.client.send(push);
-        let me = ctx.address();
+        let deadline = self.attempt_deadline;
+        let report = Report {
+            pool: ctx.address(),
+            sending: Some(sending),
+        };
         actix::spawn(async move {
-            let result = request.await;
-            me.do_send(Sent { sending, result });
+            let result = match tokio::time::timeout(deadline, request).await {
+                Ok(result) => result,
+                Err(_) => Err(TransportError::Timeout(deadline).into()),
+            };
+            report.send(result);
         });
     }
 
@@ -305,6 +316,32 @@ impl Pool {
                 days_left = left / 86_400,
                 "the APNs client certificate (cert_file) expires soon: renew it before pushes stop"
             );
+        }
+    }
+}
+
+/// Reports one attempt back to its pool exactly once: with its result, or,
+/// when the task ends without one (the client panicked, the runtime is going
+/// away), as a failed attempt, so the entry is retried rather than stranded
+/// with a request forever "in flight".
+struct Report {
+    pool: Addr<Pool>,
+    sending: Option<InFlight>,
+}
+
+impl Report {
+    fn send(mut self, result: Result<Delivered, DeliveryError>) {
+        if let Some(sending) = self.sending.take() {
+            self.pool.do_send(Sent { sending, result });
+        }
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if let Some(sending) = self.sending.take() {
+            let result = Err(TransportError::Abandoned.into());
+            self.pool.do_send(Sent { sending, result });
         }
     }
 }

@@ -133,6 +133,9 @@ pub enum TransportError {
     /// The whole exchange, connecting included, took longer than allowed.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The request's task ended without an answer (the client panicked).
+    #[error("the request ended without an answer")]
+    Abandoned,
     /// The OAuth2 token endpoint could not be reached.
     #[error("token endpoint {uri}")]
     TokenEndpoint {

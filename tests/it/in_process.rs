@@ -149,3 +149,58 @@ async fn gateways_run_side_by_side_in_one_process() {
         );
     }
 }
+
+#[test]
+fn a_client_that_panics_or_never_answers_does_not_strand_the_push() {
+    on_test_runtime(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = FakeServer::start(SECRET).await;
+        let mut config = TestConfig::new(server.port, dir.path()).with_scripted_providers();
+        config.delivery =
+            "coalesce_window_ms = 0\nretry_base_ms = 100\nretry_max_ms = 400\n".into();
+        // An attempt may take 3 × 2 s + 5 s = 11 s at most.
+        config.provider_keys = "request_timeout_s = 2\n".into();
+        let apns = ScriptedClient::default();
+        let (launch, _http) = launch(&config);
+        let launch = launch.clients(vec![
+            ("apns".into(), Arc::new(apns.clone())),
+            ("fcm".into(), Arc::new(ScriptedClient::default())),
+        ]);
+        let metrics = launch.metrics();
+        let stop = spawn_here(launch);
+        let mut conn = server.accept(WAIT).await;
+        let (panics, hangs) = (apns_token(0x90), apns_token(0x91));
+        apns.script(&panics, [Reply::Panic]);
+        apns.script(&hangs, [Reply::Hang]);
+        for token in [&panics, &hangs] {
+            let reply = conn
+                .iq(
+                    &register_one_step("judy@localhost/r", "apns", token, None),
+                    WAIT,
+                )
+                .await;
+            let node = node_of(&reply).expect("registered");
+            assert_result(&conn.iq(&ejabberd_publish(&node, "localhost"), WAIT).await);
+        }
+        tokio::time::pause();
+        let start = Instant::now();
+        sleep_until(start + Duration::from_secs(30)).await;
+        settle().await;
+        for token in [&panics, &hangs] {
+            assert_eq!(apns.sent_to(token).len(), 2, "tried, then retried");
+        }
+        let hang = apns.sent_to(&hangs);
+        assert!(
+            hang[1].at - hang[0].at >= Duration::from_secs(11),
+            "after the deadline"
+        );
+        assert_eq!(metrics.notifications.get(&["apns", "delivered"]), 2);
+        assert_eq!(
+            metrics.in_flight.get(&["apns"]),
+            0,
+            "nothing left in flight"
+        );
+        tokio::time::resume();
+        let _ = stop.send(());
+    });
+}

@@ -141,6 +141,10 @@ pub enum Reply {
         /// `Retry-After`.
         retry_after: Option<Duration>,
     },
+    /// The client panics (a bug in it).
+    Panic,
+    /// The client never answers (a bug in it, below its own timeouts).
+    Hang,
 }
 
 /// One push the scripted provider received, and when (tokio's clock).
@@ -209,6 +213,8 @@ impl PushClient for ScriptedClient {
         Box::pin(async move {
             match reply {
                 Reply::Ok => Ok(Delivered { id: None }),
+                Reply::Panic => panic!("scripted client panic"),
+                Reply::Hang => std::future::pending().await,
                 Reply::Refuse {
                     status,
                     reason,
