@@ -1,6 +1,6 @@
 //! Capped exponential backoff, shared by component reconnects and delivery
 //! retries. The randomness is injected (`uniform(n)` draws from `0..=n`), so
-//! every rule is tested with chosen draws; [`uniform`] is the real one.
+//! every rule is tested with chosen draws; `uniform` is the real one.
 
 use thiserror::Error;
 

@@ -7,7 +7,7 @@
 //!
 //! - [`now`] is tokio's monotonic [`Instant`], for deadlines, TTLs, backoff
 //!   and keepalives.
-//! - [`unix_ms`] and [`unix_secs`] are wall-clock time for what leaves the
+//! - [`unix_ms`] and `unix_secs` are wall-clock time for what leaves the
 //!   process (timestamps in the store, JWT `iat`, `apns-expiration`): the wall
 //!   clock read once, plus the monotonic time elapsed since. They advance with
 //!   paused time, and a step of the system clock after the start (an NTP

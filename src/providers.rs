@@ -7,6 +7,7 @@
 
 mod apns;
 mod apns_cert;
+mod apns_table;
 mod apns_token;
 mod connections;
 mod error;
@@ -98,7 +99,7 @@ pub fn certificate_expiries(providers: &[ProviderConfig]) -> Vec<(String, String
 }
 
 /// Provider clients by provider id, in configuration order.
-pub(crate) type Clients = Vec<(String, Arc<dyn PushClient>)>;
+pub type Clients = Vec<(String, Arc<dyn PushClient>)>;
 
 /// Builds the client for one `[[providers]]` entry. Reads and checks every key and
 /// CA file, so configuration mistakes surface at start-up and in `check-config`.

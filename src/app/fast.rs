@@ -3,8 +3,8 @@
 //! A publish is most of what a push component receives, and building the
 //! validating parser's tree for it was the top cost per notification
 //! (BENCHMARKS.md). Here quick-xml reads the stanza into a light tree
-//! ([`LightElement`]) and the same reading code as the parsed path
-//! ([`classify_publish`], through [`XmlNode`]) turns it into a [`Request`].
+//! (`LightElement`) and the same reading code as the parsed path
+//! (`classify_publish`, through [`XmlNode`]) turns it into a [`Request`].
 //!
 //! It is deliberately narrow: only a well-formed `<iq type='set'>` with an id,
 //! a valid `from` and a `<pubsub/>` whose `<publish/>` has a node. Anything

@@ -300,7 +300,7 @@ impl DeliveryError {
                 _ => Cow::Borrowed("http-other"),
             },
             DeliveryError::Rejected { reason, .. } => Cow::Borrowed(
-                super::apns::KNOWN_REASONS
+                super::apns_table::KNOWN_REASONS
                     .iter()
                     .chain(super::fcm::KNOWN_CODES)
                     .find(|known| **known == reason.as_str())

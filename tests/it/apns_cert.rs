@@ -4,7 +4,7 @@
 use crate::config_check::check;
 use crate::support::gateway::{GatewayProcess, TestConfig};
 use crate::support::harness::{
-    TestGateway, assert_result, ejabberd_publish, in_process, node_of, register_one_step,
+    TestGateway, assert_result, ejabberd_publish, in_process, register_node,
 };
 use crate::support::mock_provider::MockProvider;
 use crate::support::pki::{ClientCert, Signer, client_cert};
@@ -36,13 +36,7 @@ async fn one_publish(
     };
     let mut conn = server.accept(WAIT).await;
     let token = apns_token(seed);
-    let reply = conn
-        .iq(
-            &register_one_step("carol@localhost/r", "apns", &token, None),
-            WAIT,
-        )
-        .await;
-    let node = node_of(&reply).expect("registered");
+    let node = register_node(&mut conn, "carol@localhost/r", "apns", &token).await;
     assert_result(&conn.iq(&ejabberd_publish(&node, "localhost"), WAIT).await);
     (gateway, token, server, conn)
 }

@@ -4,14 +4,13 @@
 //! and the assertions are on exact times and metric values.
 
 use crate::support::gateway::TestConfig;
-use crate::support::harness::{assert_result, ejabberd_publish, node_of, register_one_step};
+use crate::support::harness::{assert_result, ejabberd_publish, register_node};
 use crate::support::in_process::{
-    InProcess, Reply, ScriptedClient, launch, on_test_runtime, spawn_here,
+    InProcess, Reply, ScriptedClient, launch_scripted, on_test_runtime, spawn_here,
 };
 use crate::support::xmpp_server::FakeServer;
 use crate::support::{SECRET, WAIT, apns_token};
 use pushgate::providers::ErrorClass;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, sleep_until};
 
@@ -32,23 +31,13 @@ fn a_burst_is_one_push_after_the_window_and_retry_after_is_honoured_to_the_milli
         config.delivery =
             "coalesce_window_ms = 1000\nretry_base_ms = 100\nretry_max_ms = 400\n".into();
         let apns = ScriptedClient::default();
-        let (launch, _http) = launch(&config);
-        let launch = launch.clients(vec![
-            ("apns".into(), Arc::new(apns.clone())),
-            ("fcm".into(), Arc::new(ScriptedClient::default())),
-        ]);
+        let (launch, _http) = launch_scripted(&config, &apns);
         let metrics = launch.metrics();
         let stop = spawn_here(launch);
         let mut conn = server.accept(WAIT).await;
 
         let token = apns_token(0x70);
-        let reply = conn
-            .iq(
-                &register_one_step("heidi@localhost/r", "apns", &token, None),
-                WAIT,
-            )
-            .await;
-        let node = node_of(&reply).expect("registered");
+        let node = register_node(&mut conn, "heidi@localhost/r", "apns", &token).await;
         apns.script(
             &token,
             [Reply::Refuse {
@@ -110,21 +99,11 @@ async fn gateways_run_side_by_side_in_one_process() {
         let dir = tempfile::tempdir().expect("tempdir");
         let server = FakeServer::start(SECRET).await;
         let config = TestConfig::new(server.port, dir.path()).with_scripted_providers();
-        let (launch, http) = launch(&config);
-        let launch = launch.clients(vec![
-            ("apns".into(), Arc::new(apns.clone())),
-            ("fcm".into(), Arc::new(ScriptedClient::default())),
-        ]);
+        let (launch, http) = launch_scripted(&config, &apns);
         let gateway = InProcess::start(launch, http);
         let mut conn = server.accept(WAIT).await;
         let token = apns_token(seed);
-        let reply = conn
-            .iq(
-                &register_one_step("ivan@localhost/r", "apns", &token, None),
-                WAIT,
-            )
-            .await;
-        let node = node_of(&reply).expect("registered");
+        let node = register_node(&mut conn, "ivan@localhost/r", "apns", &token).await;
         assert_result(&conn.iq(&ejabberd_publish(&node, "localhost"), WAIT).await);
         running.push((gateway, token, conn, server, dir));
     }
@@ -161,11 +140,7 @@ fn a_client_that_panics_or_never_answers_does_not_strand_the_push() {
         // An attempt may take 3 × 2 s + 5 s = 11 s at most.
         config.provider_keys = "request_timeout_s = 2\n".into();
         let apns = ScriptedClient::default();
-        let (launch, _http) = launch(&config);
-        let launch = launch.clients(vec![
-            ("apns".into(), Arc::new(apns.clone())),
-            ("fcm".into(), Arc::new(ScriptedClient::default())),
-        ]);
+        let (launch, _http) = launch_scripted(&config, &apns);
         let metrics = launch.metrics();
         let stop = spawn_here(launch);
         let mut conn = server.accept(WAIT).await;
@@ -173,13 +148,7 @@ fn a_client_that_panics_or_never_answers_does_not_strand_the_push() {
         apns.script(&panics, [Reply::Panic]);
         apns.script(&hangs, [Reply::Hang]);
         for token in [&panics, &hangs] {
-            let reply = conn
-                .iq(
-                    &register_one_step("judy@localhost/r", "apns", token, None),
-                    WAIT,
-                )
-                .await;
-            let node = node_of(&reply).expect("registered");
+            let node = register_node(&mut conn, "judy@localhost/r", "apns", token).await;
             assert_result(&conn.iq(&ejabberd_publish(&node, "localhost"), WAIT).await);
         }
         tokio::time::pause();

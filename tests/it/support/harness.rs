@@ -92,6 +92,20 @@ pub fn in_process(config: &TestConfig) -> TestGateway {
     TestGateway::InProcess(InProcess::start(launch, http))
 }
 
+/// Registers `token` at `provider` for `from` in one step over `conn`;
+/// returns the node.
+pub async fn register_node(
+    conn: &mut Component,
+    from: &str,
+    provider: &str,
+    token: &str,
+) -> String {
+    let reply = conn
+        .iq(&register_one_step(from, provider, token, None), WAIT)
+        .await;
+    node_of(&reply).unwrap_or_else(|| panic!("registration failed: {}", String::from(&reply)))
+}
+
 /// A fresh stanza id.
 pub fn next_id() -> String {
     format!("t{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
@@ -143,10 +157,7 @@ impl Harness {
 
     /// Registers `token` at `provider` for `from` in one step; returns the node.
     pub async fn register(&mut self, from: &str, provider: &str, token: &str) -> String {
-        let reply = self
-            .iq(&register_one_step(from, provider, token, None))
-            .await;
-        node_of(&reply).unwrap_or_else(|| panic!("registration failed: {}", String::from(&reply)))
+        register_node(&mut self.conn, from, provider, token).await
     }
 
     /// Publishes Prosody's offline-message shape to `node` from `domain`.

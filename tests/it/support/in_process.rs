@@ -43,6 +43,18 @@ pub fn launch(config: &TestConfig) -> (Launch, String) {
     (Launch::new(config).http_listener(listener), url)
 }
 
+/// Like [`launch`], with `apns` as the `apns` provider's client and a
+/// scripted client that always accepts as `fcm`'s (see
+/// [`TestConfig::with_scripted_providers`]).
+pub fn launch_scripted(config: &TestConfig, apns: &ScriptedClient) -> (Launch, String) {
+    let (launch, http) = launch(config);
+    let clients: pushgate::providers::Clients = vec![
+        ("apns".into(), Arc::new(apns.clone())),
+        ("fcm".into(), Arc::new(ScriptedClient::default())),
+    ];
+    (launch.clients(clients), http)
+}
+
 impl InProcess {
     /// Starts `launch` on a new thread.
     pub fn start(launch: Launch, http: String) -> Self {
