@@ -1,4 +1,4 @@
-//! Delivery: one [`Pool`] actor per configured provider, the durable outbox it
+//! Delivery: one `Pool` actor per configured provider, the durable outbox it
 //! keeps in the store, and the [`Dispatcher`] that routes a publish to its pool.
 //!
 //! A publish is answered `result` only once its push is in the outbox; it leaves
@@ -69,7 +69,7 @@ impl Dispatcher {
     /// (on the current thread if there are none): a pool and its HTTP/2
     /// connections share a thread, and one thread per provider keeps a busy
     /// provider from starving the others. They admit nothing until
-    /// [`Self::load_outbox`] has handed them what the store holds.
+    /// `Self::load_outbox` has handed them what the store holds.
     pub fn start(
         config: &Config,
         clients: crate::providers::Clients,

@@ -2,7 +2,7 @@
 //!
 //! The error types of the crate keep their cause as `source()` and say only
 //! their own part in `Display` (the stage that failed), as the standard
-//! library's convention wants; [`chain`] puts the two back together where an
+//! library's convention wants; `chain` puts the two back together where an
 //! operator reads them. hyper, reqwest, redb and redis keep the useful part
 //! of their errors in their sources too.
 

@@ -61,7 +61,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// Checks everything that can be checked without the network: the validation of
-/// [`crate::config::validate`] has passed already; this reads key, CA and
+/// `crate::config::validate` has passed already; this reads key, CA and
 /// service-account files by building every provider.
 pub fn check(config: &Config) -> Vec<ConfigIssue> {
     config

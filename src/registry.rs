@@ -8,7 +8,7 @@
 //!
 //! Two backends behave the same (one test suite runs on both): the embedded redb
 //! file, and Redis or Redis Cluster, sharded by node ([`shard_of`]). Every change
-//! is a read-decide-write ([`Edit`]) applied atomically by the backend.
+//! is a read-decide-write (`Edit`) applied atomically by the backend.
 
 mod cache;
 mod embedded;

@@ -1,7 +1,7 @@
 //! The XEP-0114 component stream: framing, handshake, keepalive and reconnect.
 //!
-//! Nothing here knows about push. A [`Session`] actor keeps one connection to one
-//! server alive and hands every complete stanza to a [`StanzaHandler`], sending
+//! Nothing here knows about push. A `Session` actor keeps one connection to one
+//! server alive and hands every complete stanza to a `StanzaHandler`, sending
 //! back whatever reply the handler returns.
 
 mod connection;

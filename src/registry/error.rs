@@ -6,7 +6,7 @@ use thiserror::Error;
 
 /// Why the store could not answer. Always transient from a publisher's point of
 /// view: it is answered with a `wait` error, never `cancel`. The cause is kept
-/// as the source; [`crate::errors::chain`] prints both.
+/// as the source; `crate::errors::chain` prints both.
 #[derive(Debug, Error)]
 pub enum RegistryError {
     /// The embedded store's directory or file could not be created or opened.
@@ -83,7 +83,7 @@ pub enum RegistryError {
     Stopped,
 }
 
-/// What [`Registry::drop_dead_token`] did.
+/// What `Registry::drop_dead_token` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadToken {
     /// The registration is gone.

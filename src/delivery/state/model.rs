@@ -73,7 +73,7 @@ pub enum Outcome {
     Retry(Option<Duration>),
     /// Credentials were renewed: once at once, then as `Retry`.
     RetryNow,
-    /// Not in the tables: back off, at most [`UNKNOWN_MAX_ATTEMPTS`] attempts.
+    /// Not in the tables: back off, at most `UNKNOWN_MAX_ATTEMPTS` attempts.
     Unknown(Option<Duration>),
     /// This notification cannot be sent.
     Fail,
@@ -122,7 +122,7 @@ pub struct Settled {
     pub accepted_ms: u64,
 }
 
-/// A step of [`PoolState::take_due`].
+/// A step of `PoolState::take_due`.
 #[derive(Debug, Clone)]
 pub enum Step {
     /// Send this.
