@@ -5,11 +5,13 @@
 //! `PUSHGATE_COMPONENT__SECRET`, `PUSHGATE_HTTP__LISTEN`, and for providers either the
 //! index or the id: `PUSHGATE_PROVIDERS__APNS__KEY_FILE`.
 
+mod cluster;
 mod env;
 mod model;
 mod store;
 mod validate;
 
+pub use cluster::{ClusterConfig, LeaseTimings};
 pub use model::*;
 pub use validate::ConfigIssue;
 pub(crate) use validate::validate;

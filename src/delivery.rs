@@ -55,6 +55,9 @@ pub enum SubmitError {
     /// The outbox is not loaded yet (the store has not been reached since the start).
     #[error("the outbox is not loaded yet")]
     Starting,
+    /// In a cluster: the node's shard is not (or no longer) this node's.
+    #[error("the node's shard is not owned here")]
+    NotOwner,
 }
 
 /// Routes publishes to provider pools.

@@ -13,6 +13,7 @@
 mod cache;
 mod embedded;
 mod error;
+mod fences;
 mod keys;
 mod model;
 mod redis;
@@ -22,17 +23,21 @@ mod transfer;
 pub(crate) use cache::RegistrationCache;
 pub(crate) use embedded::EmbeddedStore;
 pub use error::{DeadToken, RegistryError};
+pub use fences::Fences;
 pub use keys::NodeKeys;
 pub(crate) use model::Edit;
 pub use model::{DeviceRef, NewRegistration, OutboxWrite, Registration};
-pub(crate) use redis::RedisStore;
+pub(crate) use redis::{Member, Membership, OwnerRecord, RedisStore};
 pub use shard::{node_of_outbox_key, shard_of};
 pub use transfer::{ExportLine, ImportSummary, TransferError};
 
 use crate::config::{DEFAULT_SHARDS, StoreBackend, StoreConfig};
+use redis::Cas;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use tracing::warn;
 
 /// How many times a Redis compare-and-set is retried when the value changed
 /// between the read and the write.
@@ -52,6 +57,8 @@ struct Inner {
     not_connected: Mutex<String>,
     label: &'static str,
     shards: u32,
+    /// In a cluster, the shards this node owns; every write checks them.
+    fences: Option<Arc<Fences>>,
 }
 
 /// The registry the rest of the gateway talks to: derives ids, caches, and
@@ -65,6 +72,23 @@ impl Registry {
     /// The registry `config` describes. The embedded store is opened now (and
     /// fails now); Redis is only prepared: call [`Self::connect`] until it works.
     pub fn open(config: &StoreConfig) -> Result<Self, RegistryError> {
+        Self::open_fenced(config, None)
+    }
+
+    /// As [`Self::open`], for a cluster node: writes go only to the shards in
+    /// `fences`, each checked against its owner record by Redis.
+    pub fn open_fenced(
+        config: &StoreConfig,
+        fences: Option<Arc<Fences>>,
+    ) -> Result<Self, RegistryError> {
+        let mut registry = Self::open_unfenced(config)?;
+        if let Some(inner) = Arc::get_mut(&mut registry.inner) {
+            inner.fences = fences;
+        }
+        Ok(registry)
+    }
+
+    fn open_unfenced(config: &StoreConfig) -> Result<Self, RegistryError> {
         match config.backend {
             StoreBackend::Embedded => Self::open_embedded_sharded(&config.path, config.shards),
             StoreBackend::Redis => {
@@ -116,6 +140,7 @@ impl Registry {
                 not_connected: Mutex::new("not connected yet".to_owned()),
                 label,
                 shards: shards.max(1),
+                fences: None,
             }),
         }
     }
@@ -289,6 +314,8 @@ impl Registry {
             }
             Backend::Redis(store) => store,
         };
+        let shard = shard_of(node, self.inner.shards);
+        let fence = self.fence(shard).ok_or(RegistryError::NotOwner { shard })?;
         for _ in 0..EDIT_ATTEMPTS {
             let raw = store.get(node).await?;
             let current = raw
@@ -301,15 +328,22 @@ impl Registry {
                 Edit::Remove => None,
                 Edit::Put(r) => Some(model::encode(r)?),
             };
-            if store
-                .compare_and_set(node, raw.as_deref(), new.as_deref())
+            match store
+                .compare_and_set(node, raw.as_deref(), new.as_deref(), &fence)
                 .await?
             {
-                // After the write: a read that raced with it is not cached.
-                if let Some(cache) = &self.inner.cache {
-                    cache.invalidate(node);
+                Cas::Written => {
+                    // After the write: a read that raced with it is not cached.
+                    if let Some(cache) = &self.inner.cache {
+                        cache.invalidate(node);
+                    }
+                    return Ok(edit);
                 }
-                return Ok(edit);
+                Cas::Changed => {}
+                Cas::Fenced => {
+                    self.lost(shard, &fence);
+                    return Err(RegistryError::Fenced { shard });
+                }
             }
         }
         Err(RegistryError::Contended {
@@ -319,15 +353,87 @@ impl Registry {
     }
 
     /// Applies outbox writes in order, durably, at once. Shared, so a caller can
-    /// keep the writes to retry them without copying.
-    pub async fn outbox_apply(&self, writes: Arc<[OutboxWrite]>) -> Result<(), RegistryError> {
+    /// keep the writes to retry them without copying. In a cluster, the writes
+    /// of shards this node no longer owns are refused (here or by Redis):
+    /// returns those shards; everything else is durable.
+    pub async fn outbox_apply(&self, writes: Arc<[OutboxWrite]>) -> Result<Vec<u32>, RegistryError> {
         self.keys()?;
-        match &self.inner.backend {
+        let store = match &self.inner.backend {
             Backend::Embedded(store) => {
                 let store = store.clone();
-                blocking(move || store.outbox_apply(&writes)).await
+                return blocking(move || store.outbox_apply(&writes))
+                    .await
+                    .map(|()| Vec::new());
             }
-            Backend::Redis(store) => store.outbox_apply(&writes).await,
+            Backend::Redis(store) => store,
+        };
+        let Some(fences) = &self.inner.fences else {
+            let open: Arc<str> = Arc::from("");
+            let all: Vec<&OutboxWrite> = writes.iter().collect();
+            return store.outbox_apply(&all, &|_| open.clone()).await;
+        };
+        let shards = self.inner.shards;
+        let held: HashMap<u32, Arc<str>> = fences.held().into_iter().collect();
+        let (mine, theirs): (Vec<&OutboxWrite>, Vec<&OutboxWrite>) = writes
+            .iter()
+            .partition(|w| held.contains_key(&shard_of(node_of_outbox_key(&w.key), shards)));
+        let mut refused: Vec<u32> = theirs
+            .iter()
+            .map(|w| shard_of(node_of_outbox_key(&w.key), shards))
+            .collect();
+        if !mine.is_empty() {
+            let fence = |shard| held.get(&shard).cloned().unwrap_or_else(|| Arc::from(""));
+            for shard in store.outbox_apply(&mine, &fence).await? {
+                if let Some(token) = held.get(&shard) {
+                    self.lost(shard, token);
+                }
+                refused.push(shard);
+            }
+        }
+        refused.sort_unstable();
+        refused.dedup();
+        Ok(refused)
+    }
+
+    /// The record this node writes `shard` under: empty outside a cluster
+    /// (not checked), `None` when the shard is not this node's.
+    fn fence(&self, shard: u32) -> Option<Arc<str>> {
+        match &self.inner.fences {
+            None => Some(Arc::from("")),
+            Some(f) => f.token(shard),
+        }
+    }
+
+    /// Redis refused a write of `shard` made under `token`: the shard is gone.
+    fn lost(&self, shard: u32, token: &str) {
+        if let Some(f) = &self.inner.fences {
+            f.refused(shard, token);
+        }
+        self.clear_cache();
+        warn!(shard, "another node owns this shard now; its writes from here are refused");
+    }
+
+    /// Whether this node may write `node`'s registration and outbox now
+    /// (always, outside a cluster).
+    pub fn holds(&self, node: &str) -> bool {
+        self.inner
+            .fences
+            .as_ref()
+            .is_none_or(|f| f.holds(shard_of(node, self.inner.shards)))
+    }
+
+    /// Forgets every cached registration: a shard left this node.
+    pub(crate) fn clear_cache(&self) {
+        if let Some(cache) = &self.inner.cache {
+            cache.clear();
+        }
+    }
+
+    /// The Redis store, for cluster membership and ownership.
+    pub(crate) fn shared(&self) -> Result<&RedisStore, RegistryError> {
+        match &self.inner.backend {
+            Backend::Redis(store) => Ok(store),
+            Backend::Embedded(_) => Err(RegistryError::NotShared),
         }
     }
 

@@ -18,6 +18,7 @@
 //! | publisher not the account's domain | `auth/forbidden` | deletes | counts; deletes after 16 | deletes |
 //! | overloaded (queue full, pool stopping) | `wait/service-unavailable` | keeps | keeps | keeps |
 //! | store unavailable, outbox not loaded | `wait/internal-server-error` | keeps | keeps | keeps |
+//! | cluster: the node's shard is moving, its owner unreachable | `wait/service-unavailable` | keeps | keeps | keeps |
 //! | provider no longer configured | `wait/internal-server-error` | keeps | keeps | keeps |
 //!
 //! Replies to ad-hoc commands are read by clients, not servers, and are not
@@ -172,6 +173,9 @@ pub(crate) enum PublishOutcome {
     Overloaded,
     /// The store could not answer (or the outbox is not loaded yet).
     StoreUnavailable,
+    /// In a cluster: the node's shard is moving between gateway nodes, or its
+    /// owner could not be reached in time.
+    Moving,
     /// The registration names a provider that is no longer configured.
     ProviderNotConfigured(String),
 }
@@ -187,6 +191,7 @@ impl PublishOutcome {
             PublishOutcome::WrongDomain => "forbidden",
             PublishOutcome::Overloaded => "overloaded",
             PublishOutcome::StoreUnavailable => "store-unavailable",
+            PublishOutcome::Moving => "moving",
             PublishOutcome::ProviderNotConfigured(_) => "provider-not-configured",
         }
     }
@@ -201,6 +206,7 @@ impl PublishOutcome {
         match self {
             PublishOutcome::Overloaded
             | PublishOutcome::StoreUnavailable
+            | PublishOutcome::Moving
             | PublishOutcome::ProviderNotConfigured(_) => true,
             PublishOutcome::Accepted
             | PublishOutcome::AccountRemoved
@@ -239,6 +245,11 @@ impl PublishOutcome {
                 "wait",
                 "internal-server-error",
                 "the registration store is unavailable; try again later",
+            ),
+            PublishOutcome::Moving => StanzaFault::new(
+                "wait",
+                "service-unavailable",
+                "the push gateway node for this registration is changing; try again later",
             ),
             PublishOutcome::ProviderNotConfigured(p) => StanzaFault::new(
                 "wait",
@@ -304,6 +315,7 @@ mod tests {
             PublishOutcome::WrongDomain,
             PublishOutcome::Overloaded,
             PublishOutcome::StoreUnavailable,
+            PublishOutcome::Moving,
             PublishOutcome::ProviderNotConfigured("x".into()),
         ];
         for outcome in &all {
@@ -315,6 +327,7 @@ mod tests {
                 | PublishOutcome::WrongDomain
                 | PublishOutcome::Overloaded
                 | PublishOutcome::StoreUnavailable
+                | PublishOutcome::Moving
                 | PublishOutcome::ProviderNotConfigured(_) => {}
             }
         }
@@ -341,7 +354,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(transient, 3);
+        assert_eq!(transient, 4);
     }
 
     #[test]
@@ -378,6 +391,7 @@ mod tests {
                 PublishOutcome::StoreUnavailable,
                 Some(("wait", "internal-server-error")),
             ),
+            (PublishOutcome::Moving, Some(("wait", "service-unavailable"))),
             (
                 PublishOutcome::ProviderNotConfigured("x".into()),
                 Some(("wait", "internal-server-error")),

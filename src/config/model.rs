@@ -35,6 +35,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Several nodes sharing one Redis; absent, the gateway runs alone.
+    #[serde(default)]
+    pub cluster: Option<super::ClusterConfig>,
 }
 
 /// A value that must never be printed: `Debug` and `Display` show `***`.

@@ -105,6 +105,15 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     issues.extend(d.retry_backoff().err());
     validate_providers(config, &mut issues);
     validate_commands(config, &mut issues);
+    if let Some(cluster) = &config.cluster {
+        if config.store.backend != StoreBackend::Redis {
+            issues.push(ConfigIssue::new(
+                "store.backend",
+                "[cluster] needs backend = \"redis\": the nodes share registrations, outbox and leases there",
+            ));
+        }
+        cluster.validate(&mut issues);
+    }
     issues
 }
 

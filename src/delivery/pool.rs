@@ -8,8 +8,10 @@
 
 mod messages;
 mod outcomes;
+mod shards;
 
 pub(crate) use messages::{Drain, Forget, Submit};
+pub(crate) use shards::{Acquire, Lost, Release};
 pub use messages::{Load, PoolStatus, Status};
 
 use super::outbox::OutboxEntry;
@@ -63,6 +65,10 @@ pub(crate) struct Pool {
     /// False until the outbox entries of this provider are loaded ([`Load`]);
     /// publishes are refused until then, so none can race a stored entry.
     loaded: bool,
+    /// Shards being handed to another node: no publish admitted for them.
+    leaving: std::collections::HashSet<u32>,
+    /// Hand-overs waiting for their requests in flight.
+    releasing: Vec<shards::Releasing>,
 }
 
 impl Pool {
@@ -96,6 +102,8 @@ impl Pool {
             loaded: false,
             flush_failures: None,
             expiry_warned_ms: None,
+            leaving: std::collections::HashSet::new(),
+            releasing: Vec::new(),
         }
     }
 
@@ -137,7 +145,11 @@ impl Pool {
                 .map(move |result, act, ctx| {
                     act.flushing = false;
                     let ok = match result {
-                        Ok(()) => {
+                        Ok(refused) if !refused.is_empty() => {
+                            act.shards_lost(&refused);
+                            false
+                        }
+                        Ok(_) => {
                             if let Some(failures) = act.flush_failures.take() {
                                 info!(provider = %act.id, failures, "the outbox can be written again; publishes are admitted");
                             }

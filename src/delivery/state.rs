@@ -200,6 +200,29 @@ impl PoolState {
         dropped
     }
 
+    /// Lets go of the entries of nodes for which `gone` holds, without
+    /// touching the outbox: their shard now belongs to another gateway node,
+    /// which resumes them from the store. Entries in flight stay unless
+    /// `in_flight_too` (their result then finds nothing to apply to). Returns
+    /// how many entries of such nodes are still held (in flight).
+    pub(crate) fn unload(&mut self, gone: impl Fn(&str) -> bool, in_flight_too: bool) -> usize {
+        let mut remaining = 0;
+        let due = &mut self.due;
+        self.slots.retain(|key, slot| {
+            if !gone(&slot.entry.node) {
+                return true;
+            }
+            if slot.in_flight.is_some() && !in_flight_too {
+                remaining += 1;
+                return true;
+            }
+            due.remove(&(slot.entry.due_ms, key.clone()));
+            false
+        });
+        self.last_sent.retain(|node, _| !gone(node));
+        remaining
+    }
+
     fn remember_sent(&mut self, node: &str, now: u64) {
         if self.last_sent.len() >= self.settings.capacity.max(1024) {
             let horizon = now.saturating_sub(self.settings.min_interval_ms);

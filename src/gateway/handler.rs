@@ -199,6 +199,7 @@ impl PushComponent {
                 PublishOutcome::StoreUnavailable
             }
             Err(SubmitError::UnknownProvider(p)) => PublishOutcome::ProviderNotConfigured(p),
+            Err(SubmitError::NotOwner) => PublishOutcome::Moving,
         }
     }
 

@@ -85,6 +85,15 @@ impl RegistrationCache {
         g.old.remove(node);
     }
 
+    /// Forgets everything: called when a shard is no longer this node's, so
+    /// nothing read while it was is served after another node took it.
+    pub(crate) fn clear(&self) {
+        let mut g = self.lock();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        g.young.clear();
+        g.old.clear();
+    }
+
     fn rotate_if_due(&self, g: &mut Generations) {
         if clock::now() - g.young_since >= self.ttl / 2 {
             rotate(g);

@@ -78,6 +78,23 @@ pub enum RegistryError {
         /// The value recorded in Redis.
         recorded: u32,
     },
+    /// In a cluster: this node does not own the node's shard (it is moving,
+    /// or the node fenced itself).
+    #[error("shard {shard} is not owned by this node")]
+    NotOwner {
+        /// The shard.
+        shard: u32,
+    },
+    /// In a cluster: Redis refused the write because the shard's owner record
+    /// is no longer the one this node holds (another node took the shard).
+    #[error("shard {shard} was taken over by another node; the write was refused")]
+    Fenced {
+        /// The shard.
+        shard: u32,
+    },
+    /// Cluster membership needs the Redis backend.
+    #[error("the embedded store cannot be shared by a cluster")]
+    NotShared,
     /// The blocking worker went away (shutdown).
     #[error("store worker stopped")]
     Stopped,

@@ -5,18 +5,27 @@
 //!
 //! - `pg:{meta}:shards`, `pg:{meta}:deployment_key`: set once, checked at start;
 //! - `pg:{s<n>}:reg`: hash, node → registration (JSON, as in the embedded store);
-//! - `pg:{s<n>}:outbox`: hash, outbox key → entry.
+//! - `pg:{s<n>}:outbox`: hash, outbox key → entry;
+//! - `pg:{s<n>}:owner`: the shard's owner record in a cluster (`leases`); every
+//!   write of the two above is a script that first compares it (`scripts`);
+//! - `pg:{m}:members`, `pg:{m}:nodes`: cluster membership (`leases`).
 //!
 //! Redis commands per operation (round trips in brackets):
 //! - publish, registration cached: none here; the outbox write that admits it is
-//!   part of the pool's group commit, one `MULTI HSET… HDEL… EXEC` per flush on a
-//!   single server [1], one per shard touched, concurrently, on a cluster [1];
+//!   part of the pool's group commit, one `MULTI EVALSHA… EXEC` (a script per
+//!   shard touched) per flush on a single server [1], one script per shard
+//!   touched, concurrently, on a cluster [1];
 //! - publish, registration not cached: `HGET` [1] more;
 //! - register / unregister / dead token: `HGET`, then a compare-and-set script
-//!   (`EVALSHA`) that writes only if the value is still what was read [2];
+//!   (`EVALSHA`) that writes only if the value is still what was read, and in a
+//!   cluster only while the shard's owner record is still ours [2];
 //! - metrics count: `HLEN` per shard, pipelined on a single server.
 
 mod connections;
+mod leases;
+mod scripts;
+
+pub(crate) use leases::{Member, Membership, OwnerRecord};
 
 use super::shard::{node_of_outbox_key, shard_of};
 use super::{NodeKeys, OutboxWrite, RegistryError};
@@ -25,31 +34,29 @@ use connections::{Conn, Connections};
 use futures_util::StreamExt as _;
 use redis::Script;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 const SHARDS_KEY: &str = "pg:{meta}:shards";
 const DEPLOYMENT_KEY: &str = "pg:{meta}:deployment_key";
 /// Requests in flight at once when one operation touches every shard.
 const FAN_OUT: usize = 64;
 
-/// Writes `ARGV[3]` (or deletes when empty) at field `ARGV[1]` of `KEYS[1]` only
-/// if the field still holds `ARGV[2]` (empty: absent). Registrations are never
-/// empty strings, so the empty string can mean "none".
-const COMPARE_AND_SET: &str = r"
-local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
-if current ~= ARGV[2] then return 0 end
-if ARGV[3] == '' then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-else
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-end
-return 1
-";
-
 /// Registrations and the outbox in Redis.
 pub(crate) struct RedisStore {
     conns: Connections,
     shards: u32,
-    cas: Script,
+    scripts: scripts::Scripts,
+}
+
+/// What a fenced compare-and-set did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cas {
+    /// The new value is stored.
+    Written,
+    /// The value changed since it was read; nothing written.
+    Changed,
+    /// The shard's owner record is no longer the one given; nothing written.
+    Fenced,
 }
 
 fn registrations_key(shard: u32) -> String {
@@ -60,13 +67,17 @@ fn outbox_key(shard: u32) -> String {
     format!("pg:{{s{shard}}}:outbox")
 }
 
+fn owner_key(shard: u32) -> String {
+    format!("pg:{{s{shard}}}:owner")
+}
+
 impl RedisStore {
     /// Prepares the store without connecting (see [`Self::prepare`]).
     pub(crate) fn new(config: &StoreConfig) -> Result<Self, RegistryError> {
         Ok(Self {
             conns: Connections::new(config)?,
             shards: config.shards.max(1),
-            cas: Script::new(COMPARE_AND_SET),
+            scripts: scripts::Scripts::new(),
         })
     }
 
@@ -141,22 +152,32 @@ impl RedisStore {
     }
 
     /// Writes `new` (or deletes with `None`) at `node` if the stored value is
-    /// still `expected`; false if it changed in between.
+    /// still `expected` and, unless `fence` is empty, the shard's owner record
+    /// is still `fence`.
     pub(crate) async fn compare_and_set(
         &self,
         node: &str,
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
-    ) -> Result<bool, RegistryError> {
-        let key = registrations_key(shard_of(node, self.shards));
-        let mut invocation = self.cas.key(&key);
+        fence: &str,
+    ) -> Result<Cas, RegistryError> {
+        let shard = shard_of(node, self.shards);
+        let mut invocation = self.scripts.cas.key(owner_key(shard));
         invocation
+            .key(registrations_key(shard))
+            .arg(fence)
             .arg(node)
             .arg(expected.unwrap_or_default())
             .arg(new.unwrap_or_default());
-        self.conns
-            .run(|mut c| async move { invocation.invoke_async::<bool>(&mut c).await })
-            .await
+        let answer: i64 = self
+            .conns
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(match answer {
+            1 => Cas::Written,
+            0 => Cas::Changed,
+            _ => Cas::Fenced,
+        })
     }
 
     /// Writes registrations as they are, in one pipeline per shard (import).
@@ -200,42 +221,73 @@ impl RedisStore {
         Ok(maps.into_iter().flatten().collect())
     }
 
-    /// Applies outbox writes, the latest per key winning: one transaction per
-    /// shard, all shards in one pipeline on a single server, concurrently on a
-    /// cluster (a transaction cannot span slots there).
-    pub(crate) async fn outbox_apply(&self, writes: &[OutboxWrite]) -> Result<(), RegistryError> {
+    /// Applies outbox writes, the latest per key winning: one script per shard
+    /// that writes only while the shard's owner record is still `fence(shard)`
+    /// (empty: not checked). All shards in one transaction on a single server,
+    /// concurrently on a cluster (a transaction cannot span slots there).
+    /// Returns the shards whose writes were refused; the others are durable.
+    pub(crate) async fn outbox_apply(
+        &self,
+        writes: &[&OutboxWrite],
+        fence: &dyn Fn(u32) -> Arc<str>,
+    ) -> Result<Vec<u32>, RegistryError> {
         let mut by_shard: BTreeMap<u32, Vec<&OutboxWrite>> = BTreeMap::new();
-        for w in writes {
+        for &w in writes {
             by_shard
                 .entry(shard_of(node_of_outbox_key(&w.key), self.shards))
                 .or_default()
                 .push(w);
         }
-        let shard_pipe = |pipe: &mut redis::Pipeline, shard: u32, items: &[&OutboxWrite]| {
-            let key = outbox_key(shard);
-            for w in items {
-                match &w.value {
-                    Some(v) => pipe.hset(&key, &w.key, v.as_slice()).ignore(),
-                    None => pipe.hdel(&key, &w.key).ignore(),
-                };
-            }
-        };
-        if self.conns.is_cluster() {
-            let pipes = by_shard.iter().map(|(shard, items)| {
-                let mut pipe = redis::pipe();
-                pipe.atomic();
-                shard_pipe(&mut pipe, *shard, items);
-                pipe
+        let shards: Vec<u32> = by_shard.keys().copied().collect();
+        let invocations: Vec<redis::ScriptInvocation<'_>> = by_shard
+            .iter()
+            .map(|(&shard, items)| {
+                let mut inv = self.scripts.outbox.key(owner_key(shard));
+                inv.key(outbox_key(shard)).arg(&*fence(shard));
+                for w in items {
+                    inv.arg(&w.key).arg(w.value.as_deref().unwrap_or_default());
+                }
+                inv
+            })
+            .collect();
+        let applied: Vec<bool> = if self.conns.is_cluster() {
+            let requests = invocations.iter().map(|inv| async move {
+                self.conns
+                    .run(|mut c: Conn| async move { inv.invoke_async::<bool>(&mut c).await })
+                    .await
             });
-            self.run_pipelines(pipes.collect()).await
+            let results: Vec<Result<bool, RegistryError>> = futures_util::stream::iter(requests)
+                .buffered(FAN_OUT)
+                .collect()
+                .await;
+            results.into_iter().collect::<Result<_, _>>()?
         } else {
             let mut pipe = redis::pipe();
             pipe.atomic();
-            for (shard, items) in &by_shard {
-                shard_pipe(&mut pipe, *shard, items);
+            for inv in &invocations {
+                pipe.invoke_script(inv);
             }
-            self.run_pipelines(vec![pipe]).await
-        }
+            let script = &self.scripts.outbox;
+            self.conns
+                .run(|mut c: Conn| async move {
+                    match pipe.query_async(&mut c).await {
+                        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                            // Redis restarted (or failed over) and lost its
+                            // script cache: load and replay (the writes are
+                            // idempotent).
+                            script.prepare_invoke().load_async(&mut c).await?;
+                            pipe.query_async(&mut c).await
+                        }
+                        other => other,
+                    }
+                })
+                .await?
+        };
+        Ok(shards
+            .into_iter()
+            .zip(applied)
+            .filter_map(|(shard, ok)| (!ok).then_some(shard))
+            .collect())
     }
 
     /// Every outbox entry of `shards` (all shards if `None`), as stored.

@@ -62,6 +62,9 @@ impl Handler<Submit> for Pool {
         if !self.loaded {
             return Box::pin(async { Err(SubmitError::Starting) });
         }
+        if !self.admits(&msg.0.node) {
+            return Box::pin(async { Err(SubmitError::NotOwner) });
+        }
         let admission = match self.state.accept(msg.0, now_ms()) {
             Ok((admission, change)) => {
                 self.persist(change);
@@ -128,6 +131,7 @@ impl Handler<Sent> for Pool {
     fn handle(&mut self, msg: Sent, ctx: &mut Context<Self>) {
         self.in_flight -= 1;
         self.on_result(msg.sending, msg.result, ctx);
+        self.progress_releases(ctx);
         self.pump(ctx);
     }
 }

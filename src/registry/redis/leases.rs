@@ -1,0 +1,192 @@
+//! Cluster membership and shard owner records in Redis (scripts in
+//! `scripts.rs`). Time is Redis' own (`TIME`), so nodes' clocks never have to
+//! agree.
+
+use super::connections::Conn;
+use super::{FAN_OUT, RedisStore, owner_key};
+use crate::registry::RegistryError;
+use futures_util::StreamExt as _;
+
+const MEMBERS_KEY: &str = "pg:{m}:members";
+const NODES_KEY: &str = "pg:{m}:nodes";
+
+/// A live member as Redis last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Member {
+    /// Its node id.
+    pub node: String,
+    /// Which start of that node (changes on every join).
+    pub incarnation: String,
+    /// Where peers reach its gRPC service.
+    pub address: String,
+    /// When its lease ends, in ms on Redis' clock.
+    pub lease_end_ms: u64,
+}
+
+/// A shard's owner record: `node|incarnation|epoch`, or `-|-|epoch` once
+/// released.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnerRecord {
+    /// The record as stored, compared whole by every write.
+    pub raw: String,
+    /// The holder, or `None` when released or never taken.
+    pub holder: Option<(String, String)>,
+    /// How many times the shard has been taken.
+    pub epoch: u64,
+}
+
+impl OwnerRecord {
+    /// Reads a stored record (`None`: the key does not exist).
+    pub(crate) fn parse(raw: Option<String>) -> Self {
+        let raw = raw.unwrap_or_default();
+        let mut parts = raw.splitn(3, '|');
+        let (node, incarnation, epoch) = (parts.next(), parts.next(), parts.next());
+        let holder = match (node, incarnation) {
+            (Some(n), Some(i)) if n != "-" && !n.is_empty() => Some((n.to_owned(), i.to_owned())),
+            _ => None,
+        };
+        let epoch = epoch.and_then(|e| e.parse().ok()).unwrap_or(0);
+        Self { raw, holder, epoch }
+    }
+}
+
+/// What a membership call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Membership {
+    /// Become a member as a new incarnation.
+    Join,
+    /// Extend the lease of the current incarnation (refused once it expired).
+    Renew,
+    /// Leave now (graceful shutdown), so peers take over at once.
+    Leave,
+}
+
+impl RedisStore {
+    /// Joins, renews or leaves; returns Redis' time (ms) and the live members,
+    /// or `None` when a renewal was refused because the lease had run out.
+    pub(crate) async fn membership(
+        &self,
+        node: &str,
+        incarnation: &str,
+        address: &str,
+        lease_ms: u64,
+        what: Membership,
+    ) -> Result<Option<(u64, Vec<Member>)>, RegistryError> {
+        let mode = match what {
+            Membership::Join => "join",
+            Membership::Renew => "renew",
+            Membership::Leave => "leave",
+        };
+        let mut inv = self.scripts.members.key(MEMBERS_KEY);
+        inv.key(NODES_KEY)
+            .arg(node)
+            .arg(format!("{incarnation}|{address}"))
+            .arg(lease_ms)
+            .arg(mode);
+        let reply: Option<Vec<String>> = self
+            .conns
+            .run(|mut c: Conn| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        Ok(reply.map(|fields| parse_members(&fields)))
+    }
+
+    /// The owner records of `shards`, in order.
+    pub(crate) async fn owners(&self, shards: &[u32]) -> Result<Vec<OwnerRecord>, RegistryError> {
+        let raw: Vec<Option<String>> = self
+            .on_shards(shards, |shard| redis::cmd("GET").arg(owner_key(shard)).to_owned())
+            .await?;
+        Ok(raw.into_iter().map(OwnerRecord::parse).collect())
+    }
+
+    /// Takes each `(shard, record read)` as `node|incarnation`; returns the new
+    /// record of each shard taken (`None` where the record had changed).
+    pub(crate) async fn claim(
+        &self,
+        claims: &[(u32, String)],
+        holder: &str,
+    ) -> Result<Vec<Option<String>>, RegistryError> {
+        let requests = claims.iter().map(|(shard, seen)| {
+            let mut inv = self.scripts.claim.key(owner_key(*shard));
+            inv.arg(seen).arg(holder);
+            async move {
+                self.conns
+                    .run(|mut c: Conn| async move { inv.invoke_async::<Option<String>>(&mut c).await })
+                    .await
+            }
+        });
+        let results: Vec<Result<Option<String>, RegistryError>> =
+            futures_util::stream::iter(requests).buffered(FAN_OUT).collect().await;
+        results.into_iter().collect()
+    }
+
+    /// Releases each `(shard, record held)`; returns how many were still ours.
+    pub(crate) async fn release(&self, held: &[(u32, String)]) -> Result<usize, RegistryError> {
+        let requests = held.iter().map(|(shard, record)| {
+            let mut inv = self.scripts.release.key(owner_key(*shard));
+            inv.arg(record);
+            async move {
+                self.conns
+                    .run(|mut c: Conn| async move { inv.invoke_async::<bool>(&mut c).await })
+                    .await
+            }
+        });
+        let results: Vec<Result<bool, RegistryError>> =
+            futures_util::stream::iter(requests).buffered(FAN_OUT).collect().await;
+        let mut released = 0;
+        for r in results {
+            released += usize::from(r?);
+        }
+        Ok(released)
+    }
+}
+
+/// `now, (node, lease end, incarnation|address)*` → Redis' time and members.
+fn parse_members(fields: &[String]) -> (u64, Vec<Member>) {
+    let now = fields.first().and_then(|t| t.parse().ok()).unwrap_or(0);
+    let members = fields
+        .get(1..)
+        .unwrap_or_default()
+        .chunks_exact(3)
+        .filter_map(|m| {
+            let [node, end, info] = m else { return None };
+            let (incarnation, address) = info.split_once('|')?;
+            Some(Member {
+                node: node.clone(),
+                incarnation: incarnation.to_owned(),
+                address: address.to_owned(),
+                lease_end_ms: end.parse::<f64>().ok().map_or(0, |e| e as u64),
+            })
+        })
+        .collect();
+    (now, members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_records_parse_whatever_is_stored() {
+        let r = OwnerRecord::parse(Some("n1|abc|7".into()));
+        assert_eq!(r.holder, Some(("n1".into(), "abc".into())));
+        assert_eq!(r.epoch, 7);
+        let released = OwnerRecord::parse(Some("-|-|7".into()));
+        assert_eq!((released.holder, released.epoch), (None, 7));
+        let none = OwnerRecord::parse(None);
+        assert_eq!((none.holder, none.epoch, none.raw.as_str()), (None, 0, ""));
+        assert_eq!(OwnerRecord::parse(Some("garbage".into())).holder, None);
+    }
+
+    #[test]
+    fn members_parse_and_skip_malformed_ones() {
+        let f: Vec<String> = ["1000", "a", "11000", "i1|10.0.0.1:7700", "b", "12000", "broken"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let (now, members) = parse_members(&f);
+        assert_eq!(now, 1000);
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].address, "10.0.0.1:7700");
+        assert_eq!(members[0].lease_end_ms, 11_000);
+    }
+}
