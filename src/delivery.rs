@@ -15,7 +15,7 @@ mod state;
 
 pub use outbox::{OutboxEntry, merge};
 pub use payload::{PayloadPolicy, build_push};
-pub(crate) use pool::{Drain, Forget, Pool, Submit};
+pub(crate) use pool::{Acquire, Drain, Forget, Lost, Pool, Release, Submit};
 pub use pool::{Load, PoolStatus, Status};
 pub(crate) use retry::RetryPolicy;
 pub use state::{Arrival, Attempt, Fate, Full, Outcome, Persist, Settled, Step};
@@ -132,6 +132,55 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// In a cluster: the pools start with no shard, so nothing to load; they
+    /// admit publishes for the shards they are then handed ([`Self::acquire`]).
+    pub(crate) async fn open_empty(&self) {
+        for pool in self.pools.values() {
+            let _ = pool.send(Load(Vec::new())).await;
+        }
+        self.loaded.store(true, Ordering::SeqCst);
+    }
+
+    /// Reads the outbox of `shards`, just taken, and hands each pool its
+    /// entries. Unreadable entries are removed, as at start.
+    pub(crate) async fn acquire(
+        &self,
+        registry: &Registry,
+        shards: &[u32],
+    ) -> Result<(), RegistryError> {
+        let mut stored = by_provider(registry, registry.outbox_load_shards(shards).await?).await?;
+        for (id, pool) in &self.pools {
+            let entries = stored.remove(id).unwrap_or_default();
+            pool.send(Acquire {
+                shards: shards.to_vec(),
+                entries,
+            })
+            .await
+            .map_err(|_| RegistryError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// Hands `shards` over gracefully (see [`Release`]); true once every pool
+    /// has, by `deadline`.
+    pub(crate) async fn release(&self, shards: &[u32], deadline: crate::clock::Instant) -> bool {
+        let waits = self
+            .pools
+            .values()
+            .map(|pool| pool.send(Release(shards.to_vec())));
+        match tokio::time::timeout_at(deadline, futures_util::future::join_all(waits)).await {
+            Ok(results) => results.into_iter().all(|r| r.unwrap_or(false)),
+            Err(_) => false,
+        }
+    }
+
+    /// `shards` are gone: every pool forgets their entries now.
+    pub(crate) fn lose(&self, shards: &[u32]) {
+        for pool in self.pools.values() {
+            pool.do_send(Lost(shards.to_vec()));
+        }
+    }
+
     /// Whether the outbox is loaded and publishes are admitted.
     pub(crate) fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::SeqCst)
@@ -218,9 +267,17 @@ fn settings(config: &Config) -> Result<Settings, ConfigIssue> {
 async fn load_outbox(
     registry: &Registry,
 ) -> Result<HashMap<String, Vec<OutboxEntry>>, RegistryError> {
+    by_provider(registry, registry.outbox_load().await?).await
+}
+
+/// Stored outbox entries decoded and grouped by provider.
+async fn by_provider(
+    registry: &Registry,
+    stored: Vec<(String, Vec<u8>)>,
+) -> Result<HashMap<String, Vec<OutboxEntry>>, RegistryError> {
     let mut by_provider: HashMap<String, Vec<OutboxEntry>> = HashMap::new();
     let mut corrupt = Vec::new();
-    for (key, bytes) in registry.outbox_load().await? {
+    for (key, bytes) in stored {
         match OutboxEntry::decode(&bytes) {
             Ok(entry) => by_provider
                 .entry(entry.provider.clone())

@@ -2,17 +2,20 @@
 //! signal, then stops in order (HTTP, component streams, delivery pools)
 //! within one deadline.
 
+mod forward;
 mod handler;
 
+pub(crate) use forward::Forwarded;
 pub(crate) use handler::PushComponent;
 
 use crate::app::AppContext;
+use crate::cluster::{Cluster, ClusterMetrics};
 use crate::config::{Config, ConfigIssue, StoreBackend};
 use crate::delivery::{Dispatcher, PayloadPolicy};
 use crate::errors::chain;
 use crate::http::{self, HttpError, HttpState};
 use crate::providers::{self, BuildError};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Fences, Registry, RegistryError};
 use crate::telemetry::Metrics;
 use crate::xmpp::{Close, Session, SessionSettings, StanzaHandler};
 use actix::{Actor, Addr, Arbiter};
@@ -43,6 +46,9 @@ pub enum GatewayError {
     /// A thread's async runtime could not be built.
     #[error("runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// The cluster node could not start.
+    #[error("cluster")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Threads each runtime may start for blocking work (store writes). Store
@@ -153,10 +159,24 @@ impl Launch {
                 Ok(Vec::new())
             }
         };
-        let registry = Registry::open(&config.store)?;
+        let fences = config
+            .cluster
+            .as_ref()
+            .map(|_| Fences::new(config.store.shards.max(1)));
+        let registry = Registry::open_fenced(&config.store, fences.clone())?;
         let pool_threads = threads(clients.len())?;
         let handles: Vec<_> = pool_threads.iter().map(Arbiter::handle).collect();
         let dispatcher = Dispatcher::start(&config, clients, &registry, &metrics, &handles)?;
+        let mut cluster = match (&config.cluster, fences) {
+            (Some(c), Some(fences)) => Some(Cluster::new(
+                c,
+                registry.shards(),
+                fences,
+                Arc::new(ClusterMetrics::default()),
+            )?),
+            _ => None,
+        };
+        let router = cluster.as_ref().map(Cluster::router);
         bring_up_store(&config, &registry, &dispatcher).await;
         let app = AppContext::from_config(&config);
         let state = HttpState {
@@ -164,6 +184,7 @@ impl Launch {
             registry: registry.clone(),
             dispatcher: dispatcher.clone(),
             metrics: metrics.clone(),
+            cluster: router.clone(),
         };
         let server = http::start(&config.http, state, http_listener)?;
         let server_handle = server.handle();
@@ -172,14 +193,19 @@ impl Launch {
                 warn!("HTTP server stopped: {}", chain(&e));
             }
         });
-        let handler: Arc<dyn StanzaHandler> = Arc::new(PushComponent {
+        let component = Arc::new(PushComponent {
             app,
-            registry,
+            registry: registry.clone(),
             dispatcher: dispatcher.clone(),
             metrics: metrics.clone(),
             require_account_domain: config.publish.require_account_domain,
             payload: PayloadPolicy::from_config(&config.delivery),
+            cluster: router,
         });
+        if let Some(cluster) = &mut cluster {
+            cluster.serve(component.clone(), registry, dispatcher.clone())?;
+        }
+        let handler: Arc<dyn StanzaHandler> = component;
         let connections = config.component.servers.iter().map(|s| s.connections).sum();
         let arbiters = threads(connections)?;
         let sessions = start_sessions(&config, &handler, &metrics, &arbiters)?;
@@ -190,6 +216,7 @@ impl Launch {
             grace,
             http: server_handle,
             sessions,
+            cluster,
             dispatcher,
         })
         .await;
@@ -214,6 +241,7 @@ struct Running {
     grace: Duration,
     http: actix_web::dev::ServerHandle,
     sessions: Vec<Addr<Session>>,
+    cluster: Option<Cluster>,
     dispatcher: Dispatcher,
 }
 
@@ -225,6 +253,7 @@ async fn stop(running: Running) {
         grace,
         http,
         sessions,
+        cluster,
         dispatcher,
     } = running;
     let deadline = crate::clock::now() + grace;
@@ -240,6 +269,11 @@ async fn stop(running: Running) {
     }
     let closes = sessions.iter().map(|s| s.send(Close { deadline }));
     let _ = tokio::time::timeout_at(deadline, futures_util::future::join_all(closes)).await;
+    if let Some(cluster) = cluster {
+        // Hands every shard over (in-flight requests finished, outbox
+        // committed) and leaves the member list: the peers take over now.
+        cluster.leave(deadline).await;
+    }
     if dispatcher.drain(deadline).await {
         info!("deliveries in flight finished and the outbox is committed; bye");
     } else {
@@ -319,11 +353,17 @@ async fn bring_up_store(config: &Config, registry: &Registry, dispatcher: &Dispa
     });
 }
 
+/// Connects the store and loads the outbox; in a cluster the pools start
+/// empty and get the outbox of each shard as they take it.
 async fn connect_and_load(
     registry: &Registry,
     dispatcher: &Dispatcher,
 ) -> Result<(), RegistryError> {
     registry.connect().await?;
+    if registry.is_fenced() {
+        dispatcher.open_empty().await;
+        return Ok(());
+    }
     dispatcher.load_outbox(registry).await
 }
 

@@ -45,6 +45,8 @@ pub struct HttpState {
     pub dispatcher: Dispatcher,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// In a cluster: where registrations live, and the cluster's status.
+    pub cluster: Option<crate::cluster::Router>,
 }
 
 /// Starts the server on `listener`, or on `http.listen` when there is none;

@@ -14,6 +14,8 @@
 //! - [`providers`]: thin APNs and FCM v1 HTTP/2 clients.
 //! - [`http`]: Tigase REST unregister, health, readiness and metrics.
 //! - [`telemetry`]: logging and the metrics registry.
+//! - [`cluster`]: several nodes on one Redis: leases, shard ownership with
+//!   fencing, forwarding to the owner over gRPC.
 //! - [`gateway`]: wires the pieces together and runs them until shutdown.
 //! - [`errors`]: an error and its causes as one line of text.
 //! - [`clock`]: the one source of time, which tests can pause; [`backoff`]:
@@ -24,6 +26,7 @@
 pub mod app;
 pub mod backoff;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod errors;

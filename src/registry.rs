@@ -25,9 +25,10 @@ pub(crate) use embedded::EmbeddedStore;
 pub use error::{DeadToken, RegistryError};
 pub use fences::Fences;
 pub use keys::NodeKeys;
+pub(crate) use keys::constant_time_eq;
 pub(crate) use model::Edit;
 pub use model::{DeviceRef, NewRegistration, OutboxWrite, Registration};
-pub(crate) use redis::{Member, Membership, OwnerRecord, RedisStore};
+pub(crate) use redis::{Member, Membership, RedisStore};
 pub use shard::{node_of_outbox_key, shard_of};
 pub use transfer::{ExportLine, ImportSummary, TransferError};
 
@@ -420,6 +421,11 @@ impl Registry {
             .fences
             .as_ref()
             .is_none_or(|f| f.holds(shard_of(node, self.inner.shards)))
+    }
+
+    /// Whether this registry belongs to a cluster node (writes are fenced).
+    pub fn is_fenced(&self) -> bool {
+        self.inner.fences.is_some()
     }
 
     /// Forgets every cached registration: a shard left this node.

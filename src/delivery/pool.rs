@@ -122,9 +122,16 @@ impl Pool {
         rx
     }
 
-    /// Starts a flush of `dirty` unless one is running.
+    /// Starts a flush of `dirty` unless one is running. With nothing to
+    /// write and no flush running, every waiter's changes are committed.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing || self.dirty.is_empty() {
+        if self.flushing {
+            return;
+        }
+        if self.dirty.is_empty() {
+            for waiter in self.dirty_waiters.drain(..) {
+                let _ = waiter.send(true);
+            }
             return;
         }
         self.flushing = true;

@@ -8,7 +8,9 @@ use crate::app::{
 };
 use crate::delivery::{Arrival, Dispatcher, PayloadPolicy, SubmitError, build_push};
 use crate::errors::chain;
-use crate::registry::{DeviceRef, NewRegistration, Registration, Registry};
+use crate::cluster::Router;
+use crate::registry::{DeviceRef, NewRegistration, Registration, Registry, RegistryError};
+use super::forward::{Arrived, Handled, NotOwned, Original, Placed, moving};
 use crate::telemetry::Metrics;
 use crate::xmpp::{ReplyFuture, StanzaHandler};
 use base64::Engine as _;
@@ -31,25 +33,40 @@ pub(crate) struct PushComponent {
     pub require_account_domain: bool,
     /// What a push may carry (`[delivery] include_*`).
     pub payload: PayloadPolicy,
+    /// In a cluster, where each node's work goes.
+    pub cluster: Option<Router>,
 }
 
 impl StanzaHandler for PushComponent {
     fn handle(self: Arc<Self>, stanza: Element) -> ReplyFuture {
         let request = classify(&stanza);
-        Box::pin(async move { self.answer(request).await })
+        let arrived = Arrived::Stream(self.cluster.is_some().then_some(Original::Element(stanza)));
+        Box::pin(async move { self.respond(request, arrived).await.unwrap_or(None) })
     }
 
     fn handle_raw(self: Arc<Self>, stanza: &[u8]) -> Option<ReplyFuture> {
         let request = fast::publish(stanza)?;
-        Some(Box::pin(async move { self.answer(request).await }))
+        let arrived = Arrived::Stream(
+            self.cluster
+                .is_some()
+                .then(|| Original::Bytes(stanza.to_vec())),
+        );
+        Some(Box::pin(async move {
+            self.respond(request, arrived).await.unwrap_or(None)
+        }))
     }
 }
 
 impl PushComponent {
-    /// The serialized reply to `request`, if it deserves one.
-    pub(crate) async fn answer(&self, request: Request) -> Option<String> {
+    /// The serialized reply to `request`, if it deserves one; `NotOwned` for
+    /// a peer's stanza whose shard is not (or no longer) this node's.
+    pub(crate) async fn respond(
+        &self,
+        request: Request,
+        arrived: Arrived,
+    ) -> Result<Option<String>, NotOwned> {
         let reply = match request {
-            Request::Ignore => return None,
+            Request::Ignore => return Ok(None),
             Request::Invalid { header, fault } => {
                 debug!(id = %header.id, "refusing stanza: {}", fault.text);
                 header.error(&fault)
@@ -69,24 +86,41 @@ impl PushComponent {
                 header,
                 account,
                 command,
-            } => self.command(header, account, command).await,
+            } => match self.command(header, account, command, arrived).await {
+                Handled::Here(reply) => reply,
+                Handled::There(reply) => return Ok(reply),
+                Handled::NotOwned => return Err(NotOwned),
+            },
             Request::Publish {
                 header,
                 publisher_domain,
                 request,
             } => {
-                let outcome = self.publish(&publisher_domain, request).await;
+                let outcome = match self.place(&request.node, arrived).await {
+                    Placed::Here => self.publish(&publisher_domain, request).await,
+                    Placed::There(peer, original) => {
+                        return Ok(self.forward(&header, peer, original, "publish").await);
+                    }
+                    Placed::Moving => PublishOutcome::Moving,
+                    Placed::NotOwner => return Err(NotOwned),
+                };
                 self.metrics.publishes.inc(&[outcome.label()]);
                 match outcome.fault() {
-                    None => return Some(header.empty_result()),
+                    None => return Ok(Some(header.empty_result())),
                     Some(f) => header.error(&f),
                 }
             }
         };
-        Some(String::from(&reply))
+        Ok(Some(String::from(&reply)))
     }
 
-    async fn command(&self, header: IqHeader, account: String, cmd: CommandRequest) -> Element {
+    async fn command(
+        &self,
+        header: IqHeader,
+        account: String,
+        cmd: CommandRequest,
+        arrived: Arrived,
+    ) -> Handled {
         let session_id = cmd
             .session_id
             .clone()
@@ -99,14 +133,24 @@ impl PushComponent {
             .map_or("unknown", |spec| spec.node.as_str());
         let refused = |fault: &StanzaFault| {
             self.metrics.registration_commands.inc(&[label, "refused"]);
-            header.error(fault)
+            Handled::Here(header.error(fault))
         };
         let (spec, plan) = match commands::plan(&cmd, &self.app, &session_id) {
             Ok(planned) => planned,
             Err(fault) => return refused(&fault),
         };
+        if let CommandPlan::Register(device) | CommandPlan::Unregister(device) = &plan {
+            match self.place_device(&account, &device.provider, device.identity(), arrived).await {
+                Placed::Here => {}
+                Placed::There(peer, original) => {
+                    return Handled::There(self.forward(&header, peer, original, "command").await);
+                }
+                Placed::Moving => return refused(&moving()),
+                Placed::NotOwner => return Handled::NotOwned,
+            }
+        }
         let result = match plan {
-            CommandPlan::Reply(reply) => return header.result(Some(reply)),
+            CommandPlan::Reply(reply) => return Handled::Here(header.result(Some(reply))),
             CommandPlan::Register(device) => {
                 let secret = device
                     .with_secret
@@ -142,13 +186,17 @@ impl PushComponent {
                 .await
                 .map(|removed| commands::completed_unregister(spec, &session_id, removed)),
         };
-        match result {
+        Handled::Here(match result {
             Ok(reply) => {
                 self.metrics.registration_commands.inc(&[label, "ok"]);
                 header.result(Some(reply))
             }
+            Err(RegistryError::NotOwner { .. } | RegistryError::Fenced { .. }) => {
+                self.metrics.registration_commands.inc(&[label, "moving"]);
+                header.error(&moving())
+            }
             Err(e) => {
-                warn!("{} failed: {}", cmd.node, chain(&e));
+                warn!("{label} failed: {}", chain(&e));
                 self.metrics
                     .registration_commands
                     .inc(&[label, "store-error"]);
@@ -158,13 +206,16 @@ impl PushComponent {
                     "the registration store is unavailable; try again later",
                 ))
             }
-        }
+        })
     }
 
     async fn publish(&self, publisher_domain: &str, request: PublishRequest) -> PublishOutcome {
         let registration = match self.registry.get(&request.node).await {
             Ok(Some(r)) => r,
             Ok(None) => return PublishOutcome::UnknownNode,
+            Err(RegistryError::NotOwner { .. } | RegistryError::Fenced { .. }) => {
+                return PublishOutcome::Moving;
+            }
             Err(e) => {
                 // No node at warn: for a registration without a secret it is the
                 // credential that lets a server publish.

@@ -4,6 +4,7 @@ use super::HttpState;
 use crate::app::commands::normalize_token;
 use crate::app::incoming::account_of;
 use crate::errors::chain;
+use crate::cluster::Unregister;
 use crate::registry::DeviceRef;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -57,18 +58,27 @@ async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
             (id, detail)
         })
         .collect();
-    let ready = sessions > 0 && store == "ok";
+    // A cluster node serves forwards and delivers its shards without any
+    // stream of its own: it is ready once it is a member.
+    let (ready, cluster) = match &state.cluster {
+        Some(router) => (router.is_member() && store == "ok", Some(router.status())),
+        None => (sessions > 0 && store == "ok", None),
+    };
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    HttpResponse::build(status).json(json!({
+    let mut body = json!({
         "ready": ready,
         "component_sessions": sessions,
         "store": store,
         "providers": providers,
-    }))
+    });
+    if let (Some(cluster), Some(map)) = (cluster, body.as_object_mut()) {
+        map.insert("cluster".to_owned(), cluster);
+    }
+    HttpResponse::build(status).json(body)
 }
 
 async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
@@ -78,9 +88,13 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
             .registrations
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
+    let mut text = state.metrics.render();
+    if let Some(router) = &state.cluster {
+        router.render_metrics(&mut text);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+        .body(text)
 }
 
 fn result(status: StatusCode, outcome: &str) -> HttpResponse {
@@ -120,7 +134,11 @@ async fn unregister_device(
         provider,
         identity: &token,
     };
-    match state.registry.unregister(&device).await {
+    let removed = match &state.cluster {
+        None => state.registry.unregister(&device).await.map_err(Unregister::Store),
+        Some(router) => router.unregister(&state.registry, &device).await,
+    };
+    match removed {
         Ok(true) => {
             info!(provider, "device unregistered over REST");
             state

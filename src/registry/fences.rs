@@ -12,9 +12,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Owner records held, by shard.
+/// Owner records held, by shard, and until when they may be used.
 pub struct Fences {
     held: RwLock<Vec<Option<Arc<str>>>>,
+    /// Past this instant (the last renewal plus `fence_after_ms`) nothing is
+    /// held, whatever the coordinator has managed to do: a node that was
+    /// paused stops writing and sending the moment it runs again.
+    valid_until: std::sync::Mutex<Option<crate::clock::Instant>>,
     /// Woken whenever a shard is taken, for callers waiting on one.
     taken: Notify,
     /// Writes Redis refused because the record had changed.
@@ -26,6 +30,7 @@ impl Fences {
     pub fn new(shards: u32) -> Arc<Self> {
         Arc::new(Self {
             held: RwLock::new(vec![None; shards as usize]),
+            valid_until: std::sync::Mutex::new(None),
             taken: Notify::new(),
             refused: AtomicU64::new(0),
         })
@@ -33,12 +38,32 @@ impl Fences {
 
     /// The record `shard` is held under, if this node owns it.
     pub fn token(&self, shard: u32) -> Option<Arc<str>> {
+        if !self.valid() {
+            return None;
+        }
         self.read().get(shard as usize).cloned().flatten()
     }
 
     /// Whether this node owns `shard`.
     pub fn holds(&self, shard: u32) -> bool {
-        self.read().get(shard as usize).is_some_and(Option::is_some)
+        self.valid() && self.read().get(shard as usize).is_some_and(Option::is_some)
+    }
+
+    /// Whether the lease behind the records is still good by this node's clock.
+    pub fn valid(&self) -> bool {
+        let until = *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        until.is_none_or(|t| crate::clock::now() < t)
+    }
+
+    /// The lease was renewed: the records may be used until `until`.
+    pub fn valid_until(&self, until: crate::clock::Instant) {
+        *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(until);
     }
 
     /// Records that this node now owns `shard` under `token`.
@@ -73,7 +98,7 @@ impl Fences {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// Every shard held, with its record.
+    /// Every shard held, with its record (lease validity aside).
     pub fn held(&self) -> Vec<(u32, Arc<str>)> {
         self.read()
             .iter()

@@ -25,14 +25,13 @@ mod connections;
 mod leases;
 mod scripts;
 
-pub(crate) use leases::{Member, Membership, OwnerRecord};
+pub(crate) use leases::{Member, Membership};
 
 use super::shard::{node_of_outbox_key, shard_of};
 use super::{NodeKeys, OutboxWrite, RegistryError};
 use crate::config::StoreConfig;
 use connections::{Conn, Connections};
 use futures_util::StreamExt as _;
-use redis::Script;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -229,7 +228,7 @@ impl RedisStore {
     pub(crate) async fn outbox_apply(
         &self,
         writes: &[&OutboxWrite],
-        fence: &dyn Fn(u32) -> Arc<str>,
+        fence: &(dyn Fn(u32) -> Arc<str> + Sync),
     ) -> Result<Vec<u32>, RegistryError> {
         let mut by_shard: BTreeMap<u32, Vec<&OutboxWrite>> = BTreeMap::new();
         for &w in writes {

@@ -56,7 +56,7 @@ fn label_text(labels: &[&str], values: &[String], extra: Option<(&str, &str)>) -
 }
 
 impl<T: Copy + Default + std::fmt::Display> Family<T> {
-    fn new(labels: &'static [&'static str]) -> Self {
+    pub(crate) fn new(labels: &'static [&'static str]) -> Self {
         Self {
             labels,
             values: Mutex::new(BTreeMap::new()),
@@ -95,7 +95,7 @@ impl<T: Copy + Default + std::fmt::Display> Family<T> {
 pub struct CounterVec(Family<u64>);
 
 impl CounterVec {
-    fn new(labels: &'static [&'static str]) -> Self {
+    pub(crate) fn new(labels: &'static [&'static str]) -> Self {
         Self(Family::new(labels))
     }
 
@@ -114,7 +114,7 @@ impl CounterVec {
         self.0.get(values)
     }
 
-    fn render(&self, name: &str, help: &str, out: &mut String) {
+    pub(crate) fn render(&self, name: &str, help: &str, out: &mut String) {
         self.0.render(name, help, "counter", out);
     }
 }
@@ -124,7 +124,7 @@ impl CounterVec {
 pub struct GaugeVec(Family<i64>);
 
 impl GaugeVec {
-    fn new(labels: &'static [&'static str]) -> Self {
+    pub(crate) fn new(labels: &'static [&'static str]) -> Self {
         Self(Family::new(labels))
     }
 
@@ -163,7 +163,7 @@ pub struct HistogramVec {
 }
 
 impl HistogramVec {
-    fn new(labels: &'static [&'static str]) -> Self {
+    pub(crate) fn new(labels: &'static [&'static str]) -> Self {
         Self {
             labels,
             values: Mutex::new(BTreeMap::new()),
@@ -194,7 +194,7 @@ impl HistogramVec {
             .unwrap_or(0)
     }
 
-    fn render(&self, name: &str, help: &str, out: &mut String) {
+    pub(crate) fn render(&self, name: &str, help: &str, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let Ok(map) = self.values.lock() else { return };
         for (values, b) in map.iter() {

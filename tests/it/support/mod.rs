@@ -2,6 +2,7 @@
 //! providers over HTTP/2 + TLS with a test CA, and the gateway binary as a child
 //! process with a generated configuration.
 
+pub mod cluster;
 pub mod gateway;
 pub mod harness;
 pub mod in_process;

@@ -1,0 +1,334 @@
+//! The membership and ownership loop of one node: renew the lease, compute
+//! the assignment, check the shards held, hand over those assigned elsewhere,
+//! take those assigned here; fence on a lease that could not be renewed.
+
+use super::assign::assign;
+use super::{Shared, View};
+use crate::clock::{self, Instant};
+use crate::config::{ClusterConfig, LeaseTimings};
+use crate::delivery::Dispatcher;
+use crate::errors::chain;
+use crate::registry::{Member, Membership, Registry, RegistryError};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+/// How soon to look again while a shard assigned here is still held by a
+/// live peer that is handing it over.
+const HANDOVER_POLL: Duration = Duration::from_millis(200);
+
+pub(super) struct Coordinator {
+    shared: Arc<Shared>,
+    registry: Registry,
+    dispatcher: Dispatcher,
+    stop: watch::Receiver<bool>,
+    address: String,
+    incarnation: String,
+    timings: LeaseTimings,
+    max_moves: usize,
+    /// When the last successful renewal was sent (not answered: the lease
+    /// runs from Redis' time of the renewal, which is after this).
+    renewed: Option<Instant>,
+}
+
+fn new_incarnation() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
+}
+
+impl Coordinator {
+    pub(super) fn new(
+        config: &ClusterConfig,
+        shared: Arc<Shared>,
+        registry: Registry,
+        dispatcher: Dispatcher,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            shared,
+            registry,
+            dispatcher,
+            stop,
+            address: config.advertise(),
+            incarnation: new_incarnation(),
+            timings: config.timings(),
+            max_moves: config.max_moves,
+            renewed: None,
+        }
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.timings.ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs until told to stop, then leaves gracefully.
+    pub(super) async fn run(mut self) {
+        info!(node = %self.shared.node, address = %self.address, "joining the cluster");
+        loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            let fence_at = self.renewed.map(|t| t + self.timings.fence_after);
+            let result = tokio::select! {
+                r = self.round() => Some(r),
+                () = sleep_until(fence_at) => None,
+            };
+            let soon = match result {
+                Some(Ok(soon)) => soon,
+                Some(Err(e)) => {
+                    warn!("cluster round failed: {}", chain(&e));
+                    false
+                }
+                None => false,
+            };
+            if self.renewed.is_some_and(|t| clock::now() >= t + self.timings.fence_after) {
+                self.fence("the lease could not be renewed in time");
+            }
+            let pause = if soon { HANDOVER_POLL } else { self.timings.renew };
+            let fence_at = self.renewed.map(|t| t + self.timings.fence_after);
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.shared.nudge.notified() => {}
+                () = sleep_until(fence_at) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        self.leave().await;
+    }
+
+    /// One round; true when something waits on a peer's hand-over, so the
+    /// next round should come soon.
+    async fn round(&mut self) -> Result<bool, RegistryError> {
+        let store = self.registry.shared()?;
+        let what = if self.renewed.is_some() {
+            Membership::Renew
+        } else {
+            Membership::Join
+        };
+        let sent = clock::now();
+        let me = self.shared.node.clone();
+        let answer = store
+            .membership(&me, &self.incarnation, &self.address, self.ttl_ms(), what)
+            .await?;
+        let Some((_, mut members)) = answer else {
+            self.fence("the lease ran out before it was renewed (the process was paused or cut off)");
+            return Ok(true);
+        };
+        if what == Membership::Join {
+            info!(node = %me, incarnation = %self.incarnation, members = members.len(), "joined the cluster");
+        }
+        self.renewed = Some(sent);
+        self.shared.fences.valid_until(sent + self.timings.fence_after);
+        members.sort_by(|a, b| a.node.cmp(&b.node));
+        let names: Vec<&str> = members.iter().map(|m| m.node.as_str()).collect();
+        let owners = assign(&names, self.shared.shards);
+        let mine: HashSet<u32> = owners
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| members.get(**i).is_some_and(|m| m.node == me))
+            .filter_map(|(s, _)| u32::try_from(s).ok())
+            .collect();
+        self.shared.metrics.members.set(i64::try_from(members.len()).unwrap_or(0));
+        self.shared.set_view(View {
+            members: members.clone(),
+            owners,
+            joined: true,
+        });
+        self.check_held().await?;
+        self.hand_over(&mine).await?;
+        let waiting = self.take(&mine, &members).await?;
+        let owned = self.shared.fences.held().len();
+        self.shared.metrics.shards_owned.set(i64::try_from(owned).unwrap_or(0));
+        Ok(waiting)
+    }
+
+    /// Drops the shards whose owner record is no longer ours (taken by
+    /// another node while this one was slow).
+    async fn check_held(&mut self) -> Result<(), RegistryError> {
+        let held = self.shared.fences.held();
+        if held.is_empty() {
+            return Ok(());
+        }
+        let shards: Vec<u32> = held.iter().map(|(s, _)| *s).collect();
+        let records = self.registry.shared()?.owners(&shards).await?;
+        let lost: Vec<u32> = held
+            .iter()
+            .zip(records)
+            .filter(|((_, token), record)| record.raw != **token)
+            .map(|((s, _), _)| *s)
+            .collect();
+        if !lost.is_empty() {
+            warn!(shards = lost.len(), "shards were taken over by another node");
+            self.lose(&lost, "lost");
+        }
+        Ok(())
+    }
+
+    fn lose(&self, shards: &[u32], kind: &str) {
+        for &s in shards {
+            self.shared.fences.release(s);
+        }
+        self.dispatcher.lose(shards);
+        self.registry.clear_cache();
+        self.shared
+            .metrics
+            .handoffs
+            .add(&[kind], shards.len() as u64);
+    }
+
+    /// Hands over, gracefully, held shards assigned elsewhere (at most
+    /// `max_moves`): the pools finish and commit them, then the records are
+    /// released for the new owner to take.
+    async fn hand_over(&mut self, mine: &HashSet<u32>) -> Result<(), RegistryError> {
+        let moving: Vec<(u32, Arc<str>)> = self
+            .shared
+            .fences
+            .held()
+            .into_iter()
+            .filter(|(s, _)| !mine.contains(s))
+            .take(self.max_moves)
+            .collect();
+        if moving.is_empty() {
+            return Ok(());
+        }
+        self.release(&moving).await
+    }
+
+    async fn release(&mut self, moving: &[(u32, Arc<str>)]) -> Result<(), RegistryError> {
+        let shards: Vec<u32> = moving.iter().map(|(s, _)| *s).collect();
+        // Bounded by the renewal period, so the next renewal is never late:
+        // what is not finished by then is tried again next round.
+        let deadline = clock::now() + self.timings.renew;
+        if !self.dispatcher.release(&shards, deadline).await {
+            warn!(shards = shards.len(), "hand-over not finished in time; the shards stay here for now");
+            return Ok(());
+        }
+        for &s in &shards {
+            self.shared.fences.release(s);
+        }
+        self.registry.clear_cache();
+        let records: Vec<(u32, String)> = moving
+            .iter()
+            .map(|(s, t)| (*s, t.to_string()))
+            .collect();
+        let released = self.registry.shared()?.release(&records).await?;
+        self.shared
+            .metrics
+            .handoffs
+            .add(&["released"], released as u64);
+        info!(shards = released, "shards handed over");
+        Ok(())
+    }
+
+    /// Takes shards assigned here that are free: never taken, released, or
+    /// held by a node (incarnation) that is no longer a member. Returns
+    /// true if some are still held by a live peer (handing them over).
+    async fn take(&mut self, mine: &HashSet<u32>, members: &[Member]) -> Result<bool, RegistryError> {
+        let wanted: Vec<u32> = mine
+            .iter()
+            .copied()
+            .filter(|&s| !self.shared.fences.holds(s))
+            .take(self.max_moves)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(false);
+        }
+        let store = self.registry.shared()?;
+        let records = store.owners(&wanted).await?;
+        let live = |holder: &(String, String)| {
+            members
+                .iter()
+                .any(|m| m.node == holder.0 && m.incarnation == holder.1)
+        };
+        let mut waiting = false;
+        let mut free = Vec::new();
+        for (&shard, record) in wanted.iter().zip(records) {
+            match &record.holder {
+                Some(h) if live(h) && h.0 != self.shared.node => waiting = true,
+                _ => free.push((shard, record)),
+            }
+        }
+        if free.is_empty() {
+            return Ok(waiting);
+        }
+        let claims: Vec<(u32, String)> = free.iter().map(|(s, r)| (*s, r.raw.clone())).collect();
+        let holder = format!("{}|{}", self.shared.node, self.incarnation);
+        let taken: Vec<(u32, String)> = claims
+            .iter()
+            .zip(store.claim(&claims, &holder).await?)
+            .filter_map(|((s, _), new)| Some((*s, new?)))
+            .collect();
+        if taken.is_empty() {
+            return Ok(true);
+        }
+        let shards: Vec<u32> = taken.iter().map(|(s, _)| *s).collect();
+        let stolen = free
+            .iter()
+            .filter(|(s, r)| r.holder.is_some() && shards.contains(s))
+            .count();
+        // The outbox first, then the fences: nothing is admitted for a shard
+        // before its stored entries are in the pools.
+        self.dispatcher.acquire(&self.registry, &shards).await?;
+        for (shard, record) in &taken {
+            self.shared.fences.hold(*shard, Arc::from(record.as_str()));
+        }
+        self.shared.metrics.handoffs.add(&["acquired"], taken.len() as u64);
+        info!(shards = taken.len(), from_dead_members = stolen, "shards taken");
+        Ok(waiting)
+    }
+
+    /// Stops acting as a member at once: every shard dropped, nothing sent
+    /// or written for them; joins again as a new incarnation.
+    fn fence(&mut self, why: &str) {
+        let held: Vec<u32> = self.shared.fences.release_all();
+        error!(
+            node = %self.shared.node,
+            shards = held.len(),
+            "fencing this node: {why}; it stops sending and writing, and joins again as a new incarnation"
+        );
+        self.dispatcher.lose(&held);
+        self.registry.clear_cache();
+        self.shared.metrics.self_fenced.inc();
+        self.shared.metrics.handoffs.add(&["lost"], held.len() as u64);
+        self.renewed = None;
+        self.incarnation = new_incarnation();
+        self.shared.set_view(View::default());
+    }
+
+    /// Graceful leave: hand every shard over, leave the member list, tell
+    /// the peers so they take over now rather than at their next round.
+    async fn leave(&mut self) {
+        let held = self.shared.fences.held();
+        if !held.is_empty() {
+            info!(shards = held.len(), "leaving the cluster: handing every shard over");
+            if let Err(e) = self.release(&held).await {
+                warn!("hand-over on leave failed: {}", chain(&e));
+            }
+        }
+        let Ok(store) = self.registry.shared() else { return };
+        let me = self.shared.node.clone();
+        match store
+            .membership(&me, &self.incarnation, &self.address, self.ttl_ms(), Membership::Leave)
+            .await
+        {
+            Ok(Some((_, members))) => {
+                let peers: Vec<String> = members.into_iter().map(|m| m.address).collect();
+                self.shared.peers.nudge_all(&peers).await;
+                info!("left the cluster");
+            }
+            Ok(None) => {}
+            Err(e) => warn!("could not leave the member list (peers notice when the lease ends): {}", chain(&e)),
+        }
+        self.shared.set_view(View::default());
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+

@@ -1,0 +1,171 @@
+//! Calling peers: one gRPC channel (one HTTP/2 connection, requests
+//! multiplexed over it) per peer address, made lazily and kept. Not a
+//! balanced channel: work must reach one particular node, the owner.
+//!
+//! Channels live on the cluster's runtime (they spawn their connection
+//! tasks where they are made), and calls run there too, so a caller on any
+//! thread can forward.
+
+use super::rpc::pb::cluster_client::ClusterClient;
+use super::rpc::pb::{self, ForwardRequest, NudgeRequest, UnregisterRequest};
+use super::rpc::{SECRET_HEADER, Tls};
+use crate::config::Secret;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use thiserror::Error;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+/// Peers remembered at most; more are forgotten and dialled again when needed.
+const MAX_CHANNELS: usize = 256;
+
+/// Why a forwarded call did not get an answer.
+#[derive(Debug, Error)]
+pub(crate) enum ForwardError {
+    /// The peer's address cannot be dialled.
+    #[error("peer address {0:?} is not usable")]
+    Address(String),
+    /// The call failed (unreachable, refused, deadline exceeded).
+    #[error("peer call failed")]
+    Call(#[source] tonic::Status),
+    /// No answer within the deadline.
+    #[error("no answer from the peer within {0:?}")]
+    Timeout(Duration),
+    /// The cluster's runtime is gone (shutdown).
+    #[error("the cluster runtime stopped")]
+    Stopped,
+}
+
+/// The channels to peers.
+pub(crate) struct Peers {
+    runtime: tokio::runtime::Handle,
+    secret: MetadataValue<tonic::metadata::Ascii>,
+    tls: Option<Tls>,
+    timeout: Duration,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Peers {
+    pub(super) fn new(
+        runtime: tokio::runtime::Handle,
+        secret: Secret,
+        tls: Option<Tls>,
+        timeout: Duration,
+    ) -> Self {
+        let secret = MetadataValue::try_from(secret.expose())
+            .unwrap_or_else(|_| MetadataValue::from_static(""));
+        Self {
+            runtime,
+            secret,
+            tls,
+            timeout,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn channel(&self, address: &str) -> Result<Channel, ForwardError> {
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = channels.get(address) {
+            return Ok(c.clone());
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let bad = || ForwardError::Address(address.to_owned());
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(|_| bad())?
+            .connect_timeout(self.timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(tls.ca.clone())
+                        .identity(tls.identity.clone()),
+                )
+                .map_err(|_| bad())?;
+        }
+        let channel = {
+            let _entered = self.runtime.enter();
+            endpoint.connect_lazy()
+        };
+        if channels.len() >= MAX_CHANNELS {
+            channels.clear();
+        }
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        // Sent as grpc-timeout: the owner stops working on it when we stop waiting.
+        request.set_timeout(self.timeout);
+        request
+            .metadata_mut()
+            .insert(SECRET_HEADER, self.secret.clone());
+        request
+    }
+
+    /// Runs `call` on the cluster runtime within the deadline.
+    async fn run<T, F>(&self, address: &str, call: impl FnOnce(ClusterClient<Channel>) -> F) -> Result<T, ForwardError>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let client = ClusterClient::new(self.channel(address)?);
+        let task = self.runtime.spawn(call(client));
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(Ok(response))) => Ok(response.into_inner()),
+            Ok(Ok(Err(status))) => Err(ForwardError::Call(status)),
+            Ok(Err(_)) => Err(ForwardError::Stopped),
+            Err(_) => Err(ForwardError::Timeout(self.timeout)),
+        }
+    }
+
+    /// Has the owner at `address` handle `stanza` (of `shard`).
+    pub(crate) async fn forward(
+        &self,
+        address: &str,
+        route: pb::Route,
+        stanza: Vec<u8>,
+    ) -> Result<pb::forward_reply::Outcome, ForwardError> {
+        let request = self.request(ForwardRequest {
+            route: Some(route),
+            stanza,
+        });
+        let reply = self
+            .run(address, |mut c| async move { c.forward(request).await })
+            .await?;
+        reply
+            .outcome
+            .ok_or_else(|| ForwardError::Call(tonic::Status::internal("empty reply")))
+    }
+
+    /// Has the owner at `address` remove a device's registration.
+    pub(crate) async fn unregister(
+        &self,
+        address: &str,
+        request: UnregisterRequest,
+    ) -> Result<pb::unregister_reply::Outcome, ForwardError> {
+        let request = self.request(request);
+        let reply = self
+            .run(address, |mut c| async move { c.unregister(request).await })
+            .await?;
+        reply
+            .outcome
+            .ok_or_else(|| ForwardError::Call(tonic::Status::internal("empty reply")))
+    }
+
+    /// Tells every peer at `addresses` to look at the membership now.
+    pub(crate) async fn nudge_all(&self, addresses: &[String]) {
+        let calls = addresses.iter().map(|a| {
+            let request = self.request(NudgeRequest {});
+            self.run(a, |mut c| async move { c.nudge(request).await })
+        });
+        let _ = futures_util::future::join_all(calls).await;
+    }
+}

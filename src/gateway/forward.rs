@@ -1,0 +1,188 @@
+//! Cluster forwarding in the stanza handler: work for a node whose shard
+//! another gateway node owns goes there over gRPC, and its reply comes back
+//! to be sent on the stream the stanza arrived on. While the shard moves, or
+//! when its owner cannot be reached within the deadline, the answer is
+//! `wait/service-unavailable`: every XMPP server keeps the registration
+//! after it (`docs/protocol.md` §5).
+
+use super::PushComponent;
+use crate::app::replies::IqHeader;
+use crate::app::{PublishOutcome, StanzaFault, classify, fast};
+use crate::cluster::Route;
+use crate::cluster::pb;
+use crate::errors::chain;
+use tracing::debug;
+use xmpp_parsers::minidom::Element;
+
+/// The stanza as it arrived, kept (in a cluster only) to forward it whole.
+pub(crate) enum Original {
+    /// Parsed by the session.
+    Element(Element),
+    /// Read by the fast path, unparsed.
+    Bytes(Vec<u8>),
+}
+
+impl Original {
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Original::Element(e) => String::from(&e).into_bytes(),
+            Original::Bytes(b) => b,
+        }
+    }
+}
+
+/// Where a stanza came from.
+pub(crate) enum Arrived {
+    /// On one of this node's component streams (with the original, in a cluster).
+    Stream(Option<Original>),
+    /// From a peer, for a shard it believes this node owns.
+    Peer,
+}
+
+/// Where the work for a node is done.
+pub(crate) enum Placed {
+    /// Here.
+    Here,
+    /// At this peer, which gets the original.
+    There(Peer, Original),
+    /// Nowhere now: answer `wait`.
+    Moving,
+    /// A peer sent it, and this node does not own the shard.
+    NotOwner,
+}
+
+/// A peer and the shard it is asked about.
+pub(crate) struct Peer {
+    shard: u32,
+    address: String,
+}
+
+/// What a command came to.
+pub(crate) enum Handled {
+    /// Handled here: the reply.
+    Here(Element),
+    /// Handled by the owner: its serialized reply, if any.
+    There(Option<String>),
+    /// A peer's command for a shard this node does not own.
+    NotOwned,
+}
+
+/// A peer's stanza for a shard this node does not own.
+#[derive(Debug)]
+pub(crate) struct NotOwned;
+
+/// What a forwarded stanza came to, for the peer that sent it.
+pub(crate) enum Forwarded {
+    /// The reply to send on its stream, if any.
+    Reply(Option<String>),
+    /// This node does not own the shard.
+    NotOwner,
+}
+
+/// The refusal while a shard moves.
+pub(crate) fn moving() -> StanzaFault {
+    PublishOutcome::Moving
+        .fault()
+        .unwrap_or_else(|| StanzaFault::new("wait", "service-unavailable", "try again later"))
+}
+
+impl PushComponent {
+    /// Where the work for `node` is done.
+    pub(super) async fn place(&self, node: &str, arrived: Arrived) -> Placed {
+        let Some(router) = &self.cluster else {
+            return Placed::Here;
+        };
+        match arrived {
+            Arrived::Peer if self.registry.holds(node) => Placed::Here,
+            Arrived::Peer => Placed::NotOwner,
+            Arrived::Stream(original) => match (router.route(node).await, original) {
+                (Route::Local, _) => Placed::Here,
+                (Route::Peer { shard, address }, Some(original)) => {
+                    Placed::There(Peer { shard, address }, original)
+                }
+                (Route::Peer { .. } | Route::Moving, _) => Placed::Moving,
+            },
+        }
+    }
+
+    /// Where the work for a device's node is done (commands, REST unregister).
+    pub(super) async fn place_device(
+        &self,
+        account: &str,
+        provider: &str,
+        identity: &str,
+        arrived: Arrived,
+    ) -> Placed {
+        if self.cluster.is_none() {
+            return Placed::Here;
+        }
+        match self.registry.keys() {
+            Ok(keys) => {
+                let node = keys.node_id(account, provider, identity);
+                self.place(&node, arrived).await
+            }
+            // Not connected yet: handled here, where the store error is answered.
+            Err(_) => Placed::Here,
+        }
+    }
+
+    /// Has `peer` handle `original`; its reply, or `wait` when it cannot.
+    pub(super) async fn forward(
+        &self,
+        header: &IqHeader,
+        peer: Peer,
+        original: Original,
+        kind: &'static str,
+    ) -> Option<String> {
+        let Some(router) = &self.cluster else {
+            return Some(String::from(&header.error(&moving())));
+        };
+        let route = pb::Route {
+            shard: peer.shard,
+            from_node: router.node().to_owned(),
+        };
+        let started = crate::clock::now();
+        let result = router
+            .peers()
+            .forward(&peer.address, route, original.into_bytes())
+            .await;
+        let m = router.metrics();
+        m.forward_latency
+            .observe(&[kind], (crate::clock::now() - started).as_secs_f64());
+        let outcome = match result {
+            Ok(pb::forward_reply::Outcome::Reply(reply)) => {
+                m.forwards.inc(&[kind, "ok"]);
+                return Some(reply);
+            }
+            Ok(pb::forward_reply::Outcome::NoReply(_)) => {
+                m.forwards.inc(&[kind, "ok"]);
+                return None;
+            }
+            Ok(pb::forward_reply::Outcome::NotOwner(_)) => "not-owner",
+            Err(e) => {
+                debug!(shard = peer.shard, "forward failed: {}", chain(&e));
+                "unreachable"
+            }
+        };
+        m.forwards.inc(&[kind, outcome]);
+        if kind == "publish" {
+            self.metrics.publishes.inc(&[PublishOutcome::Moving.label()]);
+        }
+        Some(String::from(&header.error(&moving())))
+    }
+
+    /// A stanza a peer forwarded, handled only if this node owns its shard.
+    pub(crate) async fn answer_forwarded(&self, stanza: &[u8]) -> Forwarded {
+        let request = match fast::publish(stanza) {
+            Some(request) => request,
+            None => match std::str::from_utf8(stanza).ok().and_then(|s| s.parse::<Element>().ok()) {
+                Some(element) => classify(&element),
+                None => return Forwarded::Reply(None),
+            },
+        };
+        match self.respond(request, Arrived::Peer).await {
+            Ok(reply) => Forwarded::Reply(reply),
+            Err(NotOwned) => Forwarded::NotOwner,
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Several gateway processes on one Redis, as a cluster: each with its own
+//! directory, HTTP and gRPC ports, and short leases so takeovers happen
+//! within seconds.
+
+use super::gateway::{GatewayProcess, TestConfig, free_port};
+use super::mock_provider::MockProvider;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The peers' shared secret in tests.
+pub const CLUSTER_SECRET: &str = "cluster-secret-for-tests-0123456789";
+
+/// Lease timings of test clusters (ms): lease, renewal, self-fence.
+pub const LEASE_MS: u64 = 3_000;
+const RENEW_MS: u64 = 500;
+const FENCE_MS: u64 = 2_000;
+
+/// What a test cluster's nodes share.
+pub struct ClusterSpec {
+    /// The fake XMPP server's component port.
+    pub xmpp_port: u16,
+    /// `[store]` keys of the shared Redis.
+    pub store_keys: String,
+    /// The provider mock's TOML (from [`TestConfig::with_mock_providers`]).
+    pub providers: String,
+    /// Extra `[delivery]` keys.
+    pub delivery: String,
+    /// Parent directory of the nodes' directories.
+    pub dir: PathBuf,
+}
+
+impl ClusterSpec {
+    /// A spec for nodes on `redis_url` connecting to `xmpp_port`.
+    pub fn new(xmpp_port: u16, redis_url: &str, mock: &MockProvider, dir: &Path) -> Self {
+        let providers = TestConfig::new(xmpp_port, dir)
+            .with_mock_providers(mock)
+            .extra;
+        Self {
+            xmpp_port,
+            store_keys: format!("backend = \"redis\"\nurl = \"{redis_url}\"\n"),
+            providers,
+            delivery: String::new(),
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The configuration of node `id`.
+    pub fn config(&self, id: &str, grpc_port: u16) -> TestConfig {
+        let dir = self.dir.join(id);
+        std::fs::create_dir_all(&dir).expect("node dir");
+        let mut c = TestConfig::new(self.xmpp_port, &dir);
+        c.store_keys = self.store_keys.clone();
+        c.delivery = self.delivery.clone();
+        c.extra = format!(
+            "{providers}\n[cluster]\nnode_id = \"{id}\"\nlisten = \"127.0.0.1:{grpc_port}\"\nsecret = \"{CLUSTER_SECRET}\"\nlease_ttl_ms = {LEASE_MS}\nrenew_ms = {RENEW_MS}\nfence_after_ms = {FENCE_MS}\n",
+            providers = self.providers
+        );
+        c
+    }
+}
+
+/// One node of a test cluster.
+pub struct Node {
+    /// Its node id.
+    pub id: String,
+    /// The process.
+    pub process: GatewayProcess,
+    config: TestConfig,
+    dir: PathBuf,
+}
+
+impl Node {
+    /// Starts node `id` of `spec`.
+    pub fn start(spec: &ClusterSpec, id: &str) -> Self {
+        let config = spec.config(id, free_port());
+        let dir = spec.dir.join(id);
+        let process = GatewayProcess::start(&config, &dir);
+        Self {
+            id: id.to_owned(),
+            process,
+            config,
+            dir,
+        }
+    }
+
+    /// Starts the node again with the same configuration (same id, ports).
+    pub fn restart(&mut self) {
+        self.process = GatewayProcess::start(&self.config, &self.dir);
+    }
+
+    /// Shards this node owns now (0 when it does not answer).
+    pub async fn shards_owned(&self) -> f64 {
+        self.process.metric("pushgate_cluster_shards_owned").await
+    }
+}
+
+/// Sum of the shards owned over `nodes`.
+pub async fn shards_owned(nodes: &[&Node]) -> f64 {
+    let mut total = 0.0;
+    for n in nodes {
+        total += n.shards_owned().await;
+    }
+    total
+}
+
+/// Waits until `nodes` own every one of the 1024 shards between them, each
+/// some; false after `deadline`.
+pub async fn settled(nodes: &[&Node], deadline: Duration) -> bool {
+    super::eventually(deadline, || async {
+        let mut total = 0.0;
+        for n in nodes {
+            let owned = n.shards_owned().await;
+            if owned < 1.0 {
+                return false;
+            }
+            total += owned;
+        }
+        (total - 1024.0).abs() < 0.5
+    })
+    .await
+}
+
+/// Sum of one metric series over `nodes`.
+pub async fn metric_sum(nodes: &[&Node], series: &str) -> f64 {
+    let mut total = 0.0;
+    for n in nodes {
+        total += n.process.metric(series).await;
+    }
+    total
+}
