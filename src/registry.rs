@@ -316,7 +316,12 @@ impl Registry {
             Backend::Redis(store) => store,
         };
         let shard = shard_of(node, self.inner.shards);
-        let fence = self.fence(shard).ok_or(RegistryError::NotOwner { shard })?;
+        let Some(fence) = self.fence(shard) else {
+            if let Some(f) = &self.inner.fences {
+                f.count_refused(1);
+            }
+            return Err(RegistryError::NotOwner { shard });
+        };
         for _ in 0..EDIT_ATTEMPTS {
             let raw = store.get(node).await?;
             let current = raw
@@ -374,7 +379,12 @@ impl Registry {
             return store.outbox_apply(&all, &|_| open.clone()).await;
         };
         let shards = self.inner.shards;
-        let held: HashMap<u32, Arc<str>> = fences.held().into_iter().collect();
+        // Past the lease's validity nothing is held, whatever is recorded.
+        let held: HashMap<u32, Arc<str>> = if fences.valid() {
+            fences.held().into_iter().collect()
+        } else {
+            HashMap::new()
+        };
         let (mine, theirs): (Vec<&OutboxWrite>, Vec<&OutboxWrite>) = writes
             .iter()
             .partition(|w| held.contains_key(&shard_of(node_of_outbox_key(&w.key), shards)));
@@ -382,6 +392,7 @@ impl Registry {
             .iter()
             .map(|w| shard_of(node_of_outbox_key(&w.key), shards))
             .collect();
+        fences.count_refused(theirs.len());
         if !mine.is_empty() {
             let fence = |shard| held.get(&shard).cloned().unwrap_or_else(|| Arc::from(""));
             for shard in store.outbox_apply(&mine, &fence).await? {
@@ -421,6 +432,13 @@ impl Registry {
             .fences
             .as_ref()
             .is_none_or(|f| f.holds(shard_of(node, self.inner.shards)))
+    }
+
+    /// Whether this node may send pushes now: outside a cluster always; in a
+    /// cluster while its lease is good by its own clock (a node that was
+    /// paused past it sends nothing until it has joined again).
+    pub(crate) fn may_send(&self) -> bool {
+        self.inner.fences.as_ref().is_none_or(|f| f.valid())
     }
 
     /// Whether this registry belongs to a cluster node (writes are fenced).

@@ -193,14 +193,19 @@ impl Coordinator {
         if moving.is_empty() {
             return Ok(());
         }
-        self.release(&moving).await
-    }
-
-    async fn release(&mut self, moving: &[(u32, Arc<str>)]) -> Result<(), RegistryError> {
-        let shards: Vec<u32> = moving.iter().map(|(s, _)| *s).collect();
         // Bounded by the renewal period, so the next renewal is never late:
         // what is not finished by then is tried again next round.
-        let deadline = clock::now() + self.timings.renew;
+        self.release(&moving, clock::now() + self.timings.renew).await
+    }
+
+    /// Hands `moving` over by `deadline`: the pools finish and commit, then
+    /// the records are released. What is not finished in time stays held.
+    async fn release(
+        &self,
+        moving: &[(u32, Arc<str>)],
+        deadline: Instant,
+    ) -> Result<(), RegistryError> {
+        let shards: Vec<u32> = moving.iter().map(|(s, _)| *s).collect();
         if !self.dispatcher.release(&shards, deadline).await {
             warn!(shards = shards.len(), "hand-over not finished in time; the shards stay here for now");
             return Ok(());
@@ -300,15 +305,37 @@ impl Coordinator {
     /// Graceful leave: hand every shard over, leave the member list, tell
     /// the peers so they take over now rather than at their next round.
     async fn leave(&mut self) {
+        let registry = self.registry.clone();
+        let Ok(store) = registry.shared() else { return };
+        let me = self.shared.node.clone();
+        // One more renewal, so the records stay usable while they are handed
+        // over; the hand-over must end before they stop being.
+        let sent = clock::now();
+        if self.renewed.is_some()
+            && let Ok(Some(_)) = store
+                .membership(&me, &self.incarnation, &self.address, self.ttl_ms(), Membership::Renew)
+                .await
+        {
+            self.renewed = Some(sent);
+            self.shared.fences.valid_until(sent + self.timings.fence_after);
+        }
+        let deadline = self
+            .renewed
+            .map_or_else(clock::now, |t| t + self.timings.fence_after - self.timings.renew / 2);
         let held = self.shared.fences.held();
         if !held.is_empty() {
             info!(shards = held.len(), "leaving the cluster: handing every shard over");
-            if let Err(e) = self.release(&held).await {
+            if let Err(e) = self.release(&held, deadline).await {
                 warn!("hand-over on leave failed: {}", chain(&e));
             }
         }
-        let Ok(store) = self.registry.shared() else { return };
-        let me = self.shared.node.clone();
+        // Whatever could not be handed over is dropped here and taken by the
+        // others once this node has left; their requests in flight may be sent twice.
+        let left_over = self.shared.fences.release_all();
+        if !left_over.is_empty() {
+            warn!(shards = left_over.len(), "shards not handed over in time; the other nodes take them over from the outbox");
+            self.dispatcher.lose(&left_over);
+        }
         match store
             .membership(&me, &self.incarnation, &self.address, self.ttl_ms(), Membership::Leave)
             .await

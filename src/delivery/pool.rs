@@ -211,13 +211,17 @@ impl Pool {
     /// Starts what is due, then sets the timer for the next due entry.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = now_ms();
-        let free = self.max_in_flight.saturating_sub(self.in_flight);
-        for step in self.state.take_due(now, free) {
-            match step {
-                Step::Send(attempt) => self.send(attempt, ctx),
-                Step::Expired(settled, change) => {
-                    self.settle(settled, now);
-                    self.persist(change);
+        // A cluster node past its lease sends nothing: the shards may be
+        // another's now. The coordinator fences it at once, which unloads them.
+        if self.registry.may_send() {
+            let free = self.max_in_flight.saturating_sub(self.in_flight);
+            for step in self.state.take_due(now, free) {
+                match step {
+                    Step::Send(attempt) => self.send(attempt, ctx),
+                    Step::Expired(settled, change) => {
+                        self.settle(settled, now);
+                        self.persist(change);
+                    }
                 }
             }
         }
@@ -229,6 +233,9 @@ impl Pool {
     fn arm_timer(&mut self, ctx: &mut Context<Self>, now: u64) {
         let next = if self.in_flight >= self.max_in_flight {
             None // a completion pumps again
+        } else if !self.registry.may_send() {
+            // Look again shortly rather than spin on what cannot be sent.
+            self.state.next_wake().map(|t| t.max(now + 100))
         } else {
             self.state.next_wake()
         };

@@ -93,6 +93,12 @@ impl Fences {
         }
     }
 
+    /// Counts `n` writes refused here, before Redis: the shard (or the
+    /// lease) was no longer held.
+    pub fn count_refused(&self, n: usize) {
+        self.refused.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     /// Writes refused so far because the shard had moved on.
     pub fn refusals(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)

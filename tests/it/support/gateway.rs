@@ -242,6 +242,14 @@ impl GatewayProcess {
         None
     }
 
+    /// Sends signal `name` (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
     /// Kills the process with SIGKILL (no shutdown at all) and waits for it.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
