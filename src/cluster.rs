@@ -25,6 +25,7 @@ mod coordinator;
 mod metrics;
 mod peers;
 mod rpc;
+mod streams;
 
 pub use metrics::ClusterMetrics;
 pub(crate) use rpc::pb;
@@ -206,14 +207,17 @@ impl Router {
         registry: &Registry,
         device: &DeviceRef<'_>,
     ) -> Result<bool, Unregister> {
-        let node = registry
-            .keys()
-            .map_err(Unregister::Store)?
-            .node_id(device.account, device.provider, device.identity);
+        let node = registry.keys().map_err(Unregister::Store)?.node_id(
+            device.account,
+            device.provider,
+            device.identity,
+        );
         let (shard, address) = match self.route(&node).await {
             Route::Local => {
                 return registry.unregister(device).await.map_err(|e| match e {
-                    RegistryError::NotOwner { .. } | RegistryError::Fenced { .. } => Unregister::Moving,
+                    RegistryError::NotOwner { .. } | RegistryError::Fenced { .. } => {
+                        Unregister::Moving
+                    }
                     e => Unregister::Store(e),
                 });
             }
@@ -232,14 +236,24 @@ impl Router {
         let m = &self.shared.metrics;
         let started = crate::clock::now();
         let result = self.shared.peers.unregister(&address, request).await;
-        m.forward_latency
-            .observe(&["unregister"], (crate::clock::now() - started).as_secs_f64());
+        m.forward_latency.observe(
+            &["unregister"],
+            (crate::clock::now() - started).as_secs_f64(),
+        );
         let (label, answer) = match result {
             Ok(pb::unregister_reply::Outcome::Removed(removed)) => ("ok", Ok(removed)),
-            Ok(pb::unregister_reply::Outcome::NotOwner(_)) => ("not-owner", Err(Unregister::Moving)),
-            Ok(pb::unregister_reply::Outcome::StoreError(text)) => ("ok", Err(Unregister::Remote(text))),
+            Ok(pb::unregister_reply::Outcome::NotOwner(_)) => {
+                ("not-owner", Err(Unregister::Moving))
+            }
+            Ok(pb::unregister_reply::Outcome::StoreError(text)) => {
+                ("ok", Err(Unregister::Remote(text)))
+            }
             Err(e) => {
-                tracing::debug!(shard, "unregister forward failed: {}", crate::errors::chain(&e));
+                tracing::debug!(
+                    shard,
+                    "unregister forward failed: {}",
+                    crate::errors::chain(&e)
+                );
                 ("unreachable", Err(Unregister::Moving))
             }
         };
@@ -360,18 +374,20 @@ impl Cluster {
         self.router.clone()
     }
 
-    /// Serves peers with `handler` and starts taking part: membership, shards.
+    /// Serves peers with `handler` and starts taking part: membership,
+    /// shards, and the stream slots named in `slots` (`host:port#n`, in
+    /// configuration order); the returned receiver says which of those this
+    /// node should have a stream open for.
     pub(crate) fn serve(
         &mut self,
         handler: Arc<crate::gateway::PushComponent>,
         registry: Registry,
         dispatcher: Dispatcher,
-    ) -> Result<(), ClusterError> {
-        let Some(runtime) = &self.runtime else {
-            return Ok(());
-        };
-        let Some(listener) = self.listener.take() else {
-            return Ok(());
+        slots: Vec<String>,
+    ) -> Result<watch::Receiver<std::collections::BTreeSet<usize>>, ClusterError> {
+        let (open, streams) = watch::channel(std::collections::BTreeSet::new());
+        let (Some(runtime), Some(listener)) = (&self.runtime, self.listener.take()) else {
+            return Ok(streams);
         };
         let shared = self.router.shared.clone();
         self.server = Some(rpc::serve(
@@ -382,8 +398,14 @@ impl Cluster {
             shared.clone(),
             self.stop.subscribe(),
         )?);
-        let coordinator =
-            Coordinator::new(&self.config, shared, registry, dispatcher, self.stop.subscribe());
+        let coordinator = Coordinator::new(
+            &self.config,
+            shared,
+            registry,
+            dispatcher,
+            self.stop.subscribe(),
+            streams::StreamSlots::new(slots, open),
+        );
         // Its own thread: its store calls fan out over borrowed futures that
         // are not `Send`, so it cannot be a task of a multi-threaded runtime.
         let (done, finished) = tokio::sync::oneshot::channel();
@@ -396,7 +418,7 @@ impl Cluster {
             })
             .map_err(ClusterError::Runtime)?;
         self.coordinator = Some(finished);
-        Ok(())
+        Ok(streams)
     }
 
     /// Leaves the cluster by `deadline`: hands every shard over (requests in

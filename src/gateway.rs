@@ -4,6 +4,7 @@
 
 mod forward;
 mod handler;
+mod sessions;
 
 pub(crate) use forward::Forwarded;
 pub(crate) use handler::PushComponent;
@@ -17,8 +18,8 @@ use crate::http::{self, HttpError, HttpState};
 use crate::providers::{self, BuildError};
 use crate::registry::{Fences, Registry, RegistryError};
 use crate::telemetry::Metrics;
-use crate::xmpp::{Close, Session, SessionSettings, StanzaHandler};
-use actix::{Actor, Addr, Arbiter};
+use actix::Arbiter;
+use sessions::Sessions;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -202,13 +203,22 @@ impl Launch {
             payload: PayloadPolicy::from_config(&config.delivery),
             cluster: router,
         });
-        if let Some(cluster) = &mut cluster {
-            cluster.serve(component.clone(), registry, dispatcher.clone())?;
+        let settings = sessions::stream_settings(&config)?;
+        let slots: Vec<String> = settings.iter().map(|s| s.label.clone()).collect();
+        let arbiters = threads(settings.len())?;
+        let sessions = Sessions::new(
+            settings,
+            component.clone(),
+            metrics.clone(),
+            arbiters.iter().map(Arbiter::handle).collect(),
+        );
+        match &mut cluster {
+            Some(cluster) => {
+                let wanted = cluster.serve(component, registry, dispatcher.clone(), slots)?;
+                sessions.follow(wanted);
+            }
+            None => sessions.start_all(),
         }
-        let handler: Arc<dyn StanzaHandler> = component;
-        let connections = config.component.servers.iter().map(|s| s.connections).sum();
-        let arbiters = threads(connections)?;
-        let sessions = start_sessions(&config, &handler, &metrics, &arbiters)?;
 
         shutdown.await;
         let grace = Duration::from_secs(config.delivery.shutdown_grace_s);
@@ -240,7 +250,7 @@ fn build_clients(config: &Config) -> Result<providers::Clients, BuildError> {
 struct Running {
     grace: Duration,
     http: actix_web::dev::ServerHandle,
-    sessions: Vec<Addr<Session>>,
+    sessions: Sessions,
     cluster: Option<Cluster>,
     dispatcher: Dispatcher,
 }
@@ -267,8 +277,7 @@ async fn stop(running: Running) {
     {
         http.stop(false).await;
     }
-    let closes = sessions.iter().map(|s| s.send(Close { deadline }));
-    let _ = tokio::time::timeout_at(deadline, futures_util::future::join_all(closes)).await;
+    sessions.close_all(deadline).await;
     if let Some(cluster) = cluster {
         // Hands every shard over (in-flight requests finished, outbox
         // committed) and leaves the member list: the peers take over now.
@@ -365,44 +374,4 @@ async fn connect_and_load(
         return Ok(());
     }
     dispatcher.load_outbox(registry).await
-}
-
-/// Starts every component session. Sessions run on their own threads (one
-/// arbiter per connection, at most one per CPU), so reading, parsing and
-/// answering stanzas happens in parallel with the delivery pools, which stay
-/// on the main thread.
-fn start_sessions(
-    config: &Config,
-    handler: &Arc<dyn StanzaHandler>,
-    metrics: &Arc<Metrics>,
-    arbiters: &[Arbiter],
-) -> Result<Vec<Addr<Session>>, ConfigIssue> {
-    let c = &config.component;
-    let reconnect = c.reconnect_backoff()?;
-    let mut sessions = Vec::new();
-    for server in &c.servers {
-        for n in 0..server.connections {
-            let settings = SessionSettings {
-                label: format!("{}:{}#{n}", server.host, server.port),
-                host: server.host.clone(),
-                port: server.port,
-                jid: c.jid.clone(),
-                secret: c.secret.clone(),
-                keepalive: Duration::from_secs(c.keepalive_s),
-                max_stanza_bytes: c.max_stanza_bytes,
-                reconnect,
-                connect_timeout: Duration::from_secs(c.connect_timeout_s),
-                max_concurrent: c.max_concurrent_stanzas,
-            };
-            let session = Session::new(settings, handler.clone(), metrics.clone());
-            let arbiter = arbiters
-                .get(sessions.len() % arbiters.len().max(1))
-                .map(Arbiter::handle);
-            sessions.push(match arbiter {
-                Some(arbiter) => Session::start_in_arbiter(&arbiter, |_| session),
-                None => session.start(),
-            });
-        }
-    }
-    Ok(sessions)
 }

@@ -28,7 +28,7 @@ pub use keys::NodeKeys;
 pub(crate) use keys::constant_time_eq;
 pub(crate) use model::Edit;
 pub use model::{DeviceRef, NewRegistration, OutboxWrite, Registration};
-pub(crate) use redis::{Member, Membership, RedisStore};
+pub(crate) use redis::{Member, Membership, RedisStore, shard_owner_key, slot_key};
 pub use shard::{node_of_outbox_key, shard_of};
 pub use transfer::{ExportLine, ImportSummary, TransferError};
 
@@ -46,7 +46,7 @@ const EDIT_ATTEMPTS: usize = 16;
 
 enum Backend {
     Embedded(Arc<EmbeddedStore>),
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 struct Inner {
@@ -104,7 +104,7 @@ impl Registry {
                 } else {
                     "redis"
                 };
-                let backend = Backend::Redis(RedisStore::new(config)?);
+                let backend = Backend::Redis(Box::new(RedisStore::new(config)?));
                 Ok(Self::with(backend, None, cache, label, config.shards))
             }
         }
@@ -362,7 +362,10 @@ impl Registry {
     /// keep the writes to retry them without copying. In a cluster, the writes
     /// of shards this node no longer owns are refused (here or by Redis):
     /// returns those shards; everything else is durable.
-    pub async fn outbox_apply(&self, writes: Arc<[OutboxWrite]>) -> Result<Vec<u32>, RegistryError> {
+    pub async fn outbox_apply(
+        &self,
+        writes: Arc<[OutboxWrite]>,
+    ) -> Result<Vec<u32>, RegistryError> {
         self.keys()?;
         let store = match &self.inner.backend {
             Backend::Embedded(store) => {
@@ -422,7 +425,10 @@ impl Registry {
             f.refused(shard, token);
         }
         self.clear_cache();
-        warn!(shard, "another node owns this shard now; its writes from here are refused");
+        warn!(
+            shard,
+            "another node owns this shard now; its writes from here are refused"
+        );
     }
 
     /// Whether this node may write `node`'s registration and outbox now

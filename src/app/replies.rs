@@ -391,7 +391,10 @@ mod tests {
                 PublishOutcome::StoreUnavailable,
                 Some(("wait", "internal-server-error")),
             ),
-            (PublishOutcome::Moving, Some(("wait", "service-unavailable"))),
+            (
+                PublishOutcome::Moving,
+                Some(("wait", "service-unavailable")),
+            ),
             (
                 PublishOutcome::ProviderNotConfigured("x".into()),
                 Some(("wait", "internal-server-error")),

@@ -6,17 +6,23 @@
 //! to the minimum (about `shards / members`), where jump hashing would move
 //! about half of everything when a member in the middle leaves.
 
-/// How far above the mean a member may be loaded.
+/// How far above the mean a member may be loaded with shards.
 const LOAD_BOUND: f64 = 1.1;
 
 /// The owner (index into `members`) of every shard, for `members` sorted or
 /// not (the result does not depend on their order). Empty without members.
 pub(crate) fn assign(members: &[&str], shards: u32) -> Vec<usize> {
+    assign_bounded(members, shards, LOAD_BOUND)
+}
+
+/// As [`assign`], no member above `bound` times the mean (rounded up):
+/// stream slots, a handful, are spread evenly with a bound of 1.
+pub(crate) fn assign_bounded(members: &[&str], shards: u32, bound: f64) -> Vec<usize> {
     if members.is_empty() {
         return Vec::new();
     }
     let n = members.len();
-    let cap = ((f64::from(shards) * LOAD_BOUND) / n as f64).ceil().max(1.0) as usize;
+    let cap = ((f64::from(shards) * bound) / n as f64).ceil().max(1.0) as usize;
     let seeds: Vec<u64> = members.iter().map(|m| fnv1a(m.as_bytes())).collect();
     let mut load = vec![0usize; n];
     let mut owners = Vec::with_capacity(shards as usize);
@@ -110,14 +116,34 @@ mod tests {
             let mut joined = before.clone();
             joined.push("pushgate-new".into());
             let ideal = 1024 / (n + 1);
-            let moved_on_join = moved(&owners_by_name(&before, 1024), &owners_by_name(&joined, 1024));
-            assert!(moved_on_join <= ideal * 13 / 10, "join of 1 to {n}: moved {moved_on_join}, ideal {ideal}");
+            let moved_on_join = moved(
+                &owners_by_name(&before, 1024),
+                &owners_by_name(&joined, 1024),
+            );
+            assert!(
+                moved_on_join <= ideal * 13 / 10,
+                "join of 1 to {n}: moved {moved_on_join}, ideal {ideal}"
+            );
             let mut left = before.clone();
             left.remove(n / 2);
             let ideal = 1024 / n;
-            let moved_on_leave = moved(&owners_by_name(&before, 1024), &owners_by_name(&left, 1024));
-            assert!(moved_on_leave <= ideal * 13 / 10, "leave from {n}: moved {moved_on_leave}, ideal {ideal}");
+            let moved_on_leave =
+                moved(&owners_by_name(&before, 1024), &owners_by_name(&left, 1024));
+            assert!(
+                moved_on_leave <= ideal * 13 / 10,
+                "leave from {n}: moved {moved_on_leave}, ideal {ideal}"
+            );
         }
+    }
+
+    #[test]
+    fn a_bound_of_one_spreads_a_few_slots_evenly() {
+        let m = ["a", "b", "c"];
+        let mut owners = assign_bounded(&m, 3, 1.0);
+        owners.sort_unstable();
+        assert_eq!(owners, vec![0, 1, 2]);
+        let two = assign_bounded(&m, 2, 1.0);
+        assert_ne!(two[0], two[1]);
     }
 
     #[test]

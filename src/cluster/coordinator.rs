@@ -3,12 +3,13 @@
 //! take those assigned here; fence on a lease that could not be renewed.
 
 use super::assign::assign;
+use super::streams::StreamSlots;
 use super::{Shared, View};
 use crate::clock::{self, Instant};
 use crate::config::{ClusterConfig, LeaseTimings};
 use crate::delivery::Dispatcher;
 use crate::errors::chain;
-use crate::registry::{Member, Membership, Registry, RegistryError};
+use crate::registry::{Member, Membership, Registry, RegistryError, shard_owner_key};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,8 @@ pub(super) struct Coordinator {
     /// When the last successful renewal was sent (not answered: the lease
     /// runs from Redis' time of the renewal, which is after this).
     renewed: Option<Instant>,
+    /// The component stream slots this node holds.
+    streams: StreamSlots,
 }
 
 fn new_incarnation() -> String {
@@ -44,8 +47,10 @@ impl Coordinator {
         registry: Registry,
         dispatcher: Dispatcher,
         stop: watch::Receiver<bool>,
+        streams: StreamSlots,
     ) -> Self {
         Self {
+            streams,
             shared,
             registry,
             dispatcher,
@@ -82,10 +87,17 @@ impl Coordinator {
                 }
                 None => false,
             };
-            if self.renewed.is_some_and(|t| clock::now() >= t + self.timings.fence_after) {
+            if self
+                .renewed
+                .is_some_and(|t| clock::now() >= t + self.timings.fence_after)
+            {
                 self.fence("the lease could not be renewed in time");
             }
-            let pause = if soon { HANDOVER_POLL } else { self.timings.renew };
+            let pause = if soon {
+                HANDOVER_POLL
+            } else {
+                self.timings.renew
+            };
             let fence_at = self.renewed.map(|t| t + self.timings.fence_after);
             let mut stop = self.stop.clone();
             tokio::select! {
@@ -101,7 +113,8 @@ impl Coordinator {
     /// One round; true when something waits on a peer's hand-over, so the
     /// next round should come soon.
     async fn round(&mut self) -> Result<bool, RegistryError> {
-        let store = self.registry.shared()?;
+        let registry = self.registry.clone();
+        let store = registry.shared()?;
         let what = if self.renewed.is_some() {
             Membership::Renew
         } else {
@@ -113,14 +126,25 @@ impl Coordinator {
             .membership(&me, &self.incarnation, &self.address, self.ttl_ms(), what)
             .await?;
         let Some((_, mut members)) = answer else {
-            self.fence("the lease ran out before it was renewed (the process was paused or cut off)");
+            self.fence(
+                "the lease ran out before it was renewed (the process was paused or cut off)",
+            );
             return Ok(true);
         };
         if what == Membership::Join {
             info!(node = %me, incarnation = %self.incarnation, members = members.len(), "joined the cluster");
+            // The others hand this node its share at once, not at their next renewal.
+            let peers: Vec<String> = members
+                .iter()
+                .filter(|m| m.node != me)
+                .map(|m| m.address.clone())
+                .collect();
+            self.shared.peers.nudge_all(&peers).await;
         }
         self.renewed = Some(sent);
-        self.shared.fences.valid_until(sent + self.timings.fence_after);
+        self.shared
+            .fences
+            .valid_until(sent + self.timings.fence_after);
         members.sort_by(|a, b| a.node.cmp(&b.node));
         let names: Vec<&str> = members.iter().map(|m| m.node.as_str()).collect();
         let owners = assign(&names, self.shared.shards);
@@ -130,18 +154,28 @@ impl Coordinator {
             .filter(|(_, i)| members.get(**i).is_some_and(|m| m.node == me))
             .filter_map(|(s, _)| u32::try_from(s).ok())
             .collect();
-        self.shared.metrics.members.set(i64::try_from(members.len()).unwrap_or(0));
+        self.shared
+            .metrics
+            .members
+            .set(i64::try_from(members.len()).unwrap_or(0));
         self.shared.set_view(View {
             members: members.clone(),
             owners,
             joined: true,
         });
         self.check_held().await?;
-        self.hand_over(&mine).await?;
+        let more_to_hand_over = self.hand_over(&mine).await?;
         let waiting = self.take(&mine, &members).await?;
+        let holder = format!("{me}|{}", self.incarnation);
+        self.streams
+            .reconcile(store, &members, &me, &holder)
+            .await?;
         let owned = self.shared.fences.held().len();
-        self.shared.metrics.shards_owned.set(i64::try_from(owned).unwrap_or(0));
-        Ok(waiting)
+        self.shared
+            .metrics
+            .shards_owned
+            .set(i64::try_from(owned).unwrap_or(0));
+        Ok(waiting || more_to_hand_over)
     }
 
     /// Drops the shards whose owner record is no longer ours (taken by
@@ -151,8 +185,8 @@ impl Coordinator {
         if held.is_empty() {
             return Ok(());
         }
-        let shards: Vec<u32> = held.iter().map(|(s, _)| *s).collect();
-        let records = self.registry.shared()?.owners(&shards).await?;
+        let keys: Vec<String> = held.iter().map(|(s, _)| shard_owner_key(*s)).collect();
+        let records = self.registry.shared()?.records(&keys).await?;
         let lost: Vec<u32> = held
             .iter()
             .zip(records)
@@ -160,7 +194,10 @@ impl Coordinator {
             .map(|((s, _), _)| *s)
             .collect();
         if !lost.is_empty() {
-            warn!(shards = lost.len(), "shards were taken over by another node");
+            warn!(
+                shards = lost.len(),
+                "shards were taken over by another node"
+            );
             self.lose(&lost, "lost");
         }
         Ok(())
@@ -181,21 +218,25 @@ impl Coordinator {
     /// Hands over, gracefully, held shards assigned elsewhere (at most
     /// `max_moves`): the pools finish and commit them, then the records are
     /// released for the new owner to take.
-    async fn hand_over(&mut self, mine: &HashSet<u32>) -> Result<(), RegistryError> {
-        let moving: Vec<(u32, Arc<str>)> = self
+    /// Returns true when more remain to hand over than one round moves.
+    async fn hand_over(&mut self, mine: &HashSet<u32>) -> Result<bool, RegistryError> {
+        let mut moving: Vec<(u32, Arc<str>)> = self
             .shared
             .fences
             .held()
             .into_iter()
             .filter(|(s, _)| !mine.contains(s))
-            .take(self.max_moves)
             .collect();
         if moving.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
+        let more = moving.len() > self.max_moves;
+        moving.truncate(self.max_moves);
         // Bounded by the renewal period, so the next renewal is never late:
         // what is not finished by then is tried again next round.
-        self.release(&moving, clock::now() + self.timings.renew).await
+        self.release(&moving, clock::now() + self.timings.renew)
+            .await?;
+        Ok(more)
     }
 
     /// Hands `moving` over by `deadline`: the pools finish and commit, then
@@ -207,16 +248,19 @@ impl Coordinator {
     ) -> Result<(), RegistryError> {
         let shards: Vec<u32> = moving.iter().map(|(s, _)| *s).collect();
         if !self.dispatcher.release(&shards, deadline).await {
-            warn!(shards = shards.len(), "hand-over not finished in time; the shards stay here for now");
+            warn!(
+                shards = shards.len(),
+                "hand-over not finished in time; the shards stay here for now"
+            );
             return Ok(());
         }
         for &s in &shards {
             self.shared.fences.release(s);
         }
         self.registry.clear_cache();
-        let records: Vec<(u32, String)> = moving
+        let records: Vec<(String, String)> = moving
             .iter()
-            .map(|(s, t)| (*s, t.to_string()))
+            .map(|(s, t)| (shard_owner_key(*s), t.to_string()))
             .collect();
         let released = self.registry.shared()?.release(&records).await?;
         self.shared
@@ -230,24 +274,30 @@ impl Coordinator {
     /// Takes shards assigned here that are free: never taken, released, or
     /// held by a node (incarnation) that is no longer a member. Returns
     /// true if some are still held by a live peer (handing them over).
-    async fn take(&mut self, mine: &HashSet<u32>, members: &[Member]) -> Result<bool, RegistryError> {
-        let wanted: Vec<u32> = mine
+    async fn take(
+        &mut self,
+        mine: &HashSet<u32>,
+        members: &[Member],
+    ) -> Result<bool, RegistryError> {
+        let mut wanted: Vec<u32> = mine
             .iter()
             .copied()
             .filter(|&s| !self.shared.fences.holds(s))
-            .take(self.max_moves)
             .collect();
         if wanted.is_empty() {
             return Ok(false);
         }
+        // More than one round takes: the next round comes soon.
+        let mut waiting = wanted.len() > self.max_moves;
+        wanted.truncate(self.max_moves);
         let store = self.registry.shared()?;
-        let records = store.owners(&wanted).await?;
+        let keys: Vec<String> = wanted.iter().map(|s| shard_owner_key(*s)).collect();
+        let records = store.records(&keys).await?;
         let live = |holder: &(String, String)| {
             members
                 .iter()
                 .any(|m| m.node == holder.0 && m.incarnation == holder.1)
         };
-        let mut waiting = false;
         let mut free = Vec::new();
         for (&shard, record) in wanted.iter().zip(records) {
             match &record.holder {
@@ -258,9 +308,12 @@ impl Coordinator {
         if free.is_empty() {
             return Ok(waiting);
         }
-        let claims: Vec<(u32, String)> = free.iter().map(|(s, r)| (*s, r.raw.clone())).collect();
+        let claims: Vec<(String, String)> = free
+            .iter()
+            .map(|(s, r)| (shard_owner_key(*s), r.raw.clone()))
+            .collect();
         let holder = format!("{}|{}", self.shared.node, self.incarnation);
-        let taken: Vec<(u32, String)> = claims
+        let taken: Vec<(u32, String)> = free
             .iter()
             .zip(store.claim(&claims, &holder).await?)
             .filter_map(|((s, _), new)| Some((*s, new?)))
@@ -279,8 +332,15 @@ impl Coordinator {
         for (shard, record) in &taken {
             self.shared.fences.hold(*shard, Arc::from(record.as_str()));
         }
-        self.shared.metrics.handoffs.add(&["acquired"], taken.len() as u64);
-        info!(shards = taken.len(), from_dead_members = stolen, "shards taken");
+        self.shared
+            .metrics
+            .handoffs
+            .add(&["acquired"], taken.len() as u64);
+        info!(
+            shards = taken.len(),
+            from_dead_members = stolen,
+            "shards taken"
+        );
         Ok(waiting)
     }
 
@@ -296,7 +356,11 @@ impl Coordinator {
         self.dispatcher.lose(&held);
         self.registry.clear_cache();
         self.shared.metrics.self_fenced.inc();
-        self.shared.metrics.handoffs.add(&["lost"], held.len() as u64);
+        self.shared
+            .metrics
+            .handoffs
+            .add(&["lost"], held.len() as u64);
+        self.streams.drop_all();
         self.renewed = None;
         self.incarnation = new_incarnation();
         self.shared.set_view(View::default());
@@ -307,24 +371,38 @@ impl Coordinator {
     async fn leave(&mut self) {
         let registry = self.registry.clone();
         let Ok(store) = registry.shared() else { return };
+        // The streams first: their slots go to the others while the shards
+        // are handed over.
+        self.streams.release_all(store).await;
         let me = self.shared.node.clone();
         // One more renewal, so the records stay usable while they are handed
         // over; the hand-over must end before they stop being.
         let sent = clock::now();
         if self.renewed.is_some()
             && let Ok(Some(_)) = store
-                .membership(&me, &self.incarnation, &self.address, self.ttl_ms(), Membership::Renew)
+                .membership(
+                    &me,
+                    &self.incarnation,
+                    &self.address,
+                    self.ttl_ms(),
+                    Membership::Renew,
+                )
                 .await
         {
             self.renewed = Some(sent);
-            self.shared.fences.valid_until(sent + self.timings.fence_after);
+            self.shared
+                .fences
+                .valid_until(sent + self.timings.fence_after);
         }
-        let deadline = self
-            .renewed
-            .map_or_else(clock::now, |t| t + self.timings.fence_after - self.timings.renew / 2);
+        let deadline = self.renewed.map_or_else(clock::now, |t| {
+            t + self.timings.fence_after - self.timings.renew / 2
+        });
         let held = self.shared.fences.held();
         if !held.is_empty() {
-            info!(shards = held.len(), "leaving the cluster: handing every shard over");
+            info!(
+                shards = held.len(),
+                "leaving the cluster: handing every shard over"
+            );
             if let Err(e) = self.release(&held, deadline).await {
                 warn!("hand-over on leave failed: {}", chain(&e));
             }
@@ -333,11 +411,20 @@ impl Coordinator {
         // others once this node has left; their requests in flight may be sent twice.
         let left_over = self.shared.fences.release_all();
         if !left_over.is_empty() {
-            warn!(shards = left_over.len(), "shards not handed over in time; the other nodes take them over from the outbox");
+            warn!(
+                shards = left_over.len(),
+                "shards not handed over in time; the other nodes take them over from the outbox"
+            );
             self.dispatcher.lose(&left_over);
         }
         match store
-            .membership(&me, &self.incarnation, &self.address, self.ttl_ms(), Membership::Leave)
+            .membership(
+                &me,
+                &self.incarnation,
+                &self.address,
+                self.ttl_ms(),
+                Membership::Leave,
+            )
             .await
         {
             Ok(Some((_, members))) => {
@@ -346,7 +433,10 @@ impl Coordinator {
                 info!("left the cluster");
             }
             Ok(None) => {}
-            Err(e) => warn!("could not leave the member list (peers notice when the lease ends): {}", chain(&e)),
+            Err(e) => warn!(
+                "could not leave the member list (peers notice when the lease ends): {}",
+                chain(&e)
+            ),
         }
         self.shared.set_view(View::default());
     }
@@ -358,4 +448,3 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
-

@@ -46,10 +46,25 @@ impl ClusterMetrics {
     /// Appends the Prometheus text of the cluster metrics to `out`.
     pub fn render(&self, out: &mut String) {
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: i64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         };
-        gauge(out, "pushgate_cluster_members", "Live cluster members.", "gauge", self.members.get());
-        gauge(out, "pushgate_cluster_shards_owned", "Shards this node owns.", "gauge", self.shards_owned.get());
+        gauge(
+            out,
+            "pushgate_cluster_members",
+            "Live cluster members.",
+            "gauge",
+            self.members.get(),
+        );
+        gauge(
+            out,
+            "pushgate_cluster_shards_owned",
+            "Shards this node owns.",
+            "gauge",
+            self.shards_owned.get(),
+        );
         gauge(
             out,
             "pushgate_cluster_self_fenced_total",

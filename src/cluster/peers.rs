@@ -111,7 +111,11 @@ impl Peers {
     }
 
     /// Runs `call` on the cluster runtime within the deadline.
-    async fn run<T, F>(&self, address: &str, call: impl FnOnce(ClusterClient<Channel>) -> F) -> Result<T, ForwardError>
+    async fn run<T, F>(
+        &self,
+        address: &str,
+        call: impl FnOnce(ClusterClient<Channel>) -> F,
+    ) -> Result<T, ForwardError>
     where
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
         T: Send + 'static,

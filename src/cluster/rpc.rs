@@ -38,7 +38,8 @@ pub(crate) struct Tls {
 
 impl Tls {
     pub(super) fn load(config: &ClusterConfig) -> Result<Option<Self>, super::ClusterError> {
-        let (Some(ca), Some(cert), Some(key)) = (&config.ca_file, &config.cert_file, &config.key_file)
+        let (Some(ca), Some(cert), Some(key)) =
+            (&config.ca_file, &config.cert_file, &config.key_file)
         else {
             return Ok(None);
         };
@@ -102,9 +103,10 @@ impl ClusterRpc for Service {
             };
             match self.handler.registry.unregister(&device).await {
                 Ok(removed) => unregister_reply::Outcome::Removed(removed),
-                Err(crate::registry::RegistryError::NotOwner { .. } | crate::registry::RegistryError::Fenced { .. }) => {
-                    unregister_reply::Outcome::NotOwner(NotOwner {})
-                }
+                Err(
+                    crate::registry::RegistryError::NotOwner { .. }
+                    | crate::registry::RegistryError::Fenced { .. },
+                ) => unregister_reply::Outcome::NotOwner(NotOwner {}),
                 Err(e) => unregister_reply::Outcome::StoreError(crate::errors::chain(&e)),
             }
         } else {
@@ -144,10 +146,12 @@ pub(super) fn serve(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, super::ClusterError> {
-    let secret = config.read_secret().map_err(|i| super::ClusterError::Setting {
-        key: "cluster.secret",
-        message: i.to_string(),
-    })?;
+    let secret = config
+        .read_secret()
+        .map_err(|i| super::ClusterError::Setting {
+            key: "cluster.secret",
+            message: i.to_string(),
+        })?;
     let tls = Tls::load(config)?;
     let bind_error = |source| super::ClusterError::Bind {
         address: config.listen.clone(),

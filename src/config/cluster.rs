@@ -123,7 +123,10 @@ impl ClusterConfig {
         if self.listen.parse::<SocketAddr>().is_err() {
             issues.push(ConfigIssue::new(
                 "cluster.listen",
-                format!("must be an address such as 0.0.0.0:7700, got {:?}", self.listen),
+                format!(
+                    "must be an address such as 0.0.0.0:7700, got {:?}",
+                    self.listen
+                ),
             ));
         }
         if self.node_id().trim().is_empty() || self.node_id().contains(['|', ' ']) {
@@ -132,14 +135,21 @@ impl ClusterConfig {
                 "must be a non-empty name without spaces or '|'",
             ));
         }
-        if self.advertise().rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+        if self
+            .advertise()
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
             issues.push(ConfigIssue::new(
                 "cluster.advertise",
                 format!("must be host:port, got {:?}", self.advertise()),
             ));
         }
         let t = self;
-        if t.renew_ms == 0 || t.renew_ms * 2 > t.fence_after_ms || t.fence_after_ms >= t.lease_ttl_ms {
+        if t.renew_ms == 0
+            || t.renew_ms * 2 > t.fence_after_ms
+            || t.fence_after_ms >= t.lease_ttl_ms
+        {
             issues.push(ConfigIssue::new(
                 "cluster.fence_after_ms",
                 format!(
@@ -149,10 +159,16 @@ impl ClusterConfig {
             ));
         }
         if self.forward_timeout_ms == 0 {
-            issues.push(ConfigIssue::new("cluster.forward_timeout_ms", "must be greater than 0"));
+            issues.push(ConfigIssue::new(
+                "cluster.forward_timeout_ms",
+                "must be greater than 0",
+            ));
         }
         if self.max_moves == 0 {
-            issues.push(ConfigIssue::new("cluster.max_moves", "must be greater than 0"));
+            issues.push(ConfigIssue::new(
+                "cluster.max_moves",
+                "must be greater than 0",
+            ));
         }
         match self.read_secret() {
             Ok(s) if s.expose().len() < MIN_SECRET_BYTES => issues.push(ConfigIssue::new(

@@ -11,8 +11,8 @@ mod outcomes;
 mod shards;
 
 pub(crate) use messages::{Drain, Forget, Submit};
-pub(crate) use shards::{Acquire, Lost, Release};
 pub use messages::{Load, PoolStatus, Status};
+pub(crate) use shards::{Acquire, Lost, Release};
 
 use super::outbox::OutboxEntry;
 use super::state::{Attempt, Persist, PoolState, Step};

@@ -166,7 +166,9 @@ impl PushComponent {
         };
         m.forwards.inc(&[kind, outcome]);
         if kind == "publish" {
-            self.metrics.publishes.inc(&[PublishOutcome::Moving.label()]);
+            self.metrics
+                .publishes
+                .inc(&[PublishOutcome::Moving.label()]);
         }
         Some(String::from(&header.error(&moving())))
     }
@@ -175,7 +177,10 @@ impl PushComponent {
     pub(crate) async fn answer_forwarded(&self, stanza: &[u8]) -> Forwarded {
         let request = match fast::publish(stanza) {
             Some(request) => request,
-            None => match std::str::from_utf8(stanza).ok().and_then(|s| s.parse::<Element>().ok()) {
+            None => match std::str::from_utf8(stanza)
+                .ok()
+                .and_then(|s| s.parse::<Element>().ok())
+            {
                 Some(element) => classify(&element),
                 None => return Forwarded::Reply(None),
             },

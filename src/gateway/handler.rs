@@ -1,16 +1,16 @@
 //! The stanza handler: runs what the `app` functions decide against the registry
 //! and the delivery pools.
 
+use super::forward::{Arrived, Handled, NotOwned, Original, Placed, moving};
 use crate::app::commands::{self, CommandPlan, CommandRequest};
 use crate::app::replies::IqHeader;
 use crate::app::{
     AppContext, PublishOutcome, PublishRequest, Request, StanzaFault, classify, disco, fast,
 };
+use crate::cluster::Router;
 use crate::delivery::{Arrival, Dispatcher, PayloadPolicy, SubmitError, build_push};
 use crate::errors::chain;
-use crate::cluster::Router;
 use crate::registry::{DeviceRef, NewRegistration, Registration, Registry, RegistryError};
-use super::forward::{Arrived, Handled, NotOwned, Original, Placed, moving};
 use crate::telemetry::Metrics;
 use crate::xmpp::{ReplyFuture, StanzaHandler};
 use base64::Engine as _;
@@ -140,7 +140,10 @@ impl PushComponent {
             Err(fault) => return refused(&fault),
         };
         if let CommandPlan::Register(device) | CommandPlan::Unregister(device) = &plan {
-            match self.place_device(&account, &device.provider, device.identity(), arrived).await {
+            match self
+                .place_device(&account, &device.provider, device.identity(), arrived)
+                .await
+            {
                 Placed::Here => {}
                 Placed::There(peer, original) => {
                     return Handled::There(self.forward(&header, peer, original, "command").await);

@@ -3,8 +3,8 @@
 use super::HttpState;
 use crate::app::commands::normalize_token;
 use crate::app::incoming::account_of;
-use crate::errors::chain;
 use crate::cluster::Unregister;
+use crate::errors::chain;
 use crate::registry::DeviceRef;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -135,7 +135,11 @@ async fn unregister_device(
         identity: &token,
     };
     let removed = match &state.cluster {
-        None => state.registry.unregister(&device).await.map_err(Unregister::Store),
+        None => state
+            .registry
+            .unregister(&device)
+            .await
+            .map_err(Unregister::Store),
         Some(router) => router.unregister(&state.registry, &device).await,
     };
     match removed {

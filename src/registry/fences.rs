@@ -86,10 +86,10 @@ impl Fences {
     /// write made with it. Counts the refusal.
     pub fn refused(&self, shard: u32, token: &str) {
         self.refused.fetch_add(1, Ordering::Relaxed);
-        if let Some(slot) = self.write().get_mut(shard as usize) {
-            if slot.as_deref() == Some(token) {
-                *slot = None;
-            }
+        if let Some(slot) = self.write().get_mut(shard as usize)
+            && slot.as_deref() == Some(token)
+        {
+            *slot = None;
         }
     }
 
@@ -142,7 +142,9 @@ impl Fences {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Arc<str>>>> {
         // Every update is one slot assignment: a poisoned lock is consistent.
-        self.held.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.held
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Option<Arc<str>>>> {

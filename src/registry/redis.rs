@@ -25,7 +25,7 @@ mod connections;
 mod leases;
 mod scripts;
 
-pub(crate) use leases::{Member, Membership};
+pub(crate) use leases::{Member, Membership, owner_key as shard_owner_key, slot_key};
 
 use super::shard::{node_of_outbox_key, shard_of};
 use super::{NodeKeys, OutboxWrite, RegistryError};
@@ -270,7 +270,10 @@ impl RedisStore {
             self.conns
                 .run(|mut c: Conn| async move {
                     match pipe.query_async(&mut c).await {
-                        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                        Err(e)
+                            if e.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                        {
                             // Redis restarted (or failed over) and lost its
                             // script cache: load and replay (the writes are
                             // idempotent).
@@ -320,6 +323,9 @@ impl RedisStore {
         shards: &[u32],
         command: impl Fn(u32) -> redis::Cmd,
     ) -> Result<Vec<T>, RegistryError> {
+        if shards.is_empty() {
+            return Ok(Vec::new());
+        }
         if !self.conns.is_cluster() {
             let mut pipe = redis::pipe();
             for &shard in shards {

@@ -1,108 +1,69 @@
 //! A cluster of gateway processes on one Redis (`[cluster]`): work reaching
-//! any node is done by its shard's owner, once.
+//! any node is done by its shard's owner, once; nodes die, pause, restart
+//! and the acknowledged notifications all arrive.
 
-use crate::support::cluster::{ClusterSpec, Node, metric_sum, settled};
-use crate::support::harness::{
-    assert_result, error_of, node_of, prosody_publish, register_one_step,
-};
+use crate::support::cluster::{ClusterSpec, LEASE_MS, Node, metric_sum, settled};
+use crate::support::harness::{error_of, node_of, prosody_publish, register_one_step};
 use crate::support::mock_provider::MockProvider;
 use crate::support::redis::RedisServer;
-use crate::support::xmpp_server::{Component, FakeServer};
+use crate::support::xmpp_router::{Mode, XmppRouter};
 use crate::support::{SECRET, WAIT, apns_token, eventually};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Time for a cluster to settle: leases, claims, outbox loads.
 const SETTLE: Duration = Duration::from_secs(20);
+/// How long a test publish waits for its answer.
+const ANSWER: Duration = Duration::from_secs(3);
 
 struct Setup {
     _dir: tempfile::TempDir,
     redis: RedisServer,
     mock: MockProvider,
-    server: FakeServer,
+    router: Arc<XmppRouter>,
     spec: ClusterSpec,
 }
 
-async fn setup() -> Setup {
+async fn setup(mode: Mode, connections: usize) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let redis = RedisServer::start(dir.path());
     let mock = MockProvider::start(dir.path()).await;
-    let server = FakeServer::start(SECRET).await;
-    let spec = ClusterSpec::new(server.port, &redis.url(), &mock, dir.path());
+    let router = Arc::new(XmppRouter::start(mode, SECRET).await);
+    let mut spec = ClusterSpec::new(router.port, &redis.url(), &mock, dir.path());
+    spec.connections = connections;
     Setup {
         _dir: dir,
         redis,
         mock,
-        server,
+        router,
         spec,
     }
 }
 
-/// Starts nodes `ids` in turn, each with its component stream.
-async fn start_nodes(s: &Setup, ids: &[&str]) -> (Vec<Node>, Vec<Component>) {
-    let mut nodes = Vec::new();
-    let mut conns = Vec::new();
-    for id in ids {
-        nodes.push(Node::start(&s.spec, id));
-        conns.push(s.server.accept(WAIT).await);
+impl Setup {
+    /// Starts nodes `ids` and waits until they share every shard and the
+    /// server has its configured streams.
+    async fn start(&self, ids: &[&str]) -> Vec<Node> {
+        let nodes: Vec<Node> = ids.iter().map(|id| Node::start(&self.spec, id)).collect();
+        self.settle(&nodes.iter().collect::<Vec<_>>()).await;
+        nodes
     }
-    (nodes, conns)
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_share_the_work_and_each_publish_is_delivered_once() {
-    let s = setup().await;
-    let (nodes, mut conns) = start_nodes(&s, &["n1", "n2", "n3"]).await;
-    let all: Vec<&Node> = nodes.iter().collect();
-    assert!(settled(&all, SETTLE).await, "the shards were not spread over the three nodes");
-
-    // Register on n1's stream, publish on n2's and n3's.
-    let mut devices = Vec::new();
-    for i in 0..24u8 {
-        let token = apns_token(i);
-        let reply = conns[0]
-            .iq(&register_one_step("alice@localhost/r", "apns", &token, None), WAIT)
-            .await;
-        devices.push((token, node_of(&reply).expect("registered")));
-    }
-    for (i, (_, node)) in devices.iter().enumerate() {
-        let conn = &mut conns[1 + i % 2];
-        assert_result(&conn.iq(&prosody_publish(node, "localhost", "hi", None), WAIT).await);
-    }
-    for (token, _) in &devices {
+    async fn settle(&self, nodes: &[&Node]) {
         assert!(
-            eventually(WAIT, || async { !s.mock.delivered(token).is_empty() }).await,
-            "a publish was not delivered"
+            settled(nodes, SETTLE).await,
+            "the shards were not spread over the nodes"
+        );
+        let want = self.spec.connections;
+        assert!(
+            eventually(SETTLE, || async { self.router.streams() == want }).await,
+            "{} streams, not {want}",
+            self.router.streams()
         );
     }
-    // Work was forwarded (24 nodes over 3 owners), and nothing twice.
-    let forwarded = metric_sum(&all, "pushgate_cluster_forwards_total{kind=\"publish\",outcome=\"ok\"}").await
-        + metric_sum(&all, "pushgate_cluster_forwards_total{kind=\"command\",outcome=\"ok\"}").await;
-    assert!(forwarded >= 10.0, "only {forwarded} forwards");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    for (token, _) in &devices {
-        assert_eq!(s.mock.attempts(token).len(), 1, "delivered more than once");
-    }
-
-    // The Tigase REST unregister on n3 removes them wherever they live.
-    for (token, node) in &devices {
-        let (status, body) = nodes[2]
-            .process
-            .post_json(
-                "/rest/push/unregister-device/push.localhost",
-                serde_json::json!({"account": "alice@localhost", "provider": "apns", "device-token": token}),
-            )
-            .await;
-        assert_eq!((status, body.contains("success")), (200, true), "{body}");
-        let reply = conns[0].iq(&prosody_publish(node, "localhost", "hi", None), WAIT).await;
-        assert_eq!(error_of(&reply), Some(("cancel".into(), "item-not-found".into())));
-    }
-    // Readiness shows the members and who owns what.
-    let (status, body) = nodes[0].process.get("/readyz").await;
-    assert_eq!(status, 200, "{body}");
-    assert!(body.contains("\"members\":[\"n1\",\"n2\",\"n3\"]"), "{body}");
 }
 
-/// What a stream's publishes came to.
+/// What publishes came to.
 #[derive(Default, Debug)]
 struct Tally {
     /// Tokens whose publish was answered `result`.
@@ -111,47 +72,8 @@ struct Tally {
     waits: usize,
     /// Any other error: never expected.
     others: Vec<(String, String)>,
-    /// No answer (the node died under the publish).
+    /// No answer (the stream ended under the publish).
     unanswered: usize,
-}
-
-/// Sends `xml` and waits for the reply with its id; `None` when the stream
-/// ends or nothing comes in time.
-async fn try_iq(conn: &mut Component, xml: &str, deadline: Duration) -> Option<xmpp_parsers::minidom::Element> {
-    let id = xml.split("id='").nth(1)?.split('\'').next()?.to_owned();
-    conn.write(xml).await;
-    loop {
-        let reply = conn.next_stanza(deadline).await?;
-        if reply.attr("id") == Some(id.as_str()) {
-            return Some(reply);
-        }
-    }
-}
-
-/// Publishes once to each device, `pause` apart, on `conn`.
-async fn publish_each(conn: Component, devices: Vec<(String, String)>, pause: Duration) -> Tally {
-    publish_on(conn, devices, pause).await.1
-}
-
-/// As [`publish_each`], handing the stream back.
-async fn publish_on(
-    mut conn: Component,
-    devices: Vec<(String, String)>,
-    pause: Duration,
-) -> (Component, Tally) {
-    let mut tally = Tally::default();
-    for (token, node) in devices {
-        match try_iq(&mut conn, &prosody_publish(&node, "localhost", "hi", None), WAIT).await {
-            None => tally.unanswered += 1,
-            Some(reply) => match error_of(&reply) {
-                None => tally.acked.push(token),
-                Some((kind, _)) if kind == "wait" => tally.waits += 1,
-                Some(other) => tally.others.push(other),
-            },
-        }
-        tokio::time::sleep(pause).await;
-    }
-    (conn, tally)
 }
 
 impl Tally {
@@ -163,17 +85,69 @@ impl Tally {
     }
 }
 
-/// Registers `count` devices on `conn`, seeds from `first`.
-async fn register_many(conn: &mut Component, first: u16, count: u16) -> Vec<(String, String)> {
+/// Publishes once to each device, `pause` apart, through the server.
+async fn publish_each(
+    router: Arc<XmppRouter>,
+    devices: Vec<(String, String)>,
+    pause: Duration,
+) -> Tally {
+    let mut tally = Tally::default();
+    for (token, node) in devices {
+        match router
+            .iq(&prosody_publish(&node, "localhost", "hi", None), ANSWER)
+            .await
+        {
+            None => tally.unanswered += 1,
+            Some(reply) => match error_of(&reply) {
+                None => tally.acked.push(token),
+                Some((kind, _)) if kind == "wait" => tally.waits += 1,
+                Some(other) => tally.others.push(other),
+            },
+        }
+        tokio::time::sleep(pause).await;
+    }
+    tally
+}
+
+/// `publish_each` over `groups` at once.
+async fn publish_groups(
+    router: &Arc<XmppRouter>,
+    groups: Vec<Vec<(String, String)>>,
+    pause: Duration,
+) -> Vec<tokio::task::JoinHandle<Tally>> {
+    groups
+        .into_iter()
+        .map(|g| tokio::spawn(publish_each(router.clone(), g, pause)))
+        .collect()
+}
+
+async fn join(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> Tally {
+    let mut tally = Tally::default();
+    for t in tasks {
+        tally.add(t.await.expect("publisher"));
+    }
+    tally
+}
+
+/// Registers `count` devices, seeds from `first`.
+async fn register_many(router: &XmppRouter, first: u16, count: u16) -> Vec<(String, String)> {
     let mut devices = Vec::new();
     for i in first..first + count {
         let token = format!("{i:04x}").repeat(16);
-        let reply = conn
-            .iq(&register_one_step("bob@localhost/r", "apns", &token, None), WAIT)
+        let reply = router
+            .must_iq(&register_one_step("bob@localhost/r", "apns", &token, None))
             .await;
         devices.push((token, node_of(&reply).expect("registered")));
     }
     devices
+}
+
+fn split(devices: Vec<(String, String)>, parts: usize) -> Vec<Vec<(String, String)>> {
+    let mut groups = vec![Vec::new(); parts];
+    for (i, d) in devices.into_iter().enumerate() {
+        groups[i % parts].push(d);
+    }
+    groups
 }
 
 /// Deliveries beyond the first, over `tokens`.
@@ -186,7 +160,10 @@ fn duplicates(mock: &MockProvider, tokens: &[String]) -> usize {
 
 /// Waits until every token in `tokens` was delivered; the ones that were not.
 async fn undelivered(mock: &MockProvider, tokens: &[String], deadline: Duration) -> Vec<String> {
-    eventually(deadline, || async { tokens.iter().all(|t| !mock.delivered(t).is_empty()) }).await;
+    eventually(deadline, || async {
+        tokens.iter().all(|t| !mock.delivered(t).is_empty())
+    })
+    .await;
     tokens
         .iter()
         .filter(|t| mock.delivered(t).is_empty())
@@ -194,21 +171,90 @@ async fn undelivered(mock: &MockProvider, tokens: &[String], deadline: Duration)
         .collect()
 }
 
+/// The checks every scenario ends with: no refusal but `wait`, nothing
+/// acknowledged lost; returns the duplicates.
+async fn nothing_lost(s: &Setup, tally: &Tally) -> usize {
+    assert!(
+        tally.others.is_empty(),
+        "non-wait refusals: {:?}",
+        tally.others
+    );
+    let lost = undelivered(&s.mock, &tally.acked, Duration::from_secs(15)).await;
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged notifications lost of {}",
+        lost.len(),
+        tally.acked.len()
+    );
+    duplicates(&s.mock, &tally.acked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_the_work_and_each_publish_is_delivered_once() {
+    let s = setup(Mode::Balance, 3).await;
+    let nodes = s.start(&["n1", "n2", "n3"]).await;
+    let all: Vec<&Node> = nodes.iter().collect();
+    for n in &nodes {
+        assert_eq!(
+            n.process.metric("pushgate_component_sessions_up").await,
+            1.0,
+            "each node holds one stream"
+        );
+    }
+    let devices = register_many(&s.router, 0, 24).await;
+    let tally = publish_each(s.router.clone(), devices.clone(), Duration::ZERO).await;
+    assert_eq!(tally.acked.len(), devices.len(), "{tally:?}");
+    assert_eq!(nothing_lost(&s, &tally).await, 0);
+    let forwarded = metric_sum(
+        &all,
+        "pushgate_cluster_forwards_total{kind=\"publish\",outcome=\"ok\"}",
+    )
+    .await
+        + metric_sum(
+            &all,
+            "pushgate_cluster_forwards_total{kind=\"command\",outcome=\"ok\"}",
+        )
+        .await;
+    assert!(forwarded >= 10.0, "only {forwarded} forwards");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (token, _) in &devices {
+        assert_eq!(s.mock.attempts(token).len(), 1, "delivered more than once");
+    }
+
+    // The Tigase REST unregister on n3 removes them wherever they live.
+    for (token, node) in &devices {
+        let (status, body) = nodes[2]
+            .process
+            .post_json(
+                "/rest/push/unregister-device/push.localhost",
+                serde_json::json!({"account": "bob@localhost", "provider": "apns", "device-token": token}),
+            )
+            .await;
+        assert_eq!((status, body.contains("success")), (200, true), "{body}");
+        let reply = s
+            .router
+            .must_iq(&prosody_publish(node, "localhost", "hi", None))
+            .await;
+        assert_eq!(
+            error_of(&reply),
+            Some(("cancel".into(), "item-not-found".into()))
+        );
+    }
+    // Readiness shows the members and who owns what.
+    let (status, body) = nodes[0].process.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"members\":[\"n1\",\"n2\",\"n3\"]"),
+        "{body}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_under_load_loses_no_acknowledged_notification() {
-    let s = setup().await;
-    let (mut nodes, mut conns) = start_nodes(&s, &["n1", "n2", "n3"]).await;
-    assert!(settled(&nodes.iter().collect::<Vec<_>>(), SETTLE).await);
-    let devices = register_many(&mut conns[0], 0, 600).await;
-    let mut groups: Vec<Vec<(String, String)>> = vec![Vec::new(); 3];
-    for (i, d) in devices.into_iter().enumerate() {
-        groups[i % 3].push(d);
-    }
-    let pause = Duration::from_millis(15);
-    let mut tasks = Vec::new();
-    for (conn, group) in conns.into_iter().zip(groups) {
-        tasks.push(tokio::spawn(publish_each(conn, group, pause)));
-    }
+    let s = setup(Mode::Balance, 3).await;
+    let mut nodes = s.start(&["n1", "n2", "n3"]).await;
+    let devices = register_many(&s.router, 0, 600).await;
+    let tasks = publish_groups(&s.router, split(devices, 3), Duration::from_millis(15)).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     nodes[1].process.kill9();
     let killed = std::time::Instant::now();
@@ -218,22 +264,23 @@ async fn a_node_killed_under_load_loses_no_acknowledged_notification() {
         "the dead node's shards were not taken over"
     );
     let takeover = killed.elapsed();
-    let mut tally = Tally::default();
-    for t in tasks {
-        tally.add(t.await.expect("publisher"));
-    }
     assert!(
-        takeover <= Duration::from_millis(super::support::cluster::LEASE_MS) + Duration::from_secs(3),
-        "takeover took {takeover:?}"
+        eventually(SETTLE, || async { s.router.streams() == 3 }).await,
+        "the dead node's stream slot was not taken over"
     );
-    assert!(tally.others.is_empty(), "non-wait refusals: {:?}", tally.others);
+    let streams_back = killed.elapsed();
+    let tally = join(tasks).await;
+    let limit = Duration::from_millis(LEASE_MS) + Duration::from_secs(3);
+    assert!(takeover <= limit, "shard takeover took {takeover:?}");
+    assert!(
+        streams_back <= limit,
+        "stream takeover took {streams_back:?}"
+    );
     assert!(tally.acked.len() > 300, "{tally:?}");
-    let lost = undelivered(&s.mock, &tally.acked, Duration::from_secs(15)).await;
-    assert!(lost.is_empty(), "{} acknowledged notifications lost of {}", lost.len(), tally.acked.len());
-    let dups = duplicates(&s.mock, &tally.acked);
+    let dups = nothing_lost(&s, &tally).await;
     assert!(dups <= 100, "{dups} duplicates, above the in-flight window");
     eprintln!(
-        "kill -9: {} acked, {} wait, {} unanswered, {dups} duplicates, takeover {takeover:?}",
+        "kill -9: {} acked, {} wait, {} unanswered, {dups} duplicates, shards back in {takeover:?}, streams in {streams_back:?}",
         tally.acked.len(),
         tally.waits,
         tally.unanswered
@@ -242,106 +289,111 @@ async fn a_node_killed_under_load_loses_no_acknowledged_notification() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_loses_nothing_and_sends_nothing_twice() {
-    let s = setup().await;
-    let (mut nodes, conns) = start_nodes(&s, &["n1", "n2", "n3"]).await;
-    assert!(settled(&nodes.iter().collect::<Vec<_>>(), SETTLE).await);
-    let mut conns: Vec<Option<Component>> = conns.into_iter().map(Some).collect();
-    let mut first = 0u16;
+    let mut s = setup(Mode::Balance, 3).await;
+    // The default lease: nothing here may depend on one running out (on a
+    // busy machine a 3 s lease can, and that is the crash path, not this one).
+    s.spec.lease = (10_000, 2_000, 7_000);
+    let mut nodes = s.start(&["n1", "n2", "n3"]).await;
+    let devices = register_many(&s.router, 0, 450).await;
+    let mut groups = split(devices, 3).into_iter();
     let mut tally = Tally::default();
     for i in 0..3 {
-        // The load goes through another node's stream while node i restarts.
-        let via = (i + 1) % 3;
-        let mut conn = conns[via].take().expect("stream");
-        let devices = register_many(&mut conn, first, 150).await;
-        first += 150;
-        let publisher = tokio::spawn(publish_on(conn, devices, Duration::from_millis(10)));
+        let group = groups.next().expect("group");
+        let publisher = tokio::spawn(publish_each(
+            s.router.clone(),
+            group,
+            Duration::from_millis(10),
+        ));
         tokio::time::sleep(Duration::from_millis(300)).await;
         let exit = nodes[i].process.terminate(WAIT);
-        assert!(exit.is_some_and(|e| e.success()), "node {i} did not stop cleanly");
-        drop(conns[i].take());
+        assert!(
+            exit.is_some_and(|e| e.success()),
+            "node {i} did not stop cleanly"
+        );
         nodes[i].restart();
-        conns[i] = Some(s.server.accept(WAIT).await);
-        assert!(settled(&nodes.iter().collect::<Vec<_>>(), SETTLE).await, "not settled after restarting node {i}");
-        let (conn, t) = publisher.await.expect("publisher");
-        conns[via] = Some(conn);
-        tally.add(t);
+        s.settle(&nodes.iter().collect::<Vec<_>>()).await;
+        tally.add(publisher.await.expect("publisher"));
     }
-    assert!(tally.others.is_empty(), "non-wait refusals: {:?}", tally.others);
-    assert_eq!(tally.unanswered, 0, "{tally:?}");
-    let lost = undelivered(&s.mock, &tally.acked, Duration::from_secs(15)).await;
-    assert!(lost.is_empty(), "{} acknowledged notifications lost of {}", lost.len(), tally.acked.len());
+    let dups = nothing_lost(&s, &tally).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let twice: Vec<&String> = tally.acked.iter().filter(|t| s.mock.delivered(t).len() > 1).collect();
-    assert!(twice.is_empty(), "a graceful hand-over sent something twice: {twice:?}");
-    eprintln!("rolling restart: {} acked, {} wait", tally.acked.len(), tally.waits);
+    let twice: Vec<&String> = tally
+        .acked
+        .iter()
+        .filter(|t| s.mock.delivered(t).len() > 1)
+        .collect();
+    for n in &nodes {
+        assert_eq!(
+            n.process.metric("pushgate_cluster_self_fenced_total").await,
+            0.0,
+            "{} fenced itself",
+            n.id
+        );
+    }
+    assert!(
+        twice.is_empty(),
+        "a graceful hand-over sent {dups} twice: {twice:?}"
+    );
+    eprintln!(
+        "rolling restart: {} acked, {} wait, {} unanswered",
+        tally.acked.len(),
+        tally.waits,
+        tally.unanswered
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_node_cannot_write_after_the_others_took_over() {
-    let s = setup().await;
-    let (nodes, conns) = start_nodes(&s, &["n1", "n2", "n3"]).await;
-    assert!(settled(&nodes.iter().collect::<Vec<_>>(), SETTLE).await);
-    let mut conns = conns.into_iter();
-    let (mut c1, _c2, c3) = (
-        conns.next().expect("n1"),
-        conns.next().expect("n2"),
-        conns.next().expect("n3"),
-    );
-    let devices = register_many(&mut c1, 0, 200).await;
+async fn a_paused_node_stops_and_rejoins_and_nothing_is_lost() {
+    let s = setup(Mode::Balance, 3).await;
+    let nodes = s.start(&["n1", "n2", "n3"]).await;
+    let devices = register_many(&s.router, 0, 200).await;
     // Slow answers: requests are in flight when the node is paused.
     for (token, _) in &devices {
         s.mock.delay(token, Duration::from_millis(1500));
     }
     let (before, after) = devices.split_at(100);
-    let (a, b) = before.split_at(50);
-    let first = tokio::join!(
-        publish_on(c1, a.to_vec(), Duration::ZERO),
-        publish_on(c3, b.to_vec(), Duration::ZERO)
-    );
-    // Paused while its first requests are in flight (coalescing window, then
-    // the mock's slow answers).
+    let first =
+        join(publish_groups(&s.router, split(before.to_vec(), 2), Duration::ZERO).await).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let zombie = &nodes[1];
     zombie.process.signal("STOP");
     let survivors: Vec<&Node> = vec![&nodes[0], &nodes[2]];
-    assert!(settled(&survivors, SETTLE).await, "the paused node's shards were not taken over");
+    assert!(
+        settled(&survivors, SETTLE).await,
+        "the paused node's shards were not taken over"
+    );
     for (token, _) in &devices {
         s.mock.delay(token, Duration::ZERO);
     }
-    let ((c1, t1), (c3, t3)) = first;
-    let (c, d) = after.split_at(50);
-    let second = tokio::join!(
-        publish_on(c1, c.to_vec(), Duration::ZERO),
-        publish_on(c3, d.to_vec(), Duration::ZERO)
-    );
+    // Its stream is still open (paused, not dead): publishes sent there are
+    // not answered; the others are.
+    let second =
+        join(publish_groups(&s.router, split(after.to_vec(), 2), Duration::ZERO).await).await;
     zombie.process.signal("CONT");
-    // It notices at once that its lease ran out, and fences itself.
     assert!(
         eventually(Duration::from_secs(3), || async {
-            zombie.process.metric("pushgate_cluster_self_fenced_total").await >= 1.0
+            zombie
+                .process
+                .metric("pushgate_cluster_self_fenced_total")
+                .await
+                >= 1.0
         })
         .await,
         "the paused node did not fence itself"
     );
-    let mut tally = Tally::default();
-    for t in [t1, t3, second.0.1, second.1.1] {
-        tally.add(t);
-    }
-    assert!(tally.others.is_empty(), "non-wait refusals: {:?}", tally.others);
-    let lost = undelivered(&s.mock, &tally.acked, Duration::from_secs(15)).await;
-    assert!(lost.is_empty(), "{} acknowledged notifications lost of {}", lost.len(), tally.acked.len());
-    // Whether its in-flight requests' outcomes came back before or after it
-    // fenced itself, none of them was written (refused, or dropped unwritten).
-    let refused = zombie.process.metric("pushgate_cluster_fenced_writes_total").await;
-    assert!(zombie.process.log().contains("fencing this node"));
-    // It joins again as a new incarnation and takes its share back.
-    assert!(settled(&nodes.iter().collect::<Vec<_>>(), SETTLE).await, "the node did not rejoin");
-    let dups = duplicates(&s.mock, &tally.acked);
+    let mut tally = first;
+    tally.add(second);
+    let dups = nothing_lost(&s, &tally).await;
     assert!(dups <= 100, "{dups} duplicates, above the in-flight window");
+    s.settle(&nodes.iter().collect::<Vec<_>>()).await;
+    let refused = zombie
+        .process
+        .metric("pushgate_cluster_fenced_writes_total")
+        .await;
     eprintln!(
-        "zombie: {} acked, {} wait, {dups} duplicates, {refused} stale writes refused",
+        "paused node: {} acked, {} wait, {} unanswered, {dups} duplicates, {refused} stale writes refused",
         tally.acked.len(),
-        tally.waits
+        tally.waits,
+        tally.unanswered
     );
 }
 
@@ -352,34 +404,65 @@ async fn a_paused_node_cannot_write_after_the_others_took_over() {
 /// node notices, takes the shard back with a higher epoch, and serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_refuses_a_write_made_under_a_replaced_owner_record() {
-    let s = setup().await;
-    let (nodes, mut conns) = start_nodes(&s, &["n1", "n2", "n3"]).await;
-    assert!(settled(&nodes.iter().collect::<Vec<_>>(), SETTLE).await);
+    let s = setup(Mode::Balance, 1).await;
+    let nodes = s.start(&["n1", "n2", "n3"]).await;
     let token = apns_token(0x42);
-    let reply = conns[0]
-        .iq(&register_one_step("carol@localhost/r", "apns", &token, None), WAIT)
+    let reply = s
+        .router
+        .must_iq(&register_one_step(
+            "carol@localhost/r",
+            "apns",
+            &token,
+            None,
+        ))
         .await;
     let node = node_of(&reply).expect("registered");
-    let key = format!("pg:{{s{}}}:owner", pushgate::registry::shard_of(&node, 1024));
+    let key = format!(
+        "pg:{{s{}}}:owner",
+        pushgate::registry::shard_of(&node, 1024)
+    );
     let record = s.redis.cli(&["GET", &key]).expect("owner record");
     let holder = record.split('|').next().expect("holder").to_owned();
-    let owner = nodes.iter().find(|n| n.id == holder).expect("owner is a node");
+    let owner = nodes
+        .iter()
+        .find(|n| n.id == holder)
+        .expect("owner is a node");
     s.redis.cli(&["SET", &key, "intruder|0|999"]);
 
-    let reply = conns[0].iq(&prosody_publish(&node, "localhost", "hi", None), WAIT).await;
-    assert_eq!(error_of(&reply).map(|e| e.0), Some("wait".to_owned()), "{}", String::from(&reply));
-    assert!(owner.process.metric("pushgate_cluster_fenced_writes_total").await >= 1.0);
+    let reply = s
+        .router
+        .must_iq(&prosody_publish(&node, "localhost", "hi", None))
+        .await;
+    assert_eq!(
+        error_of(&reply).map(|e| e.0),
+        Some("wait".to_owned()),
+        "{}",
+        String::from(&reply)
+    );
+    assert!(
+        owner
+            .process
+            .metric("pushgate_cluster_fenced_writes_total")
+            .await
+            >= 1.0
+    );
     // "intruder" is no member: the node takes the shard back, epoch 1000.
+    let retaken = format!("{holder}|");
     assert!(
         eventually(SETTLE, || async {
-            s.redis.cli(&["GET", &key]).is_some_and(|r| r.starts_with(&format!("{holder}|")) && r.ends_with("|1000"))
+            s.redis
+                .cli(&["GET", &key])
+                .is_some_and(|r| r.starts_with(&retaken) && r.ends_with("|1000"))
         })
         .await,
         "the shard was not taken back"
     );
     let mut accepted = false;
     for _ in 0..100 {
-        let reply = conns[0].iq(&prosody_publish(&node, "localhost", "hi", None), WAIT).await;
+        let reply = s
+            .router
+            .must_iq(&prosody_publish(&node, "localhost", "hi", None))
+            .await;
         if error_of(&reply).is_none() {
             accepted = true;
             break;
@@ -388,4 +471,53 @@ async fn redis_refuses_a_write_made_under_a_replaced_owner_record() {
     }
     assert!(accepted, "the node did not serve the shard again");
     assert!(undelivered(&s.mock, &[token], WAIT).await.is_empty());
+}
+
+/// Each kind of server keeps exactly its configured streams while the
+/// holder of one dies: the cluster never opens a second stream to Prosody
+/// (so never draws a `<conflict/>`), and takes a dead holder's slot over
+/// within the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_server_sees_its_configured_streams() {
+    for (mode, connections) in [(Mode::KickNew, 1), (Mode::KickOld, 1), (Mode::Balance, 2)] {
+        let s = setup(mode, connections).await;
+        let mut nodes = s.start(&["n1", "n2", "n3"]).await;
+        assert_eq!(s.router.most_streams(), connections, "{mode:?}");
+        // Kill a holder of a stream.
+        let mut holder = None;
+        for (i, n) in nodes.iter().enumerate() {
+            if n.process.metric("pushgate_component_sessions_up").await >= 1.0 {
+                holder = Some(i);
+            }
+        }
+        let holder = holder.expect("a node holds a stream");
+        let opened = s.router.opened();
+        nodes[holder].process.kill9();
+        let killed = std::time::Instant::now();
+        assert!(
+            eventually(SETTLE, || async {
+                s.router.opened() > opened && s.router.streams() == connections
+            })
+            .await,
+            "{mode:?}: the slot was not taken over"
+        );
+        let back = killed.elapsed();
+        assert!(
+            back <= Duration::from_millis(LEASE_MS) + Duration::from_secs(3),
+            "{mode:?}: {back:?}"
+        );
+        let reply = s.router.must_iq(&crate::support::harness::ping()).await;
+        assert_eq!(reply.attr("type"), Some("result"));
+        assert_eq!(
+            s.router.most_streams(),
+            connections,
+            "{mode:?}: more streams than configured"
+        );
+        assert_eq!(
+            s.router.conflicts(),
+            0,
+            "{mode:?}: the cluster fought over a slot"
+        );
+        eprintln!("{mode:?}: {connections} stream(s), slot back in {back:?}");
+    }
 }

@@ -83,8 +83,9 @@ impl Pool {
     /// Forgets every change not yet committed for `shards`.
     fn discard_dirty(&mut self, shards: &HashSet<u32>) {
         let count = self.registry.shards();
-        self.dirty
-            .retain(|key, _| !shards.contains(&shard_of(crate::registry::node_of_outbox_key(key), count)));
+        self.dirty.retain(|key, _| {
+            !shards.contains(&shard_of(crate::registry::node_of_outbox_key(key), count))
+        });
     }
 
     /// Called when Redis refused a flush's writes for `shards`: they are gone.
@@ -142,7 +143,8 @@ impl Handler<Lost> for Pool {
         for shard in &msg.0 {
             self.leaving.remove(shard);
         }
-        self.releasing.retain(|r| !r.shards.iter().any(|s| msg.0.contains(s)));
+        self.releasing
+            .retain(|r| !r.shards.iter().any(|s| msg.0.contains(s)));
         self.shards_lost(&msg.0);
     }
 }

@@ -3,7 +3,7 @@
 //! agree.
 
 use super::connections::Conn;
-use super::{FAN_OUT, RedisStore, owner_key};
+use super::{FAN_OUT, RedisStore};
 use crate::registry::RegistryError;
 use futures_util::StreamExt as _;
 
@@ -90,39 +90,51 @@ impl RedisStore {
         Ok(reply.map(|fields| parse_members(&fields)))
     }
 
-    /// The owner records of `shards`, in order.
-    pub(crate) async fn owners(&self, shards: &[u32]) -> Result<Vec<OwnerRecord>, RegistryError> {
+    /// The records (shard owners, stream slots) at `keys`, in order.
+    pub(crate) async fn records(&self, keys: &[String]) -> Result<Vec<OwnerRecord>, RegistryError> {
+        let indexes: Vec<u32> = (0..keys.len())
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect();
         let raw: Vec<Option<String>> = self
-            .on_shards(shards, |shard| redis::cmd("GET").arg(owner_key(shard)).to_owned())
+            .on_shards(&indexes, |i| {
+                let key = keys.get(i as usize).map_or("", String::as_str);
+                redis::cmd("GET").arg(key).to_owned()
+            })
             .await?;
         Ok(raw.into_iter().map(OwnerRecord::parse).collect())
     }
 
-    /// Takes each `(shard, record read)` as `node|incarnation`; returns the new
-    /// record of each shard taken (`None` where the record had changed).
+    /// Takes each `(key, record read)` as `node|incarnation`; returns the new
+    /// record of each one taken (`None` where the record had changed).
     pub(crate) async fn claim(
         &self,
-        claims: &[(u32, String)],
+        claims: &[(String, String)],
         holder: &str,
     ) -> Result<Vec<Option<String>>, RegistryError> {
-        let requests = claims.iter().map(|(shard, seen)| {
-            let mut inv = self.scripts.claim.key(owner_key(*shard));
-            inv.arg(seen).arg(holder);
-            async move {
-                self.conns
-                    .run(|mut c: Conn| async move { inv.invoke_async::<Option<String>>(&mut c).await })
-                    .await
-            }
-        });
+        let requests =
+            claims.iter().map(|(key, seen)| {
+                let mut inv = self.scripts.claim.key(key);
+                inv.arg(seen).arg(holder);
+                async move {
+                    self.conns
+                        .run(|mut c: Conn| async move {
+                            inv.invoke_async::<Option<String>>(&mut c).await
+                        })
+                        .await
+                }
+            });
         let results: Vec<Result<Option<String>, RegistryError>> =
-            futures_util::stream::iter(requests).buffered(FAN_OUT).collect().await;
+            futures_util::stream::iter(requests)
+                .buffered(FAN_OUT)
+                .collect()
+                .await;
         results.into_iter().collect()
     }
 
-    /// Releases each `(shard, record held)`; returns how many were still ours.
-    pub(crate) async fn release(&self, held: &[(u32, String)]) -> Result<usize, RegistryError> {
-        let requests = held.iter().map(|(shard, record)| {
-            let mut inv = self.scripts.release.key(owner_key(*shard));
+    /// Releases each `(key, record held)`; returns how many were still ours.
+    pub(crate) async fn release(&self, held: &[(String, String)]) -> Result<usize, RegistryError> {
+        let requests = held.iter().map(|(key, record)| {
+            let mut inv = self.scripts.release.key(key);
             inv.arg(record);
             async move {
                 self.conns
@@ -130,14 +142,27 @@ impl RedisStore {
                     .await
             }
         });
-        let results: Vec<Result<bool, RegistryError>> =
-            futures_util::stream::iter(requests).buffered(FAN_OUT).collect().await;
+        let results: Vec<Result<bool, RegistryError>> = futures_util::stream::iter(requests)
+            .buffered(FAN_OUT)
+            .collect()
+            .await;
         let mut released = 0;
         for r in results {
             released += usize::from(r?);
         }
         Ok(released)
     }
+}
+
+/// The key of shard `shard`'s owner record.
+pub(crate) fn owner_key(shard: u32) -> String {
+    super::owner_key(shard)
+}
+
+/// The key of component stream slot `slot` (`host:port#n`): all slots share
+/// one hash slot, apart from the shards.
+pub(crate) fn slot_key(slot: &str) -> String {
+    format!("pg:{{x}}:slot:{slot}")
 }
 
 /// `now, (node, lease end, incarnation|address)*` → Redis' time and members.
@@ -179,10 +204,18 @@ mod tests {
 
     #[test]
     fn members_parse_and_skip_malformed_ones() {
-        let f: Vec<String> = ["1000", "a", "11000", "i1|10.0.0.1:7700", "b", "12000", "broken"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let f: Vec<String> = [
+            "1000",
+            "a",
+            "11000",
+            "i1|10.0.0.1:7700",
+            "b",
+            "12000",
+            "broken",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
         let (now, members) = parse_members(&f);
         assert_eq!(now, 1000);
         assert_eq!(members.len(), 1);

@@ -10,7 +10,8 @@ use std::time::Duration;
 /// The peers' shared secret in tests.
 pub const CLUSTER_SECRET: &str = "cluster-secret-for-tests-0123456789";
 
-/// Lease timings of test clusters (ms): lease, renewal, self-fence.
+/// Lease timings of test clusters (ms): lease, renewal, self-fence. Short,
+/// so a dead node's work moves within seconds.
 pub const LEASE_MS: u64 = 3_000;
 const RENEW_MS: u64 = 500;
 const FENCE_MS: u64 = 2_000;
@@ -25,6 +26,10 @@ pub struct ClusterSpec {
     pub providers: String,
     /// Extra `[delivery]` keys.
     pub delivery: String,
+    /// Streams to the XMPP server, cluster-wide.
+    pub connections: usize,
+    /// Lease, renewal and self-fence times (ms).
+    pub lease: (u64, u64, u64),
     /// Parent directory of the nodes' directories.
     pub dir: PathBuf,
 }
@@ -40,6 +45,8 @@ impl ClusterSpec {
             store_keys: format!("backend = \"redis\"\nurl = \"{redis_url}\"\n"),
             providers,
             delivery: String::new(),
+            connections: 1,
+            lease: (LEASE_MS, RENEW_MS, FENCE_MS),
             dir: dir.to_owned(),
         }
     }
@@ -50,10 +57,14 @@ impl ClusterSpec {
         std::fs::create_dir_all(&dir).expect("node dir");
         let mut c = TestConfig::new(self.xmpp_port, &dir);
         c.store_keys = self.store_keys.clone();
+        c.connections = self.connections;
         c.delivery = self.delivery.clone();
         c.extra = format!(
-            "{providers}\n[cluster]\nnode_id = \"{id}\"\nlisten = \"127.0.0.1:{grpc_port}\"\nsecret = \"{CLUSTER_SECRET}\"\nlease_ttl_ms = {LEASE_MS}\nrenew_ms = {RENEW_MS}\nfence_after_ms = {FENCE_MS}\n",
-            providers = self.providers
+            "{providers}\n[cluster]\nnode_id = \"{id}\"\nlisten = \"127.0.0.1:{grpc_port}\"\nsecret = \"{CLUSTER_SECRET}\"\nlease_ttl_ms = {ttl}\nrenew_ms = {renew}\nfence_after_ms = {fence}\n",
+            providers = self.providers,
+            ttl = self.lease.0,
+            renew = self.lease.1,
+            fence = self.lease.2,
         );
         c
     }
@@ -90,17 +101,11 @@ impl Node {
 
     /// Shards this node owns now (0 when it does not answer).
     pub async fn shards_owned(&self) -> f64 {
+        if self.process.status("/healthz").await.is_none() {
+            return 0.0;
+        }
         self.process.metric("pushgate_cluster_shards_owned").await
     }
-}
-
-/// Sum of the shards owned over `nodes`.
-pub async fn shards_owned(nodes: &[&Node]) -> f64 {
-    let mut total = 0.0;
-    for n in nodes {
-        total += n.shards_owned().await;
-    }
-    total
 }
 
 /// Waits until `nodes` own every one of the 1024 shards between them, each

@@ -12,6 +12,7 @@ pub mod pki;
 pub mod redis;
 pub mod servers;
 pub mod xmpp_client;
+pub mod xmpp_router;
 pub mod xmpp_server;
 
 use std::time::Duration;

@@ -108,7 +108,7 @@ pub struct Component {
 }
 
 impl Component {
-    fn new(tcp: TcpStream) -> Self {
+    pub(crate) fn new(tcp: TcpStream) -> Self {
         let (read, write) = tcp.into_split();
         Self {
             read,

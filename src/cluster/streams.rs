@@ -1,0 +1,187 @@
+//! Component stream slots: each configured server's `connections` streams
+//! are slots (`host:port#n`) held by nodes with the same records as shards
+//! (`node|incarnation|epoch`, taken by compare-and-set, stolen only from
+//! nodes that are no longer members), spread by the same rendezvous hashing.
+//! So each XMPP server sees its configured number of streams cluster-wide,
+//! never one per node: stock Prosody accepts one stream per component JID
+//! and answers a second with `<conflict/>`, or with
+//! `component_conflict_resolve = "kick_old"` lets it replace the first; the
+//! nodes never fight over a slot, because only its holder connects.
+//!
+//! The holder's sessions are opened and closed by the gateway, which
+//! watches the set of slots this node holds.
+
+use super::assign::assign_bounded;
+use crate::registry::{Member, RedisStore, RegistryError, slot_key};
+use std::collections::{BTreeMap, BTreeSet};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// The slots this node holds, and the set the gateway opens streams for.
+pub(crate) struct StreamSlots {
+    /// Every slot, in configuration order.
+    names: Vec<String>,
+    /// Slot index → the record it is held under.
+    held: BTreeMap<usize, String>,
+    open: watch::Sender<BTreeSet<usize>>,
+}
+
+impl StreamSlots {
+    pub(crate) fn new(names: Vec<String>, open: watch::Sender<BTreeSet<usize>>) -> Self {
+        Self {
+            names,
+            held: BTreeMap::new(),
+            open,
+        }
+    }
+
+    fn publish(&self) {
+        let set: BTreeSet<usize> = self.held.keys().copied().collect();
+        self.open.send_if_modified(|open| {
+            let changed = *open != set;
+            *open = set;
+            changed
+        });
+    }
+
+    /// Brings the held slots in line with the assignment over `members`.
+    pub(crate) async fn reconcile(
+        &mut self,
+        store: &RedisStore,
+        members: &[Member],
+        me: &str,
+        holder: &str,
+    ) -> Result<(), RegistryError> {
+        if self.names.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = members.iter().map(|m| m.node.as_str()).collect();
+        let count = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let mine: BTreeSet<usize> = assign_bounded(&names, count, 1.0)
+            .into_iter()
+            .enumerate()
+            .filter(|(_, i)| members.get(*i).is_some_and(|m| m.node == me))
+            .map(|(slot, _)| slot)
+            .collect();
+        self.check_held(store).await?;
+        self.hand_back(store, &mine).await?;
+        self.take(store, &mine, members, holder).await?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Drops slots whose record is no longer ours.
+    async fn check_held(&mut self, store: &RedisStore) -> Result<(), RegistryError> {
+        let held: Vec<(usize, String)> = self.held.iter().map(|(i, r)| (*i, r.clone())).collect();
+        let keys: Vec<String> = held.iter().map(|(i, _)| self.key(*i)).collect();
+        for ((slot, mine), record) in held.iter().zip(store.records(&keys).await?) {
+            if record.raw != *mine {
+                warn!(slot = %self.name(*slot), "stream slot taken by another node; closing our stream");
+                self.held.remove(slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the streams of slots assigned elsewhere and releases them.
+    async fn hand_back(
+        &mut self,
+        store: &RedisStore,
+        mine: &BTreeSet<usize>,
+    ) -> Result<(), RegistryError> {
+        let leaving: Vec<(usize, String)> = self
+            .held
+            .iter()
+            .filter(|(i, _)| !mine.contains(i))
+            .map(|(i, r)| (*i, r.clone()))
+            .collect();
+        if leaving.is_empty() {
+            return Ok(());
+        }
+        for (i, _) in &leaving {
+            self.held.remove(i);
+        }
+        self.publish();
+        let records: Vec<(String, String)> = leaving
+            .iter()
+            .map(|(i, r)| (self.key(*i), r.clone()))
+            .collect();
+        store.release(&records).await?;
+        for (i, _) in &leaving {
+            info!(slot = %self.name(*i), "stream slot handed over");
+        }
+        Ok(())
+    }
+
+    /// Takes free slots assigned here.
+    async fn take(
+        &mut self,
+        store: &RedisStore,
+        mine: &BTreeSet<usize>,
+        members: &[Member],
+        holder: &str,
+    ) -> Result<(), RegistryError> {
+        let wanted: Vec<usize> = mine
+            .iter()
+            .copied()
+            .filter(|i| !self.held.contains_key(i))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = wanted.iter().map(|i| self.key(*i)).collect();
+        let records = store.records(&keys).await?;
+        let live = |h: &(String, String)| {
+            members
+                .iter()
+                .any(|m| m.node == h.0 && m.incarnation == h.1)
+        };
+        let mut claims = Vec::new();
+        let mut slots = Vec::new();
+        for ((slot, key), record) in wanted.iter().zip(keys).zip(records) {
+            if record.holder.as_ref().is_some_and(live) {
+                continue; // its holder hands it over at its next round
+            }
+            claims.push((key, record.raw));
+            slots.push(*slot);
+        }
+        for (slot, taken) in slots.into_iter().zip(store.claim(&claims, holder).await?) {
+            if let Some(record) = taken {
+                info!(slot = %self.name(slot), "stream slot taken; connecting");
+                self.held.insert(slot, record);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every stream at once (the node fenced itself); the records
+    /// are left to lapse with the lease.
+    pub(crate) fn drop_all(&mut self) {
+        self.held.clear();
+        self.publish();
+    }
+
+    /// Closes every stream and releases the slots (graceful leave).
+    pub(crate) async fn release_all(&mut self, store: &RedisStore) {
+        let records: Vec<(String, String)> = self
+            .held
+            .iter()
+            .map(|(i, r)| (self.key(*i), r.clone()))
+            .collect();
+        self.drop_all();
+        if let Err(e) = store.release(&records).await {
+            warn!(
+                "stream slots not released (they lapse with the lease): {}",
+                crate::errors::chain(&e)
+            );
+        }
+    }
+
+    fn key(&self, slot: usize) -> String {
+        slot_key(&self.name(slot))
+    }
+
+    fn name(&self, slot: usize) -> String {
+        self.names.get(slot).cloned().unwrap_or_default()
+    }
+}
