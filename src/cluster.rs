@@ -377,13 +377,15 @@ impl Cluster {
     /// Serves peers with `handler` and starts taking part: membership,
     /// shards, and the stream slots named in `slots` (`host:port#n`, in
     /// configuration order); the returned receiver says which of those this
-    /// node should have a stream open for.
+    /// node should have a stream open for, and `live` which have a session
+    /// running.
     pub(crate) fn serve(
         &mut self,
         handler: Arc<crate::gateway::PushComponent>,
         registry: Registry,
         dispatcher: Dispatcher,
         slots: Vec<String>,
+        live: watch::Receiver<std::collections::BTreeSet<usize>>,
     ) -> Result<watch::Receiver<std::collections::BTreeSet<usize>>, ClusterError> {
         let (open, streams) = watch::channel(std::collections::BTreeSet::new());
         let (Some(runtime), Some(listener)) = (&self.runtime, self.listener.take()) else {
@@ -404,7 +406,7 @@ impl Cluster {
             registry,
             dispatcher,
             self.stop.subscribe(),
-            streams::StreamSlots::new(slots, open),
+            streams::StreamSlots::new(slots, open, live),
         );
         // Its own thread: its store calls fan out over borrowed futures that
         // are not `Send`, so it cannot be a task of a multi-threaded runtime.

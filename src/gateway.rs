@@ -214,7 +214,8 @@ impl Launch {
         );
         match &mut cluster {
             Some(cluster) => {
-                let wanted = cluster.serve(component, registry, dispatcher.clone(), slots)?;
+                let live = sessions.live();
+                let wanted = cluster.serve(component, registry, dispatcher.clone(), slots, live)?;
                 sessions.follow(wanted);
             }
             None => sessions.start_all(),

@@ -18,6 +18,11 @@ push_notification_with_sender = false
 -- non-wait error only when the device is really gone.
 push_max_errors = 16
 
+-- Prosody accepts one stream per component. With a pushgate cluster, a node
+-- that takes over a dead node's stream replaces it at once instead of being
+-- refused until Prosody notices the old one is gone (minutes on a dead host).
+component_conflict_resolve = "kick_old"
+
 -- The JID and secret must match [component] jid and secret in pushgate.toml.
 Component "push.example.com"
   component_secret = "change-me"

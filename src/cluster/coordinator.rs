@@ -167,7 +167,8 @@ impl Coordinator {
         let more_to_hand_over = self.hand_over(&mine).await?;
         let waiting = self.take(&mine, &members).await?;
         let holder = format!("{me}|{}", self.incarnation);
-        self.streams
+        let streams_closing = self
+            .streams
             .reconcile(store, &members, &me, &holder)
             .await?;
         let owned = self.shared.fences.held().len();
@@ -175,7 +176,7 @@ impl Coordinator {
             .metrics
             .shards_owned
             .set(i64::try_from(owned).unwrap_or(0));
-        Ok(waiting || more_to_hand_over)
+        Ok(waiting || more_to_hand_over || streams_closing)
     }
 
     /// Drops the shards whose owner record is no longer ours (taken by
@@ -373,7 +374,8 @@ impl Coordinator {
         let Ok(store) = registry.shared() else { return };
         // The streams first: their slots go to the others while the shards
         // are handed over.
-        self.streams.release_all(store).await;
+        let streams_closed_by = clock::now() + self.timings.renew;
+        self.streams.release_all(store, streams_closed_by).await;
         let me = self.shared.node.clone();
         // One more renewal, so the records stay usable while they are handed
         // over; the hand-over must end before they stop being.

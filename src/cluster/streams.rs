@@ -9,7 +9,10 @@
 //! nodes never fight over a slot, because only its holder connects.
 //!
 //! The holder's sessions are opened and closed by the gateway, which
-//! watches the set of slots this node holds.
+//! watches the set of slots this node holds and reports the sessions still
+//! running. A slot handed over is released only once its stream has closed,
+//! so the next holder never connects while the old stream is still open
+//! (which Prosody would answer with `<conflict/>`).
 
 use super::assign::assign_bounded;
 use crate::registry::{Member, RedisStore, RegistryError, slot_key};
@@ -23,15 +26,26 @@ pub(crate) struct StreamSlots {
     names: Vec<String>,
     /// Slot index → the record it is held under.
     held: BTreeMap<usize, String>,
+    /// Slots handed over whose stream is still closing, with their records.
+    closing: BTreeMap<usize, String>,
+    /// The slots the gateway should have a stream open for.
     open: watch::Sender<BTreeSet<usize>>,
+    /// The slots the gateway has a session running for (closing included).
+    live: watch::Receiver<BTreeSet<usize>>,
 }
 
 impl StreamSlots {
-    pub(crate) fn new(names: Vec<String>, open: watch::Sender<BTreeSet<usize>>) -> Self {
+    pub(crate) fn new(
+        names: Vec<String>,
+        open: watch::Sender<BTreeSet<usize>>,
+        live: watch::Receiver<BTreeSet<usize>>,
+    ) -> Self {
         Self {
             names,
             held: BTreeMap::new(),
+            closing: BTreeMap::new(),
             open,
+            live,
         }
     }
 
@@ -44,16 +58,17 @@ impl StreamSlots {
         });
     }
 
-    /// Brings the held slots in line with the assignment over `members`.
+    /// Brings the held slots in line with the assignment over `members`;
+    /// true while a handed-over stream is still closing (look again soon).
     pub(crate) async fn reconcile(
         &mut self,
         store: &RedisStore,
         members: &[Member],
         me: &str,
         holder: &str,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<bool, RegistryError> {
         if self.names.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let names: Vec<&str> = members.iter().map(|m| m.node.as_str()).collect();
         let count = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
@@ -64,10 +79,11 @@ impl StreamSlots {
             .map(|(slot, _)| slot)
             .collect();
         self.check_held(store).await?;
-        self.hand_back(store, &mine).await?;
+        self.hand_back(&mine);
+        self.release_closed(store).await?;
         self.take(store, &mine, members, holder).await?;
         self.publish();
-        Ok(())
+        Ok(!self.closing.is_empty())
     }
 
     /// Drops slots whose record is no longer ours.
@@ -83,32 +99,44 @@ impl StreamSlots {
         Ok(())
     }
 
-    /// Closes the streams of slots assigned elsewhere and releases them.
-    async fn hand_back(
-        &mut self,
-        store: &RedisStore,
-        mine: &BTreeSet<usize>,
-    ) -> Result<(), RegistryError> {
-        let leaving: Vec<(usize, String)> = self
+    /// Closes the streams of slots assigned elsewhere; they are released
+    /// once closed ([`Self::release_closed`]).
+    fn hand_back(&mut self, mine: &BTreeSet<usize>) {
+        let leaving: Vec<usize> = self
             .held
-            .iter()
-            .filter(|(i, _)| !mine.contains(i))
-            .map(|(i, r)| (*i, r.clone()))
+            .keys()
+            .copied()
+            .filter(|i| !mine.contains(i))
             .collect();
-        if leaving.is_empty() {
-            return Ok(());
-        }
-        for (i, _) in &leaving {
-            self.held.remove(i);
+        for slot in leaving {
+            if let Some(record) = self.held.remove(&slot) {
+                info!(slot = %self.name(slot), "stream slot assigned elsewhere; closing our stream");
+                self.closing.insert(slot, record);
+            }
         }
         self.publish();
-        let records: Vec<(String, String)> = leaving
+    }
+
+    /// Releases the handed-over slots whose stream has closed.
+    async fn release_closed(&mut self, store: &RedisStore) -> Result<(), RegistryError> {
+        let live = self.live.borrow().clone();
+        let closed: Vec<(usize, String)> = self
+            .closing
+            .iter()
+            .filter(|(i, _)| !live.contains(i))
+            .map(|(i, r)| (*i, r.clone()))
+            .collect();
+        if closed.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<(String, String)> = closed
             .iter()
             .map(|(i, r)| (self.key(*i), r.clone()))
             .collect();
         store.release(&records).await?;
-        for (i, _) in &leaving {
-            info!(slot = %self.name(*i), "stream slot handed over");
+        for (slot, _) in closed {
+            self.closing.remove(&slot);
+            info!(slot = %self.name(slot), "stream slot handed over");
         }
         Ok(())
     }
@@ -158,17 +186,26 @@ impl StreamSlots {
     /// are left to lapse with the lease.
     pub(crate) fn drop_all(&mut self) {
         self.held.clear();
+        self.closing.clear();
         self.publish();
     }
 
-    /// Closes every stream and releases the slots (graceful leave).
-    pub(crate) async fn release_all(&mut self, store: &RedisStore) {
+    /// Closes every stream and, once closed (or by `deadline`), releases
+    /// the slots (graceful leave).
+    pub(crate) async fn release_all(
+        &mut self,
+        store: &RedisStore,
+        deadline: crate::clock::Instant,
+    ) {
         let records: Vec<(String, String)> = self
             .held
             .iter()
+            .chain(&self.closing)
             .map(|(i, r)| (self.key(*i), r.clone()))
             .collect();
         self.drop_all();
+        let mut live = self.live.clone();
+        let _ = tokio::time::timeout_at(deadline, live.wait_for(BTreeSet::is_empty)).await;
         if let Err(e) = store.release(&records).await {
             warn!(
                 "stream slots not released (they lapse with the lease): {}",

@@ -44,6 +44,10 @@ struct Open {
     closing: bool,
 }
 
+/// Which slots have a session running, closing ones included: a cluster
+/// releases a slot only once its stream is gone.
+type Live = watch::Sender<BTreeSet<usize>>;
+
 /// The streams open now. Sessions run on their own threads (arbiters, at
 /// most one per CPU, shared in turn), so reading, parsing and answering
 /// stanzas happens beside the delivery pools. Cheap to clone.
@@ -54,6 +58,7 @@ pub(super) struct Sessions {
     metrics: Arc<Metrics>,
     arbiters: Arc<Vec<ArbiterHandle>>,
     open: Arc<Mutex<Open>>,
+    live: Arc<Live>,
 }
 
 impl Sessions {
@@ -72,7 +77,13 @@ impl Sessions {
                 sessions: BTreeMap::new(),
                 closing: false,
             })),
+            live: Arc::new(watch::channel(BTreeSet::new()).0),
         }
+    }
+
+    /// Which slots have a session running.
+    pub(super) fn live(&self) -> watch::Receiver<BTreeSet<usize>> {
+        self.live.subscribe()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
@@ -96,6 +107,20 @@ impl Sessions {
             None => session.start(),
         };
         open.sessions.insert(slot, addr);
+        self.live.send_modify(|live| {
+            live.insert(slot);
+        });
+    }
+
+    /// Closes `slot`'s session by `deadline`; it counts as live until closed.
+    async fn close(&self, slot: usize, addr: Addr<Session>, deadline: crate::clock::Instant) {
+        let _ = tokio::time::timeout_at(deadline, addr.send(Close { deadline })).await;
+        let reopened = self.lock().sessions.contains_key(&slot);
+        if !reopened {
+            self.live.send_modify(|live| {
+                live.remove(&slot);
+            });
+        }
     }
 
     /// Opens every stream (a single node).
@@ -122,9 +147,9 @@ impl Sessions {
                 };
                 for (slot, addr) in extra {
                     sessions.lock().sessions.remove(&slot);
-                    addr.do_send(Close {
-                        deadline: crate::clock::now() + HANDOVER_CLOSE,
-                    });
+                    let closing = sessions.clone();
+                    let deadline = crate::clock::now() + HANDOVER_CLOSE;
+                    actix::spawn(async move { closing.close(slot, addr, deadline).await });
                 }
                 for slot in want {
                     sessions.start(slot);
@@ -138,12 +163,14 @@ impl Sessions {
 
     /// Closes every stream by `deadline`; none opens after.
     pub(super) async fn close_all(&self, deadline: crate::clock::Instant) {
-        let open: Vec<Addr<Session>> = {
+        let open: Vec<(usize, Addr<Session>)> = {
             let mut open = self.lock();
             open.closing = true;
-            std::mem::take(&mut open.sessions).into_values().collect()
+            std::mem::take(&mut open.sessions).into_iter().collect()
         };
-        let closes = open.iter().map(|s| s.send(Close { deadline }));
-        let _ = tokio::time::timeout_at(deadline, futures_util::future::join_all(closes)).await;
+        let closes = open
+            .into_iter()
+            .map(|(slot, addr)| self.close(slot, addr, deadline));
+        futures_util::future::join_all(closes).await;
     }
 }

@@ -111,18 +111,17 @@ impl RedisStore {
         claims: &[(String, String)],
         holder: &str,
     ) -> Result<Vec<Option<String>>, RegistryError> {
-        let requests =
-            claims.iter().map(|(key, seen)| {
-                let mut inv = self.scripts.claim.key(key);
-                inv.arg(seen).arg(holder);
-                async move {
-                    self.conns
+        let requests = claims.iter().map(|(key, seen)| {
+            let mut inv = self.scripts.claim.key(key);
+            inv.arg(seen).arg(holder);
+            async move {
+                self.conns
                         .run(|mut c: Conn| async move {
                             inv.invoke_async::<Option<String>>(&mut c).await
                         })
                         .await
-                }
-            });
+            }
+        });
         let results: Vec<Result<Option<String>, RegistryError>> =
             futures_util::stream::iter(requests)
                 .buffered(FAN_OUT)
