@@ -88,6 +88,25 @@ pub enum Unregister {
     Remote(String),
 }
 
+/// What `check-config` can tell about `[cluster]` beyond the validation:
+/// the TLS files are read and parsed.
+pub fn check(config: &ClusterConfig) -> Vec<crate::config::ConfigIssue> {
+    let issue = |message: String| crate::config::ConfigIssue::new("cluster.cert_file", message);
+    match rpc::Tls::load(config) {
+        Ok(None) => Vec::new(),
+        Ok(Some(tls)) => {
+            let server = tonic::transport::ServerTlsConfig::new()
+                .identity(tls.identity.clone())
+                .client_ca_root(tls.ca.clone());
+            match tonic::transport::Server::builder().tls_config(server) {
+                Ok(_) => Vec::new(),
+                Err(e) => vec![issue(format!("unusable certificate, key or CA: {e}"))],
+            }
+        }
+        Err(e) => vec![issue(crate::errors::chain(&e))],
+    }
+}
+
 /// What the members and the assignment look like from this node.
 #[derive(Debug, Default)]
 pub(crate) struct View {

@@ -71,12 +71,16 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// `crate::config::validate` has passed already; this reads key, CA and
 /// service-account files by building every provider.
 pub fn check(config: &Config) -> Vec<ConfigIssue> {
-    config
+    let mut issues: Vec<ConfigIssue> = config
         .providers
         .iter()
         .filter_map(|p| providers::build(p, &config.delivery).err())
         .map(|e| ConfigIssue::new(format!("providers[{}].{}", e.provider, e.key), e.message))
-        .collect()
+        .collect();
+    if let Some(cluster) = &config.cluster {
+        issues.extend(crate::cluster::check(cluster));
+    }
+    issues
 }
 
 /// Runs the gateway until `shutdown` resolves. Must be called inside an actix

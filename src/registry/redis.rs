@@ -316,8 +316,8 @@ impl RedisStore {
         self.on_shards(&all, command).await
     }
 
-    /// Runs `command(shard)` for each of `shards`: one pipeline on a single
-    /// server, [`FAN_OUT`] at a time on a cluster.
+    /// Runs `command(shard)` for each of `shards`, answers in the same order:
+    /// one pipeline on a single server, [`FAN_OUT`] at a time on a cluster.
     async fn on_shards<T: redis::FromRedisValue + Send + 'static>(
         &self,
         shards: &[u32],
@@ -345,7 +345,7 @@ impl RedisStore {
             }
         });
         let results: Vec<Result<T, RegistryError>> = futures_util::stream::iter(requests)
-            .buffer_unordered(FAN_OUT)
+            .buffered(FAN_OUT)
             .collect()
             .await;
         results.into_iter().collect()

@@ -5,7 +5,7 @@
 use crate::support::cluster::{ClusterSpec, LEASE_MS, Node, metric_sum, settled};
 use crate::support::harness::{error_of, node_of, prosody_publish, register_one_step};
 use crate::support::mock_provider::MockProvider;
-use crate::support::redis::RedisServer;
+use crate::support::redis::{RedisCluster, RedisServer};
 use crate::support::xmpp_router::{Mode, XmppRouter};
 use crate::support::{SECRET, WAIT, apns_token, eventually};
 use std::sync::Arc;
@@ -16,9 +16,15 @@ const SETTLE: Duration = Duration::from_secs(20);
 /// How long a test publish waits for its answer.
 const ANSWER: Duration = Duration::from_secs(3);
 
+/// The Redis the nodes share.
+enum Store {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
 struct Setup {
     _dir: tempfile::TempDir,
-    redis: RedisServer,
+    store: Store,
     mock: MockProvider,
     router: Arc<XmppRouter>,
     spec: ClusterSpec,
@@ -33,7 +39,7 @@ async fn setup(mode: Mode, connections: usize) -> Setup {
     spec.connections = connections;
     Setup {
         _dir: dir,
-        redis,
+        store: Store::Single(redis),
         mock,
         router,
         spec,
@@ -41,6 +47,13 @@ async fn setup(mode: Mode, connections: usize) -> Setup {
 }
 
 impl Setup {
+    fn redis(&self) -> &RedisServer {
+        match &self.store {
+            Store::Single(r) => r,
+            Store::Cluster(_) => panic!("this test needs a single Redis"),
+        }
+    }
+
     /// Starts nodes `ids` and waits until they share every shard and the
     /// server has its configured streams.
     async fn start(&self, ids: &[&str]) -> Vec<Node> {
@@ -421,13 +434,13 @@ async fn redis_refuses_a_write_made_under_a_replaced_owner_record() {
         "pg:{{s{}}}:owner",
         pushgate::registry::shard_of(&node, 1024)
     );
-    let record = s.redis.cli(&["GET", &key]).expect("owner record");
+    let record = s.redis().cli(&["GET", &key]).expect("owner record");
     let holder = record.split('|').next().expect("holder").to_owned();
     let owner = nodes
         .iter()
         .find(|n| n.id == holder)
         .expect("owner is a node");
-    s.redis.cli(&["SET", &key, "intruder|0|999"]);
+    s.redis().cli(&["SET", &key, "intruder|0|999"]);
 
     let reply = s
         .router
@@ -450,7 +463,7 @@ async fn redis_refuses_a_write_made_under_a_replaced_owner_record() {
     let retaken = format!("{holder}|");
     assert!(
         eventually(SETTLE, || async {
-            s.redis
+            s.redis()
                 .cli(&["GET", &key])
                 .is_some_and(|r| r.starts_with(&retaken) && r.ends_with("|1000"))
         })
@@ -520,4 +533,127 @@ async fn every_kind_of_server_sees_its_configured_streams() {
         );
         eprintln!("{mode:?}: {connections} stream(s), slot back in {back:?}");
     }
+}
+
+/// Shards `nodes` have taken so far.
+async fn acquired(nodes: &[&Node]) -> f64 {
+    metric_sum(nodes, "pushgate_cluster_handoffs_total{kind=\"acquired\"}").await
+}
+
+/// Scaling out and in under load: nothing lost, and the shards that move are
+/// close to the fewest that must.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_three_to_five_to_two_moves_about_the_minimum() {
+    let s = setup(Mode::Balance, 2).await;
+    let mut nodes = s.start(&["n1", "n2", "n3"]).await;
+    let devices = register_many(&s.router, 0, 900).await;
+    let mut phases = split(devices, 3).into_iter();
+    let pause = Duration::from_millis(5);
+
+    let before = acquired(&nodes.iter().collect::<Vec<_>>()).await;
+    let load = publish_groups(&s.router, vec![phases.next().expect("load")], pause).await;
+    nodes.push(Node::start(&s.spec, "n4"));
+    nodes.push(Node::start(&s.spec, "n5"));
+    s.settle(&nodes.iter().collect::<Vec<_>>()).await;
+    let mut tally = join(load).await;
+    let out = acquired(&nodes.iter().collect::<Vec<_>>()).await - before;
+    // The fewest: 3 -> 4 -> 5 moves 1024/4 + 1024/5 (a few move twice).
+    let least_out = 1024.0 / 4.0 + 1024.0 / 5.0;
+    assert!(
+        out <= least_out * 1.3,
+        "3 -> 5 moved {out} shards (least {least_out})"
+    );
+
+    let load = publish_groups(&s.router, vec![phases.next().expect("load")], pause).await;
+    let survivors_before = acquired(&[&nodes[0], &nodes[1]]).await;
+    for node in nodes.iter_mut().skip(2) {
+        node.process.signal("TERM");
+    }
+    for node in nodes.iter_mut().skip(2) {
+        assert!(
+            node.process.terminate(WAIT).is_some_and(|e| e.success()),
+            "{} did not stop cleanly",
+            node.id
+        );
+    }
+    let survivors: Vec<&Node> = vec![&nodes[0], &nodes[1]];
+    s.settle(&survivors).await;
+    tally.add(join(load).await);
+    let back = acquired(&survivors).await - survivors_before;
+    // The fewest: whatever the three leaving nodes held, about 3/5 of all.
+    let least_in = 1024.0 * 3.0 / 5.0;
+    assert!(
+        back <= least_in * 1.3,
+        "5 -> 2 moved {back} shards (least {least_in})"
+    );
+
+    tally.add(
+        publish_each(
+            s.router.clone(),
+            phases.next().expect("load"),
+            Duration::ZERO,
+        )
+        .await,
+    );
+    let dups = nothing_lost(&s, &tally).await;
+    eprintln!(
+        "scale: 3->5 moved {out} (least {least_out}), 5->2 moved {back} (least {least_in}); {} acked, {} wait, {} unanswered, {dups} duplicates",
+        tally.acked.len(),
+        tally.waits,
+        tally.unanswered
+    );
+}
+
+/// The cluster on a Redis Cluster (3 masters with replicas) while the master
+/// holding the member list fails over under load: nothing acknowledged is
+/// lost, every refusal is `wait`, and the nodes settle again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_master_failover_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisCluster::start(dir.path());
+    let mock = MockProvider::start(dir.path()).await;
+    let router = Arc::new(XmppRouter::start(Mode::Balance, SECRET).await);
+    let mut spec = ClusterSpec::new(router.port, "redis://unused", &mock, dir.path());
+    spec.store_keys = redis.store_toml();
+    spec.connections = 2;
+    let s = Setup {
+        _dir: dir,
+        store: Store::Cluster(redis),
+        mock,
+        router,
+        spec,
+    };
+    let Store::Cluster(redis) = &s.store else {
+        unreachable!("set just above")
+    };
+    let nodes = s.start(&["n1", "n2", "n3"]).await;
+    let devices = register_many(&s.router, 0, 300).await;
+    let load = publish_groups(&s.router, split(devices, 2), Duration::from_millis(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let master = redis
+        .masters()
+        .into_iter()
+        .find(|&m| {
+            crate::support::redis::cli(m, &["EXISTS", "pg:{m}:members"]).as_deref() == Some("1")
+        })
+        .expect("the master holding the member list");
+    let replica = redis.replica_of(master);
+    assert_eq!(
+        crate::support::redis::cli(replica, &["CLUSTER", "FAILOVER"]).as_deref(),
+        Some("OK")
+    );
+    assert!(
+        eventually(SETTLE, || async { redis.masters().contains(&replica) }).await,
+        "the replica was not promoted"
+    );
+    let tally = join(load).await;
+    s.settle(&nodes.iter().collect::<Vec<_>>()).await;
+    let dups = nothing_lost(&s, &tally).await;
+    assert!(dups <= 100, "{dups} duplicates");
+    eprintln!(
+        "redis cluster failover: {} acked, {} wait, {} unanswered, {dups} duplicates",
+        tally.acked.len(),
+        tally.waits,
+        tally.unanswered
+    );
 }

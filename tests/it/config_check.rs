@@ -101,3 +101,64 @@ async fn the_gateway_refuses_to_start_on_a_bad_key_file_and_names_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("providers[apns].key_file"), "{stderr}");
 }
+
+/// `[cluster]`: every key is checked, each mistake named; the TLS files are
+/// read and parsed.
+#[tokio::test]
+async fn cluster_settings_are_checked_and_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockProvider::start(dir.path()).await;
+    let mut config = TestConfig::new(5347, dir.path()).with_mock_providers(&mock);
+    config.store_keys = "backend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n".into();
+    let cluster = "\n[cluster]\nnode_id = \"n1\"\nlisten = \"127.0.0.1:7700\"\nsecret = \"0123456789abcdef0123\"\n";
+    let good = format!("{}{cluster}", config.to_toml());
+    let (ok, out) = check(&good, &[]);
+    assert!(ok, "{out}");
+
+    let pem = dir.path().join("garbage.pem");
+    std::fs::write(&pem, "not a certificate").expect("write");
+    let tls = format!(
+        "ca_file = \"{p}\"\ncert_file = \"{p}\"\nkey_file = \"{p}\"\n",
+        p = pem.display()
+    );
+    let cases = [
+        (
+            good.replace("backend = \"redis\"", "backend = \"embedded\""),
+            "store.backend",
+        ),
+        (
+            good.replace("secret = \"0123456789abcdef0123\"", "secret = \"short\""),
+            "cluster.secret",
+        ),
+        (
+            good.replace("secret = \"0123456789abcdef0123\"\n", ""),
+            "cluster.secret",
+        ),
+        (
+            good.replace("listen = \"127.0.0.1:7700\"", "listen = \"anywhere\""),
+            "cluster.listen",
+        ),
+        (
+            format!("{good}lease_ttl_ms = 5000\nfence_after_ms = 6000\n"),
+            "cluster.fence_after_ms",
+        ),
+        (
+            format!("{good}ca_file = \"/nonexistent.pem\"\n"),
+            "cluster.ca_file",
+        ),
+        (format!("{good}{tls}"), "cluster.cert_file"),
+        (format!("{good}colour = \"red\"\n"), "colour"),
+    ];
+    for (text, key) in cases {
+        let (ok, out) = check(&text, &[]);
+        assert!(!ok, "accepted a config that should name {key}");
+        assert!(out.contains(key), "{key} not named: {out}");
+    }
+    // The secret from the environment, as a Kubernetes Secret would give it.
+    let bare = good.replace("secret = \"0123456789abcdef0123\"\n", "");
+    let (ok, out) = check(
+        &bare,
+        &[("PUSHGATE_CLUSTER__SECRET", "from-the-environment-0123")],
+    );
+    assert!(ok, "{out}");
+}
