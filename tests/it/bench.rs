@@ -60,3 +60,35 @@ fn smoke_preset_on_redis_loses_nothing() {
     let redis = super::support::redis::RedisServer::start(dir.path());
     smoke(&["--store", "redis", "--redis-url", &redis.url()]);
 }
+
+/// `--nodes 3`: three gateway processes as one cluster on the run's Redis,
+/// the bench spreading its publishes over their streams; still nothing lost
+/// or duplicated, and the report says how much was forwarded.
+#[test]
+fn smoke_preset_on_a_three_node_cluster_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = super::support::redis::RedisServer::start(dir.path());
+    let output = Command::new(env!("CARGO_BIN_EXE_pushgate-bench"))
+        .args(["--preset", "smoke", "--json", "--quiet", "--nodes", "3"])
+        .args(["--gateway", env!("CARGO_BIN_EXE_pushgate")])
+        .args(["--store", "redis", "--redis-url", &redis.url()])
+        .output()
+        .expect("run pushgate-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "pushgate-bench failed:\n{stderr}");
+    let report: Value = serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim())
+        .expect("one JSON line");
+    assert_eq!(report["nodes"], 3);
+    assert_eq!(report["gateway_stopped_cleanly"], true, "{stderr}");
+    let phase = &report["phases"][0];
+    for zero in ["lost", "duplicates", "misrouted", "unanswered"] {
+        assert_eq!(phase[zero].as_u64(), Some(0), "{zero}:\n{stderr}");
+    }
+    // Three owners: about two thirds of the publishes arrive at a node that
+    // does not own their shard.
+    let share = phase["forwarded_share"].as_f64().unwrap_or(0.0);
+    assert!(
+        (0.4..0.9).contains(&share),
+        "forwarded share {share}:\n{stderr}"
+    );
+}

@@ -16,6 +16,7 @@ pub enum StoreChoice {
 }
 
 /// What goes into the gateway's configuration.
+#[derive(Clone)]
 pub struct GatewaySettings<'a> {
     /// The pushgate binary.
     pub binary: &'a Path,
@@ -37,6 +38,8 @@ pub struct GatewaySettings<'a> {
     pub coalesce_ms: u64,
     /// `max_in_flight` of each provider.
     pub max_in_flight: u32,
+    /// In a multi-node run: this node's id and gRPC port.
+    pub cluster: Option<(String, u16)>,
 }
 
 /// The running gateway; killed on drop if still running.
@@ -102,6 +105,65 @@ impl Gateway {
         let _ = self.child.kill();
         bail!("the gateway did not stop within {grace:?} of SIGTERM")
     }
+}
+
+/// Starts `nodes` gateways, node `i` in `dir/n<i>` with HTTP on
+/// `http_ports[i]` (a cluster when there are several), and waits until they
+/// share every shard between them: their streams connect only then (the
+/// caller binds the component listener after), so no stream is opened and
+/// handed over while the run measures.
+pub async fn start_all(
+    settings: &GatewaySettings<'_>,
+    nodes: usize,
+    http_ports: &[u16],
+) -> anyhow::Result<Vec<Gateway>> {
+    let mut gateways = Vec::new();
+    for (i, &http_port) in http_ports.iter().enumerate().take(nodes) {
+        let dir = settings.dir.join(format!("n{i}"));
+        std::fs::create_dir_all(&dir)?;
+        let cluster = (nodes > 1)
+            .then(|| crate::run::free_port().map(|p| (format!("n{i}"), p)))
+            .transpose()?;
+        gateways.push(Gateway::start(&GatewaySettings {
+            dir: &dir,
+            http_port,
+            cluster,
+            ..*settings
+        })?);
+    }
+    if nodes > 1 {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut owned = 0.0;
+            for port in http_ports {
+                owned += shards_owned(*port).await;
+            }
+            if (owned - 1024.0).abs() < 0.5 {
+                break;
+            }
+            for g in &mut gateways {
+                g.check_alive()?;
+            }
+            if Instant::now() > until {
+                bail!(
+                    "the {nodes} nodes did not share the 1024 shards within 60 s ({owned} owned)"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(gateways)
+}
+
+async fn shards_owned(port: u16) -> f64 {
+    let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await else {
+        return 0.0;
+    };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("pushgate_cluster_shards_owned "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 impl Drop for Gateway {
@@ -175,7 +237,15 @@ max_in_flight = {in_flight}
         p8 = sink.pki.apns_key_file.display(),
         sa = sink.pki.service_account_file.display(),
         in_flight = s.max_in_flight,
-    )
+    ) + &s
+        .cluster
+        .as_ref()
+        .map(|(id, port)| {
+            format!(
+                "\n[cluster]\nnode_id = \"{id}\"\nlisten = \"127.0.0.1:{port}\"\nsecret = \"bench-cluster-secret-0123456789\"\n"
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// CPU time and memory of a process, from `/proc`.
@@ -191,6 +261,18 @@ pub struct ProcSample {
 
 /// Clock ticks per second of `/proc/*/stat` times: USER_HZ, 100 on Linux.
 const USER_HZ: f64 = 100.0;
+
+/// The sum of [`sample`] over `pids` (the nodes of a multi-node run).
+pub fn sample_all(pids: &[String]) -> anyhow::Result<ProcSample> {
+    let mut total = ProcSample::default();
+    for pid in pids {
+        let s = sample(pid)?;
+        total.cpu_s += s.cpu_s;
+        total.rss_mib += s.rss_mib;
+        total.peak_rss_mib += s.peak_rss_mib;
+    }
+    Ok(total)
+}
 
 /// Reads `/proc/<pid>` (`"self"` for the bench itself).
 pub fn sample(pid: &str) -> anyhow::Result<ProcSample> {

@@ -13,6 +13,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cluster_stats;
 mod gateway_process;
 mod ledger;
 mod load;
@@ -78,6 +79,10 @@ struct Cli {
     /// Fail unless nothing was lost, duplicated or refused (always on for smoke).
     #[arg(long)]
     strict: bool,
+    /// Gateway processes, as one cluster on the run's Redis (needs --store
+    /// redis); publishes are spread over all their streams.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
     /// Keep the run directory (gateway config, store, log).
     #[arg(long)]
     keep_dir: bool,
@@ -119,7 +124,11 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
         ("embedded", Some(_)) => bail!("--redis-url needs --store redis"),
         (other, _) => bail!("--store must be embedded or redis, got {other:?}"),
     };
+    if cli.nodes == 0 || (cli.nodes > 1 && cli.store != "redis") {
+        bail!("--nodes must be at least 1, and above 1 needs --store redis (the nodes share it)");
+    }
     let options = run::RunOptions {
+        nodes: cli.nodes,
         gateway: match &cli.gateway {
             Some(path) => path.clone(),
             None => std::env::current_exe()?

@@ -9,9 +9,10 @@ pub fn table(report: &RunReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "pushgate-bench: preset {} · store {} · {} connections · shape {:?} · coalesce {} ms · mock latency {} ms, 503 {:.0}%, dead {:.0}%",
+        "pushgate-bench: preset {} · store {} · {} node(s) · {} connections · shape {:?} · coalesce {} ms · mock latency {} ms, 503 {:.0}%, dead {:.0}%",
         report.preset,
         report.store,
+        report.nodes,
         report.connections,
         report.shape,
         report.coalesce_ms,
@@ -89,6 +90,15 @@ pub fn table(report: &RunReport) -> String {
         )
     });
     row("bench CPU", &|p| format!("{:.2} s", p.bench_cpu_s));
+    if report.nodes > 1 {
+        row("forwarded to owner", &|p| {
+            format!("{:.0}%", p.forwarded_share.unwrap_or(0.0) * 100.0)
+        });
+        row("forward p99 (bucket)", &|p| {
+            p.forward_p99_ms
+                .map_or("-".to_owned(), |ms| format!("<= {ms} ms"))
+        });
+    }
     row("gateway RSS now / peak", &|p| {
         format!(
             "{:.1} / {:.1} MiB",

@@ -1,7 +1,8 @@
 //! One bench run: mocks up, gateway started, phases driven and measured,
 //! gateway stopped.
 
-use crate::gateway_process::{Gateway, GatewaySettings, StoreChoice, sample};
+use crate::cluster_stats::ForwardStats;
+use crate::gateway_process::{GatewaySettings, StoreChoice, sample, sample_all};
 use crate::ledger::{CurrentLedger, Ledger, Totals};
 use crate::load::{self, Pace, Shape, Writers};
 use crate::presets::{PaceSpec, Phase, Preset};
@@ -21,6 +22,8 @@ const CLOSED_LOOP_ROOM_PER_S: u64 = 150_000;
 
 /// What the command line chose besides the preset.
 pub struct RunOptions {
+    /// Gateway processes (a cluster when above 1).
+    pub nodes: usize,
     /// The pushgate binary.
     pub gateway: PathBuf,
     /// Where registrations live.
@@ -42,7 +45,9 @@ pub struct RunReport {
     pub store: &'static str,
     /// Where it ran.
     pub machine: Machine,
-    /// Component connections.
+    /// Gateway processes.
+    pub nodes: usize,
+    /// Component connections (for the whole cluster).
     pub connections: usize,
     /// Publish shape.
     pub shape: Shape,
@@ -103,6 +108,11 @@ pub struct PhaseReport {
     pub gateway_rss_mib: f64,
     /// Gateway peak RSS so far, MiB.
     pub gateway_peak_rss_mib: f64,
+    /// Multi-node runs: the share of publishes forwarded to their owner.
+    pub forwarded_share: Option<f64>,
+    /// Multi-node runs: 99th percentile of a forward's round trip, as the
+    /// bound of its histogram bucket, ms.
+    pub forward_p99_ms: Option<f64>,
 }
 
 /// Runs `preset`.
@@ -114,7 +124,6 @@ pub async fn run(preset: &Preset, options: &RunOptions) -> anyhow::Result<RunRep
     let sink = Sink::start(dir.path(), current.clone(), preset.sink).await?;
     let max_devices = preset.phases.iter().map(|p| p.devices).max().unwrap_or(0);
     let replies = Arc::new(Replies::new(current.clone(), max_devices as usize));
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
     let _redis = match (&options.store, options.start_redis) {
         (StoreChoice::Redis(url), true) => {
             let port = url
@@ -129,21 +138,31 @@ pub async fn run(preset: &Preset, options: &RunOptions) -> anyhow::Result<RunRep
         }
         _ => None,
     };
-    let mut gateway = Gateway::start(&GatewaySettings {
+    // A cluster has at least a stream per node, so every node receives.
+    let connections = preset.connections.max(options.nodes);
+    let xmpp_port = free_port()?;
+    let http_ports: Vec<u16> = (0..options.nodes)
+        .map(|_| free_port())
+        .collect::<anyhow::Result<_>>()?;
+    let settings = GatewaySettings {
         binary: &options.gateway,
         dir: dir.path(),
-        xmpp_port: listener.local_addr()?.port(),
-        http_port: free_port()?,
-        connections: preset.connections,
+        xmpp_port,
+        http_port: 0,
+        connections,
         secret: SECRET,
         store: &options.store,
         sink: &sink,
         coalesce_ms: preset.coalesce_ms,
         max_in_flight: preset.max_in_flight,
-    })?;
+        cluster: None,
+    };
+    let mut gateways =
+        crate::gateway_process::start_all(&settings, options.nodes, &http_ports).await?;
+    let listener = TcpListener::bind(("127.0.0.1", xmpp_port)).await?;
     let accepted = accept_components(
         &listener,
-        preset.connections,
+        connections,
         SECRET,
         &replies,
         Duration::from_secs(30),
@@ -152,11 +171,14 @@ pub async fn run(preset: &Preset, options: &RunOptions) -> anyhow::Result<RunRep
     let writers: Writers = match accepted {
         Ok(w) => w.into_iter().map(tokio::sync::Mutex::new).collect(),
         Err(e) => {
-            let log = std::fs::read_to_string(&gateway.log).unwrap_or_default();
-            bail!("{e:#}\ngateway log:\n{log}");
+            let logs: Vec<String> = gateways
+                .iter()
+                .map(|g| std::fs::read_to_string(&g.log).unwrap_or_default())
+                .collect();
+            bail!("{e:#}\ngateway logs:\n{}", logs.join("\n---\n"));
         }
     };
-    let pid = gateway.pid().to_string();
+    let pids: Vec<String> = gateways.iter().map(|g| g.pid().to_string()).collect();
     let mut phases: Vec<PhaseReport> = Vec::new();
     let mut registered = 0;
     let mut next_seq = 0;
@@ -190,7 +212,9 @@ pub async fn run(preset: &Preset, options: &RunOptions) -> anyhow::Result<RunRep
         let registration_s = started.elapsed().as_secs_f64();
         let newly = phase.devices.saturating_sub(registered);
         registered = registered.max(phase.devices);
-        gateway.check_alive()?;
+        for g in &mut gateways {
+            g.check_alive()?;
+        }
         let capacity = match pace {
             Pace::Rate(rate) => u64::from(rate) * phase.duration.as_secs().max(1) + 1000,
             Pace::Window(_) => CLOSED_LOOP_ROOM_PER_S * phase.duration.as_secs().max(1),
@@ -210,18 +234,24 @@ pub async fn run(preset: &Preset, options: &RunOptions) -> anyhow::Result<RunRep
             &writers,
             &replies,
             &ledger,
-            &pid,
+            &pids,
+            &http_ports,
             options.progress,
         )
         .await?;
         report.registered = newly;
         report.registration_s = registration_s;
         report.registration_errors = errors;
-        gateway.check_alive()?;
+        for g in &mut gateways {
+            g.check_alive()?;
+        }
         phases.push(report);
     }
-    let peak = sample(&pid).map(|s| s.peak_rss_mib).unwrap_or(0.0);
-    let stopped = gateway.stop(Duration::from_secs(20));
+    let peak = sample_all(&pids).map(|s| s.peak_rss_mib).unwrap_or(0.0);
+    let stopped = gateways
+        .iter_mut()
+        .map(|g| g.stop(Duration::from_secs(20)))
+        .collect::<anyhow::Result<Vec<()>>>();
     if options.keep_dir {
         eprintln!("run directory kept: {}", dir.keep().display());
     }
@@ -232,7 +262,8 @@ pub async fn run(preset: &Preset, options: &RunOptions) -> anyhow::Result<RunRep
             StoreChoice::Redis(_) => "redis",
         },
         machine: machine(),
-        connections: preset.connections,
+        nodes: options.nodes,
+        connections,
         shape: preset.shape,
         sink: preset.sink,
         coalesce_ms: preset.coalesce_ms,
@@ -251,16 +282,18 @@ async fn measure(
     writers: &Writers,
     replies: &Arc<Replies>,
     ledger: &Arc<Ledger>,
-    pid: &str,
+    pids: &[String],
+    http_ports: &[u16],
     progress: bool,
 ) -> anyhow::Result<PhaseReport> {
-    let gateway_before = sample(pid)?;
+    let forwards_before = ForwardStats::read(http_ports).await;
+    let gateway_before = sample_all(pids)?;
     let bench_before = sample("self")?;
     let reporter = progress.then(|| {
         tokio::spawn(report_progress(
             phase.name.clone(),
             ledger.clone(),
-            pid.to_owned(),
+            pids.to_vec(),
         ))
     });
     let started = Instant::now();
@@ -286,7 +319,9 @@ async fn measure(
     if let Some(task) = reporter {
         task.abort();
     }
-    let gateway_after = sample(pid)?;
+    let gateway_after = sample_all(pids)?;
+    let (share, p99) = ForwardStats::read(http_ports).await.since(&forwards_before);
+    let clustered = pids.len() > 1;
     let bench_after = sample("self")?;
     let totals = ledger.totals();
     let offset = started.saturating_duration_since(ledger.start());
@@ -316,10 +351,12 @@ async fn measure(
         bench_cpu_s: bench_after.cpu_s - bench_before.cpu_s,
         gateway_rss_mib: gateway_after.rss_mib,
         gateway_peak_rss_mib: gateway_after.peak_rss_mib,
+        forwarded_share: clustered.then_some(share),
+        forward_p99_ms: if clustered { p99 } else { None },
     })
 }
 
-async fn report_progress(name: String, ledger: Arc<Ledger>, pid: String) {
+async fn report_progress(name: String, ledger: Arc<Ledger>, pids: Vec<String>) {
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
@@ -327,7 +364,7 @@ async fn report_progress(name: String, ledger: Arc<Ledger>, pid: String) {
     loop {
         tick.tick().await;
         let delivered = ledger.deliveries();
-        let gw = sample(&pid).unwrap_or_default();
+        let gw = sample_all(&pids).unwrap_or_default();
         eprintln!(
             "[{name}] {:>4.0}s sent {:>9} replies {:>9} delivered {:>9} ({:>7}/s) gateway {:>6.1} MiB",
             start.elapsed().as_secs_f64(),
