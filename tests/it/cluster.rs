@@ -657,3 +657,80 @@ async fn on_a_redis_cluster_a_master_failover_loses_nothing() {
         tally.unanswered
     );
 }
+
+/// Peers talk over mutual TLS, and a call without the shared secret is
+/// refused by the callee (over TLS, so it is the secret that fails): the
+/// publish is answered `wait`; with the secret right, it is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_use_mutual_tls_and_refuse_calls_without_the_secret() {
+    let mut s = setup(Mode::Balance, 2).await;
+    let pki = &s.mock.pki;
+    let dir = s.spec.dir.clone();
+    let (cert, key) = (dir.join("peer.pem"), dir.join("peer.key"));
+    std::fs::write(&cert, &pki.server_cert_pem).expect("cert");
+    std::fs::write(&key, &pki.server_key_pem).expect("key");
+    s.spec.cluster_keys = format!(
+        "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        pki.ca_file.display(),
+        cert.display(),
+        key.display()
+    );
+    let mut nodes = s.start(&["n1", "n2"]).await;
+    let secret = crate::support::cluster::CLUSTER_SECRET;
+    let wrong = "not-the-cluster-secret-at-all-0000";
+    nodes[1].restart_with(
+        &format!("secret = \"{secret}\""),
+        &format!("secret = \"{wrong}\""),
+    );
+    s.settle(&nodes.iter().collect::<Vec<_>>()).await;
+    // Registrations land on both owners; about half are forwarded, and refused.
+    let mut refused = 0;
+    for i in 0..20u16 {
+        let token = format!("{i:04x}").repeat(16);
+        let reply = s
+            .router
+            .must_iq(&register_one_step("dan@localhost/r", "apns", &token, None))
+            .await;
+        match error_of(&reply) {
+            None => {}
+            Some((kind, condition)) => {
+                assert_eq!(
+                    (kind.as_str(), condition.as_str()),
+                    ("wait", "service-unavailable")
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "no registration needed a forward");
+    let in_before = metric_sum(
+        &nodes.iter().collect::<Vec<_>>(),
+        "pushgate_cluster_forwarded_in_total{kind=\"stanza\"}",
+    )
+    .await;
+    assert_eq!(
+        in_before, 0.0,
+        "a call without the secret reached a handler"
+    );
+    let logs = format!("{}{}", nodes[0].process.log(), nodes[1].process.log());
+    assert!(
+        logs.contains("wrong cluster secret"),
+        "the refusal is not the secret's"
+    );
+
+    nodes[1].restart_with(
+        &format!("secret = \"{wrong}\""),
+        &format!("secret = \"{secret}\""),
+    );
+    s.settle(&nodes.iter().collect::<Vec<_>>()).await;
+    let devices = register_many(&s.router, 100, 20).await;
+    let tally = publish_each(s.router.clone(), devices, Duration::ZERO).await;
+    assert_eq!(tally.acked.len(), 20, "{tally:?}");
+    assert_eq!(nothing_lost(&s, &tally).await, 0);
+    let forwarded_in = metric_sum(
+        &nodes.iter().collect::<Vec<_>>(),
+        "pushgate_cluster_forwarded_in_total{kind=\"stanza\"}",
+    )
+    .await;
+    assert!(forwarded_in > 0.0, "nothing was forwarded over TLS");
+}

@@ -30,6 +30,8 @@ pub struct ClusterSpec {
     pub connections: usize,
     /// Lease, renewal and self-fence times (ms).
     pub lease: (u64, u64, u64),
+    /// Extra `[cluster]` keys (TLS files, another secret).
+    pub cluster_keys: String,
     /// Parent directory of the nodes' directories.
     pub dir: PathBuf,
 }
@@ -47,6 +49,7 @@ impl ClusterSpec {
             delivery: String::new(),
             connections: 1,
             lease: (LEASE_MS, RENEW_MS, FENCE_MS),
+            cluster_keys: String::new(),
             dir: dir.to_owned(),
         }
     }
@@ -59,8 +62,14 @@ impl ClusterSpec {
         c.store_keys = self.store_keys.clone();
         c.connections = self.connections;
         c.delivery = self.delivery.clone();
+        let secret = if self.cluster_keys.contains("secret =") {
+            String::new()
+        } else {
+            format!("secret = \"{CLUSTER_SECRET}\"\n")
+        };
         c.extra = format!(
-            "{providers}\n[cluster]\nnode_id = \"{id}\"\nlisten = \"127.0.0.1:{grpc_port}\"\nsecret = \"{CLUSTER_SECRET}\"\nlease_ttl_ms = {ttl}\nrenew_ms = {renew}\nfence_after_ms = {fence}\n",
+            "{providers}\n[cluster]\nnode_id = \"{id}\"\nlisten = \"127.0.0.1:{grpc_port}\"\n{secret}lease_ttl_ms = {ttl}\nrenew_ms = {renew}\nfence_after_ms = {fence}\n{keys}",
+            keys = self.cluster_keys,
             providers = self.providers,
             ttl = self.lease.0,
             renew = self.lease.1,
@@ -97,6 +106,12 @@ impl Node {
     /// Starts the node again with the same configuration (same id, ports).
     pub fn restart(&mut self) {
         self.process = GatewayProcess::start(&self.config, &self.dir);
+    }
+
+    /// Starts the node again with `from` replaced by `to` in its configuration.
+    pub fn restart_with(&mut self, from: &str, to: &str) {
+        self.config.extra = self.config.extra.replace(from, to);
+        self.restart();
     }
 
     /// Shards this node owns now (0 when it does not answer).
