@@ -20,7 +20,7 @@
 # over after the lease (10 s); Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DIR=deploy/local-cluster/data
+DIR="$(pwd)/deploy/local-cluster/data"
 mkdir -p "$DIR"
 
 command -v redis-server >/dev/null || { echo "redis-server is needed (apt install redis-server)"; exit 1; }
@@ -38,7 +38,11 @@ trap cleanup INT TERM EXIT
 redis-server --port 6390 --bind 127.0.0.1 --dir "$DIR" --appendonly yes \
     --save '' --daemonize no --logfile "$DIR/redis.log" &
 pids+=($!)
-sleep 0.5
+for _ in $(seq 50); do
+    redis-cli -p 6390 ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+redis-cli -p 6390 ping >/dev/null || { echo "redis-server did not start; see $DIR/redis.log"; exit 1; }
 
 for i in 1 2 3; do
     cat > "$DIR/n$i.toml" <<TOML

@@ -2,6 +2,8 @@
 //! the assignment, check the shards held, hand over those assigned elsewhere,
 //! take those assigned here; fence on a lease that could not be renewed.
 
+mod shards;
+
 use super::assign::assign;
 use super::streams::StreamSlots;
 use super::{Shared, View};
@@ -9,7 +11,7 @@ use crate::clock::{self, Instant};
 use crate::config::{ClusterConfig, LeaseTimings};
 use crate::delivery::Dispatcher;
 use crate::errors::chain;
-use crate::registry::{Member, Membership, Registry, RegistryError, shard_owner_key};
+use crate::registry::{Membership, Registry, RegistryError};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +72,7 @@ impl Coordinator {
     /// Runs until told to stop, then leaves gracefully.
     pub(super) async fn run(mut self) {
         info!(node = %self.shared.node, address = %self.address, "joining the cluster");
+        let mut last_error = String::new();
         loop {
             if *self.stop.borrow() {
                 break;
@@ -80,9 +83,20 @@ impl Coordinator {
                 () = sleep_until(fence_at) => None,
             };
             let soon = match result {
-                Some(Ok(soon)) => soon,
+                Some(Ok(soon)) => {
+                    if !last_error.is_empty() {
+                        info!("cluster rounds work again");
+                        last_error.clear();
+                    }
+                    soon
+                }
                 Some(Err(e)) => {
-                    warn!("cluster round failed: {}", chain(&e));
+                    // Said once per distinct cause, not every round.
+                    let text = chain(&e);
+                    if text != last_error {
+                        warn!("cluster round failed (retried every renewal): {text}");
+                        last_error = text;
+                    }
                     false
                 }
                 None => false,
@@ -177,172 +191,6 @@ impl Coordinator {
             .shards_owned
             .set(i64::try_from(owned).unwrap_or(0));
         Ok(waiting || more_to_hand_over || streams_closing)
-    }
-
-    /// Drops the shards whose owner record is no longer ours (taken by
-    /// another node while this one was slow).
-    async fn check_held(&mut self) -> Result<(), RegistryError> {
-        let held = self.shared.fences.held();
-        if held.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<String> = held.iter().map(|(s, _)| shard_owner_key(*s)).collect();
-        let records = self.registry.shared()?.records(&keys).await?;
-        let lost: Vec<u32> = held
-            .iter()
-            .zip(records)
-            .filter(|((_, token), record)| record.raw != **token)
-            .map(|((s, _), _)| *s)
-            .collect();
-        if !lost.is_empty() {
-            warn!(
-                shards = lost.len(),
-                "shards were taken over by another node"
-            );
-            self.lose(&lost, "lost");
-        }
-        Ok(())
-    }
-
-    fn lose(&self, shards: &[u32], kind: &str) {
-        for &s in shards {
-            self.shared.fences.release(s);
-        }
-        self.dispatcher.lose(shards);
-        self.registry.clear_cache();
-        self.shared
-            .metrics
-            .handoffs
-            .add(&[kind], shards.len() as u64);
-    }
-
-    /// Hands over, gracefully, held shards assigned elsewhere (at most
-    /// `max_moves`): the pools finish and commit them, then the records are
-    /// released for the new owner to take.
-    /// Returns true when more remain to hand over than one round moves.
-    async fn hand_over(&mut self, mine: &HashSet<u32>) -> Result<bool, RegistryError> {
-        let mut moving: Vec<(u32, Arc<str>)> = self
-            .shared
-            .fences
-            .held()
-            .into_iter()
-            .filter(|(s, _)| !mine.contains(s))
-            .collect();
-        if moving.is_empty() {
-            return Ok(false);
-        }
-        let more = moving.len() > self.max_moves;
-        moving.truncate(self.max_moves);
-        // Bounded by the renewal period, so the next renewal is never late:
-        // what is not finished by then is tried again next round.
-        self.release(&moving, clock::now() + self.timings.renew)
-            .await?;
-        Ok(more)
-    }
-
-    /// Hands `moving` over by `deadline`: the pools finish and commit, then
-    /// the records are released. What is not finished in time stays held.
-    async fn release(
-        &self,
-        moving: &[(u32, Arc<str>)],
-        deadline: Instant,
-    ) -> Result<(), RegistryError> {
-        let shards: Vec<u32> = moving.iter().map(|(s, _)| *s).collect();
-        if !self.dispatcher.release(&shards, deadline).await {
-            warn!(
-                shards = shards.len(),
-                "hand-over not finished in time; the shards stay here for now"
-            );
-            return Ok(());
-        }
-        for &s in &shards {
-            self.shared.fences.release(s);
-        }
-        self.registry.clear_cache();
-        let records: Vec<(String, String)> = moving
-            .iter()
-            .map(|(s, t)| (shard_owner_key(*s), t.to_string()))
-            .collect();
-        let released = self.registry.shared()?.release(&records).await?;
-        self.shared
-            .metrics
-            .handoffs
-            .add(&["released"], released as u64);
-        info!(shards = released, "shards handed over");
-        Ok(())
-    }
-
-    /// Takes shards assigned here that are free: never taken, released, or
-    /// held by a node (incarnation) that is no longer a member. Returns
-    /// true if some are still held by a live peer (handing them over).
-    async fn take(
-        &mut self,
-        mine: &HashSet<u32>,
-        members: &[Member],
-    ) -> Result<bool, RegistryError> {
-        let mut wanted: Vec<u32> = mine
-            .iter()
-            .copied()
-            .filter(|&s| !self.shared.fences.holds(s))
-            .collect();
-        if wanted.is_empty() {
-            return Ok(false);
-        }
-        // More than one round takes: the next round comes soon.
-        let mut waiting = wanted.len() > self.max_moves;
-        wanted.truncate(self.max_moves);
-        let store = self.registry.shared()?;
-        let keys: Vec<String> = wanted.iter().map(|s| shard_owner_key(*s)).collect();
-        let records = store.records(&keys).await?;
-        let live = |holder: &(String, String)| {
-            members
-                .iter()
-                .any(|m| m.node == holder.0 && m.incarnation == holder.1)
-        };
-        let mut free = Vec::new();
-        for (&shard, record) in wanted.iter().zip(records) {
-            match &record.holder {
-                Some(h) if live(h) && h.0 != self.shared.node => waiting = true,
-                _ => free.push((shard, record)),
-            }
-        }
-        if free.is_empty() {
-            return Ok(waiting);
-        }
-        let claims: Vec<(String, String)> = free
-            .iter()
-            .map(|(s, r)| (shard_owner_key(*s), r.raw.clone()))
-            .collect();
-        let holder = format!("{}|{}", self.shared.node, self.incarnation);
-        let taken: Vec<(u32, String)> = free
-            .iter()
-            .zip(store.claim(&claims, &holder).await?)
-            .filter_map(|((s, _), new)| Some((*s, new?)))
-            .collect();
-        if taken.is_empty() {
-            return Ok(true);
-        }
-        let shards: Vec<u32> = taken.iter().map(|(s, _)| *s).collect();
-        let stolen = free
-            .iter()
-            .filter(|(s, r)| r.holder.is_some() && shards.contains(s))
-            .count();
-        // The outbox first, then the fences: nothing is admitted for a shard
-        // before its stored entries are in the pools.
-        self.dispatcher.acquire(&self.registry, &shards).await?;
-        for (shard, record) in &taken {
-            self.shared.fences.hold(*shard, Arc::from(record.as_str()));
-        }
-        self.shared
-            .metrics
-            .handoffs
-            .add(&["acquired"], taken.len() as u64);
-        info!(
-            shards = taken.len(),
-            from_dead_members = stolen,
-            "shards taken"
-        );
-        Ok(waiting)
     }
 
     /// Stops acting as a member at once: every shard dropped, nothing sent

@@ -62,8 +62,15 @@ struct Service {
 }
 
 impl Service {
-    fn owns(&self, shard: Option<&pb::Route>) -> bool {
-        shard.is_some_and(|r| self.shared.fences.holds(r.shard))
+    /// Whether this node owns the route's shard; one being handed to it is
+    /// waited for, up to half the forward deadline.
+    async fn owns(&self, route: Option<&pb::Route>) -> bool {
+        let Some(route) = route else { return false };
+        let fences = &self.shared.fences;
+        fences.holds(route.shard)
+            || fences
+                .wait_held(route.shard, self.shared.forward_timeout / 2)
+                .await
     }
 }
 
@@ -75,7 +82,7 @@ impl ClusterRpc for Service {
     ) -> Result<Response<ForwardReply>, Status> {
         let request = request.into_inner();
         self.shared.metrics.forwarded_in.inc(&["stanza"]);
-        let outcome = if self.owns(request.route.as_ref()) {
+        let outcome = if self.owns(request.route.as_ref()).await {
             match self.handler.answer_forwarded(&request.stanza).await {
                 Forwarded::Reply(Some(reply)) => forward_reply::Outcome::Reply(reply),
                 Forwarded::Reply(None) => forward_reply::Outcome::NoReply(NoReply {}),
@@ -95,7 +102,7 @@ impl ClusterRpc for Service {
     ) -> Result<Response<UnregisterReply>, Status> {
         let r = request.into_inner();
         self.shared.metrics.forwarded_in.inc(&["unregister"]);
-        let outcome = if self.owns(r.route.as_ref()) {
+        let outcome = if self.owns(r.route.as_ref()).await {
             let device = crate::registry::DeviceRef {
                 account: &r.account,
                 provider: &r.provider,

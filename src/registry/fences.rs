@@ -4,6 +4,10 @@
 //! shard's owner record is still exactly it: a node that was paused or cut off
 //! while another took the shard cannot write after it (fencing).
 //!
+//! A shard is taken in two steps: held (its record may be written under:
+//! the pools load its outbox, send and record outcomes), then admitting (new
+//! work is accepted for it), so no publish can race its stored entries.
+//!
 //! The cluster coordinator is the only one that adds shards; writers drop a
 //! shard when Redis refuses their record, so they stop at the first refusal.
 
@@ -12,9 +16,16 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// A shard held: its record, and whether new work is admitted for it yet.
+#[derive(Clone)]
+struct Held {
+    token: Arc<str>,
+    admitting: bool,
+}
+
 /// Owner records held, by shard, and until when they may be used.
 pub struct Fences {
-    held: RwLock<Vec<Option<Arc<str>>>>,
+    held: RwLock<Vec<Option<Held>>>,
     /// Past this instant (the last renewal plus `fence_after_ms`) nothing is
     /// held, whatever the coordinator has managed to do: a node that was
     /// paused stops writing and sending the moment it runs again.
@@ -41,12 +52,18 @@ impl Fences {
         if !self.valid() {
             return None;
         }
-        self.read().get(shard as usize).cloned().flatten()
+        self.read()
+            .get(shard as usize)
+            .and_then(|h| h.as_ref().map(|h| h.token.clone()))
     }
 
-    /// Whether this node owns `shard`.
+    /// Whether this node owns `shard` and admits new work for it.
     pub fn holds(&self, shard: u32) -> bool {
-        self.valid() && self.read().get(shard as usize).is_some_and(Option::is_some)
+        self.valid()
+            && self
+                .read()
+                .get(shard as usize)
+                .is_some_and(|h| h.as_ref().is_some_and(|h| h.admitting))
     }
 
     /// Whether the lease behind the records is still good by this node's clock.
@@ -66,10 +83,22 @@ impl Fences {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(until);
     }
 
-    /// Records that this node now owns `shard` under `token`.
+    /// Records that this node now owns `shard` under `token`; its outbox
+    /// may be written, but no new work is admitted until [`Self::admit`].
     pub fn hold(&self, shard: u32, token: Arc<str>) {
         if let Some(slot) = self.write().get_mut(shard as usize) {
-            *slot = Some(token);
+            *slot = Some(Held {
+                token,
+                admitting: false,
+            });
+        }
+    }
+
+    /// Admits new work for `shard`, held since [`Self::hold`] (its stored
+    /// entries are loaded).
+    pub fn admit(&self, shard: u32) {
+        if let Some(Some(held)) = self.write().get_mut(shard as usize) {
+            held.admitting = true;
         }
         self.taken.notify_waiters();
     }
@@ -87,7 +116,7 @@ impl Fences {
     pub fn refused(&self, shard: u32, token: &str) {
         self.refused.fetch_add(1, Ordering::Relaxed);
         if let Some(slot) = self.write().get_mut(shard as usize)
-            && slot.as_deref() == Some(token)
+            && slot.as_ref().is_some_and(|h| &*h.token == token)
         {
             *slot = None;
         }
@@ -109,7 +138,7 @@ impl Fences {
         self.read()
             .iter()
             .enumerate()
-            .filter_map(|(i, t)| Some((u32::try_from(i).ok()?, t.clone()?)))
+            .filter_map(|(i, h)| Some((u32::try_from(i).ok()?, h.as_ref()?.token.clone())))
             .collect()
     }
 
@@ -140,14 +169,14 @@ impl Fences {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Arc<str>>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<Held>>> {
         // Every update is one slot assignment: a poisoned lock is consistent.
         self.held
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Option<Arc<str>>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Option<Held>>> {
         self.held
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -162,6 +191,9 @@ mod tests {
     fn a_refusal_drops_only_the_record_it_was_made_with() {
         let f = Fences::new(4);
         f.hold(1, "a|1|5".into());
+        assert!(!f.holds(1), "held, not admitting yet");
+        assert_eq!(f.token(1).as_deref(), Some("a|1|5"), "but writable");
+        f.admit(1);
         f.refused(1, "a|1|4");
         assert!(f.holds(1), "an older record's refusal leaves the new one");
         f.refused(1, "a|1|5");
@@ -179,6 +211,7 @@ mod tests {
         let waiter = tokio::spawn(async move { g.wait_held(2, Duration::from_secs(5)).await });
         tokio::task::yield_now().await;
         f.hold(2, "a|1|1".into());
+        f.admit(2);
         assert!(waiter.await.unwrap_or(false));
         assert_eq!(f.release_all(), vec![2]);
     }
