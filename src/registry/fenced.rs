@@ -29,9 +29,8 @@ impl Registry {
             Backend::Redis(store) => store,
         };
         let Some(fences) = &self.inner.fences else {
-            let open: Arc<str> = Arc::from("");
             let all: Vec<&OutboxWrite> = writes.iter().collect();
-            return store.outbox_apply(&all, &|_| open.clone()).await;
+            return store.outbox_apply(&all, None).await;
         };
         let shards = self.inner.shards;
         // Past the lease's validity nothing is held, whatever is recorded.
@@ -50,7 +49,7 @@ impl Registry {
         fences.count_refused(theirs.len());
         if !mine.is_empty() {
             let fence = |shard| held.get(&shard).cloned().unwrap_or_else(|| Arc::from(""));
-            for shard in store.outbox_apply(&mine, &fence).await? {
+            for shard in store.outbox_apply(&mine, Some(&fence)).await? {
                 if let Some(token) = held.get(&shard) {
                     self.lost(shard, token);
                 }

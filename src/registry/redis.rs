@@ -12,9 +12,9 @@
 //!
 //! Redis commands per operation (round trips in brackets):
 //! - publish, registration cached: none here; the outbox write that admits it is
-//!   part of the pool's group commit, one `MULTI EVALSHA… EXEC` (a script per
-//!   shard touched) per flush on a single server [1], one script per shard
-//!   touched, concurrently, on a cluster [1];
+//!   part of the pool's group commit, one `MULTI HSET… HDEL… EXEC` per flush on
+//!   a single server [1], one per shard touched, concurrently, on a Redis
+//!   Cluster [1]; in a gateway cluster, a script per shard instead (`outbox`);
 //! - publish, registration not cached: `HGET` [1] more;
 //! - register / unregister / dead token: `HGET`, then a compare-and-set script
 //!   (`EVALSHA`) that writes only if the value is still what was read, and in a
@@ -23,17 +23,17 @@
 
 mod connections;
 mod leases;
+mod outbox;
 mod scripts;
 
 pub(crate) use leases::{Member, Membership, owner_key as shard_owner_key, slot_key};
 
-use super::shard::{node_of_outbox_key, shard_of};
-use super::{NodeKeys, OutboxWrite, RegistryError};
+use super::shard::shard_of;
+use super::{NodeKeys, RegistryError};
 use crate::config::StoreConfig;
 use connections::{Conn, Connections};
 use futures_util::StreamExt as _;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 const SHARDS_KEY: &str = "pg:{meta}:shards";
 const DEPLOYMENT_KEY: &str = "pg:{meta}:deployment_key";
@@ -218,78 +218,6 @@ impl RedisStore {
             })
             .await?;
         Ok(maps.into_iter().flatten().collect())
-    }
-
-    /// Applies outbox writes, the latest per key winning: one script per shard
-    /// that writes only while the shard's owner record is still `fence(shard)`
-    /// (empty: not checked). All shards in one transaction on a single server,
-    /// concurrently on a cluster (a transaction cannot span slots there).
-    /// Returns the shards whose writes were refused; the others are durable.
-    pub(crate) async fn outbox_apply(
-        &self,
-        writes: &[&OutboxWrite],
-        fence: &(dyn Fn(u32) -> Arc<str> + Sync),
-    ) -> Result<Vec<u32>, RegistryError> {
-        let mut by_shard: BTreeMap<u32, Vec<&OutboxWrite>> = BTreeMap::new();
-        for &w in writes {
-            by_shard
-                .entry(shard_of(node_of_outbox_key(&w.key), self.shards))
-                .or_default()
-                .push(w);
-        }
-        let shards: Vec<u32> = by_shard.keys().copied().collect();
-        let invocations: Vec<redis::ScriptInvocation<'_>> = by_shard
-            .iter()
-            .map(|(&shard, items)| {
-                let mut inv = self.scripts.outbox.key(owner_key(shard));
-                inv.key(outbox_key(shard)).arg(&*fence(shard));
-                for w in items {
-                    inv.arg(&w.key).arg(w.value.as_deref().unwrap_or_default());
-                }
-                inv
-            })
-            .collect();
-        let applied: Vec<bool> = if self.conns.is_cluster() {
-            let requests = invocations.iter().map(|inv| async move {
-                self.conns
-                    .run(|mut c: Conn| async move { inv.invoke_async::<bool>(&mut c).await })
-                    .await
-            });
-            let results: Vec<Result<bool, RegistryError>> = futures_util::stream::iter(requests)
-                .buffered(FAN_OUT)
-                .collect()
-                .await;
-            results.into_iter().collect::<Result<_, _>>()?
-        } else {
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for inv in &invocations {
-                pipe.invoke_script(inv);
-            }
-            let script = &self.scripts.outbox;
-            self.conns
-                .run(|mut c: Conn| async move {
-                    match pipe.query_async(&mut c).await {
-                        Err(e)
-                            if e.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                        {
-                            // Redis restarted (or failed over) and lost its
-                            // script cache: load and replay (the writes are
-                            // idempotent).
-                            script.prepare_invoke().load_async(&mut c).await?;
-                            pipe.query_async(&mut c).await
-                        }
-                        other => other,
-                    }
-                })
-                .await?
-        };
-        Ok(shards
-            .into_iter()
-            .zip(applied)
-            .filter_map(|(shard, ok)| (!ok).then_some(shard))
-            .collect())
     }
 
     /// Every outbox entry of `shards` (all shards if `None`), as stored.
