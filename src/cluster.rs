@@ -22,6 +22,7 @@
 
 mod assign;
 mod coordinator;
+mod link;
 mod metrics;
 mod peers;
 mod router;

@@ -1,17 +1,19 @@
 //! Calling peers: one gRPC channel (one HTTP/2 connection, requests
-//! multiplexed over it) per peer address, made lazily and kept. Not a
-//! balanced channel: work must reach one particular node, the owner.
+//! multiplexed over it) per peer address, made lazily and kept, and on it
+//! one forwarding stream (`link`). Not a balanced channel: work must reach
+//! one particular node, the owner.
 //!
 //! Channels live on the cluster's runtime (they spawn their connection
 //! tasks where they are made), and calls run there too, so a caller on any
 //! thread can forward.
 
+use super::link::{Link, LinkError};
 use super::rpc::pb::cluster_client::ClusterClient;
-use super::rpc::pb::{self, ForwardRequest, NudgeRequest, UnregisterRequest};
+use super::rpc::pb::{self, ForwardItem, NudgeRequest, UnregisterRequest};
 use super::rpc::{SECRET_HEADER, Tls};
 use crate::config::Secret;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
 use tonic::metadata::MetadataValue;
@@ -19,6 +21,8 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// Peers remembered at most; more are forgotten and dialled again when needed.
 const MAX_CHANNELS: usize = 256;
+/// Least time between two forwarding streams opened to one peer.
+const REDIAL: Duration = Duration::from_secs(1);
 
 /// Why a forwarded call did not get an answer.
 #[derive(Debug, Error)]
@@ -35,6 +39,12 @@ pub(crate) enum ForwardError {
     /// The cluster's runtime is gone (shutdown).
     #[error("the cluster runtime stopped")]
     Stopped,
+    /// Too many forwards are waiting on this peer already.
+    #[error("the queue to the peer is full")]
+    Full,
+    /// The stream to the peer ended before the answer came.
+    #[error("the stream to the peer ended")]
+    Closed,
 }
 
 /// The channels to peers.
@@ -44,6 +54,7 @@ pub(crate) struct Peers {
     tls: Option<Tls>,
     timeout: Duration,
     channels: Mutex<HashMap<String, Channel>>,
+    links: Mutex<HashMap<String, Arc<Link>>>,
 }
 
 impl Peers {
@@ -61,6 +72,7 @@ impl Peers {
             tls,
             timeout,
             channels: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
         }
     }
 
@@ -130,23 +142,62 @@ impl Peers {
         }
     }
 
-    /// Has the owner at `address` handle `stanza` (of `shard`).
+    /// The forwarding stream to `address`, opened if there is none (or it ended).
+    fn link(&self, address: &str) -> Result<Arc<Link>, ForwardError> {
+        let mut links = self
+            .links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match links.get(address) {
+            Some(link) if link.is_open() => return Ok(link.clone()),
+            Some(link) if crate::clock::now() - link.opened_at() < REDIAL => {
+                return Err(ForwardError::Closed);
+            }
+            _ => {}
+        }
+        let channel = self.channel(address)?;
+        let link = Arc::new(Link::open(
+            &self.runtime,
+            address,
+            channel,
+            self.secret.clone(),
+            SECRET_HEADER,
+        ));
+        if links.len() >= MAX_CHANNELS {
+            links.clear();
+        }
+        links.insert(address.to_owned(), link.clone());
+        Ok(link)
+    }
+
+    /// Has the owner at `address` handle `stanza` (of `route.shard`), over
+    /// the stream to it, within the forward deadline.
     pub(crate) async fn forward(
         &self,
         address: &str,
         route: pb::Route,
         stanza: Vec<u8>,
     ) -> Result<pb::forward_reply::Outcome, ForwardError> {
-        let request = self.request(ForwardRequest {
+        let link = self.link(address)?;
+        let item = ForwardItem {
+            id: 0,
             route: Some(route),
             stanza,
-        });
-        let reply = self
-            .run(address, |mut c| async move { c.forward(request).await })
-            .await?;
-        reply
-            .outcome
-            .ok_or_else(|| ForwardError::Call(tonic::Status::internal("empty reply")))
+        };
+        let (id, reply) = link.send(item).map_err(|e| match e {
+            LinkError::Full => ForwardError::Full,
+            LinkError::Closed => ForwardError::Closed,
+        })?;
+        match tokio::time::timeout(self.timeout, reply).await {
+            Ok(Ok(reply)) => reply
+                .outcome
+                .ok_or_else(|| ForwardError::Call(tonic::Status::internal("empty reply"))),
+            Ok(Err(_)) => Err(ForwardError::Closed),
+            Err(_) => {
+                link.forget(id);
+                Err(ForwardError::Timeout(self.timeout))
+            }
+        }
     }
 
     /// Has the owner at `address` remove a device's registration.

@@ -9,9 +9,9 @@ use super::Shared;
 use crate::config::{ClusterConfig, Secret};
 use crate::gateway::{Forwarded, PushComponent};
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
 /// The generated code.
@@ -22,8 +22,8 @@ pub(crate) mod pb {
 
 use pb::cluster_server::{Cluster as ClusterRpc, ClusterServer};
 use pb::{
-    ForwardReply, ForwardRequest, NoReply, NotOwner, NudgeReply, NudgeRequest, UnregisterReply,
-    UnregisterRequest, forward_reply, unregister_reply,
+    ForwardBatch, ForwardReply, ForwardResult, ForwardResults, NoReply, NotOwner, NudgeReply,
+    NudgeRequest, UnregisterReply, UnregisterRequest, forward_reply, unregister_reply,
 };
 
 /// The metadata key carrying the shared secret.
@@ -61,39 +61,94 @@ struct Service {
     shared: Arc<Shared>,
 }
 
-impl Service {
-    /// Whether this node owns the route's shard; one being handed to it is
-    /// waited for, up to half the forward deadline.
-    async fn owns(&self, route: Option<&pb::Route>) -> bool {
-        let Some(route) = route else { return false };
-        let fences = &self.shared.fences;
-        fences.holds(route.shard)
-            || fences
-                .wait_held(route.shard, self.shared.forward_timeout / 2)
-                .await
+/// Whether this node owns the route's shard; one being handed to it is
+/// waited for, up to half the forward deadline.
+async fn owns(shared: &Shared, route: Option<&pb::Route>) -> bool {
+    let Some(route) = route else { return false };
+    let fences = &shared.fences;
+    fences.holds(route.shard)
+        || fences
+            .wait_held(route.shard, shared.forward_timeout / 2)
+            .await
+}
+
+/// Stanzas of one peer's stream handled at once; past that, its stream is
+/// read no further until some are answered.
+const STREAM_CONCURRENCY: usize = 4096;
+/// Most results sent back in one message.
+const MAX_RESULTS: usize = 512;
+
+/// The reply to one forwarded stanza, within the forward deadline.
+async fn answer_item(
+    handler: &PushComponent,
+    shared: &Shared,
+    item: &pb::ForwardItem,
+) -> ForwardReply {
+    let outcome = if owns(shared, item.route.as_ref()).await {
+        let answer = handler.answer_forwarded(&item.stanza);
+        match tokio::time::timeout(shared.forward_timeout, answer).await {
+            Ok(Forwarded::Reply(Some(reply))) => forward_reply::Outcome::Reply(reply),
+            Ok(Forwarded::Reply(None)) => forward_reply::Outcome::NoReply(NoReply {}),
+            // Past the caller's deadline it has answered `wait` already.
+            Ok(Forwarded::NotOwner) | Err(_) => forward_reply::Outcome::NotOwner(NotOwner {}),
+        }
+    } else {
+        forward_reply::Outcome::NotOwner(NotOwner {})
+    };
+    ForwardReply {
+        outcome: Some(outcome),
     }
 }
 
+type Results =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<ForwardResults, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl ClusterRpc for Service {
+    type ForwardStream = Results;
+
     async fn forward(
         &self,
-        request: Request<ForwardRequest>,
-    ) -> Result<Response<ForwardReply>, Status> {
-        let request = request.into_inner();
-        self.shared.metrics.forwarded_in.inc(&["stanza"]);
-        let outcome = if self.owns(request.route.as_ref()).await {
-            match self.handler.answer_forwarded(&request.stanza).await {
-                Forwarded::Reply(Some(reply)) => forward_reply::Outcome::Reply(reply),
-                Forwarded::Reply(None) => forward_reply::Outcome::NoReply(NoReply {}),
-                Forwarded::NotOwner => forward_reply::Outcome::NotOwner(NotOwner {}),
+        request: Request<Streaming<ForwardBatch>>,
+    ) -> Result<Response<Results>, Status> {
+        let mut incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel::<ForwardResult>(MAX_RESULTS);
+        let (handler, shared) = (self.handler.clone(), self.shared.clone());
+        let permits = Arc::new(tokio::sync::Semaphore::new(STREAM_CONCURRENCY));
+        tokio::spawn(async move {
+            while let Ok(Some(batch)) = incoming.message().await {
+                for item in batch.items {
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    shared.metrics.forwarded_in.inc(&["stanza"]);
+                    let (tx, handler, shared) = (tx.clone(), handler.clone(), shared.clone());
+                    tokio::spawn(async move {
+                        let reply = answer_item(&handler, &shared, &item).await;
+                        let _ = tx
+                            .send(ForwardResult {
+                                id: item.id,
+                                reply: Some(reply),
+                            })
+                            .await;
+                        drop(permit);
+                    });
+                }
             }
-        } else {
-            forward_reply::Outcome::NotOwner(NotOwner {})
-        };
-        Ok(Response::new(ForwardReply {
-            outcome: Some(outcome),
-        }))
+        });
+        // Whatever results are ready go back together.
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            let first = rx.recv().await?;
+            let mut items = vec![first];
+            while items.len() < MAX_RESULTS {
+                match rx.try_recv() {
+                    Ok(r) => items.push(r),
+                    Err(_) => break,
+                }
+            }
+            Some((Ok(ForwardResults { items }), rx))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn unregister(
@@ -102,7 +157,7 @@ impl ClusterRpc for Service {
     ) -> Result<Response<UnregisterReply>, Status> {
         let r = request.into_inner();
         self.shared.metrics.forwarded_in.inc(&["unregister"]);
-        let outcome = if self.owns(r.route.as_ref()).await {
+        let outcome = if owns(&self.shared, r.route.as_ref()).await {
             let device = crate::registry::DeviceRef {
                 account: &r.account,
                 provider: &r.provider,

@@ -30,7 +30,10 @@ impl RedisStore {
         }
         match fence {
             Some(fence) => self.outbox_apply_fenced(by_shard, fence).await,
-            None => self.outbox_apply_plain(&by_shard).await.map(|()| Vec::new()),
+            None => self
+                .outbox_apply_plain(&by_shard)
+                .await
+                .map(|()| Vec::new()),
         }
     }
 
