@@ -141,7 +141,7 @@ impl Coordinator {
             .await?;
         let Some((_, mut members)) = answer else {
             self.fence(
-                "the lease ran out before it was renewed (the process was paused or cut off)",
+                "the lease ran out before it was renewed (this process was paused or cut off, or another process uses the same node_id)",
             );
             return Ok(true);
         };

@@ -19,6 +19,9 @@ use tracing::warn;
 const QUEUE: usize = 8192;
 /// Most items sent in one message.
 const MAX_BATCH: usize = 512;
+/// Most stanza bytes in one message, well under gRPC's default 4 MiB limit
+/// on a received message (one stanza may be up to `max_stanza_bytes`).
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<ForwardReply>>>>;
 
@@ -128,10 +131,14 @@ async fn run(
     request.metadata_mut().insert(header, secret);
     let sending = async move {
         while let Some(first) = items.recv().await {
+            let mut bytes = first.stanza.len();
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 match items.try_recv() {
-                    Ok(item) => batch.push(item),
+                    Ok(item) => {
+                        bytes += item.stanza.len();
+                        batch.push(item);
+                    }
                     Err(_) => break,
                 }
             }
