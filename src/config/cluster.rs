@@ -33,7 +33,8 @@ pub struct ClusterConfig {
     /// `lease_ttl_ms`, so it stops before anyone may take its shards.
     #[serde(default = "fence_after_ms")]
     pub fence_after_ms: u64,
-    /// Deadline of one forwarded call (sent as `grpc-timeout`).
+    /// Deadline of one forwarded stanza or call, kept by both ends (sent as
+    /// `grpc-timeout` on unary calls).
     #[serde(default = "forward_timeout_ms")]
     pub forward_timeout_ms: u64,
     /// Most shards a node takes or hands over in one round.
