@@ -114,7 +114,7 @@ pub struct Cluster {
 
 impl Cluster {
     /// Prepares this node: binds the gRPC listener and starts the runtime;
-    /// nothing is served until [`Self::serve`].
+    /// nothing is served until `serve`.
     pub fn new(
         config: &ClusterConfig,
         shards: u32,
