@@ -125,18 +125,20 @@ impl Cluster {
             key: "cluster.secret",
             message: i.to_string(),
         })?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("pushgate-cluster")
-            .enable_all()
-            .build()
-            .map_err(ClusterError::Runtime)?;
         let listener =
             std::net::TcpListener::bind(&config.listen).map_err(|source| ClusterError::Bind {
                 address: config.listen.clone(),
                 source,
             })?;
         let tls = rpc::Tls::load(config)?;
+        // Last: nothing fails after it (a runtime dropped inside the caller's
+        // async context would panic).
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("pushgate-cluster")
+            .enable_all()
+            .build()
+            .map_err(ClusterError::Runtime)?;
         let peers = Peers::new(
             runtime.handle().clone(),
             secret,
@@ -233,6 +235,19 @@ impl Cluster {
         if let Some(s) = self.server.take() {
             let _ = tokio::time::timeout_at(deadline, s).await;
         }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    /// A cluster dropped without [`Cluster::leave`] (the gateway failed to
+    /// start) stops its runtime without waiting: dropping a runtime inside
+    /// an async context would panic.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = self.stop_serving.send(true);
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }

@@ -17,8 +17,14 @@
 use super::assign::assign_bounded;
 use crate::registry::{Member, RedisStore, RegistryError, slot_key};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
+
+/// How long a handed-over stream stays closed before its slot is released:
+/// time for the server to notice the close, so the next holder's stream is
+/// never taken for a second one (Prosody would refuse it with `<conflict/>`).
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// The slots this node holds, and the set the gateway opens streams for.
 pub(crate) struct StreamSlots {
@@ -28,6 +34,8 @@ pub(crate) struct StreamSlots {
     held: BTreeMap<usize, String>,
     /// Slots handed over whose stream is still closing, with their records.
     closing: BTreeMap<usize, String>,
+    /// When each closing slot's session was first seen gone.
+    closed_at: BTreeMap<usize, crate::clock::Instant>,
     /// The slots the gateway should have a stream open for.
     open: watch::Sender<BTreeSet<usize>>,
     /// The slots the gateway has a session running for (closing included).
@@ -44,6 +52,7 @@ impl StreamSlots {
             names,
             held: BTreeMap::new(),
             closing: BTreeMap::new(),
+            closed_at: BTreeMap::new(),
             open,
             live,
         }
@@ -117,13 +126,24 @@ impl StreamSlots {
         self.publish();
     }
 
-    /// Releases the handed-over slots whose stream has closed.
+    /// Releases the handed-over slots whose stream closed at least
+    /// [`CLOSE_GRACE`] ago.
     async fn release_closed(&mut self, store: &RedisStore) -> Result<(), RegistryError> {
         let live = self.live.borrow().clone();
+        let now = crate::clock::now();
+        for slot in self.closing.keys() {
+            if !live.contains(slot) {
+                self.closed_at.entry(*slot).or_insert(now);
+            }
+        }
         let closed: Vec<(usize, String)> = self
             .closing
             .iter()
-            .filter(|(i, _)| !live.contains(i))
+            .filter(|(i, _)| {
+                self.closed_at
+                    .get(i)
+                    .is_some_and(|t| now - *t >= CLOSE_GRACE)
+            })
             .map(|(i, r)| (*i, r.clone()))
             .collect();
         if closed.is_empty() {
@@ -136,6 +156,7 @@ impl StreamSlots {
         store.release(&records).await?;
         for (slot, _) in closed {
             self.closing.remove(&slot);
+            self.closed_at.remove(&slot);
             info!(slot = %self.name(slot), "stream slot handed over");
         }
         Ok(())
@@ -187,6 +208,7 @@ impl StreamSlots {
     pub(crate) fn drop_all(&mut self) {
         self.held.clear();
         self.closing.clear();
+        self.closed_at.clear();
         self.publish();
     }
 
@@ -206,6 +228,8 @@ impl StreamSlots {
         self.drop_all();
         let mut live = self.live.clone();
         let _ = tokio::time::timeout_at(deadline, live.wait_for(BTreeSet::is_empty)).await;
+        let grace_end = deadline.min(crate::clock::now() + CLOSE_GRACE);
+        tokio::time::sleep_until(grace_end).await;
         if let Err(e) = store.release(&records).await {
             warn!(
                 "stream slots not released (they lapse with the lease): {}",

@@ -103,8 +103,11 @@ impl Node {
         }
     }
 
-    /// Starts the node again with the same configuration (same id, ports).
+    /// Starts the node again with the same configuration (same id, ports),
+    /// stopping it first (SIGTERM) if it still runs: the new process needs
+    /// its ports.
     pub fn restart(&mut self) {
+        let _ = self.process.terminate(super::WAIT);
         self.process = GatewayProcess::start(&self.config, &self.dir);
     }
 
