@@ -162,3 +162,45 @@ async fn cluster_settings_are_checked_and_named() {
     );
     assert!(ok, "{out}");
 }
+
+/// A cluster node whose gRPC port is taken stops with an error naming
+/// `cluster.listen`, not a panic.
+#[tokio::test]
+async fn a_cluster_node_whose_port_is_taken_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let mut config = TestConfig::new(5347, dir.path());
+    config.store_keys = "backend = \"redis\"\nurl = \"redis://127.0.0.1:1/0\"\n".into();
+    let text = format!(
+        "{}\n[cluster]\nnode_id = \"n1\"\nlisten = \"127.0.0.1:{port}\"\nsecret = \"0123456789abcdef0123\"\n",
+        config.to_toml()
+    );
+    let path = dir.path().join("pushgate.toml");
+    std::fs::write(&path, text).expect("write");
+    let mut child = Command::new(binary())
+        .arg("--config")
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the gateway");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "still running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    assert!(!status.success());
+    assert!(stderr.contains("cluster.listen"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    drop(taken);
+}
