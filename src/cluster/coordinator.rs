@@ -202,13 +202,8 @@ impl Coordinator {
             shards = held.len(),
             "fencing this node: {why}; it stops sending and writing, and joins again as a new incarnation"
         );
-        self.dispatcher.lose(&held);
-        self.registry.clear_cache();
+        self.lose(&held, "lost");
         self.shared.metrics.self_fenced.inc();
-        self.shared
-            .metrics
-            .handoffs
-            .add(&["lost"], held.len() as u64);
         self.streams.drop_all();
         self.renewed = None;
         self.incarnation = new_incarnation();

@@ -46,11 +46,15 @@ impl StanzaHandler for PushComponent {
 
     fn handle_raw(self: Arc<Self>, stanza: &[u8]) -> Option<ReplyFuture> {
         let request = fast::publish(stanza)?;
-        let arrived = Arrived::Stream(
-            self.cluster
-                .is_some()
-                .then(|| Original::Bytes(stanza.to_vec())),
-        );
+        // Kept only when it may go to a peer: a publish for a shard owned
+        // here (a third of them in a three-node cluster) needs no copy; if it
+        // moves meanwhile, the publish is answered `wait`.
+        let owned_here = match &request {
+            Request::Publish { request, .. } => self.registry.holds(&request.node),
+            _ => false,
+        };
+        let keep = self.cluster.is_some() && !owned_here;
+        let arrived = Arrived::Stream(keep.then(|| Original::Bytes(stanza.to_vec())));
         Some(Box::pin(async move {
             self.respond(request, arrived).await.unwrap_or(None)
         }))

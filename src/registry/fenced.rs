@@ -32,25 +32,34 @@ impl Registry {
             let all: Vec<&OutboxWrite> = writes.iter().collect();
             return store.outbox_apply(&all, None).await;
         };
+        // The record of each shard touched (a few per flush), not of all
+        // the shards held; none past the lease's validity.
         let shards = self.inner.shards;
-        // Past the lease's validity nothing is held, whatever is recorded.
-        let held: HashMap<u32, Arc<str>> = if fences.valid() {
-            fences.held().into_iter().collect()
-        } else {
-            HashMap::new()
-        };
-        let (mine, theirs): (Vec<&OutboxWrite>, Vec<&OutboxWrite>) = writes
-            .iter()
-            .partition(|w| held.contains_key(&shard_of(node_of_outbox_key(&w.key), shards)));
-        let mut refused: Vec<u32> = theirs
-            .iter()
-            .map(|w| shard_of(node_of_outbox_key(&w.key), shards))
-            .collect();
-        fences.count_refused(theirs.len());
+        let valid = fences.valid();
+        let mut held: HashMap<u32, Option<Arc<str>>> = HashMap::new();
+        let mut mine: Vec<&OutboxWrite> = Vec::with_capacity(writes.len());
+        let mut refused: Vec<u32> = Vec::new();
+        for w in writes.iter() {
+            let shard = shard_of(node_of_outbox_key(&w.key), shards);
+            let token = held
+                .entry(shard)
+                .or_insert_with(|| valid.then(|| fences.token(shard)).flatten());
+            if token.is_some() {
+                mine.push(w);
+            } else {
+                refused.push(shard);
+            }
+        }
+        fences.count_refused(refused.len());
         if !mine.is_empty() {
-            let fence = |shard| held.get(&shard).cloned().unwrap_or_else(|| Arc::from(""));
+            let fence = |shard| {
+                held.get(&shard)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| Arc::from(""))
+            };
             for shard in store.outbox_apply(&mine, Some(&fence)).await? {
-                if let Some(token) = held.get(&shard) {
+                if let Some(Some(token)) = held.get(&shard) {
                     self.lost(shard, token);
                 }
                 refused.push(shard);

@@ -279,6 +279,24 @@ impl RedisStore {
         results.into_iter().collect()
     }
 
+    /// Runs each script invocation (each within one slot), [`FAN_OUT`] at a
+    /// time; answers in the same order.
+    async fn invoke_each<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        invocations: &[redis::ScriptInvocation<'_>],
+    ) -> Result<Vec<T>, RegistryError> {
+        let requests = invocations.iter().map(|inv| async move {
+            self.conns
+                .run(|mut c: Conn| async move { inv.invoke_async::<T>(&mut c).await })
+                .await
+        });
+        let results: Vec<Result<T, RegistryError>> = futures_util::stream::iter(requests)
+            .buffered(FAN_OUT)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
     async fn run_pipelines(&self, pipes: Vec<redis::Pipeline>) -> Result<(), RegistryError> {
         let requests = pipes.into_iter().map(|pipe| async move {
             self.conns

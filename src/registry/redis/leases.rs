@@ -2,10 +2,9 @@
 //! `scripts.rs`). Time is Redis' own (`TIME`), so nodes' clocks never have to
 //! agree.
 
+use super::RedisStore;
 use super::connections::Conn;
-use super::{FAN_OUT, RedisStore};
 use crate::registry::RegistryError;
-use futures_util::StreamExt as _;
 
 const MEMBERS_KEY: &str = "pg:{m}:members";
 const NODES_KEY: &str = "pg:{m}:nodes";
@@ -111,45 +110,29 @@ impl RedisStore {
         claims: &[(String, String)],
         holder: &str,
     ) -> Result<Vec<Option<String>>, RegistryError> {
-        let requests = claims.iter().map(|(key, seen)| {
-            let mut inv = self.scripts.claim.key(key);
-            inv.arg(seen).arg(holder);
-            async move {
-                self.conns
-                        .run(|mut c: Conn| async move {
-                            inv.invoke_async::<Option<String>>(&mut c).await
-                        })
-                        .await
-            }
-        });
-        let results: Vec<Result<Option<String>, RegistryError>> =
-            futures_util::stream::iter(requests)
-                .buffered(FAN_OUT)
-                .collect()
-                .await;
-        results.into_iter().collect()
+        let invocations: Vec<redis::ScriptInvocation<'_>> = claims
+            .iter()
+            .map(|(key, seen)| {
+                let mut inv = self.scripts.claim.key(key);
+                inv.arg(seen).arg(holder);
+                inv
+            })
+            .collect();
+        self.invoke_each(&invocations).await
     }
 
     /// Releases each `(key, record held)`; returns how many were still ours.
     pub(crate) async fn release(&self, held: &[(String, String)]) -> Result<usize, RegistryError> {
-        let requests = held.iter().map(|(key, record)| {
-            let mut inv = self.scripts.release.key(key);
-            inv.arg(record);
-            async move {
-                self.conns
-                    .run(|mut c: Conn| async move { inv.invoke_async::<bool>(&mut c).await })
-                    .await
-            }
-        });
-        let results: Vec<Result<bool, RegistryError>> = futures_util::stream::iter(requests)
-            .buffered(FAN_OUT)
-            .collect()
-            .await;
-        let mut released = 0;
-        for r in results {
-            released += usize::from(r?);
-        }
-        Ok(released)
+        let invocations: Vec<redis::ScriptInvocation<'_>> = held
+            .iter()
+            .map(|(key, record)| {
+                let mut inv = self.scripts.release.key(key);
+                inv.arg(record);
+                inv
+            })
+            .collect();
+        let results: Vec<bool> = self.invoke_each(&invocations).await?;
+        Ok(results.into_iter().filter(|released| *released).count())
     }
 }
 

@@ -5,10 +5,9 @@
 //! the plain commands.
 
 use super::connections::Conn;
-use super::{FAN_OUT, RedisStore, outbox_key, owner_key};
+use super::{RedisStore, outbox_key, owner_key};
 use crate::registry::shard::{node_of_outbox_key, shard_of};
 use crate::registry::{OutboxWrite, RegistryError};
-use futures_util::StreamExt as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -94,16 +93,7 @@ impl RedisStore {
             })
             .collect();
         let applied: Vec<bool> = if self.conns.is_cluster() {
-            let requests = invocations.iter().map(|inv| async move {
-                self.conns
-                    .run(|mut c: Conn| async move { inv.invoke_async::<bool>(&mut c).await })
-                    .await
-            });
-            let results: Vec<Result<bool, RegistryError>> = futures_util::stream::iter(requests)
-                .buffered(FAN_OUT)
-                .collect()
-                .await;
-            results.into_iter().collect::<Result<_, _>>()?
+            self.invoke_each(&invocations).await?
         } else {
             let mut pipe = redis::pipe();
             pipe.atomic();
