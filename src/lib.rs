@@ -32,6 +32,7 @@ pub mod delivery;
 pub mod errors;
 pub mod gateway;
 pub mod http;
+pub mod probe;
 pub mod providers;
 pub mod registry;
 pub mod telemetry;

@@ -33,6 +33,15 @@ enum Command {
     /// Move registrations between stores (run with the gateway stopped).
     #[command(subcommand)]
     Store(StoreCommand),
+    /// GET an http:// URL and exit 0 on a 2xx answer: a health check for
+    /// images without a shell, e.g. `pushgate probe http://127.0.0.1:8080/readyz`.
+    Probe {
+        /// The URL (http only).
+        url: String,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -61,6 +70,11 @@ fn main() -> ExitCode {
         Command::Run => run(&cli.config),
         Command::CheckConfig => check_config(&cli.config),
         Command::Store(command) => store_command(&cli.config, command),
+        Command::Probe { url, timeout_ms } => {
+            pushgate::probe::probe(&url, std::time::Duration::from_millis(timeout_ms))
+                .map(|status| println!("{url}: {status}"))
+                .map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

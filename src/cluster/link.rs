@@ -7,6 +7,7 @@
 
 use super::rpc::pb::cluster_client::ClusterClient;
 use super::rpc::pb::{ForwardBatch, ForwardItem, ForwardReply};
+use prost::Message;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,8 +20,8 @@ use tracing::warn;
 const QUEUE: usize = 8192;
 /// Most items sent in one message.
 const MAX_BATCH: usize = 512;
-/// Most stanza bytes in one message, well under gRPC's default 4 MiB limit
-/// on a received message (one stanza may be up to `max_stanza_bytes`).
+/// Most bytes of items in one message, well under gRPC's default 4 MiB
+/// limit on a received message (one stanza may be up to `max_stanza_bytes`).
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<ForwardReply>>>>;
@@ -131,12 +132,12 @@ async fn run(
     request.metadata_mut().insert(header, secret);
     let sending = async move {
         while let Some(first) = items.recv().await {
-            let mut bytes = first.stanza.len();
+            let mut bytes = first.encoded_len();
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 match items.try_recv() {
                     Ok(item) => {
-                        bytes += item.stanza.len();
+                        bytes += item.encoded_len();
                         batch.push(item);
                     }
                     Err(_) => break,

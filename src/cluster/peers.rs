@@ -170,19 +170,19 @@ impl Peers {
         Ok(link)
     }
 
-    /// Has the owner at `address` handle `stanza` (of `route.shard`), over
+    /// Has the owner at `address` handle `work` (of `route.shard`), over
     /// the stream to it, within the forward deadline.
     pub(crate) async fn forward(
         &self,
         address: &str,
         route: pb::Route,
-        stanza: Vec<u8>,
+        work: pb::forward_item::Work,
     ) -> Result<pb::forward_reply::Outcome, ForwardError> {
         let link = self.link(address)?;
         let item = ForwardItem {
             id: 0,
             route: Some(route),
-            stanza,
+            work: Some(work),
         };
         let (id, reply) = link.send(item).map_err(|e| match e {
             LinkError::Full => ForwardError::Full,

@@ -78,22 +78,25 @@ const STREAM_CONCURRENCY: usize = 4096;
 /// Most results sent back in one message.
 const MAX_RESULTS: usize = 512;
 
-/// The reply to one forwarded stanza, within the forward deadline.
+/// The reply to one forwarded item, within the forward deadline.
 async fn answer_item(
     handler: &PushComponent,
     shared: &Shared,
-    item: &pb::ForwardItem,
+    route: Option<pb::Route>,
+    work: Option<pb::forward_item::Work>,
 ) -> ForwardReply {
-    let outcome = if owns(shared, item.route.as_ref()).await {
-        let answer = handler.answer_forwarded(&item.stanza);
-        match tokio::time::timeout(shared.forward_timeout, answer).await {
-            Ok(Forwarded::Reply(Some(reply))) => forward_reply::Outcome::Reply(reply),
-            Ok(Forwarded::Reply(None)) => forward_reply::Outcome::NoReply(NoReply {}),
-            // Past the caller's deadline it has answered `wait` already.
-            Ok(Forwarded::NotOwner) | Err(_) => forward_reply::Outcome::NotOwner(NotOwner {}),
+    let outcome = match work {
+        Some(work) if owns(shared, route.as_ref()).await => {
+            let answer = handler.answer_forwarded(work);
+            match tokio::time::timeout(shared.forward_timeout, answer).await {
+                Ok(Forwarded::Reply(Some(reply))) => forward_reply::Outcome::Reply(reply),
+                Ok(Forwarded::Reply(None)) => forward_reply::Outcome::NoReply(NoReply {}),
+                // Past the caller's deadline it has answered `wait` already.
+                Ok(Forwarded::NotOwner) | Err(_) => forward_reply::Outcome::NotOwner(NotOwner {}),
+            }
         }
-    } else {
-        forward_reply::Outcome::NotOwner(NotOwner {})
+        // Nothing to do (a newer peer's kind of work): the caller answers `wait`.
+        _ => forward_reply::Outcome::NotOwner(NotOwner {}),
     };
     ForwardReply {
         outcome: Some(outcome),
@@ -121,13 +124,18 @@ impl ClusterRpc for Service {
                     let Ok(permit) = permits.clone().acquire_owned().await else {
                         return;
                     };
-                    shared.metrics.forwarded_in.inc(&["stanza"]);
+                    let kind = match &item.work {
+                        Some(pb::forward_item::Work::Publish(_)) => "publish",
+                        _ => "command",
+                    };
+                    shared.metrics.forwarded_in.inc(&[kind]);
                     let (tx, handler, shared) = (tx.clone(), handler.clone(), shared.clone());
+                    let pb::ForwardItem { id, route, work } = item;
                     tokio::spawn(async move {
-                        let reply = answer_item(&handler, &shared, &item).await;
+                        let reply = answer_item(&handler, &shared, route, work).await;
                         let _ = tx
                             .send(ForwardResult {
-                                id: item.id,
+                                id,
                                 reply: Some(reply),
                             })
                             .await;

@@ -4,36 +4,34 @@
 //! when its owner cannot be reached within the deadline, the answer is
 //! `wait/service-unavailable`: every XMPP server keeps the registration
 //! after it (`docs/protocol.md` §5).
+//!
+//! A publish travels as read (`publish`); a command as the stanza received.
+
+mod publish;
 
 use super::PushComponent;
 use crate::app::replies::IqHeader;
-use crate::app::{PublishOutcome, StanzaFault, classify, fast};
+use crate::app::{PublishOutcome, PublishRequest, StanzaFault, classify, fast};
 use crate::cluster::Route;
 use crate::cluster::pb;
+use crate::cluster::pb::forward_item::Work;
 use crate::errors::chain;
 use tracing::debug;
 use xmpp_parsers::minidom::Element;
 
-/// The stanza as it arrived, kept (in a cluster only) to forward it whole.
-pub(crate) enum Original {
-    /// Parsed by the session.
-    Element(Element),
-    /// Read by the fast path, unparsed.
-    Bytes(Vec<u8>),
-}
+/// A command stanza as it arrived, kept (in a cluster only) to forward it whole.
+pub(crate) struct Original(pub(crate) Element);
 
 impl Original {
     fn into_bytes(self) -> Vec<u8> {
-        match self {
-            Original::Element(e) => String::from(&e).into_bytes(),
-            Original::Bytes(b) => b,
-        }
+        String::from(&self.0).into_bytes()
     }
 }
 
 /// Where a stanza came from.
 pub(crate) enum Arrived {
-    /// On one of this node's component streams (with the original, in a cluster).
+    /// On one of this node's component streams (with the original of a
+    /// command, in a cluster).
     Stream(Option<Original>),
     /// From a peer, for a shard it believes this node owns.
     Peer,
@@ -43,8 +41,8 @@ pub(crate) enum Arrived {
 pub(crate) enum Placed {
     /// Here.
     Here,
-    /// At this peer, which gets the original.
-    There(Peer, Original),
+    /// At this peer (with the original of a command).
+    There(Peer, Option<Original>),
     /// Nowhere now: answer `wait`.
     Moving,
     /// A peer sent it, and this node does not own the shard.
@@ -97,10 +95,10 @@ impl PushComponent {
             Arrived::Peer => Placed::NotOwner,
             Arrived::Stream(original) => match (router.route(node).await, original) {
                 (Route::Local, _) => Placed::Here,
-                (Route::Peer { shard, address }, Some(original)) => {
+                (Route::Peer { shard, address }, original) => {
                     Placed::There(Peer { shard, address }, original)
                 }
-                (Route::Peer { .. } | Route::Moving, _) => Placed::Moving,
+                (Route::Moving, _) => Placed::Moving,
             },
         }
     }
@@ -126,12 +124,42 @@ impl PushComponent {
         }
     }
 
-    /// Has `peer` handle `original`; its reply, or `wait` when it cannot.
-    pub(super) async fn forward(
+    /// Has `peer` handle a publish; its reply, or `wait` when it cannot.
+    pub(super) async fn forward_publish(
         &self,
         header: &IqHeader,
         peer: Peer,
-        original: Original,
+        publisher_domain: &str,
+        request: PublishRequest,
+    ) -> Option<String> {
+        let message = publish::to_message(header, publisher_domain, request);
+        self.forward(header, peer, Work::Publish(message), "publish")
+            .await
+    }
+
+    /// Has `peer` handle a command; its reply, or `wait` when it cannot.
+    pub(super) async fn forward_command(
+        &self,
+        header: &IqHeader,
+        peer: Peer,
+        original: Option<Original>,
+    ) -> Option<String> {
+        match original {
+            Some(o) => {
+                self.forward(header, peer, Work::Stanza(o.into_bytes()), "command")
+                    .await
+            }
+            // Not kept: only outside a cluster, where nothing is forwarded.
+            None => Some(String::from(&header.error(&moving()))),
+        }
+    }
+
+    /// Has `peer` handle `work`; its reply, or `wait` when it cannot.
+    async fn forward(
+        &self,
+        header: &IqHeader,
+        peer: Peer,
+        work: Work,
         kind: &'static str,
     ) -> Option<String> {
         let Some(router) = &self.cluster else {
@@ -142,10 +170,7 @@ impl PushComponent {
             from_node: router.node().to_owned(),
         };
         let started = crate::clock::now();
-        let result = router
-            .peers()
-            .forward(&peer.address, route, original.into_bytes())
-            .await;
+        let result = router.peers().forward(&peer.address, route, work).await;
         let m = router.metrics();
         m.forward_latency
             .observe(&[kind], (crate::clock::now() - started).as_secs_f64());
@@ -173,16 +198,19 @@ impl PushComponent {
         Some(String::from(&header.error(&moving())))
     }
 
-    /// A stanza a peer forwarded, handled only if this node owns its shard.
-    pub(crate) async fn answer_forwarded(&self, stanza: &[u8]) -> Forwarded {
-        let request = match fast::publish(stanza) {
-            Some(request) => request,
-            None => match std::str::from_utf8(stanza)
-                .ok()
-                .and_then(|s| s.parse::<Element>().ok())
-            {
-                Some(element) => classify(&element),
-                None => return Forwarded::Reply(None),
+    /// Work a peer forwarded, handled only if this node owns its shard.
+    pub(crate) async fn answer_forwarded(&self, work: Work) -> Forwarded {
+        let request = match work {
+            Work::Publish(message) => publish::from_message(message),
+            Work::Stanza(stanza) => match fast::publish(&stanza) {
+                Some(request) => request,
+                None => match std::str::from_utf8(&stanza)
+                    .ok()
+                    .and_then(|s| s.parse::<Element>().ok())
+                {
+                    Some(element) => classify(&element),
+                    None => return Forwarded::Reply(None),
+                },
             },
         };
         match self.respond(request, Arrived::Peer).await {

@@ -40,21 +40,17 @@ pub(crate) struct PushComponent {
 impl StanzaHandler for PushComponent {
     fn handle(self: Arc<Self>, stanza: Element) -> ReplyFuture {
         let request = classify(&stanza);
-        let arrived = Arrived::Stream(self.cluster.is_some().then_some(Original::Element(stanza)));
+        // A command goes to its device's owner as received; a publish goes as read.
+        let keep = self.cluster.is_some() && matches!(request, Request::Command { .. });
+        let arrived = Arrived::Stream(keep.then_some(Original(stanza)));
         Box::pin(async move { self.respond(request, arrived).await.unwrap_or(None) })
     }
 
     fn handle_raw(self: Arc<Self>, stanza: &[u8]) -> Option<ReplyFuture> {
+        // Only publishes take this path, and one goes to its owner as read:
+        // nothing of the stanza is kept.
         let request = fast::publish(stanza)?;
-        // Kept only when it may go to a peer: a publish for a shard owned
-        // here (a third of them in a three-node cluster) needs no copy; if it
-        // moves meanwhile, the publish is answered `wait`.
-        let owned_here = match &request {
-            Request::Publish { request, .. } => self.registry.holds(&request.node),
-            _ => false,
-        };
-        let keep = self.cluster.is_some() && !owned_here;
-        let arrived = Arrived::Stream(keep.then(|| Original::Bytes(stanza.to_vec())));
+        let arrived = Arrived::Stream(None);
         Some(Box::pin(async move {
             self.respond(request, arrived).await.unwrap_or(None)
         }))
@@ -102,8 +98,10 @@ impl PushComponent {
             } => {
                 let outcome = match self.place(&request.node, arrived).await {
                     Placed::Here => self.publish(&publisher_domain, request).await,
-                    Placed::There(peer, original) => {
-                        return Ok(self.forward(&header, peer, original, "publish").await);
+                    Placed::There(peer, _) => {
+                        return Ok(self
+                            .forward_publish(&header, peer, &publisher_domain, request)
+                            .await);
                     }
                     Placed::Moving => PublishOutcome::Moving,
                     Placed::NotOwner => return Err(NotOwned),
@@ -150,7 +148,7 @@ impl PushComponent {
             {
                 Placed::Here => {}
                 Placed::There(peer, original) => {
-                    return Handled::There(self.forward(&header, peer, original, "command").await);
+                    return Handled::There(self.forward_command(&header, peer, original).await);
                 }
                 Placed::Moving => return refused(&moving()),
                 Placed::NotOwner => return Handled::NotOwned,

@@ -227,11 +227,14 @@ async fn peers_use_mutual_tls_and_refuse_calls_without_the_secret() {
         }
     }
     assert!(refused > 0, "no registration needed a forward");
-    let in_before = metric_sum(
-        &nodes.iter().collect::<Vec<_>>(),
-        "pushgate_cluster_forwarded_in_total{kind=\"stanza\"}",
-    )
-    .await;
+    let mut in_before = 0.0;
+    for kind in ["command", "publish"] {
+        in_before += metric_sum(
+            &nodes.iter().collect::<Vec<_>>(),
+            &format!("pushgate_cluster_forwarded_in_total{{kind=\"{kind}\"}}"),
+        )
+        .await;
+    }
     assert_eq!(
         in_before, 0.0,
         "a call without the secret reached a handler"
@@ -253,8 +256,8 @@ async fn peers_use_mutual_tls_and_refuse_calls_without_the_secret() {
     assert_eq!(nothing_lost(&s, &tally).await, 0);
     let forwarded_in = metric_sum(
         &nodes.iter().collect::<Vec<_>>(),
-        "pushgate_cluster_forwarded_in_total{kind=\"stanza\"}",
+        "pushgate_cluster_forwarded_in_total{kind=\"publish\"}",
     )
     .await;
-    assert!(forwarded_in > 0.0, "nothing was forwarded over TLS");
+    assert!(forwarded_in > 0.0, "no publish was forwarded over TLS");
 }
