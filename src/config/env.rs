@@ -5,6 +5,9 @@ use super::ConfigError;
 use toml::{Table, Value};
 
 const PREFIX: &str = "PUSHGATE_";
+/// Variables of the command line itself (the configuration file's path),
+/// not overrides: the container image and the Helm chart set them.
+const RESERVED: &[&str] = &["PUSHGATE_CONFIG"];
 
 /// Applies every `PUSHGATE_A__B__C=value` in `vars` to `table` at path `a.b.c`.
 /// Array segments are an index or, for arrays of tables, the `id` of an element.
@@ -15,6 +18,7 @@ pub(super) fn apply_overrides(
     let mut vars: Vec<(String, String)> = vars
         .into_iter()
         .filter(|(name, _)| name.starts_with(PREFIX) && name.len() > PREFIX.len())
+        .filter(|(name, _)| !RESERVED.contains(&name.as_str()))
         .collect();
     vars.sort();
     for (name, value) in vars {
@@ -143,6 +147,15 @@ mod tests {
             Some(5347)
         );
         assert_eq!(t["store"]["path"].as_str(), Some("/var/lib/pushgate"));
+    }
+
+    #[test]
+    fn the_config_path_variable_is_not_an_override() {
+        let t = apply(
+            "[component]\nsecret='a'\n",
+            &[("PUSHGATE_CONFIG", "/etc/pushgate/pushgate.toml")],
+        );
+        assert!(t.get("config").is_none(), "{t:?}");
     }
 
     #[test]

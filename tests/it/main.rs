@@ -11,6 +11,7 @@ mod support;
 
 mod apns_cert;
 mod bench;
+mod chart;
 mod cluster;
 mod component;
 mod config_check;
