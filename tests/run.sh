@@ -18,6 +18,8 @@ command -v prosody >/dev/null 2>&1 || missing+=(prosody)
 command -v kill >/dev/null 2>&1 || missing+=(procps)
 [ -d /etc/ssl/certs ] || missing+=(ca-certificates)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+# For the chart check's `docker-compose config` of deploy/compose.yaml (no daemon needed).
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

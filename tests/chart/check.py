@@ -265,6 +265,25 @@ def check_refusals(chart, defaults):
         fail("schema", f"accepted {why}: {over}")
 
 
+def check_compose():
+    """deploy/compose.yaml is a valid Compose file (`docker compose config`,
+    or Debian's docker-compose, which tests/run.sh installs)."""
+    compose = ROOT / "deploy" / "compose.yaml"
+    for command in (["docker", "compose"], ["docker-compose"]):
+        try:
+            if subprocess.run([*command, "version"], capture_output=True).returncode != 0:
+                continue
+        except FileNotFoundError:
+            continue
+        r = subprocess.run([*command, "-f", str(compose), "config", "-q"], capture_output=True, text=True)
+        if r.returncode == 0:
+            print(f"ok   deploy/compose.yaml: {' '.join(command)} config")
+        else:
+            fail("compose", r.stdout.strip() + r.stderr.strip())
+        return
+    fail("compose", "neither `docker compose` nor `docker-compose` is installed (tests/run.sh installs Debian's docker-compose)")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--pushgate", required=True)
@@ -319,11 +338,13 @@ def main():
     else:
         print("ok   helm/pushgate/README.md: values table current")
     hadolint = pathlib.Path(sys.executable).parent / "hadolint"
-    r = subprocess.run([str(hadolint), "--no-color", str(ROOT / "deploy" / "Dockerfile")], capture_output=True, text=True)
-    if r.returncode != 0:
-        fail("hadolint", r.stdout.strip() + r.stderr.strip())
-    else:
-        print("ok   deploy/Dockerfile: hadolint")
+    for dockerfile in (ROOT / "deploy" / "Dockerfile", ROOT / "deploy" / "compose" / "prosody" / "Dockerfile"):
+        r = subprocess.run([str(hadolint), "--no-color", str(dockerfile)], capture_output=True, text=True)
+        if r.returncode != 0:
+            fail("hadolint", r.stdout.strip() + r.stderr.strip())
+        else:
+            print(f"ok   {dockerfile.relative_to(ROOT)}: hadolint")
+    check_compose()
     if failures:
         print(f"\n{len(failures)} chart check(s) failed", file=sys.stderr)
         return 1
