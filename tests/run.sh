@@ -38,6 +38,12 @@ if ! "$VENV/bin/python" -c 'import slixmpp' >/dev/null 2>&1; then
     "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/interop/requirements.txt
 fi
 
+# The chart check downloads libc6, libgcc-s1 and ca-certificates (a minimal
+# root to run the binary in, as the image's runtime base): it needs package lists.
+if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+    $SUDO apt-get update -qq
+fi
+
 # The chart check's tools (no helm binary exists in Debian: the Helm SDK
 # comes as a Python wheel).
 CHART_VENV=tests/chart/.venv

@@ -4,7 +4,9 @@ ci/*-values.yaml), validate each manifest against the Kubernetes schemas of
 the oldest and newest supported versions, yamllint, shape checks, values the
 schema must refuse, and the rendered configuration fed to
 `pushgate check-config` with the pod's secrets as files and variables.
-Also lints deploy/Dockerfile with hadolint.
+Also: hadolint on the Dockerfiles, `docker-compose config` of
+deploy/compose.yaml, and the binary run as uid 65532 in a root holding only
+Debian's libc6, libgcc-s1 and ca-certificates (the image's runtime base).
 
 Usage: check.py --pushgate PATH_TO_BINARY   (tests/run.sh installs the tools
 in tests/chart/.venv; `cargo test chart` runs this through the test suite).
@@ -13,6 +15,7 @@ in tests/chart/.venv; `cargo test chart` runs this through the test suite).
 import argparse
 import base64
 import copy
+import http.server
 import json
 import os
 import pathlib
@@ -20,6 +23,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 
 import helm_python as helm
 import yaml
@@ -265,6 +269,58 @@ def check_refusals(chart, defaults):
         fail("schema", f"accepted {why}: {over}")
 
 
+def check_runtime_rootfs(pushgate, workdir):
+    """The image's runtime stage holds only glibc, libgcc and CA certificates
+    (distroless cc). The binary is run in a root made of exactly Debian's
+    libc6, libgcc-s1 and ca-certificates packages, as uid 65532: --version,
+    and a probe of a local HTTP server. Base images cannot be pulled here,
+    so this stands in for building the image."""
+    root = workdir / "rootfs"
+    debs = workdir / "debs"
+    debs.mkdir()
+    r = subprocess.run(["apt-get", "download", "libc6", "libgcc-s1", "ca-certificates"], cwd=debs, capture_output=True, text=True)
+    if r.returncode != 0:
+        fail("rootfs", f"apt-get download failed (needs Debian's package lists): {r.stderr.strip()}")
+        return
+    for deb in debs.glob("*.deb"):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    (root / "usr/local/bin").mkdir(parents=True, exist_ok=True)
+    (root / "etc").mkdir(exist_ok=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")
+    (root / "etc/group").write_text("root:x:0:\nnonroot:x:65532:\n")
+    binary = root / "usr/local/bin/pushgate"
+    binary.write_bytes(pathlib.Path(pushgate).read_bytes())
+    binary.chmod(0o755)
+    prefix = ["chroot", "--userspec=65532:65532", str(root)]
+    if os.geteuid() != 0:
+        prefix = ["unshare", "--user", "--map-root-user", "chroot", str(root)]
+    r = subprocess.run([*prefix, "/usr/local/bin/pushgate", "--version"], capture_output=True, text=True)
+    if r.returncode != 0 or not r.stdout.startswith("pushgate "):
+        fail("rootfs", f"pushgate --version in a libc6+libgcc-s1 root: {r.stdout.strip()} {r.stderr.strip()}")
+        return
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Ok)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/readyz"
+    r = subprocess.run([*prefix, "/usr/local/bin/pushgate", "probe", url], capture_output=True, text=True)
+    server.server_close()
+    if r.returncode != 0:
+        fail("rootfs", f"pushgate probe in the minimal root: {r.stdout.strip()} {r.stderr.strip()}")
+        return
+    print(f"ok   minimal root (libc6, libgcc-s1, ca-certificates; uid 65532): {r.stdout.strip()}")
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
 def check_compose():
     """deploy/compose.yaml is a valid Compose file (`docker compose config`,
     or Debian's docker-compose, which tests/run.sh installs)."""
@@ -345,6 +401,8 @@ def main():
         else:
             print(f"ok   {dockerfile.relative_to(ROOT)}: hadolint")
     check_compose()
+    with tempfile.TemporaryDirectory() as tmp:
+        check_runtime_rootfs(args.pushgate, pathlib.Path(tmp))
     if failures:
         print(f"\n{len(failures)} chart check(s) failed", file=sys.stderr)
         return 1
