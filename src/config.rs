@@ -7,6 +7,7 @@
 
 mod cluster;
 mod env;
+mod files;
 mod model;
 mod store;
 mod validate;
@@ -81,6 +82,10 @@ pub fn load_from_str(
         message: e.to_string(),
     })?;
     env::apply_overrides(&mut table, vars)?;
+    let unreadable = files::read_secret_files(&mut table);
+    if !unreadable.is_empty() {
+        return Err(ConfigError::Invalid(unreadable));
+    }
     let config: Config = table
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Parse {

@@ -203,18 +203,21 @@ def check_config(case, docs, pushgate, workdir):
             toml = toml.replace('"/etc/pushgate/', f'"{root}/etc/pushgate/')
             toml = toml.replace('"/var/lib/pushgate/', f'"{root}/var/lib/pushgate/')
             target.write_text(toml)
-        elif "secret" in volume:
+        elif "secret" in volume or "projected" in volume:
             target.mkdir(parents=True, exist_ok=True)
-            name = volume["secret"]["secretName"]
-            items = volume["secret"].get("items") or [
-                {"key": k, "path": k} for (n, k) in EXISTING if n == name
-            ]
-            for item in items:
-                value = secret_value(docs, name, item["key"])
-                if value is None:
-                    fail(case, f"volume {mount['name']}: no {name}/{item['key']}")
-                    return
-                (target / item["path"]).write_text(value)
+            if "secret" in volume:
+                sources = [{"name": volume["secret"]["secretName"], "items": volume["secret"].get("items")}]
+            else:
+                sources = [src["secret"] for src in volume["projected"]["sources"]]
+            for source in sources:
+                name = source["name"]
+                items = source.get("items") or [{"key": k, "path": k} for (n, k) in EXISTING if n == name]
+                for item in items:
+                    value = secret_value(docs, name, item["key"])
+                    if value is None:
+                        fail(case, f"volume {mount['name']}: no {name}/{item['key']}")
+                        return
+                    (target / item["path"]).write_text(value)
         else:
             target.mkdir(parents=True, exist_ok=True)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
@@ -225,12 +228,8 @@ def check_config(case, docs, pushgate, workdir):
             path = var["valueFrom"]["fieldRef"]["fieldPath"]
             env[var["name"]] = {"metadata.name": f"{RELEASE}-pushgate-7d9f-x2k4", "status.podIP": "10.0.0.7"}[path]
         else:
-            ref = var["valueFrom"]["secretKeyRef"]
-            value = secret_value(docs, ref["name"], ref["key"])
-            if value is None:
-                fail(case, f"env {var['name']}: no {ref['name']}/{ref['key']}")
-                return
-            env[var["name"]] = value
+            fail(case, f"env {var['name']}: secrets are mounted as files, not passed as variables")
+            return
     env["PUSHGATE_CONFIG"] = str(root / env["PUSHGATE_CONFIG"].lstrip("/"))
     r = subprocess.run([pushgate, "check-config"], env=env, capture_output=True, text=True)
     if r.returncode != 0:

@@ -76,15 +76,19 @@ Arguments: (list $ "key" "inline value").
 {{- end -}}
 {{- end -}}
 
-{{/* Where a secret value comes from: (list $ .existingSecret .existingSecretKey "chart key"). */}}
-{{- define "pushgate.secretRef" -}}
+{{/*
+A projected secret source for one value, mounted as file "chart key":
+(list $ .existingSecret .existingSecretKey "chart key").
+*/}}
+{{- define "pushgate.secretItem" -}}
 {{- $root := index . 0 -}}
 {{- $existing := index . 1 -}}
 {{- $existingKey := index . 2 -}}
 {{- $chartKey := index . 3 -}}
-secretKeyRef:
-  name: {{ default (include "pushgate.secretName" $root) $existing }}
-  key: {{ ternary $existingKey $chartKey (not (empty $existing)) }}
+name: {{ default (include "pushgate.secretName" $root) $existing }}
+items:
+  - key: {{ ternary $existingKey $chartKey (not (empty $existing)) }}
+    path: {{ $chartKey }}
 {{- end -}}
 
 {{/* Whether a Redis password is configured at all. */}}
