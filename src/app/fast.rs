@@ -91,13 +91,28 @@ pub fn publish(stanza: &[u8]) -> Option<Request> {
     }
 }
 
+/// Whether UTF-8 `bytes` hold only characters XML 1.0 allows: no C0
+/// controls but tab, newline and carriage return, and neither U+FFFE nor
+/// U+FFFF (UTF-8 `EF BF BE`/`EF BF BF`; surrogates cannot be valid UTF-8).
+/// The validating parser refuses the rest, so the fast path must too.
+fn only_xml_chars(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'\t' | b'\n' | b'\r' => {}
+            0..0x20 => return false,
+            0xEF if matches!(bytes.get(i + 1..i + 3), Some([0xBF, 0xBE | 0xBF])) => return false,
+            _ => {}
+        }
+        i += 1;
+    }
+    true
+}
+
 /// The light tree of one element, or `None` if anything about it is doubtful.
 pub(crate) fn light_tree(stanza: &[u8]) -> Option<LightElement<'_>> {
     let text = std::str::from_utf8(stanza).ok()?;
-    if text
-        .bytes()
-        .any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
-    {
+    if !only_xml_chars(stanza) {
         return None;
     }
     let mut reader = NsReader::from_str(text);

@@ -40,17 +40,28 @@ pub enum FrameError {
     /// The XML is not well-formed (or uses something XMPP forbids).
     #[error("not well-formed XML: {0}")]
     NotWellFormed(String),
-    /// A stanza exceeded the configured size.
+    /// A stanza (or the stream header) exceeded the configured size.
     #[error("stanza larger than {0} bytes")]
     TooLarge(usize),
+    /// Elements nested deeper than [`MAX_DEPTH`], or more than
+    /// [`MAX_ATTRIBUTES`] attributes on one element.
+    #[error("{0}")]
+    TooComplex(&'static str),
 }
+
+/// Deepest element nesting accepted within a stanza. A publish nests 8 deep;
+/// a tree much deeper would be dropped (and serialized) recursively, which a
+/// small thread stack cannot afford.
+pub(crate) const MAX_DEPTH: usize = 64;
+/// Most attributes (namespace declarations included) on one element.
+pub(crate) const MAX_ATTRIBUTES: usize = 64;
 
 impl FrameError {
     /// The RFC 6120 stream error condition to send before closing.
     pub fn condition(&self) -> &'static str {
         match self {
             FrameError::NotWellFormed(_) => "not-well-formed",
-            FrameError::TooLarge(_) => "policy-violation",
+            FrameError::TooLarge(_) | FrameError::TooComplex(_) => "policy-violation",
         }
     }
 }
@@ -67,6 +78,8 @@ pub struct StreamReader {
     header_seen: bool,
     /// Some while complete stanzas are handed out as bytes.
     splitter: Option<split::Splitter>,
+    /// Attributes of the element whose head is being read.
+    attributes: usize,
 }
 
 impl StreamReader {
@@ -80,6 +93,7 @@ impl StreamReader {
             in_stanza: false,
             header_seen: false,
             splitter: None,
+            attributes: 0,
         }
     }
 
@@ -131,7 +145,8 @@ impl StreamReader {
         loop {
             let before = buf.len();
             let result = self.parser.parse(&mut buf, false);
-            if self.in_stanza {
+            // The header is bounded like a stanza.
+            if self.in_stanza || !self.header_seen {
                 self.pending_bytes += before - buf.len();
             }
             match result {
@@ -148,7 +163,7 @@ impl StreamReader {
     }
 
     fn check_size(&self) -> Result<(), FrameError> {
-        if self.in_stanza && self.pending_bytes > self.max_stanza_bytes {
+        if (self.in_stanza || !self.header_seen) && self.pending_bytes > self.max_stanza_bytes {
             Err(FrameError::TooLarge(self.max_stanza_bytes))
         } else {
             Ok(())
@@ -157,6 +172,20 @@ impl StreamReader {
 
     fn on_event(&mut self, event: RawEvent, out: &mut Vec<StreamEvent>) -> Result<(), FrameError> {
         let depth = self.tree.depth();
+        match event {
+            // The stream element is depth 1: a stanza's elements are below it.
+            RawEvent::ElementHeadOpen(..) if depth > MAX_DEPTH => {
+                return Err(FrameError::TooComplex("elements nested too deep"));
+            }
+            RawEvent::ElementHeadOpen(..) => self.attributes = 0,
+            RawEvent::Attribute(..) => {
+                self.attributes += 1;
+                if self.attributes > MAX_ATTRIBUTES {
+                    return Err(FrameError::TooComplex("too many attributes on one element"));
+                }
+            }
+            _ => {}
+        }
         if depth <= 1 {
             match event {
                 // Whitespace keepalives between stanzas: drop, never accumulate.
@@ -247,6 +276,64 @@ mod tests {
         );
         let err = feed_all(&mut r, &[&big]).expect_err("too large");
         assert_eq!(err.condition(), "policy-violation");
+    }
+
+    /// A stanza nested `levels` deep.
+    fn nested(levels: usize) -> String {
+        format!(
+            "<iq type='set' id='d'>{}{}</iq>",
+            "<a>".repeat(levels - 1),
+            "</a>".repeat(levels - 1)
+        )
+    }
+
+    #[test]
+    fn a_ten_thousand_deep_stanza_is_refused_on_a_small_stack() {
+        // Where the gateway's threads could be: 2 MiB. Without the limit the
+        // tree would be dropped recursively, 10,000 frames deep.
+        let result = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let mut r = StreamReader::new(1 << 20);
+                feed_all(&mut r, &[HEADER, &nested(10_000)]).map(|_| ())
+            })
+            .expect("thread")
+            .join()
+            .expect("no abort, no panic");
+        let e = result.expect_err("refused");
+        assert!(matches!(e, FrameError::TooComplex(_)), "{e}");
+        assert_eq!(e.condition(), "policy-violation");
+    }
+
+    #[test]
+    fn depth_and_attribute_limits_are_exact() {
+        let mut r = StreamReader::new(1 << 20);
+        let events = feed_all(&mut r, &[HEADER, &nested(MAX_DEPTH)]).expect("at the limit");
+        assert!(matches!(events.last(), Some(StreamEvent::Stanza(_))));
+        let mut r = StreamReader::new(1 << 20);
+        assert!(feed_all(&mut r, &[HEADER, &nested(MAX_DEPTH + 1)]).is_err());
+
+        let attrs = |n: usize| {
+            let list: String = (0..n).map(|i| format!(" a{i}='v'")).collect();
+            format!("<iq type='get' id='x'><q{list}/></iq>")
+        };
+        let mut r = StreamReader::new(1 << 20);
+        let events = feed_all(&mut r, &[HEADER, &attrs(MAX_ATTRIBUTES)]).expect("at the limit");
+        assert!(matches!(events.last(), Some(StreamEvent::Stanza(_))));
+        let mut r = StreamReader::new(1 << 20);
+        let e = feed_all(&mut r, &[HEADER, &attrs(MAX_ATTRIBUTES + 1)]).expect_err("refused");
+        assert!(matches!(e, FrameError::TooComplex(_)), "{e}");
+    }
+
+    #[test]
+    fn a_stream_header_is_bounded_like_a_stanza() {
+        let mut r = StreamReader::new(1024);
+        let long = format!(
+            "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:component:accept' id='{}'",
+            "x".repeat(4096)
+        );
+        let e = feed_all(&mut r, &[&long]).expect_err("refused before the header ends");
+        assert!(matches!(e, FrameError::TooLarge(1024)), "{e}");
     }
 
     #[test]

@@ -105,6 +105,10 @@ fn leaves_everything_else_to_the_validating_path() {
         PROSODY.replace("New Message!", "&unknown;"),
         PROSODY.replace("New Message!", "&#1;"),
         PROSODY.replace("New Message!", "bell\u{7}"),
+        // Not XML characters, which the validating parser refuses.
+        PROSODY.replace("New Message!", "x\u{FFFE}"),
+        PROSODY.replace("New Message!", "x\u{FFFF}"),
+        PROSODY.replace("New Message!", "&#xFFFE;"),
         PROSODY.replace("id='c5d9", "id='&amp;c5d9"),
         PROSODY.replace("<pubsub xmlns=", "<ps:pubsub xmlns="),
         PROSODY.replace("</iq>", "</iq><iq/>"),
@@ -115,6 +119,27 @@ fn leaves_everything_else_to_the_validating_path() {
     for stanza in cases {
         assert_eq!(publish(stanza.as_bytes()), None, "{stanza}");
     }
+}
+
+#[test]
+fn the_validating_parser_refuses_what_the_fast_path_leaves_as_not_xml() {
+    for bad in ["x\u{FFFE}", "x\u{FFFF}", "&#xFFFE;", "bell\u{7}"] {
+        let stanza = PROSODY.replace("New Message!", bad);
+        let mut reader = StreamReader::new(1 << 20);
+        let mut events = Vec::new();
+        reader.feed(HEADER.as_bytes(), &mut events).expect("header");
+        assert!(
+            reader.feed(stanza.as_bytes(), &mut events).is_err(),
+            "{bad:?} accepted"
+        );
+    }
+    // Characters just inside the ranges are fine on both paths.
+    let fine = PROSODY.replace("New Message!", "\u{FFFD}\u{E000}\u{10FFFF}\u{D7FF}");
+    assert!(matches!(
+        publish(fine.as_bytes()),
+        Some(Request::Publish { .. })
+    ));
+    assert_eq!(publish(fine.as_bytes()), Some(validating(&fine)));
 }
 
 #[test]
