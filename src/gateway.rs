@@ -191,13 +191,9 @@ impl Launch {
             metrics: metrics.clone(),
             cluster: router.clone(),
         };
-        let server = http::start(&config.http, state, http_listener)?;
-        let server_handle = server.handle();
-        actix::spawn(async move {
-            if let Err(e) = server.await {
-                warn!("HTTP server stopped: {}", chain(&e));
-            }
-        });
+        let servers = http::start(&config.http, state, http_listener)?;
+        let server_handle = servers.handles();
+        servers.spawn();
         let component = Arc::new(PushComponent {
             app,
             registry: registry.clone(),
@@ -254,7 +250,7 @@ fn build_clients(config: &Config) -> Result<providers::Clients, BuildError> {
 /// What a shutdown stops.
 struct Running {
     grace: Duration,
-    http: actix_web::dev::ServerHandle,
+    http: http::Handles,
     sessions: Sessions,
     cluster: Option<Cluster>,
     dispatcher: Dispatcher,

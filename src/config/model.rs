@@ -122,6 +122,19 @@ pub struct HttpConfig {
     /// PEM private key for `tls_cert_file`.
     #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
+    /// A second address for `/metrics` and `/readyz` (and `/healthz`), e.g.
+    /// loopback or the pod network; `listen` then serves only the REST
+    /// unregister and `/healthz`. Plain HTTP.
+    #[serde(default)]
+    pub admin_listen: Option<String>,
+    /// Whole-request deadline (head, body and answer), in milliseconds;
+    /// a slower client gets 408 or is disconnected.
+    #[serde(default = "defaults::http_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Connections open at once per listener; more wait in the kernel's
+    /// backlog until one closes.
+    #[serde(default = "defaults::http_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -130,6 +143,9 @@ impl Default for HttpConfig {
             listen: defaults::http_listen(),
             tls_cert_file: None,
             tls_key_file: None,
+            admin_listen: None,
+            request_timeout_ms: defaults::http_request_timeout_ms(),
+            max_connections: defaults::http_max_connections(),
         }
     }
 }
@@ -379,6 +395,12 @@ mod defaults {
     }
     pub(super) fn http_listen() -> String {
         "127.0.0.1:8080".to_owned()
+    }
+    pub(super) fn http_request_timeout_ms() -> u64 {
+        10_000
+    }
+    pub(super) fn http_max_connections() -> usize {
+        1024
     }
     pub(super) fn request_timeout_s() -> u64 {
         10

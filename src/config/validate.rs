@@ -89,6 +89,26 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
             ),
         ));
     }
+    if let Some(admin) = &config.http.admin_listen
+        && admin.parse::<SocketAddr>().is_err()
+    {
+        issues.push(ConfigIssue::new(
+            "http.admin_listen",
+            format!("must be an address such as 127.0.0.1:9090, got {admin:?}"),
+        ));
+    }
+    if config.http.request_timeout_ms < 100 {
+        issues.push(ConfigIssue::new(
+            "http.request_timeout_ms",
+            "must be at least 100 (a request head alone needs that on a slow link)",
+        ));
+    }
+    if config.http.max_connections == 0 {
+        issues.push(ConfigIssue::new(
+            "http.max_connections",
+            "must be at least 1",
+        ));
+    }
     if config.http.tls_cert_file.is_some() != config.http.tls_key_file.is_some() {
         issues.push(ConfigIssue::new(
             "http.tls_cert_file",

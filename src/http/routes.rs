@@ -1,6 +1,6 @@
 //! The routes.
 
-use super::HttpState;
+use super::{HttpState, Role};
 use crate::app::commands::normalize_token;
 use crate::app::incoming::account_of;
 use crate::cluster::Unregister;
@@ -12,12 +12,17 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 use xmpp_parsers::jid::Jid;
 
-/// Registers every route.
-pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .route(
+/// Registers the routes of a listener's role. `/readyz` tells error details
+/// (store errors, provider answers, member names), so with an admin
+/// listener it is served only there, beside `/metrics`.
+pub(super) fn configure(cfg: &mut web::ServiceConfig, role: Role) {
+    cfg.route("/healthz", web::get().to(healthz));
+    if matches!(role, Role::All | Role::Admin) {
+        cfg.route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics));
+    }
+    if matches!(role, Role::All | Role::Public) {
+        cfg.route(
             "/rest/push/unregister-device/{jid}",
             web::post().to(unregister_device),
         )
@@ -25,6 +30,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
             "/unregister-device/{jid}",
             web::post().to(unregister_device),
         );
+    }
 }
 
 async fn healthz() -> HttpResponse {

@@ -144,8 +144,13 @@ def check_shapes(case, values, docs):
         if probe not in container:
             fail(case, f"no {probe}")
     clustered = values["store"]["backend"] == "redis"
-    if clustered and not find(docs, "Service", "-peers"):
-        fail(case, "no headless peers Service")
+    internal = find(docs, "Service", "-internal")
+    ports = {p["name"] for s in internal for p in s["spec"]["ports"]}
+    if not internal or "admin" not in ports or (clustered and "grpc" not in ports):
+        fail(case, "no internal Service with the admin (and, in a cluster, gRPC) port")
+    public = [s for s in find(docs, "Service") if not s["metadata"]["name"].endswith("-internal")]
+    if any(p["targetPort"] != "http" for s in public for p in s["spec"]["ports"]):
+        fail(case, "the public Service exposes more than the public HTTP port")
     if clustered != bool(find(docs, "PodDisruptionBudget")) and values["podDisruptionBudget"]["enabled"]:
         fail(case, "PodDisruptionBudget present without a cluster, or missing with one")
     if values["autoscaling"]["enabled"]:
@@ -156,8 +161,8 @@ def check_shapes(case, values, docs):
     monitors = find(docs, "ServiceMonitor")
     if values["metrics"]["serviceMonitor"]["enabled"]:
         endpoints = monitors[0]["spec"]["endpoints"] if monitors else []
-        if not endpoints or endpoints[0].get("path") != "/metrics" or endpoints[0].get("port") != "http":
-            fail(case, "ServiceMonitor missing or not scraping http /metrics")
+        if not endpoints or endpoints[0].get("path") != "/metrics" or endpoints[0].get("port") != "admin":
+            fail(case, "ServiceMonitor missing or not scraping the admin port's /metrics")
     elif monitors:
         fail(case, "ServiceMonitor rendered while disabled")
     dashboards = find(docs, "ConfigMap", "-dashboard")

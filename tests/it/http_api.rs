@@ -151,3 +151,84 @@ async fn the_http_listener_serves_https_when_configured() {
         .expect("POST over HTTPS");
     assert_eq!(r.status().as_u16(), 404, "no provider apns configured here");
 }
+
+/// An admin listener takes `/metrics` and `/readyz` off the public one, and
+/// slow clients (a trickled head or body) neither hold `/healthz` up nor
+/// keep their connection past the request deadline.
+#[tokio::test]
+async fn slow_clients_and_the_admin_listener() {
+    use crate::support::gateway::{free_port, get};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = FakeServer::start(SECRET).await;
+    let admin_port = free_port();
+    let mut config = TestConfig::new(server.port, dir.path());
+    config.http_keys =
+        format!("admin_listen = \"127.0.0.1:{admin_port}\"\nrequest_timeout_ms = 500\n");
+    let gateway = in_process(&config);
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let up = eventually(WAIT, || async {
+        gateway.status("/healthz").await.is_some() && get(&admin, "/healthz").await.0 == 200
+    })
+    .await;
+    assert!(up, "{}", gateway.log());
+
+    // Roles: the public listener has no metrics or readiness; the admin one has.
+    assert_eq!(gateway.get("/metrics").await.0, 404);
+    assert_eq!(gateway.get("/readyz").await.0, 404);
+    let (status, metrics) = get(&admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("pushgate_component_sessions_up"),
+        "{metrics}"
+    );
+    assert!(get(&admin, "/readyz").await.1.contains("\"ready\""));
+    let (status, body) = gateway
+        .post_json(
+            "/unregister-device/push.localhost",
+            json!({"account": "a@localhost", "provider": "apns", "device-token": "00"}),
+        )
+        .await;
+    // Served (an unknown device): the route's own answer, not the router's 404.
+    assert_eq!(body, r#"{"result":"failure"}"#, "{status}");
+
+    // 200 slow clients: half trickle a head, half a body.
+    let address = gateway.http().trim_start_matches("http://").to_owned();
+    let mut slow = Vec::new();
+    for i in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connect");
+        let start: &[u8] = if i % 2 == 0 {
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        } else {
+            b"POST /unregister-device/push.localhost HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"
+        };
+        s.write_all(start).await.expect("write");
+        slow.push(s);
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(gateway.get("/healthz").await.0, 200);
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(1),
+        "/healthz took {waited:?} behind 200 slow clients"
+    );
+    // Each slow client is answered 408 or cut off at the deadline; none is
+    // kept (the read ends instead of waiting for our 5 s guard).
+    for (i, mut s) in slow.into_iter().enumerate() {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            s.read_to_end(&mut answer),
+        )
+        .await;
+        assert!(read.is_ok(), "slow client {i} still connected after 5 s");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "slow client {i} got {text}"
+        );
+    }
+}

@@ -57,6 +57,8 @@ pub struct TestConfig {
     pub store_keys: String,
     /// `delivery.shutdown_grace_s`.
     pub shutdown_grace_s: u64,
+    /// Extra keys of the `[http]` table.
+    pub http_keys: String,
 }
 
 impl TestConfig {
@@ -75,6 +77,7 @@ impl TestConfig {
             provider_keys: String::new(),
             store_keys: String::new(),
             shutdown_grace_s: 5,
+            http_keys: String::new(),
         }
     }
 
@@ -133,6 +136,7 @@ path = "{store}"
 
 [http]
 listen = "127.0.0.1:{http}"
+{http_keys}
 
 [delivery]
 shutdown_grace_s = {grace}
@@ -145,6 +149,7 @@ level = "pushgate=debug,info"
             store = self.store.display(),
             store_keys = self.store_keys,
             http = self.http_port,
+            http_keys = self.http_keys,
             delivery = self.delivery,
             keepalive = self.keepalive_s,
             grace = self.shutdown_grace_s,
