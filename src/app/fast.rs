@@ -93,8 +93,9 @@ pub fn publish(stanza: &[u8]) -> Option<Request> {
 
 /// Whether UTF-8 `bytes` hold only characters XML 1.0 allows: no C0
 /// controls but tab, newline and carriage return, and neither U+FFFE nor
-/// U+FFFF (UTF-8 `EF BF BE`/`EF BF BF`; surrogates cannot be valid UTF-8).
-/// The validating parser refuses the rest, so the fast path must too.
+/// U+FFFF (UTF-8 `EF BF BE`/`EF BF BF`; surrogates cannot be valid UTF-8);
+/// and no `]]>`. The validating parser refuses the rest, so the fast path
+/// must too.
 fn only_xml_chars(bytes: &[u8]) -> bool {
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
@@ -102,6 +103,9 @@ fn only_xml_chars(bytes: &[u8]) -> bool {
             b'\t' | b'\n' | b'\r' => {}
             0..0x20 => return false,
             0xEF if matches!(bytes.get(i + 1..i + 3), Some([0xBF, 0xBE | 0xBF])) => return false,
+            // `]]>` may not appear in text; in an attribute it may, but no
+            // publish has it: all of it is left to the validating path.
+            b']' if bytes.get(i + 1..i + 3) == Some(b"]>") => return false,
             _ => {}
         }
         i += 1;
@@ -193,6 +197,18 @@ fn element<'a>(
     start: &BytesStart<'_>,
     ns: Cow<'static, str>,
 ) -> Option<LightElement<'a>> {
+    if !strict_tag(start.as_ref()) {
+        return None;
+    }
+    // The reserved prefixes name no element a publish has (the validating
+    // parser refuses `xml:` on an element).
+    if start.name().prefix().is_some_and(|p| {
+        p.as_ref()
+            .get(..3)
+            .is_some_and(|x| x.eq_ignore_ascii_case(b"xml"))
+    }) {
+        return None;
+    }
     let name = borrow(text, start.local_name().as_ref())?;
     let mut attrs = Vec::new();
     for attr in start.attributes() {
@@ -208,8 +224,13 @@ fn element<'a>(
         if key == b"xmlns" && raw.is_empty() {
             return None;
         }
-        if key.contains(&b':') || key == b"xmlns" {
+        // Namespace declarations and `xml:` are not the element's own; any
+        // other prefix would have to be resolved: left to the validating path.
+        if key.starts_with(b"xmlns:") || key.starts_with(b"xml:") || key == b"xmlns" {
             continue;
+        }
+        if key.contains(&b':') {
+            return None;
         }
         attrs.push((borrow(text, key)?, borrow(text, raw)?));
     }
@@ -220,6 +241,86 @@ fn element<'a>(
         children: Vec::new(),
         text: Cow::Borrowed(""),
     })
+}
+
+/// Whether a start tag's inside (`name attr='v' …`, as quick-xml hands it
+/// over) is what the validating parser accepts: ASCII names, whitespace
+/// before each attribute, quoted values. quick-xml itself is lenient there
+/// (`a='1'#b='2'` reads as two attributes); anything else, or any non-ASCII
+/// name, is left to the validating path (found by the differential fuzz
+/// target).
+fn strict_tag(raw: &[u8]) -> bool {
+    /// An ASCII NCName (no colon).
+    fn ncname(raw: &[u8], i: &mut usize) -> bool {
+        let start = *i;
+        while let Some(&b) = raw.get(*i) {
+            let ok = b.is_ascii_alphabetic()
+                || b == b'_'
+                || (*i > start && (b.is_ascii_digit() || b == b'-' || b == b'.'));
+            if !ok {
+                break;
+            }
+            *i += 1;
+        }
+        *i > start
+    }
+    /// A qualified name: `local` or `prefix:local`.
+    fn name(raw: &[u8], i: &mut usize) -> bool {
+        if !ncname(raw, i) {
+            return false;
+        }
+        if raw.get(*i) == Some(&b':') {
+            *i += 1;
+            return ncname(raw, i);
+        }
+        true
+    }
+    fn spaces(raw: &[u8], i: &mut usize) -> bool {
+        let start = *i;
+        while matches!(raw.get(*i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            *i += 1;
+        }
+        *i > start
+    }
+    let mut i = 0;
+    if !name(raw, &mut i) {
+        return false;
+    }
+    loop {
+        let spaced = spaces(raw, &mut i);
+        match raw.get(i) {
+            None => return true,
+            Some(b'/') => return i + 1 == raw.len(),
+            Some(_) if !spaced => return false,
+            Some(_) => {}
+        }
+        if !name(raw, &mut i) {
+            return false;
+        }
+        spaces(raw, &mut i);
+        if raw.get(i) != Some(&b'=') {
+            return false;
+        }
+        i += 1;
+        spaces(raw, &mut i);
+        let Some(&quote @ (b'\'' | b'"')) = raw.get(i) else {
+            return false;
+        };
+        i += 1;
+        while let Some(&b) = raw.get(i) {
+            if b == quote {
+                break;
+            }
+            if b == b'<' {
+                return false;
+            }
+            i += 1;
+        }
+        if raw.get(i) != Some(&quote) {
+            return false;
+        }
+        i += 1;
+    }
 }
 
 /// `part` as a slice of `text` when it is one (what quick-xml hands out when

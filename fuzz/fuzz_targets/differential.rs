@@ -1,0 +1,60 @@
+//! Differential: any stanza the fast publish reader accepts must give
+//! exactly the request the validating reader gives for it on a component
+//! stream (node, secret, notification, publisher, addressing), and the
+//! replies built for it must serialize and parse back.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pushgate::app::{Request, StanzaFault, classify, fast};
+use pushgate::xmpp::{StreamEvent, StreamReader};
+
+const HEADER: &[u8] = b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' \
+    xmlns='jabber:component:accept' id='s1' from='localhost'>";
+
+fuzz_target!(|data: &[u8]| {
+    let Some(quick) = fast::publish(data) else {
+        return;
+    };
+    let mut reader = StreamReader::new(1 << 20);
+    let mut events = Vec::new();
+    reader
+        .feed(HEADER, &mut events)
+        .expect("the header is valid");
+    events.clear();
+    let fed = reader.feed(data, &mut events);
+    let validated = match (&fed, events.as_slice()) {
+        (Ok(()), [StreamEvent::Stanza(element)]) => classify(element),
+        _ => panic!(
+            "the fast path accepted what the validating reader does not: {fed:?} {events:?}\n{}",
+            String::from_utf8_lossy(data)
+        ),
+    };
+    assert_eq!(quick, validated, "{}", String::from_utf8_lossy(data));
+    let Request::Publish { header, .. } = &quick else {
+        panic!("the fast path returned something other than a publish");
+    };
+    // As the server reads them: one stanza each, on a component stream.
+    for reply in [
+        header.result(None),
+        header.error(&StanzaFault::new(
+            "cancel",
+            "item-not-found",
+            "no such node",
+        )),
+    ] {
+        let text = String::from(&reply);
+        let mut reader = StreamReader::new(1 << 20);
+        let mut events = Vec::new();
+        reader
+            .feed(HEADER, &mut events)
+            .expect("the header is valid");
+        events.clear();
+        reader
+            .feed(text.as_bytes(), &mut events)
+            .expect("a reply is well-formed");
+        match events.as_slice() {
+            [StreamEvent::Stanza(back)] => assert_eq!(back.attr("id"), Some(header.id.as_str())),
+            other => panic!("a reply is not one stanza: {other:?}"),
+        }
+    }
+});
