@@ -126,7 +126,8 @@ impl ClusterRpc for Service {
                     };
                     let kind = match &item.work {
                         Some(pb::forward_item::Work::Publish(_)) => "publish",
-                        _ => "command",
+                        Some(pb::forward_item::Work::Stanza(_)) => "command",
+                        None => "unknown",
                     };
                     shared.metrics.forwarded_in.inc(&[kind]);
                     let (tx, handler, shared) = (tx.clone(), handler.clone(), shared.clone());
