@@ -262,7 +262,7 @@ fn strict_tag(raw: &[u8]) -> bool {
             }
             *i += 1;
         }
-        *i > start
+        *i > start && *i - start <= MAX_TOKEN
     }
     /// A qualified name: `local` or `prefix:local`.
     fn name(raw: &[u8], i: &mut usize) -> bool {
@@ -307,6 +307,7 @@ fn strict_tag(raw: &[u8]) -> bool {
             return false;
         };
         i += 1;
+        let value_start = i;
         while let Some(&b) = raw.get(i) {
             if b == quote {
                 break;
@@ -316,12 +317,17 @@ fn strict_tag(raw: &[u8]) -> bool {
             }
             i += 1;
         }
-        if raw.get(i) != Some(&quote) {
+        if raw.get(i) != Some(&quote) || i - value_start > MAX_TOKEN {
             return false;
         }
         i += 1;
     }
 }
+
+/// The longest name or attribute value read here. The validating parser
+/// (rxml) refuses tokens of 8 KiB and more; half that leaves no doubt, and
+/// no publish comes near it.
+const MAX_TOKEN: usize = 4096;
 
 /// `part` as a slice of `text` when it is one (what quick-xml hands out when
 /// reading from a string), so nothing is copied; otherwise a copy.
