@@ -94,7 +94,8 @@ pub fn publish(stanza: &[u8]) -> Option<Request> {
 /// Whether UTF-8 `bytes` hold only characters XML 1.0 allows: no C0
 /// controls but tab, newline and carriage return, and neither U+FFFE nor
 /// U+FFFF (UTF-8 `EF BF BE`/`EF BF BF`; surrogates cannot be valid UTF-8);
-/// and no `]]>`. The validating parser refuses the rest, so the fast path
+/// no `]]>`, and no character reference longer than the validating parser
+/// reads. The validating parser refuses the rest, so the fast path
 /// must too.
 fn only_xml_chars(bytes: &[u8]) -> bool {
     let mut i = 0;
@@ -106,6 +107,20 @@ fn only_xml_chars(bytes: &[u8]) -> bool {
             // `]]>` may not appear in text; in an attribute it may, but no
             // publish has it: all of it is left to the validating path.
             b']' if bytes.get(i + 1..i + 3) == Some(b"]>") => return false,
+            // The validating parser refuses a character reference of more
+            // than 8 digits (`&#000000065;`); none of 7 or fewer is doubtful.
+            b'&' if bytes.get(i + 1) == Some(&b'#') => {
+                let digits = bytes
+                    .get(i + 2..)
+                    .unwrap_or_default()
+                    .iter()
+                    .skip_while(|&&b| b == b'x')
+                    .take_while(|b| b.is_ascii_hexdigit())
+                    .count();
+                if digits > 7 {
+                    return false;
+                }
+            }
             _ => {}
         }
         i += 1;

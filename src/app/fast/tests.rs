@@ -127,6 +127,8 @@ fn leaves_everything_else_to_the_validating_path() {
         PROSODY.replace("<value>1</value>", "<value>1</value><xml:d/>"),
         PROSODY.replace("New Message!", "a]]>b"),
         PROSODY.replace("<publish-options>", "<publish-options><x//>"),
+        PROSODY.replace("New Message!", "&#000000065;"),
+        PROSODY.replace("New Message!", "&#x000000041;"),
         PROSODY.replace("<publish-options>", "<publish-options><x a='b'//>"),
         // An attribute value the validating parser finds too long (8 KiB).
         PROSODY.replace("to='push.localhost'", &format!("to='{}'", "p".repeat(9000))),
