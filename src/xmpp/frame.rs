@@ -43,8 +43,8 @@ pub enum FrameError {
     /// A stanza (or the stream header) exceeded the configured size.
     #[error("stanza larger than {0} bytes")]
     TooLarge(usize),
-    /// Elements nested deeper than [`MAX_DEPTH`], or more than
-    /// [`MAX_ATTRIBUTES`] attributes on one element.
+    /// Elements nested deeper than 64, or more than 64 attributes on one
+    /// element.
     #[error("{0}")]
     TooComplex(&'static str),
 }
