@@ -260,10 +260,10 @@ fn element<'a>(
 
 /// Whether a start tag's inside (`name attr='v' …`, as quick-xml hands it
 /// over, without an empty element's `/`) is what the validating parser
-/// accepts: ASCII names, whitespace before each attribute, quoted values. quick-xml itself is lenient there
-/// (`a='1'#b='2'` reads as two attributes); anything else, or any non-ASCII
-/// name, is left to the validating path (found by the differential fuzz
-/// target).
+/// accepts: ASCII names, whitespace before each attribute, quoted values.
+/// quick-xml itself is lenient there (`a='1'#b='2'` reads as two
+/// attributes); anything else, or any non-ASCII name, is left to the
+/// validating path (found by the differential fuzz target).
 fn strict_tag(raw: &[u8]) -> bool {
     /// An ASCII NCName (no colon).
     fn ncname(raw: &[u8], i: &mut usize) -> bool {
@@ -305,8 +305,8 @@ fn strict_tag(raw: &[u8]) -> bool {
         let spaced = spaces(raw, &mut i);
         match raw.get(i) {
             None => return true,
-            // quick-xml has taken off an empty element's closing `/`: another
-            // is not XML (`<a//>`).
+            // Something right after a name or value is not XML: `#b='2'`,
+            // or a second `/` (quick-xml took off an empty element's one).
             Some(_) if !spaced => return false,
             Some(_) => {}
         }
