@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use pushgate::app::{Request, StanzaFault, classify, fast};
-use pushgate::xmpp::{StreamEvent, StreamReader};
+use pushgate::xmpp::{FrameError, StreamEvent, StreamReader};
 
 const HEADER: &[u8] = b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' \
     xmlns='jabber:component:accept' id='s1' from='localhost'>";
@@ -15,13 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(quick) = fast::publish(data) else {
         return;
     };
-    let mut reader = StreamReader::new(1 << 20);
-    let mut events = Vec::new();
-    reader
-        .feed(HEADER, &mut events)
-        .expect("the header is valid");
-    events.clear();
-    let fed = reader.feed(data, &mut events);
+    let (fed, events) = on_stream(data);
     let validated = match (&fed, events.as_slice()) {
         (Ok(()), [StreamEvent::Stanza(element)]) => classify(element),
         _ => panic!(
@@ -42,19 +36,23 @@ fuzz_target!(|data: &[u8]| {
             "no such node",
         )),
     ] {
-        let text = String::from(&reply);
-        let mut reader = StreamReader::new(1 << 20);
-        let mut events = Vec::new();
-        reader
-            .feed(HEADER, &mut events)
-            .expect("the header is valid");
-        events.clear();
-        reader
-            .feed(text.as_bytes(), &mut events)
-            .expect("a reply is well-formed");
+        let (fed, events) = on_stream(String::from(&reply).as_bytes());
+        fed.expect("a reply is well-formed");
         match events.as_slice() {
             [StreamEvent::Stanza(back)] => assert_eq!(back.attr("id"), Some(header.id.as_str())),
             other => panic!("a reply is not one stanza: {other:?}"),
         }
     }
 });
+
+/// What the validating reader makes of `data` after a component stream's header.
+fn on_stream(data: &[u8]) -> (Result<(), FrameError>, Vec<StreamEvent>) {
+    let mut reader = StreamReader::new(1 << 20);
+    let mut events = Vec::new();
+    reader
+        .feed(HEADER, &mut events)
+        .expect("the header is valid");
+    events.clear();
+    let fed = reader.feed(data, &mut events);
+    (fed, events)
+}
