@@ -180,15 +180,11 @@ impl StreamSlots {
         }
         let keys: Vec<String> = wanted.iter().map(|i| self.key(*i)).collect();
         let records = store.records(&keys).await?;
-        let live = |h: &(String, String)| {
-            members
-                .iter()
-                .any(|m| m.node == h.0 && m.incarnation == h.1)
-        };
+        let alive = store.holders_alive(members, &records).await?;
         let mut claims = Vec::new();
         let mut slots = Vec::new();
-        for ((slot, key), record) in wanted.iter().zip(keys).zip(records) {
-            if record.holder.as_ref().is_some_and(live) {
+        for (((slot, key), record), alive) in wanted.iter().zip(keys).zip(records).zip(alive) {
+            if alive {
                 continue; // its holder hands it over at its next round
             }
             claims.push((key, record.raw));

@@ -124,15 +124,11 @@ impl Coordinator {
         let store = self.registry.shared()?;
         let keys: Vec<String> = wanted.iter().map(|s| shard_owner_key(*s)).collect();
         let records = store.records(&keys).await?;
-        let live = |holder: &(String, String)| {
-            members
-                .iter()
-                .any(|m| m.node == holder.0 && m.incarnation == holder.1)
-        };
+        let alive = store.holders_alive(members, &records).await?;
         let mut free = Vec::new();
-        for (&shard, record) in wanted.iter().zip(records) {
+        for ((&shard, record), alive) in wanted.iter().zip(records).zip(alive) {
             match &record.holder {
-                Some(h) if live(h) && h.0 != self.shared.node => waiting = true,
+                Some(h) if alive && h.0 != self.shared.node => waiting = true,
                 _ => free.push((shard, record)),
             }
         }

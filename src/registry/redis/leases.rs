@@ -58,6 +58,8 @@ pub(crate) enum Membership {
     Renew,
     /// Leave now (graceful shutdown), so peers take over at once.
     Leave,
+    /// Only read the live members.
+    Read,
 }
 
 impl RedisStore {
@@ -75,6 +77,7 @@ impl RedisStore {
             Membership::Join => "join",
             Membership::Renew => "renew",
             Membership::Leave => "leave",
+            Membership::Read => "read",
         };
         let mut inv = self.scripts.members.key(MEMBERS_KEY);
         inv.key(NODES_KEY)
@@ -87,6 +90,28 @@ impl RedisStore {
             .run(|mut c: Conn| async move { inv.invoke_async(&mut c).await })
             .await?;
         Ok(reply.map(|fields| parse_members(&fields)))
+    }
+
+    /// Whether each record's holder is a live member, judged by `view` (the
+    /// members as of this node's last round) where it knows the holder.
+    ///
+    /// A holder `view` does not know may have joined since that round: the
+    /// member list is read again before such a holder is taken for dead, so
+    /// a node never takes a shard or stream slot from a live peer it has not
+    /// heard of yet (for a stream slot, that would open a second stream,
+    /// which Prosody refuses with `<conflict/>`). The records are read before
+    /// this list and a node joins before it claims anything, so a holder seen
+    /// in a record is in the list unless its lease really ran out.
+    pub(crate) async fn holders_alive(
+        &self,
+        view: &[Member],
+        records: &[OwnerRecord],
+    ) -> Result<Vec<bool>, RegistryError> {
+        let fresh = async {
+            let answer = self.membership("", "", "", 0, Membership::Read).await?;
+            Ok(answer.map(|(_, members)| members).unwrap_or_default())
+        };
+        judge_holders(view, records, fresh).await
     }
 
     /// The records (shard owners, stream slots) at `keys`, in order.
@@ -147,6 +172,35 @@ pub(crate) fn slot_key(slot: &str) -> String {
     format!("pg:{{x}}:slot:{slot}")
 }
 
+/// Whether each record's holder is in `view`, or, when some holder is not,
+/// in the member list `fresh` reads (awaited only then).
+async fn judge_holders(
+    view: &[Member],
+    records: &[OwnerRecord],
+    fresh: impl Future<Output = Result<Vec<Member>, RegistryError>>,
+) -> Result<Vec<bool>, RegistryError> {
+    let known = |members: &[Member], h: &(String, String)| {
+        members
+            .iter()
+            .any(|m| m.node == h.0 && m.incarnation == h.1)
+    };
+    let stranger = records
+        .iter()
+        .filter_map(|r| r.holder.as_ref())
+        .any(|h| !known(view, h));
+    let read;
+    let members = if stranger {
+        read = fresh.await?;
+        read.as_slice()
+    } else {
+        view
+    };
+    Ok(records
+        .iter()
+        .map(|r| r.holder.as_ref().is_some_and(|h| known(members, h)))
+        .collect())
+}
+
 /// `now, (node, lease end, incarnation|address)*` → Redis' time and members.
 fn parse_members(fields: &[String]) -> (u64, Vec<Member>) {
     let now = fields.first().and_then(|t| t.parse().ok()).unwrap_or(0);
@@ -171,6 +225,51 @@ fn parse_members(fields: &[String]) -> (u64, Vec<Member>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn member(node: &str, incarnation: &str) -> Member {
+        Member {
+            node: node.into(),
+            incarnation: incarnation.into(),
+            address: String::new(),
+            lease_end_ms: 0,
+        }
+    }
+
+    /// The race a fresh clone's CI hit: a node joined alone, a peer joined
+    /// and took a stream slot, and the first node, judging by its list from
+    /// before, took the slot from the live peer and opened a second stream.
+    #[tokio::test]
+    async fn a_holder_missing_from_a_stale_view_is_looked_up_before_it_is_judged_dead() {
+        let view = [member("n3", "c")];
+        let records = [
+            OwnerRecord::parse(Some("n1|a|1".into())),
+            OwnerRecord::parse(Some("gone|z|4".into())),
+            OwnerRecord::parse(Some("n3|c|2".into())),
+            OwnerRecord::parse(Some("-|-|3".into())),
+        ];
+        let fresh = async { Ok(vec![member("n1", "a"), member("n3", "c")]) };
+        let alive = judge_holders(&view, &records, fresh).await.expect("judged");
+        assert_eq!(alive, [true, false, true, false]);
+        // An old incarnation of a live node is dead.
+        let records = [OwnerRecord::parse(Some("n1|old|1".into()))];
+        let fresh = async { Ok(vec![member("n1", "a")]) };
+        let alive = judge_holders(&view, &records, fresh).await.expect("judged");
+        assert_eq!(alive, [false]);
+    }
+
+    #[tokio::test]
+    async fn holders_the_view_knows_need_no_read() {
+        let view = [member("n1", "a"), member("n3", "c")];
+        let records = [
+            OwnerRecord::parse(Some("n1|a|1".into())),
+            OwnerRecord::parse(None),
+        ];
+        let fresh = async { Err(RegistryError::NotShared) };
+        let alive = judge_holders(&view, &records, fresh)
+            .await
+            .expect("no read");
+        assert_eq!(alive, [true, false]);
+    }
 
     #[test]
     fn owner_records_parse_whatever_is_stored() {

@@ -42,8 +42,9 @@ return 1
 /// nodes (hash node → `incarnation|address`). ARGV: node, info, lease ms,
 /// mode: `join` (a new incarnation), `renew` (only while the same incarnation
 /// is still a member: one whose lease ran out must join again as a new one),
-/// `leave`. Removes expired members, then returns Redis' time and every live
-/// member as node, lease end, info (all strings), or false for a refused renew.
+/// `leave`, `read` (no change of its own). Removes expired members, then
+/// returns Redis' time and every live member as node, lease end, info (all
+/// strings), or false for a refused renew.
 const MEMBERS: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -59,7 +60,7 @@ if ARGV[4] == 'leave' then
     redis.call('ZREM', KEYS[1], ARGV[1])
     redis.call('HDEL', KEYS[2], ARGV[1])
   end
-else
+elseif ARGV[4] ~= 'read' then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 end
