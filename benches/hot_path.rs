@@ -79,6 +79,7 @@ fn registration() -> Registration {
         secret_hash: None,
         created_ms: 0,
         updated_ms: 0,
+        identity: None,
     }
 }
 

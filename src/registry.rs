@@ -28,7 +28,7 @@ pub use fences::Fences;
 pub use keys::NodeKeys;
 pub(crate) use keys::constant_time_eq;
 pub(crate) use model::Edit;
-pub use model::{DeviceRef, NewRegistration, OutboxWrite, Registration};
+pub use model::{DeviceRef, IdentityKind, NewRegistration, OutboxWrite, Registration};
 pub(crate) use redis::{Member, Membership, RedisStore, shard_owner_key, slot_key};
 pub use shard::{node_of_outbox_key, shard_of};
 pub use transfer::{ExportLine, ImportSummary, TransferError};
@@ -196,8 +196,12 @@ impl Registry {
     pub async fn register(&self, new: NewRegistration) -> Result<Registration, RegistryError> {
         let registration = new.into_registration(self.keys()?, crate::clock::unix_ms());
         let node = registration.node.clone();
+        let kind = registration.identity_kind();
         let applied = self
             .edit(&node, move |old| {
+                if old.is_some_and(|old| old.identity_kind() != kind) {
+                    return Edit::Keep;
+                }
                 let mut r = registration.clone();
                 if let Some(old) = old {
                     r.created_ms = old.created_ms;
@@ -208,7 +212,8 @@ impl Registry {
             .await?;
         match applied {
             Edit::Put(r) => Ok(*r),
-            Edit::Keep | Edit::Remove => Err(RegistryError::NotStored),
+            Edit::Keep => Err(RegistryError::OtherIdentity),
+            Edit::Remove => Err(RegistryError::NotStored),
         }
     }
 
@@ -240,12 +245,29 @@ impl Registry {
         }
     }
 
-    /// Removes the registration of `device`; true if there was one.
+    /// Removes the registration of `device` if it is of the same identity
+    /// kind; true if there was one.
+    ///
+    /// A miss is answered from a read, without a write: the REST endpoint is
+    /// public, and a write transaction (fsync'd, one at a time in the
+    /// embedded store) per made-up device would let anyone slow every
+    /// registration down.
     pub async fn unregister(&self, device: &DeviceRef<'_>) -> Result<bool, RegistryError> {
         let node = self
             .keys()?
             .node_id(device.account, device.provider, device.identity);
-        self.remove(&node).await
+        let kind = device.kind;
+        let found = self.get(&node).await?;
+        if !found.is_some_and(|r| r.identity_kind() == kind) {
+            return Ok(false);
+        }
+        let applied = self
+            .edit(&node, move |r| match r {
+                Some(r) if r.identity_kind() == kind => Edit::Remove,
+                _ => Edit::Keep,
+            })
+            .await?;
+        Ok(applied == Edit::Remove)
     }
 
     /// Removes the registration of `node`, whatever it holds; true if there was one.

@@ -17,6 +17,7 @@ use super::forms::{FieldSpec, Form, build};
 use super::replies::StanzaFault;
 use super::{AppContext, ns};
 use crate::config::ProviderKind;
+use crate::registry::IdentityKind;
 use rxml::xml_ncname;
 use xmpp_parsers::minidom::Element;
 
@@ -72,6 +73,15 @@ impl DeviceFields {
             .as_deref()
             .or(self.token.as_deref())
             .unwrap_or_default()
+    }
+
+    /// Which namespace [`Self::identity`] is in.
+    pub(crate) fn identity_kind(&self) -> IdentityKind {
+        if self.device_id.is_some() {
+            IdentityKind::DeviceId
+        } else {
+            IdentityKind::Token
+        }
     }
 }
 

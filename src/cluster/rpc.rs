@@ -171,6 +171,7 @@ impl ClusterRpc for Service {
                 account: &r.account,
                 provider: &r.provider,
                 identity: &r.token,
+                kind: crate::registry::IdentityKind::Token,
             };
             match self.handler.registry.unregister(&device).await {
                 Ok(removed) => unregister_reply::Outcome::Removed(removed),

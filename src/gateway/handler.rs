@@ -187,6 +187,7 @@ impl PushComponent {
                     account: &account,
                     provider: &device.provider,
                     identity: device.identity(),
+                    kind: device.identity_kind(),
                 })
                 .await
                 .map(|removed| commands::completed_unregister(spec, &session_id, removed)),
@@ -199,6 +200,14 @@ impl PushComponent {
             Err(RegistryError::NotOwner { .. } | RegistryError::Fenced { .. }) => {
                 self.metrics.registration_commands.inc(&[label, "moving"]);
                 header.error(&moving())
+            }
+            Err(RegistryError::OtherIdentity) => {
+                self.metrics.registration_commands.inc(&[label, "refused"]);
+                header.error(&StanzaFault::new(
+                "cancel",
+                "conflict",
+                "this device is registered through another kind of command; unregister it there first",
+            ))
             }
             Err(e) => {
                 warn!("{label} failed: {}", chain(&e));

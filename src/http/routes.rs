@@ -5,7 +5,7 @@ use crate::app::commands::normalize_token;
 use crate::app::incoming::account_of;
 use crate::cluster::Unregister;
 use crate::errors::chain;
-use crate::registry::DeviceRef;
+use crate::registry::{DeviceRef, IdentityKind};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde_json::{Value, json};
@@ -139,6 +139,7 @@ async fn unregister_device(
         account: &account,
         provider,
         identity: &token,
+        kind: IdentityKind::Token,
     };
     let removed = match &state.cluster {
         None => state

@@ -134,6 +134,7 @@ mod tests {
             secret_hash: None,
             created_ms: 1,
             updated_ms: 1,
+            identity: None,
         }
     }
 

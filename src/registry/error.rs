@@ -92,6 +92,10 @@ pub enum RegistryError {
         /// The shard.
         shard: u32,
     },
+    /// The device's node holds a registration made by another kind of
+    /// command (a token where a device id registered, or the reverse).
+    #[error("the device is registered by another kind of command")]
+    OtherIdentity,
     /// Cluster membership needs the Redis backend.
     #[error("the embedded store cannot be shared by a cluster")]
     NotShared,

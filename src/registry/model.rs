@@ -30,9 +30,40 @@ pub struct Registration {
     pub created_ms: u64,
     /// Last (re-)registration, ms since the Unix epoch.
     pub updated_ms: u64,
+    /// What the node was derived from; absent in records written before
+    /// kinds were kept (see [`Self::identity_kind`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityKind>,
+}
+
+/// How a registration names its device, which is what its node is derived
+/// from. Each kind is a namespace of its own: a request of one kind never
+/// reads, overwrites or removes a registration of another, even where the
+/// derived node is the same (a Tigase or REST token `p2:<id>` derives the
+/// node of p2 device `<id>`, and FCM tokens may contain `:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentityKind {
+    /// By its provider token: Tigase commands and the REST unregister.
+    Token,
+    /// By the client's own device id: p2 and mod_push_appserver commands.
+    DeviceId,
 }
 
 impl Registration {
+    /// The registration's identity kind. Records written before kinds were
+    /// kept are read as what they are: only the device-id dialects hand out
+    /// publish secrets, so a record with a secret is a device id's and one
+    /// without a token's. This is the migration of old data, in every store:
+    /// exact on read, and written out with the record's next change.
+    pub fn identity_kind(&self) -> IdentityKind {
+        self.identity.unwrap_or(if self.secret_hash.is_some() {
+            IdentityKind::DeviceId
+        } else {
+            IdentityKind::Token
+        })
+    }
+
     /// Whether a publish carrying `secret` may use this registration. A
     /// registration without a secret accepts any; one with a secret requires it.
     pub fn accepts_secret(&self, keys: &NodeKeys, secret: Option<&str>) -> bool {
@@ -56,6 +87,9 @@ pub struct DeviceRef<'a> {
     /// What the node was derived from: the device token, or the client's device
     /// id for the dialects that have one.
     pub identity: &'a str,
+    /// Which of the two `identity` is: only a registration of that kind is
+    /// removed.
+    pub kind: IdentityKind,
 }
 
 /// A registration request, before ids are derived.
@@ -110,6 +144,11 @@ impl NewRegistration {
             secret_hash: self.secret.as_deref().map(|s| keys.secret_hash(s)),
             created_ms: now,
             updated_ms: now,
+            identity: Some(if self.device_id.is_some() {
+                IdentityKind::DeviceId
+            } else {
+                IdentityKind::Token
+            }),
         }
     }
 }
@@ -164,5 +203,25 @@ mod tests {
         assert!(closed.accepts_secret(&keys, Some("s3")));
         assert!(!closed.accepts_secret(&keys, Some("s4")));
         assert!(!closed.accepts_secret(&keys, None));
+    }
+
+    /// Records from before identity kinds were kept read as what they are.
+    #[test]
+    fn old_records_read_with_their_identity_kind() {
+        let old = r#"{"node":"n","account_hash":"h","account_domain":"d","provider":"fcm","token":"t","created_ms":1,"updated_ms":1}"#;
+        let token = decode("n", old.as_bytes()).expect("old token record");
+        assert_eq!(
+            (token.identity, token.identity_kind()),
+            (None, IdentityKind::Token)
+        );
+        let with_secret = old.replace("\"t\",", "\"t\",\"secret_hash\":\"ab\",");
+        let device = decode("n", with_secret.as_bytes()).expect("old device-id record");
+        assert_eq!(device.identity_kind(), IdentityKind::DeviceId);
+        // Written out with the kind, and read back the same.
+        let mut rewritten = device.clone();
+        rewritten.identity = Some(rewritten.identity_kind());
+        let bytes = encode(&rewritten).expect("encode");
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""identity":"device-id""#));
+        assert_eq!(decode("n", &bytes).expect("decode"), rewritten);
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP endpoints: Tigase REST unregister, health, readiness, metrics.
 
 use crate::support::gateway::TestConfig;
-use crate::support::harness::{Harness, error_of, in_process};
+use crate::support::harness::{Harness, error_of, in_process, next_id, node_of, register_one_step};
 use crate::support::xmpp_server::FakeServer;
 use crate::support::{SECRET, WAIT, apns_token, eventually};
 use rustls::pki_types::pem::PemObject as _;
@@ -57,6 +57,69 @@ async fn rest_unregister_on_both_paths() {
             Some(("cancel".into(), "item-not-found".into()))
         );
     }
+}
+
+/// A token that reads like a p2 device id (`p2:<id>`: FCM tokens may hold a
+/// `:`) derives the node of that p2 device. Neither the REST unregister nor a
+/// Tigase registration with it reaches the p2 registration: each identity
+/// kind is a namespace of its own.
+#[tokio::test]
+async fn a_token_posing_as_a_p2_device_id_reaches_nothing() {
+    let mut h = Harness::start_with(|mut c| {
+        c.extra.push_str("\n[commands]\np2_fcm = \"fcm\"\n");
+        c
+    })
+    .await;
+    let reply = h
+        .iq(&format!("<iq type='set' id='{}' from='dave@localhost/d' to='push.localhost'><command xmlns='http://jabber.org/protocol/commands' node='register-push-fcm' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='token'><value>fcm-token-of-dave</value></field><field var='device-id'><value>dev1</value></field></x></command></iq>", next_id()))
+        .await;
+    let node = node_of(&reply).expect("p2 registration");
+    let secret = field_of(&reply, "secret");
+
+    let (status, body) = h
+        .gateway
+        .post_json(
+            "/rest/push/unregister-device/push.localhost",
+            json!({"account": "dave@localhost", "provider": "fcm", "device-token": "p2:dev1"}),
+        )
+        .await;
+    assert_eq!((status, body.as_str()), (200, r#"{"result":"failure"}"#));
+
+    let reply = h
+        .iq(&register_one_step(
+            "dave@localhost/d",
+            "fcm",
+            "p2:dev1",
+            None,
+        ))
+        .await;
+    assert_eq!(
+        error_of(&reply),
+        Some(("cancel".into(), "conflict".into())),
+        "{}",
+        String::from(&reply)
+    );
+
+    // The p2 registration is whole: its secret still opens it.
+    let reply = h
+        .publish_prosody(&node, "localhost", "hi", Some(&secret))
+        .await;
+    assert_eq!(error_of(&reply), None, "{}", String::from(&reply));
+    let pushes = h.mock.wait_pushes(1, WAIT).await;
+    assert!(
+        pushes.iter().any(|p| p.body.contains("fcm-token-of-dave")),
+        "{pushes:?}"
+    );
+}
+
+/// The value of field `var` in a completed command's result form.
+fn field_of(reply: &xmpp_parsers::minidom::Element, var: &str) -> String {
+    reply
+        .get_child("command", "http://jabber.org/protocol/commands")
+        .and_then(|c| c.get_child("x", "jabber:x:data"))
+        .and_then(|x| x.children().find(|f| f.attr("var") == Some(var)))
+        .map(|f| f.children().map(|v| v.text()).collect())
+        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -4,8 +4,8 @@
 use crate::support::redis::{RedisCluster, RedisServer};
 use pushgate::config::{StoreBackend, StoreConfig};
 use pushgate::registry::{
-    DeadToken, DeviceRef, ExportLine, NewRegistration, OutboxWrite, Registry, RegistryError,
-    TransferError, node_of_outbox_key, shard_of,
+    DeadToken, DeviceRef, ExportLine, IdentityKind, NewRegistration, OutboxWrite, Registry,
+    RegistryError, TransferError, node_of_outbox_key, shard_of,
 };
 
 fn new(account: &str, token: &str) -> NewRegistration {
@@ -122,6 +122,7 @@ async fn shared_suite(config: StoreConfig) {
         account: "bob@example.org",
         provider: "apns",
         identity: "bb",
+        kind: IdentityKind::Token,
     };
     assert!(reg.get(&b.node).await.expect("cached").is_some());
     assert!(reg.unregister(&device).await.expect("unregister"));
@@ -197,6 +198,33 @@ async fn shared_suite(config: StoreConfig) {
         .await
         .expect("renew");
     assert_eq!((renewed.node, renewed.created_ms), (c.node, c.created_ms));
+
+    // Identity kinds are namespaces: a token spelled like a p2 device id
+    // derives that device's node, and still neither overwrites nor removes
+    // its registration.
+    let device = NewRegistration {
+        device_id: Some("p2:dev1".into()),
+        secret: Some("s3cret".into()),
+        ..new("dave@example.com", "dd")
+    };
+    let d = reg.register(device).await.expect("p2 device");
+    assert!(matches!(
+        reg.register(new("dave@example.com", "p2:dev1")).await,
+        Err(RegistryError::OtherIdentity)
+    ));
+    let as_token = DeviceRef {
+        account: "dave@example.com",
+        provider: "apns",
+        identity: "p2:dev1",
+        kind: IdentityKind::Token,
+    };
+    assert!(!reg.unregister(&as_token).await.expect("as token"));
+    assert_eq!(reg.get(&d.node).await.expect("get").as_ref(), Some(&d));
+    let as_device = DeviceRef {
+        kind: IdentityKind::DeviceId,
+        ..as_token
+    };
+    assert!(reg.unregister(&as_device).await.expect("as device"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

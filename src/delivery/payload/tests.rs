@@ -15,6 +15,7 @@ fn registration(voip: Option<&str>) -> Registration {
         secret_hash: None,
         created_ms: 0,
         updated_ms: 0,
+        identity: None,
     }
 }
 
