@@ -119,6 +119,7 @@ fn populate(runtime: &tokio::runtime::Runtime, registry: &Registry, count: usize
             secret: None,
             device_id: None,
             keep_account: false,
+            max_per_account: 0,
         };
         match runtime.block_on(registry.register(new)) {
             Ok(r) => nodes.push(r.node),

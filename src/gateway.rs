@@ -8,6 +8,7 @@ mod sessions;
 
 pub(crate) use forward::Forwarded;
 pub(crate) use handler::PushComponent;
+use handler::{AccountLimits, LIMITED_KEYS};
 
 use crate::app::AppContext;
 use crate::cluster::{Cluster, ClusterMetrics};
@@ -15,6 +16,7 @@ use crate::config::{Config, ConfigIssue, StoreBackend};
 use crate::delivery::{Dispatcher, PayloadPolicy};
 use crate::errors::chain;
 use crate::http::{self, HttpError, HttpState};
+use crate::limits::KeyedRate;
 use crate::providers::{self, BuildError};
 use crate::registry::{Fences, Registry, RegistryError};
 use crate::telemetry::Metrics;
@@ -190,6 +192,7 @@ impl Launch {
             dispatcher: dispatcher.clone(),
             metrics: metrics.clone(),
             cluster: router.clone(),
+            rest_limit: KeyedRate::new(config.http.rest_per_minute, LIMITED_KEYS).map(Arc::new),
         };
         let servers = http::start(&config.http, state, http_listener)?;
         let server_handle = servers.handles();
@@ -202,6 +205,7 @@ impl Launch {
             require_account_domain: config.publish.require_account_domain,
             payload: PayloadPolicy::from_config(&config.delivery),
             cluster: router,
+            limits: AccountLimits::new(&config.registrations),
         });
         let settings = sessions::stream_settings(&config)?;
         let slots: Vec<String> = settings.iter().map(|s| s.label.clone()).collect();

@@ -7,6 +7,7 @@ mod tls;
 use crate::app::AppContext;
 use crate::config::HttpConfig;
 use crate::delivery::Dispatcher;
+use crate::limits::KeyedRate;
 use crate::registry::Registry;
 use crate::telemetry::Metrics;
 use actix_web::{App, HttpServer, web};
@@ -48,6 +49,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// In a cluster: where registrations live, and the cluster's status.
     pub cluster: Option<crate::cluster::Router>,
+    /// REST calls per client address (`http.rest_per_minute`).
+    pub(crate) rest_limit: Option<Arc<KeyedRate<std::net::IpAddr>>>,
 }
 
 /// The running listeners: the main one, and the admin one when configured.

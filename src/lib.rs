@@ -18,6 +18,7 @@
 //!   fencing, forwarding to the owner over gRPC.
 //! - [`gateway`]: wires the pieces together and runs them until shutdown.
 //! - [`errors`]: an error and its causes as one line of text.
+//! - `limits`: per-key rate limits on what outsiders send.
 //! - [`clock`]: the one source of time, which tests can pause; [`backoff`]:
 //!   the one exponential backoff.
 #![forbid(unsafe_code)]
@@ -32,6 +33,7 @@ pub mod delivery;
 pub mod errors;
 pub mod gateway;
 pub mod http;
+mod limits;
 pub mod probe;
 pub mod providers;
 pub mod registry;

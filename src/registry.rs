@@ -159,7 +159,11 @@ impl Registry {
         let Backend::Redis(store) = &self.inner.backend else {
             return Ok(());
         };
-        match store.prepare().await {
+        let prepared = match store.prepare().await {
+            Ok(key) => store.index_accounts_once().await.map(|()| key),
+            Err(e) => Err(e),
+        };
+        match prepared {
             Ok(key) => {
                 let _ = self.inner.keys.set(NodeKeys::new(key));
                 Ok(())
@@ -194,11 +198,12 @@ impl Registry {
     /// Registers a device for `account` (a bare JID), returning the registration.
     /// Idempotent: the same (account, provider, token) keeps its node and creation time.
     pub async fn register(&self, new: NewRegistration) -> Result<Registration, RegistryError> {
+        let cap = new.max_per_account;
         let registration = new.into_registration(self.keys()?, crate::clock::unix_ms());
         let node = registration.node.clone();
         let kind = registration.identity_kind();
         let applied = self
-            .edit(&node, move |old| {
+            .edit(&node, cap, move |old| {
                 if old.is_some_and(|old| old.identity_kind() != kind) {
                     return Edit::Keep;
                 }
@@ -262,7 +267,7 @@ impl Registry {
             return Ok(false);
         }
         let applied = self
-            .edit(&node, move |r| match r {
+            .edit(&node, 0, move |r| match r {
                 Some(r) if r.identity_kind() == kind => Edit::Remove,
                 _ => Edit::Keep,
             })
@@ -273,7 +278,7 @@ impl Registry {
     /// Removes the registration of `node`, whatever it holds; true if there was one.
     pub async fn remove(&self, node: &str) -> Result<bool, RegistryError> {
         let applied = self
-            .edit(node, |r| {
+            .edit(node, 0, |r| {
                 if r.is_some() {
                     Edit::Remove
                 } else {
@@ -296,7 +301,7 @@ impl Registry {
     ) -> Result<DeadToken, RegistryError> {
         let token = token.to_owned();
         let applied = self
-            .edit(node, move |r| {
+            .edit(node, 0, move |r| {
                 let Some(r) = r.filter(|r| invalid_since_ms.is_none_or(|t| r.updated_ms <= t))
                 else {
                     return Edit::Keep;
@@ -321,10 +326,12 @@ impl Registry {
 
     /// Applies `decide` to the registration of `node` atomically: a write
     /// transaction in the embedded store, a compare-and-set (retried while the
-    /// value changes underneath) in Redis. Returns what was applied.
+    /// value changes underneath) in Redis. A new registration is refused when
+    /// its account already holds `cap` (0: no cap). Returns what was applied.
     async fn edit(
         &self,
         node: &str,
+        cap: u32,
         decide: impl Fn(Option<&Registration>) -> Edit + Send + 'static,
     ) -> Result<Edit, RegistryError> {
         self.keys()?;
@@ -332,7 +339,7 @@ impl Registry {
             Backend::Embedded(store) => {
                 let store = store.clone();
                 let node = node.to_owned();
-                return blocking(move || store.edit(&node, decide)).await;
+                return blocking(move || store.edit(&node, cap, decide)).await;
             }
             Backend::Redis(store) => store,
         };
@@ -355,6 +362,16 @@ impl Registry {
                 Edit::Remove => None,
                 Edit::Put(r) => Some(model::encode(r)?),
             };
+            let added = match (&current, &edit) {
+                (None, Edit::Put(r)) => Some(r.account_hash.as_str()),
+                _ => None,
+            };
+            if let Some(account) = added
+                && cap > 0
+                && !store.account_has_room(account, cap).await?
+            {
+                return Err(RegistryError::AccountFull { cap });
+            }
             match store
                 .compare_and_set(node, raw.as_deref(), new.as_deref(), &fence)
                 .await?
@@ -363,6 +380,22 @@ impl Registry {
                     // After the write: a read that raced with it is not cached.
                     if let Some(cache) = &self.inner.cache {
                         cache.invalidate(node);
+                    }
+                    let removed = match (&current, &edit) {
+                        (Some(r), Edit::Remove) => Some(r.account_hash.as_str()),
+                        _ => None,
+                    };
+                    if let Some((account, present)) =
+                        added.map(|a| (a, true)).or(removed.map(|a| (a, false)))
+                    {
+                        // Stored already: a set left behind errs only towards
+                        // a stale entry, which the cap check drops.
+                        if let Err(e) = store.account_node(account, node, present).await {
+                            tracing::warn!(
+                                "account's node set not updated: {}",
+                                crate::errors::chain(&e)
+                            );
+                        }
                     }
                     return Ok(edit);
                 }

@@ -32,6 +32,9 @@ pub struct Config {
     /// Which registration command dialects are offered.
     #[serde(default)]
     pub commands: CommandsConfig,
+    /// Limits on what accounts may register.
+    #[serde(default)]
+    pub registrations: RegistrationsConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -135,6 +138,10 @@ pub struct HttpConfig {
     /// backlog until one closes.
     #[serde(default = "defaults::http_max_connections")]
     pub max_connections: usize,
+    /// REST calls a minute per client address (IPv6: per /64); more are
+    /// answered 429. 0 = no limit.
+    #[serde(default = "defaults::rest_per_minute")]
+    pub rest_per_minute: u32,
 }
 
 impl Default for HttpConfig {
@@ -146,6 +153,7 @@ impl Default for HttpConfig {
             admin_listen: None,
             request_timeout_ms: defaults::http_request_timeout_ms(),
             max_connections: defaults::http_max_connections(),
+            rest_per_minute: defaults::rest_per_minute(),
         }
     }
 }
@@ -266,6 +274,47 @@ impl Default for CommandsConfig {
             p2_apns: None,
             appserver: Default::default(),
         }
+    }
+}
+
+/// `[registrations]`: what one account may do, so that no account (or a
+/// server's users acting together) can fill the store or crowd out others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationsConfig {
+    /// Registrations one account may hold; a registration beyond it is
+    /// refused with a form error (the existing ones are kept: evicting would
+    /// silently stop pushes to a device the user still has). 0 = no cap.
+    #[serde(default = "defaults::max_per_account")]
+    pub max_per_account: u32,
+    /// Registration commands a minute per account (any dialect, blank forms
+    /// included); more are answered `wait/resource-constraint`. 0 = no limit.
+    #[serde(default = "defaults::commands_per_minute")]
+    pub commands_per_minute: u32,
+    /// Domains whose accounts may register; empty = every domain. Compared
+    /// without regard to case.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+}
+
+impl Default for RegistrationsConfig {
+    fn default() -> Self {
+        Self {
+            max_per_account: defaults::max_per_account(),
+            commands_per_minute: defaults::commands_per_minute(),
+            allowed_domains: Vec::new(),
+        }
+    }
+}
+
+impl RegistrationsConfig {
+    /// Whether accounts of `domain` may register.
+    pub(crate) fn allows_domain(&self, domain: &str) -> bool {
+        self.allowed_domains.is_empty()
+            || self
+                .allowed_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(domain))
     }
 }
 
@@ -401,6 +450,15 @@ mod defaults {
     }
     pub(super) fn http_max_connections() -> usize {
         1024
+    }
+    pub(super) fn rest_per_minute() -> u32 {
+        60
+    }
+    pub(super) fn max_per_account() -> u32 {
+        20
+    }
+    pub(super) fn commands_per_minute() -> u32 {
+        30
     }
     pub(super) fn request_timeout_s() -> u64 {
         10

@@ -125,6 +125,14 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     issues.extend(d.retry_backoff().err());
     validate_providers(config, &mut issues);
     validate_commands(config, &mut issues);
+    for domain in &config.registrations.allowed_domains {
+        if domain.is_empty() || domain.contains(['@', '/', ' ']) {
+            issues.push(ConfigIssue::new(
+                "registrations.allowed_domains",
+                format!("must be bare domains such as example.com, got {domain:?}"),
+            ));
+        }
+    }
     if let Some(cluster) = &config.cluster {
         if config.store.backend != StoreBackend::Redis {
             issues.push(ConfigIssue::new(

@@ -8,8 +8,10 @@ use crate::app::{
     AppContext, PublishOutcome, PublishRequest, Request, StanzaFault, classify, disco, fast,
 };
 use crate::cluster::Router;
+use crate::config::RegistrationsConfig;
 use crate::delivery::{Arrival, Dispatcher, PayloadPolicy, SubmitError, build_push};
 use crate::errors::chain;
+use crate::limits::KeyedRate;
 use crate::registry::{DeviceRef, NewRegistration, Registration, Registry, RegistryError};
 use crate::telemetry::Metrics;
 use crate::xmpp::{ReplyFuture, StanzaHandler};
@@ -35,6 +37,53 @@ pub(crate) struct PushComponent {
     pub payload: PayloadPolicy,
     /// In a cluster, where each node's work goes.
     pub cluster: Option<Router>,
+    /// What one account may do (`[registrations]`).
+    pub limits: AccountLimits,
+}
+
+/// How many keys (accounts, client addresses) a rate limit tracks at once.
+pub(crate) const LIMITED_KEYS: usize = 100_000;
+
+/// `[registrations]` as the handler applies it to commands arriving on its
+/// streams (a peer's forwarded command was checked where it arrived).
+pub(crate) struct AccountLimits {
+    config: RegistrationsConfig,
+    rate: Option<KeyedRate<String>>,
+}
+
+impl AccountLimits {
+    pub(crate) fn new(config: &RegistrationsConfig) -> Self {
+        Self {
+            config: config.clone(),
+            rate: KeyedRate::new(config.commands_per_minute, LIMITED_KEYS),
+        }
+    }
+
+    /// Why `account` may not send a command now, with the metric outcome.
+    fn refusal(&self, account: &str) -> Option<(&'static str, StanzaFault)> {
+        let domain = account.rsplit_once('@').map_or(account, |(_, d)| d);
+        if !self.config.allows_domain(domain) {
+            let fault = StanzaFault::new(
+                "cancel",
+                "forbidden",
+                "accounts of this domain may not register here",
+            );
+            return Some(("forbidden", fault));
+        }
+        if self
+            .rate
+            .as_ref()
+            .is_some_and(|r| !r.allow(&account.to_owned()))
+        {
+            let fault = StanzaFault::new(
+                "wait",
+                "resource-constraint",
+                "too many registration commands from this account; try again in a minute",
+            );
+            return Some(("rate-limited", fault));
+        }
+        None
+    }
 }
 
 impl StanzaHandler for PushComponent {
@@ -133,6 +182,12 @@ impl PushComponent {
             .app
             .command(&cmd.node)
             .map_or("unknown", |spec| spec.node.as_str());
+        if matches!(arrived, Arrived::Stream(_))
+            && let Some((outcome, fault)) = self.limits.refusal(&account)
+        {
+            self.metrics.registration_commands.inc(&[label, outcome]);
+            return Handled::Here(header.error(&fault));
+        }
         let refused = |fault: &StanzaFault| {
             self.metrics.registration_commands.inc(&[label, "refused"]);
             Handled::Here(header.error(fault))
@@ -169,6 +224,7 @@ impl PushComponent {
                         secret: secret.clone(),
                         device_id: device.device_id,
                         keep_account: self.payload.include_account,
+                        max_per_account: self.limits.config.max_per_account,
                     })
                     .await
                     .map(|r| {
@@ -200,6 +256,18 @@ impl PushComponent {
             Err(RegistryError::NotOwner { .. } | RegistryError::Fenced { .. }) => {
                 self.metrics.registration_commands.inc(&[label, "moving"]);
                 header.error(&moving())
+            }
+            Err(RegistryError::AccountFull { cap }) => {
+                self.metrics
+                    .registration_commands
+                    .inc(&[label, "account-full"]);
+                header.error(&StanzaFault::new(
+                    "cancel",
+                    "not-allowed",
+                    format!(
+                        "this account already has {cap} devices registered, the most this gateway allows; unregister one first"
+                    ),
+                ))
             }
             Err(RegistryError::OtherIdentity) => {
                 self.metrics.registration_commands.inc(&[label, "refused"]);

@@ -5,9 +5,10 @@ use crate::app::commands::normalize_token;
 use crate::app::incoming::account_of;
 use crate::cluster::Unregister;
 use crate::errors::chain;
+use crate::limits::client_key;
 use crate::registry::{DeviceRef, IdentityKind};
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 use xmpp_parsers::jid::Jid;
@@ -111,9 +112,22 @@ fn result(status: StatusCode, outcome: &str) -> HttpResponse {
 /// a missing field answers 404 on purpose, as Tigase does.
 async fn unregister_device(
     state: web::Data<HttpState>,
+    request: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
+    // Behind a proxy every client has the proxy's address: size the limit
+    // for that, or turn it off and limit at the proxy.
+    let client = request.peer_addr().map(|a| client_key(a.ip()));
+    if let (Some(limit), Some(client)) = (&state.rest_limit, client)
+        && !limit.allow(&client)
+    {
+        state
+            .metrics
+            .registration_commands
+            .inc(&["rest-unregister", "rate-limited"]);
+        return result(StatusCode::TOO_MANY_REQUESTS, "failure");
+    }
     if !path.eq_ignore_ascii_case(&state.app.component_jid) {
         return result(StatusCode::NOT_FOUND, "failure");
     }

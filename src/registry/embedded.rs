@@ -8,7 +8,12 @@ use std::path::Path;
 const REGISTRATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("registrations");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// `<account hash>/<node>` → nothing: the nodes of each account, for the
+/// per-account cap, written in the same transaction as the registration.
+const ACCOUNT_NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("account_nodes");
 const DEPLOYMENT_KEY: &str = "deployment_key";
+/// Set in `meta` once every registration is in `account_nodes`.
+const ACCOUNTS_INDEXED: &str = "account_nodes_indexed";
 const FILE_NAME: &str = "pushgate.redb";
 
 /// Registrations in a redb database under a directory.
@@ -44,8 +49,13 @@ impl EmbeddedStore {
         let txn = db.begin_write().map_err(storage)?;
         {
             txn.open_table(REGISTRATIONS).map_err(storage)?;
-            txn.open_table(META).map_err(storage)?;
             txn.open_table(OUTBOX).map_err(storage)?;
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            if meta.get(ACCOUNTS_INDEXED).map_err(storage)?.is_none() {
+                index_accounts(&txn)?;
+                meta.insert(ACCOUNTS_INDEXED, [1u8].as_slice())
+                    .map_err(storage)?;
+            }
         }
         txn.commit().map_err(storage)?;
         Ok(Self { db })
@@ -85,29 +95,49 @@ impl EmbeddedStore {
     }
 
     /// Reads `node` and applies what `decide` says in one write transaction;
-    /// returns what was applied.
+    /// returns what was applied. A new registration is refused when its
+    /// account already holds `cap` (0: no cap).
     pub(crate) fn edit(
         &self,
         node: &str,
+        cap: u32,
         decide: impl FnOnce(Option<&Registration>) -> Edit,
     ) -> Result<Edit, RegistryError> {
         let txn = self.db.begin_write().map_err(storage)?;
         let applied = {
             let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
+            let mut accounts = txn.open_table(ACCOUNT_NODES).map_err(storage)?;
             let existing = table
                 .get(node)
                 .map_err(storage)?
                 .map(|v| decode(node, v.value()))
                 .transpose()?;
             let edit = decide(existing.as_ref());
-            match &edit {
-                Edit::Keep => {}
-                Edit::Remove => {
+            match (&edit, &existing) {
+                (Edit::Keep, _) => {}
+                (Edit::Remove, old) => {
                     table.remove(node).map_err(storage)?;
+                    if let Some(old) = old {
+                        accounts
+                            .remove(account_node(&old.account_hash, node).as_str())
+                            .map_err(storage)?;
+                    }
                 }
-                Edit::Put(updated) => {
+                (Edit::Put(updated), old) => {
+                    if old.is_none() && cap > 0 {
+                        let held = account_range(&accounts, &updated.account_hash)?;
+                        if held >= u64::from(cap) {
+                            return Err(RegistryError::AccountFull { cap });
+                        }
+                    }
                     let bytes = encode(updated)?;
                     table.insert(node, bytes.as_slice()).map_err(storage)?;
+                    accounts
+                        .insert(
+                            account_node(&updated.account_hash, node).as_str(),
+                            [].as_slice(),
+                        )
+                        .map_err(storage)?;
                 }
             }
             edit
@@ -125,10 +155,17 @@ impl EmbeddedStore {
         let txn = self.db.begin_write().map_err(storage)?;
         {
             let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
+            let mut accounts = txn.open_table(ACCOUNT_NODES).map_err(storage)?;
             for r in registrations {
                 let bytes = encode(r)?;
                 table
                     .insert(r.node.as_str(), bytes.as_slice())
+                    .map_err(storage)?;
+                accounts
+                    .insert(
+                        account_node(&r.account_hash, &r.node).as_str(),
+                        [].as_slice(),
+                    )
                     .map_err(storage)?;
             }
         }
@@ -199,5 +236,104 @@ impl EmbeddedStore {
             entries.push((key.value().to_owned(), value.value().to_vec()));
         }
         Ok(entries)
+    }
+}
+
+fn account_node(account_hash: &str, node: &str) -> String {
+    format!("{account_hash}/{node}")
+}
+
+/// How many nodes `account_hash` holds (`/` sorts just before `0`).
+fn account_range(
+    accounts: &redb::Table<'_, &str, &[u8]>,
+    account_hash: &str,
+) -> Result<u64, RegistryError> {
+    let (from, to) = (format!("{account_hash}/"), format!("{account_hash}0"));
+    let mut held = 0;
+    for item in accounts
+        .range(from.as_str()..to.as_str())
+        .map_err(storage)?
+    {
+        item.map_err(storage)?;
+        held += 1;
+    }
+    Ok(held)
+}
+
+/// Puts every registration in `account_nodes` (stores from before it existed).
+fn index_accounts(txn: &redb::WriteTransaction) -> Result<(), RegistryError> {
+    let table = txn.open_table(REGISTRATIONS).map_err(storage)?;
+    let mut accounts = txn.open_table(ACCOUNT_NODES).map_err(storage)?;
+    for item in table.iter().map_err(storage)? {
+        let (node, value) = item.map_err(storage)?;
+        let node = node.value();
+        // An unreadable record is left to the reads that report it.
+        if let Ok(r) = decode(node, value.value()) {
+            accounts
+                .insert(account_node(&r.account_hash, node).as_str(), [].as_slice())
+                .map_err(storage)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::NodeKeys;
+    use crate::registry::model::NewRegistration;
+
+    fn registration(keys: &NodeKeys, account: &str, token: &str) -> Registration {
+        NewRegistration {
+            account: account.into(),
+            provider: "apns".into(),
+            token: token.into(),
+            voip_token: None,
+            secret: None,
+            device_id: None,
+            keep_account: false,
+            max_per_account: 0,
+        }
+        .into_registration(keys, 1)
+    }
+
+    /// A store from before the account index gets one when opened, so the
+    /// cap counts the registrations it already held.
+    #[test]
+    fn registrations_from_before_the_index_count_towards_the_cap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = NodeKeys::new([3; 32]);
+        {
+            let store = EmbeddedStore::open(dir.path()).expect("open");
+            let old = [
+                registration(&keys, "a@x", "1"),
+                registration(&keys, "a@x", "2"),
+            ];
+            store.put_many(&old).expect("put");
+            // Back to how an older version left it: no index, no marker.
+            let txn = store.db.begin_write().expect("write");
+            txn.delete_table(ACCOUNT_NODES).expect("drop index");
+            txn.open_table(META)
+                .expect("meta")
+                .remove(ACCOUNTS_INDEXED)
+                .expect("unmark");
+            txn.commit().expect("commit");
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        let third = registration(&keys, "a@x", "3");
+        let put = |r: &Registration| {
+            let r = r.clone();
+            store.edit(&r.node.clone(), 2, move |_| Edit::Put(Box::new(r)))
+        };
+        assert!(matches!(
+            put(&third),
+            Err(RegistryError::AccountFull { cap: 2 })
+        ));
+        put(&registration(&keys, "b@x", "1")).expect("another account");
+        let removed = store
+            .edit(&registration(&keys, "a@x", "1").node, 0, |_| Edit::Remove)
+            .expect("remove");
+        assert_eq!(removed, Edit::Remove);
+        put(&third).expect("room again");
     }
 }

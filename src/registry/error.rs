@@ -92,6 +92,12 @@ pub enum RegistryError {
         /// The shard.
         shard: u32,
     },
+    /// The account already holds the most registrations allowed.
+    #[error("the account already holds {cap} registrations, the most allowed")]
+    AccountFull {
+        /// `registrations.max_per_account`.
+        cap: u32,
+    },
     /// The device's node holds a registration made by another kind of
     /// command (a token where a device id registered, or the reverse).
     #[error("the device is registered by another kind of command")]

@@ -110,6 +110,9 @@ pub struct NewRegistration {
     pub device_id: Option<String>,
     /// Keep the account's JID in clear (`[delivery] include_account`).
     pub keep_account: bool,
+    /// Registrations the account may hold; a new one beyond is refused
+    /// ([`super::RegistryError::AccountFull`]). 0 = no cap.
+    pub max_per_account: u32,
 }
 
 /// One change to the outbox: a value to store under `key`, or its removal.
@@ -193,6 +196,7 @@ mod tests {
             secret: secret.map(str::to_owned),
             device_id: None,
             keep_account: false,
+            max_per_account: 0,
         };
         let open = new(None).into_registration(&keys, 1);
         assert!(open.accepts_secret(&keys, None));

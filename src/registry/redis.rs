@@ -8,7 +8,10 @@
 //! - `pg:{s<n>}:outbox`: hash, outbox key → entry;
 //! - `pg:{s<n>}:owner`: the shard's owner record in a cluster (`leases`); every
 //!   write of the two above is a script that first compares it (`scripts`);
-//! - `pg:{m}:members`, `pg:{m}:nodes`: cluster membership (`leases`).
+//! - `pg:{m}:members`, `pg:{m}:nodes`: cluster membership (`leases`);
+//! - `pg:{a<account hash>}:nodes`: set, the nodes of one account, for the
+//!   per-account cap (`accounts`); `pg:{meta}:account_index` once every
+//!   older registration is in one.
 //!
 //! Redis commands per operation (round trips in brackets):
 //! - publish, registration cached: none here; the outbox write that admits it is
@@ -18,9 +21,12 @@
 //! - publish, registration not cached: `HGET` [1] more;
 //! - register / unregister / dead token: `HGET`, then a compare-and-set script
 //!   (`EVALSHA`) that writes only if the value is still what was read, and in a
-//!   cluster only while the shard's owner record is still ours [2];
+//!   cluster only while the shard's owner record is still ours [2]; a new
+//!   registration or a removal then updates the account's set [1], and a new
+//!   one first counts it (`SMEMBERS`) [1] (at the cap, an `HGET` per node);
 //! - metrics count: `HLEN` per shard, pipelined on a single server.
 
+mod accounts;
 mod connections;
 mod leases;
 mod outbox;
@@ -218,6 +224,22 @@ impl RedisStore {
             })
             .await?;
         Ok(maps.into_iter().flatten().collect())
+    }
+
+    /// The registrations of one shard, as stored.
+    async fn shard_registrations(
+        &self,
+        shard: u32,
+    ) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        let key = registrations_key(shard);
+        let map: HashMap<String, Vec<u8>> = self
+            .conns
+            .run(|mut c: Conn| {
+                let key = key.clone();
+                async move { redis::cmd("HGETALL").arg(&key).query_async(&mut c).await }
+            })
+            .await?;
+        Ok(map.into_iter().collect())
     }
 
     /// Every outbox entry of `shards` (all shards if `None`), as stored.

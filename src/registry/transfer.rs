@@ -201,6 +201,14 @@ impl Registry {
                     .map(|r| Ok((r.node.clone(), encode(r)?)))
                     .collect::<Result<Vec<_>, RegistryError>>()?;
                 store.put_many(values).await?;
+                let mut by_account = std::collections::BTreeMap::<String, Vec<String>>::new();
+                for r in &batch {
+                    by_account
+                        .entry(r.account_hash.clone())
+                        .or_default()
+                        .push(r.node.clone());
+                }
+                store.add_account_nodes(by_account).await?;
                 if let Some(cache) = &self.inner.cache {
                     batch.iter().for_each(|r| cache.invalidate(&r.node));
                 }

@@ -215,7 +215,7 @@ async fn every_row_of_the_error_tables() {
     .await;
     let rows = rows();
     let mut nodes = Vec::new();
-    for (provider, token, answer, expect) in &rows {
+    for (i, (provider, token, answer, expect)) in rows.iter().enumerate() {
         match expect {
             // A dead token stays dead, whatever is published next.
             Expect::Removed => {
@@ -228,7 +228,9 @@ async fn every_row_of_the_error_tables() {
                 .script(token, std::iter::repeat_n(answer.clone(), 10)),
             _ => h.mock.script(token, [answer.clone()]),
         }
-        let node = h.register("dave@localhost/r", provider, token).await;
+        // An account per device: one account may hold only a few.
+        let account = format!("dave{i}@localhost/r");
+        let node = h.register(&account, provider, token).await;
         assert_result(&h.iq(&ejabberd_publish(&node, "localhost")).await);
         nodes.push(node);
     }

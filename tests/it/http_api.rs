@@ -112,6 +112,29 @@ async fn a_token_posing_as_a_p2_device_id_reaches_nothing() {
     );
 }
 
+/// REST calls are limited per client address: beyond the minute's budget,
+/// 429 without touching the store.
+#[tokio::test]
+async fn rest_calls_are_rate_limited_per_client() {
+    let h = Harness::start_with(|mut c| {
+        c.http_keys.push_str("rest_per_minute = 3\n");
+        c
+    })
+    .await;
+    let call = || {
+        h.gateway.post_json(
+            "/rest/push/unregister-device/push.localhost",
+            json!({"account": "a@localhost", "provider": "apns", "device-token": "00"}),
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(call().await.0, 200);
+    }
+    let (status, body) = call().await;
+    assert_eq!((status, body.as_str()), (429, r#"{"result":"failure"}"#));
+    assert_eq!(h.gateway.status("/healthz").await, Some(200), "not REST");
+}
+
 /// The value of field `var` in a completed command's result form.
 fn field_of(reply: &xmpp_parsers::minidom::Element, var: &str) -> String {
     reply

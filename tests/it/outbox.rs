@@ -56,7 +56,8 @@ async fn kill_9_with_pending_and_retrying_notifications_loses_nothing() {
         }
         let reply = conn
             .iq(
-                &register_one_step("grace@localhost/r", provider, &token, None),
+                // An account per device: one account may hold only a few.
+                &register_one_step(&format!("grace{i}@localhost/r"), provider, &token, None),
                 WAIT,
             )
             .await;

@@ -86,7 +86,8 @@ async fn register_devices(conn: &mut Component, n: u8, seed: u8) -> Vec<(String,
         let token = apns_token(seed.wrapping_add(i));
         let reply = conn
             .iq(
-                &register_one_step("dave@localhost/r", "apns", &token, None),
+                // An account per device: one account may hold only a few.
+                &register_one_step(&format!("dave{i}@localhost/r"), "apns", &token, None),
                 WAIT,
             )
             .await;

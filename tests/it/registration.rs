@@ -135,3 +135,92 @@ async fn command_nodes_a_client_makes_up_do_not_become_metric_labels() {
         5.0
     );
 }
+
+/// `[registrations]`: the per-account cap holds at N+1, the command rate
+/// is per account, and only the allowed domains may register.
+#[tokio::test]
+async fn accounts_are_capped_rate_limited_and_domains_allowed() {
+    let mut h = Harness::start_with(|mut c| {
+        c.extra.push_str(
+            "\n[registrations]\nmax_per_account = 3\ncommands_per_minute = 6\nallowed_domains = [\"localhost\"]\n",
+        );
+        c
+    })
+    .await;
+    for n in 1..=3 {
+        h.register("erin@localhost/r", "apns", &apns_token(n)).await;
+    }
+    let reply = h
+        .iq(&register_one_step(
+            "erin@localhost/r",
+            "apns",
+            &apns_token(4),
+            None,
+        ))
+        .await;
+    assert_eq!(
+        error_of(&reply),
+        Some(("cancel".to_owned(), "not-allowed".to_owned())),
+        "{}",
+        String::from(&reply)
+    );
+    assert!(String::from(&reply).contains("already has 3 devices"));
+    // Renewing a device held is no new registration.
+    assert!(
+        node_of(
+            &h.iq(&register_one_step(
+                "erin@localhost/r",
+                "apns",
+                &apns_token(2),
+                None
+            ))
+            .await
+        )
+        .is_some()
+    );
+    // Five commands so far: the sixth is the last of the minute.
+    h.iq(&register_one_step(
+        "erin@localhost/r",
+        "apns",
+        &apns_token(3),
+        None,
+    ))
+    .await;
+    let reply = h
+        .iq(&register_one_step(
+            "erin@localhost/r",
+            "apns",
+            &apns_token(3),
+            None,
+        ))
+        .await;
+    assert_eq!(
+        error_of(&reply),
+        Some(("wait".to_owned(), "resource-constraint".to_owned()))
+    );
+    // Another account has its own budget.
+    h.register("frank@localhost/r", "apns", &apns_token(9))
+        .await;
+    let reply = h
+        .iq(&register_one_step(
+            "mallory@elsewhere.example/r",
+            "apns",
+            &apns_token(5),
+            None,
+        ))
+        .await;
+    assert_eq!(
+        error_of(&reply),
+        Some(("cancel".to_owned(), "forbidden".to_owned()))
+    );
+    for (outcome, count) in [
+        ("account-full", 1.0),
+        ("rate-limited", 1.0),
+        ("forbidden", 1.0),
+    ] {
+        let series = format!(
+            "pushgate_registration_commands_total{{command=\"register-device\",outcome=\"{outcome}\"}}"
+        );
+        assert_eq!(h.gateway.metric(&series).await, count, "{series}");
+    }
+}

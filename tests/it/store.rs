@@ -17,6 +17,7 @@ fn new(account: &str, token: &str) -> NewRegistration {
         secret: None,
         device_id: None,
         keep_account: false,
+        max_per_account: 0,
     }
 }
 
@@ -225,6 +226,39 @@ async fn shared_suite(config: StoreConfig) {
         ..as_token
     };
     assert!(reg.unregister(&as_device).await.expect("as device"));
+
+    // The per-account cap: new registrations beyond it are refused, a
+    // renewal of one held is not, and a removal makes room.
+    let capped = |token: &str| NewRegistration {
+        max_per_account: 3,
+        ..new("erin@example.com", token)
+    };
+    for token in ["e1", "e2", "e3"] {
+        reg.register(capped(token)).await.expect("under the cap");
+    }
+    assert!(matches!(
+        reg.register(capped("e4")).await,
+        Err(RegistryError::AccountFull { cap: 3 })
+    ));
+    reg.register(capped("e2")).await.expect("a renewal");
+    reg.register(NewRegistration {
+        max_per_account: 3,
+        ..new("frank@example.com", "f1")
+    })
+    .await
+    .expect("another account");
+    let e1 = DeviceRef {
+        account: "erin@example.com",
+        provider: "apns",
+        identity: "e1",
+        kind: IdentityKind::Token,
+    };
+    assert!(reg.unregister(&e1).await.expect("unregister"));
+    reg.register(capped("e4")).await.expect("room again");
+    assert!(matches!(
+        reg.register(capped("e5")).await,
+        Err(RegistryError::AccountFull { cap: 3 })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,10 +283,39 @@ async fn suite_on_a_single_redis() {
     assert!(!keys.is_empty());
     for key in keys.lines() {
         assert!(
-            key.starts_with("pg:{s") || key.starts_with("pg:{meta}:"),
+            key.starts_with("pg:{s") || key.starts_with("pg:{meta}:") || key.starts_with("pg:{a"),
             "unexpected key {key}"
         );
     }
+    // An account's node set is rebuilt where it is missing (registrations
+    // from before the sets existed), and a stale entry does not count.
+    let reg = connected(&config).await;
+    let erin = reg.keys().expect("keys").account_hash("erin@example.com");
+    let set = format!("pg:{{a{erin}}}:nodes");
+    assert_eq!(
+        redis.cli(&["SCARD", &set]).as_deref(),
+        Some("3"),
+        "erin holds three"
+    );
+    redis.cli(&["DEL", &set, "pg:{meta}:account_index"]);
+    let reg = connected(&config).await;
+    assert_eq!(redis.cli(&["SCARD", &set]).as_deref(), Some("3"), "rebuilt");
+    let capped = |token: &str| NewRegistration {
+        max_per_account: 4,
+        ..new("erin@example.com", token)
+    };
+    redis.cli(&["SADD", &set, "gone-node"]);
+    reg.register(capped("e6"))
+        .await
+        .expect("the stale entry is not counted");
+    assert!(matches!(
+        reg.register(capped("e7")).await,
+        Err(RegistryError::AccountFull { cap: 4 })
+    ));
+    assert_eq!(
+        redis.cli(&["SISMEMBER", &set, "gone-node"]).as_deref(),
+        Some("0")
+    );
     // The shard count is recorded and a different one refused.
     assert_eq!(
         redis.cli(&["GET", "pg:{meta}:shards"]).as_deref(),

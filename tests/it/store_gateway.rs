@@ -131,7 +131,8 @@ async fn publishes_for_cached_registrations_cost_batched_outbox_writes_only() {
         let token = format!("{}{i:04x}", &apns_token(0xc0)[..60]);
         let reply = conn
             .iq(
-                &register_one_step("gina@localhost/r", "apns", &token, None),
+                // An account per device: one account may hold only a few.
+                &register_one_step(&format!("gina{i}@localhost/r"), "apns", &token, None),
                 WAIT,
             )
             .await;

@@ -146,12 +146,23 @@ async fn join(tasks: Vec<tokio::task::JoinHandle<Tally>>) -> Tally {
 }
 
 /// Registers `count` devices, seeds from `first`.
+/// The account of device `i` of [`register_many`]: one each, since one
+/// account may hold only a few registrations.
+fn device_account(i: u16) -> String {
+    format!("bob{i}@localhost")
+}
+
 async fn register_many(router: &XmppRouter, first: u16, count: u16) -> Vec<(String, String)> {
     let mut devices = Vec::new();
     for i in first..first + count {
         let token = format!("{i:04x}").repeat(16);
         let reply = router
-            .must_iq(&register_one_step("bob@localhost/r", "apns", &token, None))
+            .must_iq(&register_one_step(
+                &format!("{}/r", device_account(i)),
+                "apns",
+                &token,
+                None,
+            ))
             .await;
         devices.push((token, node_of(&reply).expect("registered")));
     }

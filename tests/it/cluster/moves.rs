@@ -35,12 +35,12 @@ async fn three_nodes_share_the_work_and_each_publish_is_delivered_once() {
     }
 
     // The Tigase REST unregister on n3 removes them wherever they live.
-    for (token, node) in &devices {
+    for (i, (token, node)) in (0..).zip(&devices) {
         let (status, body) = nodes[2]
             .process
             .post_json(
                 "/rest/push/unregister-device/push.localhost",
-                serde_json::json!({"account": "bob@localhost", "provider": "apns", "device-token": token}),
+                serde_json::json!({"account": device_account(i), "provider": "apns", "device-token": token}),
             )
             .await;
         assert_eq!((status, body.contains("success")), (200, true), "{body}");
