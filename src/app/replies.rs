@@ -98,6 +98,69 @@ impl IqHeader {
     }
 }
 
+/// `reply` (an `<iq/>`) as text, never panicking and never invalid XML:
+/// minidom's writer panics on a character XML cannot carry (were one ever to
+/// reach a reply, from the configuration, say), so every text and attribute
+/// value is checked first. A reply that fails is logged and replaced by a
+/// `wait/internal-server-error` to the same id, which every server keeps the
+/// registration on.
+pub(crate) fn serialize(reply: &Element) -> String {
+    if let Some(text) = write_checked(reply) {
+        return text;
+    }
+    tracing::error!(
+        "a reply could not be serialized (a character XML cannot carry); answering internal-server-error"
+    );
+    let mut xml = String::from("<iq xmlns='jabber:component:accept' type='error'");
+    for name in ["id", "to", "from"] {
+        if let Some(value) = reply.attr(name).filter(|v| xml_chars(v)) {
+            xml.push_str(&format!(" {name}='{}'", quick_xml::escape::escape(value)));
+        }
+    }
+    xml.push_str("><error type='wait'><internal-server-error xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>");
+    xml
+}
+
+/// `element` as text, or `None` where minidom's writer would panic.
+pub(crate) fn write_checked(element: &Element) -> Option<String> {
+    if !carries_only_xml_chars(element) {
+        return None;
+    }
+    let mut out = Vec::new();
+    element.write_to(&mut out).ok()?;
+    String::from_utf8(out).ok()
+}
+
+fn xml_chars(text: &str) -> bool {
+    text.chars().all(|c| {
+        matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+    })
+}
+
+/// Whether every text and attribute value under `root` is made of XML 1.0
+/// characters (no C0 control but tab, line feed and carriage return, no
+/// U+FFFE or U+FFFF).
+pub(crate) fn carries_only_xml_chars(root: &Element) -> bool {
+    let ok = xml_chars;
+    let mut stack = vec![root];
+    while let Some(element) = stack.pop() {
+        if !element.attrs().iter().all(|(_, value)| ok(value)) {
+            return false;
+        }
+        for node in element.nodes() {
+            match node {
+                xmpp_parsers::minidom::Node::Element(child) => stack.push(child),
+                xmpp_parsers::minidom::Node::Text(text) => {
+                    if !ok(text) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
 /// A stanza error: type, defined condition, human text, and an optional
 /// application-specific condition element.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -406,6 +469,33 @@ mod tests {
             assert_eq!(got, expected, "{outcome:?}");
             assert_ne!(got.map(|g| g.1), Some("resource-constraint"));
         }
+    }
+
+    /// minidom's writer panics on such characters; `serialize` answers an
+    /// internal-server-error instead.
+    #[test]
+    fn a_reply_xml_cannot_carry_becomes_an_internal_error() {
+        let request: Element = "<iq xmlns='jabber:component:accept' type='set' id='x&amp;1' from='localhost' to='push.localhost'/>"
+            .parse()
+            .expect("xml");
+        let header = IqHeader::of(&request).expect("id");
+        for bad in ["a\u{0}b", "\u{1b}", "\u{FFFE}"] {
+            let fault = StanzaFault::bad_request(format!("unknown provider {bad}"));
+            let text = serialize(&header.error(&fault));
+            let parsed: Element = text.parse().expect("valid XML");
+            assert_eq!(parsed.attr("type"), Some("error"), "{text}");
+            assert_eq!(parsed.attr("id"), Some("x&1"), "{text}");
+            let error = parsed.get_child("error", ns::COMPONENT).expect("error");
+            assert_eq!(error.attr("type"), Some("wait"));
+            assert!(error.has_child("internal-server-error", ns::STANZAS));
+            let payload = Element::builder("note", ns::COMMANDS)
+                .attr(xml_ncname!("type").into(), bad)
+                .build();
+            let text = serialize(&header.result(Some(payload)));
+            assert!(text.contains("internal-server-error"), "{text}");
+        }
+        let fine = serialize(&header.error(&StanzaFault::bad_request("tab\tok")));
+        assert!(fine.contains("tab\tok"), "{fine}");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 mod publish;
 
 use super::PushComponent;
-use crate::app::replies::IqHeader;
+use crate::app::replies::{self, IqHeader};
 use crate::app::{PublishOutcome, PublishRequest, StanzaFault, classify, fast};
 use crate::cluster::Route;
 use crate::cluster::pb;
@@ -23,8 +23,10 @@ use xmpp_parsers::minidom::Element;
 pub(crate) struct Original(pub(crate) Element);
 
 impl Original {
-    fn into_bytes(self) -> Vec<u8> {
-        String::from(&self.0).into_bytes()
+    /// The stanza as text; `None` if it cannot be written (it was parsed,
+    /// so never, but minidom's writer would panic rather than say so).
+    fn into_bytes(self) -> Option<Vec<u8>> {
+        replies::write_checked(&self.0).map(String::into_bytes)
     }
 }
 
@@ -144,13 +146,13 @@ impl PushComponent {
         peer: Peer,
         original: Option<Original>,
     ) -> Option<String> {
-        match original {
-            Some(o) => {
-                self.forward(header, peer, Work::Stanza(o.into_bytes()), "command")
+        match original.and_then(Original::into_bytes) {
+            Some(bytes) => {
+                self.forward(header, peer, Work::Stanza(bytes), "command")
                     .await
             }
             // Not kept: only outside a cluster, where nothing is forwarded.
-            None => Some(String::from(&header.error(&moving()))),
+            None => Some(replies::serialize(&header.error(&moving()))),
         }
     }
 
@@ -163,7 +165,7 @@ impl PushComponent {
         kind: &'static str,
     ) -> Option<String> {
         let Some(router) = &self.cluster else {
-            return Some(String::from(&header.error(&moving())));
+            return Some(replies::serialize(&header.error(&moving())));
         };
         let route = pb::Route {
             shard: peer.shard,
@@ -195,7 +197,7 @@ impl PushComponent {
                 .publishes
                 .inc(&[PublishOutcome::Moving.label()]);
         }
-        Some(String::from(&header.error(&moving())))
+        Some(replies::serialize(&header.error(&moving())))
     }
 
     /// Work a peer forwarded, handled only if this node owns its shard.

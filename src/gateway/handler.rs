@@ -3,7 +3,7 @@
 
 use super::forward::{Arrived, Handled, NotOwned, Original, Placed, moving};
 use crate::app::commands::{self, CommandPlan, CommandRequest};
-use crate::app::replies::IqHeader;
+use crate::app::replies::{self, IqHeader};
 use crate::app::{
     AppContext, PublishOutcome, PublishRequest, Request, StanzaFault, classify, disco, fast,
 };
@@ -162,7 +162,7 @@ impl PushComponent {
                 }
             }
         };
-        Ok(Some(String::from(&reply)))
+        Ok(Some(replies::serialize(&reply)))
     }
 
     async fn command(

@@ -1,7 +1,7 @@
 //! The Tigase registration commands through the component stream.
 
-use crate::support::apns_token;
 use crate::support::harness::{Harness, error_of, next_id, node_of, register_one_step};
+use crate::support::{WAIT, apns_token, eventually};
 
 fn command_of(reply: &xmpp_parsers::minidom::Element) -> &xmpp_parsers::minidom::Element {
     reply
@@ -223,4 +223,87 @@ async fn accounts_are_capped_rate_limited_and_domains_allowed() {
         );
         assert_eq!(h.gateway.metric(&series).await, count, "{series}");
     }
+}
+
+/// A flood of registration commands from one account does not hold up
+/// another account's publishes: past the account's budget the commands are
+/// refused without a store write. Prints the publish latencies seen.
+#[tokio::test]
+async fn a_registration_flood_from_one_account_leaves_others_publishing() {
+    let mut h = Harness::start().await;
+    let node = h
+        .register("alice@localhost/r", "apns", &apns_token(0x11))
+        .await;
+    let publish = async |h: &mut Harness| {
+        let started = std::time::Instant::now();
+        let reply = h
+            .iq(&crate::support::harness::prosody_publish(
+                &node,
+                "localhost",
+                "hi",
+                None,
+            ))
+            .await;
+        assert_eq!(error_of(&reply), None, "{}", String::from(&reply));
+        started.elapsed()
+    };
+    let mut quiet = Vec::new();
+    for _ in 0..20 {
+        quiet.push(publish(&mut h).await);
+    }
+    let mut flooded = Vec::new();
+    for chunk in 0..30u32 {
+        for i in 0..100u32 {
+            let token = format!("{:064x}", chunk * 100 + i);
+            h.conn
+                .write(&register_one_step(
+                    "mallory@localhost/r",
+                    "apns",
+                    &token,
+                    None,
+                ))
+                .await;
+        }
+        flooded.push(publish(&mut h).await);
+    }
+    quiet.sort();
+    flooded.sort();
+    let median = |v: &[std::time::Duration]| v.get(v.len() / 2).copied().unwrap_or_default();
+    let worst = |v: &[std::time::Duration]| v.last().copied().unwrap_or_default();
+    eprintln!(
+        "publish latency: quiet median {:?} worst {:?}; during a 3,000-command flood median {:?} worst {:?}",
+        median(&quiet),
+        worst(&quiet),
+        median(&flooded),
+        worst(&flooded)
+    );
+    assert!(
+        worst(&flooded) < std::time::Duration::from_secs(2),
+        "a publish waited {:?} behind the flood",
+        worst(&flooded)
+    );
+    // The account's minute budget was spent, the rest refused; its cap held.
+    let count = |outcome: &'static str| {
+        let g = &h.gateway;
+        async move {
+            g.metric(&format!(
+                "pushgate_registration_commands_total{{command=\"register-device\",outcome=\"{outcome}\"}}"
+            ))
+            .await
+        }
+    };
+    let all_answered = eventually(WAIT, || async {
+        count("ok").await + count("rate-limited").await + count("account-full").await == 3001.0
+    })
+    .await;
+    let (ok, limited, full) = (
+        count("ok").await,
+        count("rate-limited").await,
+        count("account-full").await,
+    );
+    assert!(all_answered, "{ok} ok, {limited} limited, {full} full");
+    assert!(
+        ok <= 21.0 && limited >= 2970.0,
+        "{ok} ok, {limited} limited, {full} full"
+    );
 }
