@@ -80,6 +80,7 @@ fn registration() -> Registration {
         created_ms: 0,
         updated_ms: 0,
         identity: None,
+        unpublished: false,
     }
 }
 

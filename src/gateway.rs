@@ -185,6 +185,13 @@ impl Launch {
         };
         let router = cluster.as_ref().map(Cluster::router);
         bring_up_store(&config, &registry, &dispatcher).await;
+        if let Some(expiry) = config.registrations.unpublished_expiry() {
+            actix::spawn(expire_unpublished(
+                registry.clone(),
+                expiry,
+                metrics.clone(),
+            ));
+        }
         let app = AppContext::from_config(&config);
         let state = HttpState {
             app: app.clone(),
@@ -249,6 +256,31 @@ fn build_clients(config: &Config) -> Result<providers::Clients, BuildError> {
         .iter()
         .map(|p| Ok((p.id.clone(), providers::build(p, &config.delivery)?)))
         .collect()
+}
+
+/// Removes the registrations never published to, now and then (a quarter
+/// of the expiry, between a second and an hour), for as long as the process
+/// runs. An expiry cut short by the shutdown has removed whole registrations
+/// only.
+async fn expire_unpublished(registry: Registry, expiry: Duration, metrics: Arc<Metrics>) {
+    let every = (expiry / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    loop {
+        tokio::time::sleep(every).await;
+        match tokio::time::timeout(every, registry.expire_unpublished(expiry)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(expired)) => {
+                info!(expired, "registrations never published to expired");
+                metrics
+                    .registration_commands
+                    .add(&["unpublished-expiry", "removed"], expired);
+            }
+            Ok(Err(e)) => warn!("expiring unpublished registrations: {}", chain(&e)),
+            Err(_) => warn!(
+                ?every,
+                "expiring unpublished registrations took too long; continued next time"
+            ),
+        }
+    }
 }
 
 /// What a shutdown stops.

@@ -13,6 +13,7 @@
 mod cache;
 mod embedded;
 mod error;
+mod expiry;
 mod fenced;
 mod fences;
 mod keys;
@@ -211,6 +212,7 @@ impl Registry {
                 if let Some(old) = old {
                     r.created_ms = old.created_ms;
                     r.updated_ms = r.updated_ms.max(old.updated_ms);
+                    r.unpublished = old.unpublished;
                 }
                 Edit::Put(Box::new(r))
             })
@@ -351,6 +353,7 @@ impl Registry {
             return Err(RegistryError::NotOwner { shard });
         };
         for _ in 0..EDIT_ATTEMPTS {
+            let epoch = self.inner.cache.as_ref().map(RegistrationCache::epoch);
             let raw = store.get(node).await?;
             let current = raw
                 .as_deref()
@@ -378,8 +381,12 @@ impl Registry {
             {
                 Cas::Written => {
                     // After the write: a read that raced with it is not cached.
-                    if let Some(cache) = &self.inner.cache {
-                        cache.invalidate(node);
+                    if let (Some(cache), Some(epoch)) = (&self.inner.cache, epoch) {
+                        let value = match &edit {
+                            Edit::Put(r) => Some(r.as_ref().clone()),
+                            _ => None,
+                        };
+                        cache.written(node, value, epoch);
                     }
                     let removed = match (&current, &edit) {
                         (Some(r), Edit::Remove) => Some(r.account_hash.as_str()),

@@ -295,6 +295,11 @@ pub struct RegistrationsConfig {
     /// without regard to case.
     #[serde(default)]
     pub allowed_domains: Vec<String>,
+    /// Hours after which a registration never published to is removed,
+    /// counted from its last registration (apps register again when they
+    /// connect). 0 = never.
+    #[serde(default = "defaults::unpublished_expiry_hours")]
+    pub unpublished_expiry_hours: f64,
 }
 
 impl Default for RegistrationsConfig {
@@ -303,11 +308,21 @@ impl Default for RegistrationsConfig {
             max_per_account: defaults::max_per_account(),
             commands_per_minute: defaults::commands_per_minute(),
             allowed_domains: Vec::new(),
+            unpublished_expiry_hours: defaults::unpublished_expiry_hours(),
         }
     }
 }
 
 impl RegistrationsConfig {
+    /// How old a registration never published to may get; `None`: no limit.
+    pub(crate) fn unpublished_expiry(&self) -> Option<std::time::Duration> {
+        (self.unpublished_expiry_hours > 0.0)
+            .then(|| {
+                std::time::Duration::try_from_secs_f64(self.unpublished_expiry_hours * 3600.0).ok()
+            })
+            .flatten()
+    }
+
     /// Whether accounts of `domain` may register.
     pub(crate) fn allows_domain(&self, domain: &str) -> bool {
         self.allowed_domains.is_empty()
@@ -453,6 +468,9 @@ mod defaults {
     }
     pub(super) fn rest_per_minute() -> u32 {
         60
+    }
+    pub(super) fn unpublished_expiry_hours() -> f64 {
+        30.0 * 24.0
     }
     pub(super) fn max_per_account() -> u32 {
         20

@@ -125,6 +125,13 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     issues.extend(d.retry_backoff().err());
     validate_providers(config, &mut issues);
     validate_commands(config, &mut issues);
+    let expiry = config.registrations.unpublished_expiry_hours;
+    if !(expiry.is_finite() && expiry >= 0.0) {
+        issues.push(ConfigIssue::new(
+            "registrations.unpublished_expiry_hours",
+            format!("must be a number of hours, 0 or more, got {expiry}"),
+        ));
+    }
     for domain in &config.registrations.allowed_domains {
         if domain.is_empty() || domain.contains(['@', '/', ' ']) {
             issues.push(ConfigIssue::new(

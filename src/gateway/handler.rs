@@ -320,13 +320,26 @@ impl PushComponent {
         if request.notification.account_removed {
             return self.account_removed(&registration).await;
         }
+        let first_publish = registration.unpublished.then(|| registration.node.clone());
         let arrival = Arrival {
             push: build_push(&request.notification, &registration, &self.payload),
             node: registration.node,
             provider: registration.provider,
         };
         match self.dispatcher.submit(arrival).await {
-            Ok(()) => PublishOutcome::Accepted,
+            Ok(()) => {
+                if let Some(node) = first_publish {
+                    // Once in a registration's life, and off the reply's path:
+                    // if it fails, the next publish marks it.
+                    let registry = self.registry.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = registry.mark_published(&node).await {
+                            debug!("registration not marked published: {}", chain(&e));
+                        }
+                    });
+                }
+                PublishOutcome::Accepted
+            }
             Err(SubmitError::QueueFull | SubmitError::Stopped) => PublishOutcome::Overloaded,
             Err(SubmitError::NotDurable | SubmitError::Starting) => {
                 PublishOutcome::StoreUnavailable

@@ -85,6 +85,26 @@ impl RegistrationCache {
         g.old.remove(node);
     }
 
+    /// Records a write of `node` (`written`: its new value, `None` when
+    /// removed) made after `epoch` was taken: the entry is forgotten, and the
+    /// new value kept unless something else was invalidated since `epoch`
+    /// (another write of ours may have landed after this one; then the next
+    /// read fetches whichever is last). Keeping it spares the next publish a
+    /// store read after the registration's first publish marks it.
+    pub(crate) fn written(&self, node: &str, written: Option<Registration>, epoch: u64) {
+        let mut g = self.lock();
+        let before = self.epoch.fetch_add(1, Ordering::SeqCst);
+        g.young.remove(node);
+        g.old.remove(node);
+        if let Some(registration) = written.filter(|_| before == epoch) {
+            self.rotate_if_due(&mut g);
+            if g.young.len() >= self.half_capacity {
+                rotate(&mut g);
+            }
+            g.young.insert(registration.node.clone(), registration);
+        }
+    }
+
     /// Forgets everything: called when a shard is no longer this node's, so
     /// nothing read while it was is served after another node took it.
     pub(crate) fn clear(&self) {
@@ -135,6 +155,7 @@ mod tests {
             created_ms: 1,
             updated_ms: 1,
             identity: None,
+            unpublished: false,
         }
     }
 
@@ -165,6 +186,19 @@ mod tests {
             cache.get("b").is_none(),
             "a value read before a change is not cached"
         );
+        // A write keeps its value, unless another change came in between.
+        let mut marked = registration("b");
+        marked.updated_ms = 7;
+        let epoch = cache.epoch();
+        cache.written("b", Some(marked.clone()), epoch);
+        assert_eq!(cache.get("b"), Some(marked.clone()));
+        let epoch = cache.epoch();
+        cache.invalidate("other");
+        cache.written("b", Some(registration("b")), epoch);
+        assert!(cache.get("b").is_none(), "a write overtaken is not cached");
+        let epoch = cache.epoch();
+        cache.written("b", None, epoch);
+        assert!(cache.get("b").is_none(), "a removal is forgotten");
         tokio::time::advance(Duration::from_millis(19)).await;
         assert!(cache.get("a").is_some(), "kept within its time-to-live");
         tokio::time::advance(Duration::from_millis(31)).await;

@@ -177,6 +177,30 @@ impl EmbeddedStore {
         self.all(REGISTRATIONS)
     }
 
+    /// Up to `limit` registrations as stored, in node order, after `after`.
+    pub(crate) fn registrations_after(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(REGISTRATIONS).map_err(storage)?;
+        let range = match &after {
+            Some(after) => table.range::<&str>((
+                std::ops::Bound::Excluded(after.as_str()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => table.range::<&str>(..),
+        }
+        .map_err(storage)?;
+        let mut page = Vec::new();
+        for item in range.take(limit) {
+            let (key, value) = item.map_err(storage)?;
+            page.push((key.value().to_owned(), value.value().to_vec()));
+        }
+        Ok(page)
+    }
+
     /// Replaces the deployment key (import into an empty store).
     pub(crate) fn set_deployment_key(&self, key: &[u8; 32]) -> Result<(), RegistryError> {
         let txn = self.db.begin_write().map_err(storage)?;

@@ -34,6 +34,11 @@ pub struct Registration {
     /// kinds were kept (see [`Self::identity_kind`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentityKind>,
+    /// Registered and never published to since: such a registration expires
+    /// (`registrations.unpublished_expiry_hours`). Absent once published to,
+    /// and in records written before this was kept, which never expire.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpublished: bool,
 }
 
 /// How a registration names its device, which is what its node is derived
@@ -152,6 +157,7 @@ impl NewRegistration {
             } else {
                 IdentityKind::Token
             }),
+            unpublished: true,
         }
     }
 }

@@ -227,7 +227,7 @@ impl RedisStore {
     }
 
     /// The registrations of one shard, as stored.
-    async fn shard_registrations(
+    pub(crate) async fn shard_registrations(
         &self,
         shard: u32,
     ) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {

@@ -225,6 +225,62 @@ async fn accounts_are_capped_rate_limited_and_domains_allowed() {
     }
 }
 
+/// A registration never published to expires; one published to stays.
+#[tokio::test]
+async fn registrations_never_published_to_expire() {
+    let mut h = Harness::start_with(|mut c| {
+        // 1.8 s, looked at every second.
+        c.extra
+            .push_str("\n[registrations]\nunpublished_expiry_hours = 0.0005\n");
+        c
+    })
+    .await;
+    let quiet = h
+        .register("ivy@localhost/r", "apns", &apns_token(0x21))
+        .await;
+    let used = h
+        .register("ivy@localhost/r", "apns", &apns_token(0x22))
+        .await;
+    let reply = h
+        .iq(&crate::support::harness::prosody_publish(
+            &used,
+            "localhost",
+            "hi",
+            None,
+        ))
+        .await;
+    assert_eq!(error_of(&reply), None);
+    let series =
+        "pushgate_registration_commands_total{command=\"unpublished-expiry\",outcome=\"removed\"}";
+    let gateway = &h.gateway;
+    assert!(
+        eventually(WAIT, || async { gateway.metric(series).await >= 1.0 }).await,
+        "nothing expired"
+    );
+    let reply = h
+        .iq(&crate::support::harness::prosody_publish(
+            &quiet,
+            "localhost",
+            "hi",
+            None,
+        ))
+        .await;
+    assert_eq!(
+        error_of(&reply),
+        Some(("cancel".to_owned(), "item-not-found".to_owned()))
+    );
+    let reply = h
+        .iq(&crate::support::harness::prosody_publish(
+            &used,
+            "localhost",
+            "hi",
+            None,
+        ))
+        .await;
+    assert_eq!(error_of(&reply), None, "the one published to stays");
+    assert_eq!(h.gateway.metric(series).await, 1.0);
+}
+
 /// A flood of registration commands from one account does not hold up
 /// another account's publishes: past the account's budget the commands are
 /// refused without a store write. Prints the publish latencies seen.

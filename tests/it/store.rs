@@ -259,6 +259,37 @@ async fn shared_suite(config: StoreConfig) {
         reg.register(capped("e5")).await,
         Err(RegistryError::AccountFull { cap: 3 })
     ));
+
+    // Registrations never published to expire; one published to does not,
+    // and registering it again keeps it marked.
+    let quiet = reg
+        .register(new("gus@example.com", "g1"))
+        .await
+        .expect("g1");
+    let used = reg
+        .register(new("gus@example.com", "g2"))
+        .await
+        .expect("g2");
+    assert!(quiet.unpublished && used.unpublished);
+    reg.mark_published(&used.node).await.expect("mark");
+    let again = reg
+        .register(new("gus@example.com", "g2"))
+        .await
+        .expect("again");
+    assert!(!again.unpublished, "a renewal keeps the mark");
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(
+        reg.expire_unpublished(hour).await.expect("expire"),
+        0,
+        "all younger"
+    );
+    let expired = reg
+        .expire_unpublished(std::time::Duration::ZERO)
+        .await
+        .expect("expire");
+    assert!(expired >= 1, "{expired}");
+    assert_eq!(reg.get(&quiet.node).await.expect("get"), None);
+    assert!(reg.get(&used.node).await.expect("get").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,26 +321,31 @@ async fn suite_on_a_single_redis() {
     // An account's node set is rebuilt where it is missing (registrations
     // from before the sets existed), and a stale entry does not count.
     let reg = connected(&config).await;
-    let erin = reg.keys().expect("keys").account_hash("erin@example.com");
-    let set = format!("pg:{{a{erin}}}:nodes");
+    for token in ["h1", "h2", "h3"] {
+        reg.register(new("hal@example.com", token))
+            .await
+            .expect("register");
+    }
+    let hal = reg.keys().expect("keys").account_hash("hal@example.com");
+    let set = format!("pg:{{a{hal}}}:nodes");
     assert_eq!(
         redis.cli(&["SCARD", &set]).as_deref(),
         Some("3"),
-        "erin holds three"
+        "hal holds three"
     );
     redis.cli(&["DEL", &set, "pg:{meta}:account_index"]);
     let reg = connected(&config).await;
     assert_eq!(redis.cli(&["SCARD", &set]).as_deref(), Some("3"), "rebuilt");
     let capped = |token: &str| NewRegistration {
         max_per_account: 4,
-        ..new("erin@example.com", token)
+        ..new("hal@example.com", token)
     };
     redis.cli(&["SADD", &set, "gone-node"]);
-    reg.register(capped("e6"))
+    reg.register(capped("h6"))
         .await
         .expect("the stale entry is not counted");
     assert!(matches!(
-        reg.register(capped("e7")).await,
+        reg.register(capped("h7")).await,
         Err(RegistryError::AccountFull { cap: 4 })
     ));
     assert_eq!(

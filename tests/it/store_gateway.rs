@@ -138,15 +138,26 @@ async fn publishes_for_cached_registrations_cost_batched_outbox_writes_only() {
             .await;
         nodes.push(node_of(&reply).expect("registered"));
     }
-    // Warm the cache with one publish each.
-    for node in &nodes {
-        let reply = conn
-            .iq(&counted_publish(node, 1, "bob@localhost", "hi", ""), WAIT)
-            .await;
-        assert_eq!(error_of(&reply), None);
+    // Warm the cache: a first publish each, which also marks each
+    // registration published (a write, once in its life, whose value the
+    // cache keeps unless another write overtook it), then a second, which
+    // reads those it did not keep.
+    for count in [1, 2] {
+        for node in &nodes {
+            let reply = conn
+                .iq(
+                    &counted_publish(node, count, "bob@localhost", "hi", ""),
+                    WAIT,
+                )
+                .await;
+            assert_eq!(error_of(&reply), None);
+        }
+        let warm = eventually(WAIT, || async {
+            mock.pushes().len() == count as usize * DEVICES as usize
+        })
+        .await;
+        assert!(warm);
     }
-    let warm = eventually(WAIT, || async { mock.pushes().len() == DEVICES as usize }).await;
-    assert!(warm);
     let outbox_empty = || async {
         redis
             .cli(&["--scan", "--pattern", "pg:*:outbox"])
@@ -157,7 +168,7 @@ async fn publishes_for_cached_registrations_cost_batched_outbox_writes_only() {
 
     // The burst: every publish written before any reply is read.
     for node in &nodes {
-        conn.write(&counted_publish(node, 2, "bob@localhost", "hi", ""))
+        conn.write(&counted_publish(node, 3, "bob@localhost", "hi", ""))
             .await;
     }
     let mut results = 0;
@@ -167,7 +178,7 @@ async fn publishes_for_cached_registrations_cost_batched_outbox_writes_only() {
         results += 1;
     }
     let delivered = eventually(WAIT, || async {
-        mock.pushes().len() == 2 * DEVICES as usize
+        mock.pushes().len() == 3 * DEVICES as usize
     })
     .await;
     assert!(delivered);

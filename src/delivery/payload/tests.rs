@@ -16,6 +16,7 @@ fn registration(voip: Option<&str>) -> Registration {
         created_ms: 0,
         updated_ms: 0,
         identity: None,
+        unpublished: false,
     }
 }
 
