@@ -82,6 +82,7 @@ pub fn check(config: &Config) -> Vec<ConfigIssue> {
     if let Some(cluster) = &config.cluster {
         issues.extend(crate::cluster::check(cluster));
     }
+    issues.extend(sessions::stream_settings(config).err());
     issues
 }
 

@@ -14,7 +14,7 @@ mod error;
 mod fcm;
 mod fcm_token;
 mod size;
-mod tls;
+pub(crate) mod tls;
 
 pub(crate) use apns::ApnsClient;
 pub use apns::payload as apns_payload;

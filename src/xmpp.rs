@@ -8,11 +8,13 @@ mod connection;
 mod frame;
 mod session;
 mod stream_error;
+mod tls;
 
 pub use connection::handshake_digest;
 pub use frame::{FrameError, StreamEvent, StreamReader};
 pub use session::Close;
 pub(crate) use session::{ReplyFuture, Session, SessionSettings, StanzaHandler};
+pub(crate) use tls::{ComponentTls, is_loopback};
 
 /// `jabber:component:accept`, the namespace of stanzas on a component stream.
 pub(crate) const NS_COMPONENT: &str = "jabber:component:accept";

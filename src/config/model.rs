@@ -110,6 +110,18 @@ pub struct ServerConfig {
     /// Parallel component connections to this server.
     #[serde(default = "defaults::connections")]
     pub connections: usize,
+    /// Direct TLS on the connection (ejabberd `ejabberd_service` with
+    /// `tls: true`); needed wherever the link leaves the machine or a
+    /// private network.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM CA certificates trusted for the server's certificate, besides the
+    /// system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The name the server's certificate must carry; default `host`.
+    #[serde(default)]
+    pub tls_name: Option<String>,
 }
 
 /// `[http]`.

@@ -125,6 +125,17 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
     issues.extend(d.retry_backoff().err());
     validate_providers(config, &mut issues);
     validate_commands(config, &mut issues);
+    for server in &config.component.servers {
+        if !server.tls && (server.ca_file.is_some() || server.tls_name.is_some()) {
+            issues.push(ConfigIssue::new(
+                "component.servers.tls",
+                format!(
+                    "{}: ca_file and tls_name apply to TLS links: set tls = true",
+                    server.host
+                ),
+            ));
+        }
+    }
     let expiry = config.registrations.unpublished_expiry_hours;
     if !(expiry.is_finite() && expiry >= 0.0) {
         issues.push(ConfigIssue::new(

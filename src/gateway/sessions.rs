@@ -2,14 +2,15 @@
 //! A single node opens all of them at start; a cluster node opens only those
 //! whose slot it holds, following the set the cluster coordinator publishes.
 
-use crate::config::{Config, ConfigIssue};
+use crate::config::{Config, ConfigIssue, ServerConfig};
 use crate::telemetry::Metrics;
-use crate::xmpp::{Close, Session, SessionSettings, StanzaHandler};
+use crate::xmpp::{Close, ComponentTls, Session, SessionSettings, StanzaHandler, is_loopback};
 use actix::{Actor, Addr, ArbiterHandle};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
+use tracing::warn;
 
 /// How long a stream handed to another node gets to answer what it holds.
 const HANDOVER_CLOSE: Duration = Duration::from_secs(5);
@@ -19,10 +20,16 @@ const HANDOVER_CLOSE: Duration = Duration::from_secs(5);
 pub(super) fn stream_settings(config: &Config) -> Result<Vec<SessionSettings>, ConfigIssue> {
     let c = &config.component;
     let reconnect = c.reconnect_backoff()?;
+    let mut tls = Vec::new();
+    for server in &c.servers {
+        tls.push(server_tls(server)?);
+    }
     Ok(c.servers
         .iter()
-        .flat_map(|server| {
+        .zip(tls)
+        .flat_map(|(server, tls)| {
             (0..server.connections).map(move |n| SessionSettings {
+                tls: tls.clone(),
                 label: format!("{}:{}#{n}", server.host, server.port),
                 host: server.host.clone(),
                 port: server.port,
@@ -36,6 +43,24 @@ pub(super) fn stream_settings(config: &Config) -> Result<Vec<SessionSettings>, C
             })
         })
         .collect())
+}
+
+/// The TLS set-up of `server`, if it has `tls`; warns about a plaintext
+/// link that leaves the machine.
+fn server_tls(server: &ServerConfig) -> Result<Option<Arc<ComponentTls>>, ConfigIssue> {
+    if !server.tls {
+        if !is_loopback(&server.host) {
+            warn!(
+                server = %server.host,
+                "the component link is plaintext over the network: notifications and account names travel readable, and the handshake is only a SHA-1 of the secret; set tls = true (ejabberd) or keep the link on a private network"
+            );
+        }
+        return Ok(None);
+    }
+    let name = server.tls_name.as_deref().unwrap_or(&server.host);
+    ComponentTls::new(name, server.ca_file.as_deref())
+        .map(|t| Some(Arc::new(t)))
+        .map_err(|e| ConfigIssue::new("component.servers.tls", format!("{}: {e}", server.host)))
 }
 
 struct Open {

@@ -13,6 +13,32 @@ use tracing::warn;
 /// A client certificate chain and its key, presented to the provider.
 pub(crate) type ClientIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
+/// The system's CA certificates, and those of `ca_file` in addition (PEM);
+/// the error says what is wrong with the file.
+pub(crate) fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    let Some(path) = ca_file else {
+        return Ok(roots);
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(roots)
+}
+
 /// The rustls configuration of provider `id`: system roots, and `ca_file`
 /// certificates trusted in addition; `client` is presented when the server
 /// asks for a certificate (APNs certificate auth).
@@ -21,37 +47,7 @@ pub(crate) fn tls_config(
     ca_file: Option<&Path>,
     client: Option<ClientIdentity>,
 ) -> Result<rustls::ClientConfig, BuildError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca_file {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| {
-                BuildError::new(
-                    id,
-                    "ca_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?
-            .collect::<Result<_, _>>()
-            .map_err(|e| {
-                BuildError::new(id, "ca_file", format!("{}: bad PEM: {e}", path.display()))
-            })?;
-        if certs.is_empty() {
-            return Err(BuildError::new(
-                id,
-                "ca_file",
-                format!("{} holds no certificate", path.display()),
-            ));
-        }
-        for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| BuildError::new(id, "ca_file", format!("{}: {e}", path.display())))?;
-        }
-    }
+    let roots = root_store(ca_file).map_err(|e| BuildError::new(id, "ca_file", e))?;
     if roots.is_empty() {
         warn!(
             provider = id,

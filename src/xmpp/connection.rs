@@ -2,6 +2,7 @@
 
 use super::frame::{FrameError, StreamEvent, StreamReader};
 use super::stream_error::StreamErrorInfo;
+use super::tls::{ComponentTls, ReadHalf, WriteHalf, plain};
 use super::{NS_COMPONENT, NS_STREAM};
 use sha1::{Digest, Sha1};
 use std::io;
@@ -9,7 +10,6 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// Why a connection attempt failed; the message is the log line an operator sees.
 #[derive(Debug, Error)]
@@ -36,7 +36,18 @@ pub(crate) enum ConnectError {
         /// The socket error.
         source: io::Error,
     },
-    /// Connect plus handshake took too long.
+    /// The TLS handshake failed.
+    #[error(
+        "TLS with {addr} failed (does the server speak direct TLS there, and is its certificate trusted and for this name?)"
+    )]
+    Tls {
+        /// `host:port`.
+        addr: String,
+        /// What rustls or the socket said.
+        #[source]
+        source: io::Error,
+    },
+    /// Connect + handshake did not finish in time.
     #[error("timed out after {0:?} while connecting and handshaking")]
     Timeout(Duration),
     /// The server answered with a stream error.
@@ -76,8 +87,8 @@ pub fn handshake_digest(stream_id: &str, secret: &str) -> String {
 
 /// An authenticated component stream, split for concurrent reading and writing.
 pub(crate) struct Connection {
-    pub(crate) read: OwnedReadHalf,
-    pub(crate) write: OwnedWriteHalf,
+    pub(crate) read: ReadHalf,
+    pub(crate) write: WriteHalf,
     pub(crate) reader: StreamReader,
     /// Events already parsed after the handshake, to be handled first.
     pub(crate) pending: Vec<StreamEvent>,
@@ -92,6 +103,8 @@ pub(crate) struct Target<'a> {
     pub(crate) max_stanza_bytes: usize,
     /// Idle time before TCP keepalive probes start.
     pub(crate) keepalive: Duration,
+    /// TLS, when the server speaks it.
+    pub(crate) tls: Option<&'a ComponentTls>,
 }
 
 /// Connects to the target and authenticates, all within `timeout`.
@@ -129,10 +142,17 @@ async fn establish_inner(target: Target<'_>) -> Result<Connection, ConnectError>
         secret,
         max_stanza_bytes,
         keepalive,
+        tls,
     } = target;
     let addr = format!("{host}:{port}");
     let stream = dial(host, &addr, keepalive).await?;
-    let (mut read, mut write) = stream.into_split();
+    let (mut read, mut write) = match tls {
+        None => plain(stream),
+        Some(tls) => tls.wrap(stream).await.map_err(|source| ConnectError::Tls {
+            addr: addr.clone(),
+            source,
+        })?,
+    };
     let io_err = |source| ConnectError::Io {
         addr: addr.clone(),
         source,
@@ -203,7 +223,7 @@ async fn dial(host: &str, addr: &str, keepalive: Duration) -> Result<TcpStream, 
 /// Reads the server's stream header and returns its id; what came after it
 /// stays in `events`. A server may reject our `to` right after its header.
 async fn stream_id(
-    read: &mut OwnedReadHalf,
+    read: &mut ReadHalf,
     reader: &mut StreamReader,
     events: &mut Vec<StreamEvent>,
     addr: &str,
@@ -235,7 +255,7 @@ async fn stream_id(
 }
 
 async fn read_more(
-    read: &mut OwnedReadHalf,
+    read: &mut ReadHalf,
     reader: &mut StreamReader,
     events: &mut Vec<StreamEvent>,
     addr: &str,

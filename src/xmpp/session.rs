@@ -65,6 +65,8 @@ pub(crate) struct SessionSettings {
     pub reconnect: Backoff,
     /// Connect + handshake deadline.
     pub connect_timeout: Duration,
+    /// Direct TLS to the server, if configured.
+    pub tls: Option<Arc<super::ComponentTls>>,
     /// Stanzas handled at once.
     pub max_concurrent: usize,
 }
@@ -161,6 +163,7 @@ impl Session {
                 secret: s.secret.expose(),
                 max_stanza_bytes: s.max_stanza_bytes,
                 keepalive: s.keepalive,
+                tls: s.tls.as_deref(),
             };
             connection::establish(target, s.connect_timeout).await
         };

@@ -343,3 +343,49 @@ async fn wait_in_flight(gateway: &TestGateway) {
     .await;
     assert!(in_flight, "{}", gateway.log());
 }
+
+/// Direct TLS on the component link (ejabberd's `tls: true`): the gateway
+/// checks the server's certificate against `ca_file` and the address it
+/// dials, then serves as usual; a server whose certificate it does not trust
+/// is never sent the handshake.
+#[tokio::test]
+async fn the_component_link_speaks_direct_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockProvider::start(dir.path()).await;
+    let tls = || mock.pki.server_tls().expect("server TLS");
+    let server = FakeServer::start_tls(SECRET, tls()).await;
+    let mut config = TestConfig::new(server.port, dir.path()).with_mock_providers(&mock);
+    config.server_keys = format!("tls = true\nca_file = \"{}\"\n", mock.pki.ca_file.display());
+    let _gateway = crate::support::harness::in_process(&config);
+    let mut conn = server.accept(WAIT).await;
+    let token = crate::support::apns_token(0x71);
+    let reply = conn
+        .iq(
+            &register_one_step("tess@localhost/r", "apns", &token, None),
+            WAIT,
+        )
+        .await;
+    let node = node_of(&reply).expect("registered over TLS");
+    assert_result(
+        &conn
+            .iq(&prosody_publish(&node, "localhost", "hi", None), WAIT)
+            .await,
+    );
+    assert_eq!(mock.wait_pushes(1, WAIT).await.len(), 1);
+
+    // Not trusted (no ca_file): the TLS handshake fails, nothing is sent.
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let untrusting = FakeServer::start_tls(SECRET, tls()).await;
+    let mut config = TestConfig::new(untrusting.port, other_dir.path());
+    config.server_keys = "tls = true\n".into();
+    let gateway = crate::support::harness::in_process(&config);
+    let refused = untrusting.accept_with(Verdict::Check, WAIT).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("TLS handshake failed")),
+        "{:?}",
+        refused.map(|_| "authenticated")
+    );
+    assert_eq!(gateway.metric("pushgate_component_sessions_up").await, 0.0);
+}

@@ -6,12 +6,12 @@ use super::{Disconnected, Outgoing, ReplyFuture, Session, StanzaHandler};
 use crate::xmpp::frame::{FrameError, StreamEvent, StreamReader};
 use crate::xmpp::session::SessionSettings;
 use crate::xmpp::stream_error::{StreamErrorInfo, stream_error_xml};
+use crate::xmpp::tls::{ReadHalf, WriteHalf};
 use actix::Addr;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc};
 
 /// How long one write may wait for the server to read: a server that stops
@@ -47,7 +47,7 @@ pub(super) enum StreamEnd {
     Malformed(#[source] FrameError),
 }
 
-async fn write_bytes(write: &mut OwnedWriteHalf, bytes: &[u8]) -> Result<(), StreamEnd> {
+async fn write_bytes(write: &mut WriteHalf, bytes: &[u8]) -> Result<(), StreamEnd> {
     match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(bytes)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(StreamEnd::Write(e)),
@@ -60,7 +60,7 @@ async fn write_bytes(write: &mut OwnedWriteHalf, bytes: &[u8]) -> Result<(), Str
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 pub(super) async fn write_loop(
-    mut write: OwnedWriteHalf,
+    mut write: WriteHalf,
     mut rx: mpsc::Receiver<Outgoing>,
     keepalive: Duration,
     me: Addr<Session>,
@@ -108,13 +108,13 @@ pub(super) async fn write_loop(
 }
 
 /// Writes the last words of a stream and shuts the socket down.
-async fn finish(write: &mut OwnedWriteHalf, xml: &str) {
+async fn finish(write: &mut WriteHalf, xml: &str) {
     let _ = write_bytes(write, xml.as_bytes()).await;
     let _ = tokio::time::timeout(WRITE_TIMEOUT, write.shutdown()).await;
 }
 
 pub(super) struct ReadLoop {
-    pub(super) read: OwnedReadHalf,
+    pub(super) read: ReadHalf,
     pub(super) reader: StreamReader,
     pub(super) pending: Vec<StreamEvent>,
     pub(super) handler: Arc<dyn StanzaHandler>,

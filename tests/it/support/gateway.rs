@@ -59,6 +59,8 @@ pub struct TestConfig {
     pub shutdown_grace_s: u64,
     /// Extra keys of the `[http]` table.
     pub http_keys: String,
+    /// Extra keys of each `[[component.servers]]` table.
+    pub server_keys: String,
 }
 
 impl TestConfig {
@@ -78,6 +80,7 @@ impl TestConfig {
             store_keys: String::new(),
             shutdown_grace_s: 5,
             http_keys: String::new(),
+            server_keys: String::new(),
         }
     }
 
@@ -166,8 +169,8 @@ level = "pushgate=debug,info"
         }
         for port in &self.xmpp_ports {
             text.push_str(&format!(
-                "\n[[component.servers]]\nhost = \"127.0.0.1\"\nport = {port}\nconnections = {}\n",
-                self.connections
+                "\n[[component.servers]]\nhost = \"127.0.0.1\"\nport = {port}\nconnections = {}\n{}",
+                self.connections, self.server_keys
             ));
         }
         text.push_str(&extra);

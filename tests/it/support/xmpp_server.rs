@@ -4,8 +4,7 @@
 use pushgate::xmpp::{StreamEvent, StreamReader, handshake_digest};
 use std::collections::VecDeque;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use xmpp_parsers::minidom::Element;
 
@@ -27,6 +26,8 @@ pub struct FakeServer {
     /// The port the gateway must connect to.
     pub port: u16,
     secret: String,
+    /// Direct TLS on accepted connections (ejabberd's `tls: true`).
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl FakeServer {
@@ -38,6 +39,15 @@ impl FakeServer {
             listener,
             port,
             secret: secret.to_owned(),
+            tls: None,
+        }
+    }
+
+    /// Like [`FakeServer::start`], speaking direct TLS with `tls`.
+    pub async fn start_tls(secret: &str, tls: rustls::ServerConfig) -> Self {
+        Self {
+            tls: Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls))),
+            ..Self::start(secret).await
         }
     }
 
@@ -50,6 +60,7 @@ impl FakeServer {
             listener,
             port,
             secret: secret.to_owned(),
+            tls: None,
         }
     }
 
@@ -72,7 +83,17 @@ impl FakeServer {
             .await
             .map_err(|_| "no connection within the deadline".to_owned())?
             .map_err(|e| e.to_string())?;
-        let mut c = Component::new(tcp);
+        let mut c = match &self.tls {
+            None => Component::new(tcp),
+            Some(acceptor) => {
+                let tls = tokio::time::timeout(deadline, acceptor.accept(tcp))
+                    .await
+                    .map_err(|_| "no TLS handshake within the deadline".to_owned())?
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                let (read, write) = tokio::io::split(tls);
+                Component::from_halves(Box::new(read), Box::new(write))
+            }
+        };
         let header = c.next_event(deadline).await.ok_or("no stream header")?;
         if !matches!(header, StreamEvent::Header { .. }) {
             return Err(format!("expected a header, got {header:?}"));
@@ -98,8 +119,8 @@ impl FakeServer {
 
 /// One authenticated component connection, from the server's side.
 pub struct Component {
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
+    read: Box<dyn AsyncRead + Send + Unpin>,
+    write: Box<dyn AsyncWrite + Send + Unpin>,
     reader: StreamReader,
     events: VecDeque<StreamEvent>,
     closed: bool,
@@ -110,6 +131,13 @@ pub struct Component {
 impl Component {
     pub(crate) fn new(tcp: TcpStream) -> Self {
         let (read, write) = tcp.into_split();
+        Self::from_halves(Box::new(read), Box::new(write))
+    }
+
+    fn from_halves(
+        read: Box<dyn AsyncRead + Send + Unpin>,
+        write: Box<dyn AsyncWrite + Send + Unpin>,
+    ) -> Self {
         Self {
             read,
             write,
