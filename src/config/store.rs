@@ -59,6 +59,18 @@ pub struct StoreConfig {
     /// Longest a cached registration is used before it is read again.
     #[serde(default = "cache_ttl_s")]
     pub cache_ttl_s: u64,
+    /// With `rediss://`: PEM CA certificates that sign the servers'
+    /// certificates, trusted instead of the system's (a private CA, as
+    /// managed Redis services and cert-manager issue).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// With `rediss://`: a PEM client certificate, for servers that demand
+    /// one (`tls-auth-clients yes`); with `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -77,6 +89,9 @@ impl Default for StoreConfig {
             shards: shards(),
             cache_entries: cache_entries(),
             cache_ttl_s: cache_ttl_s(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }

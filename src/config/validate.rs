@@ -425,6 +425,24 @@ fn redis_store(s: &StoreConfig, issues: &mut Vec<ConfigIssue>) {
             format!("must start with redis:// or rediss://, got {url:?}"),
         ));
     }
+    let tls_files = s.tls_ca_file.is_some() || s.tls_cert_file.is_some();
+    let plain = s
+        .url
+        .iter()
+        .chain(&s.urls)
+        .any(|u| u.starts_with("redis://"));
+    if tls_files && plain {
+        issues.push(ConfigIssue::new(
+            "store.tls_ca_file",
+            "TLS files apply to rediss:// URLs only",
+        ));
+    }
+    if s.tls_cert_file.is_some() != s.tls_key_file.is_some() {
+        issues.push(ConfigIssue::new(
+            "store.tls_cert_file",
+            "store.tls_cert_file and store.tls_key_file go together",
+        ));
+    }
     if !(1..=65_536).contains(&s.shards) {
         issues.push(ConfigIssue::new(
             "store.shards",

@@ -452,3 +452,64 @@ async fn export_from_embedded_imports_into_redis_with_the_same_nodes() {
         result => panic!("a file without a header: {result:?}"),
     }
 }
+
+/// `rediss://` with a private CA and a client certificate: the store talks
+/// to a Redis that demands both, and one without the client certificate is
+/// refused by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_a_private_ca_and_a_client_certificate() {
+    use crate::support::pki::{Signer, client_cert};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = pushgate_pki(dir.path());
+    let (cert, key) = (dir.path().join("redis.pem"), dir.path().join("redis.key"));
+    std::fs::write(&cert, &pki.server_cert_pem).expect("cert");
+    std::fs::write(&key, &pki.server_key_pem).expect("key");
+    let client = client_cert(
+        dir.path(),
+        "gateway",
+        Signer::TestCa(&pki),
+        "gateway",
+        (2040, 1, 1),
+    );
+    let redis = RedisServer::start_tls(
+        dir.path(),
+        &pki.ca_file,
+        &cert,
+        &key,
+        (&client.cert_file, &client.key_file),
+    );
+    let url = format!("rediss://localhost:{}", redis.port);
+    let config = StoreConfig {
+        tls_ca_file: Some(pki.ca_file.clone()),
+        tls_cert_file: Some(client.cert_file.clone()),
+        tls_key_file: Some(client.key_file.clone()),
+        ..redis_config(Some(url.clone()), Vec::new())
+    };
+    let reg = connected(&config).await;
+    let a = reg
+        .register(new("tls@example.com", "t1"))
+        .await
+        .expect("register over TLS");
+    assert_eq!(reg.get(&a.node).await.expect("get"), Some(a.clone()));
+    assert_eq!(
+        redis
+            .cli(&["HLEN", &format!("pg:{{s{}}}:reg", shard_of(&a.node, 1024))])
+            .as_deref(),
+        Some("1")
+    );
+
+    let without_client_cert = StoreConfig {
+        tls_cert_file: None,
+        tls_key_file: None,
+        ..config
+    };
+    let refused = Registry::open(&without_client_cert).expect("open");
+    assert!(
+        refused.connect().await.is_err(),
+        "connected without a client certificate"
+    );
+}
+
+fn pushgate_pki(dir: &std::path::Path) -> crate::support::pki::TestPki {
+    crate::support::pki::TestPki::generate(dir, "https://127.0.0.1:1/token").expect("pki")
+}

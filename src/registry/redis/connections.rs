@@ -23,6 +23,10 @@ use std::time::Duration;
 enum Factory {
     Single(deadpool_redis::Pool),
     Cluster(deadpool_redis::cluster::Pool),
+    /// A Redis Cluster over TLS with our own CA or client certificate:
+    /// deadpool's cluster manager cannot be handed certificates, so the
+    /// client opens connections itself (within the same connect timeout).
+    ClusterTls(Box<redis::cluster::ClusterClient>),
 }
 
 /// One multiplexed connection, to a server or to a whole cluster.
@@ -98,6 +102,7 @@ impl Connections {
             }
             Ok(info.set_redis_settings(settings))
         };
+        let certificates = tls_certificates(config)?;
         let factory = if config.cluster {
             let seeds: Vec<redis::ConnectionInfo> = match &config.url {
                 Some(url) => vec![info("store.url", url)?],
@@ -107,6 +112,13 @@ impl Connections {
                     .map(|u| info("store.urls", u))
                     .collect::<Result<_, _>>()?,
             };
+            if let Some(certificates) = certificates {
+                let client = redis::cluster::ClusterClientBuilder::new(seeds)
+                    .certs(certificates)
+                    .build()
+                    .map_err(|e| config_error("store.tls_ca_file", e))?;
+                return Ok(Self::with(Factory::ClusterTls(Box::new(client)), config));
+            }
             let manager = deadpool_redis::cluster::Manager::new(seeds, false)
                 .map_err(|e| config_error("store.urls", e))?;
             let pool = deadpool_redis::cluster::Pool::builder(manager)
@@ -119,8 +131,17 @@ impl Connections {
             Factory::Cluster(pool)
         } else {
             let url = config.url.as_deref().unwrap_or_default();
-            let manager = deadpool_redis::Manager::new(info("store.url", url)?)
-                .map_err(|e| config_error("store.url", e))?;
+            let mut server = info("store.url", url)?;
+            if let Some(certificates) = &certificates {
+                // The client carries the certificates in the connection
+                // info, which deadpool's manager then connects with.
+                server = redis::Client::build_with_tls(server, certificates.clone())
+                    .map_err(|e| config_error("store.tls_ca_file", e))?
+                    .get_connection_info()
+                    .clone();
+            }
+            let manager =
+                deadpool_redis::Manager::new(server).map_err(|e| config_error("store.url", e))?;
             let pool = deadpool_redis::Pool::builder(manager)
                 .max_size(size)
                 .runtime(Runtime::Tokio1)
@@ -130,18 +151,24 @@ impl Connections {
                 .map_err(|e| config_error("store.url", e))?;
             Factory::Single(pool)
         };
-        Ok(Self {
+        Ok(Self::with(factory, config))
+    }
+
+    fn with(factory: Factory, config: &StoreConfig) -> Self {
+        Self {
             factory,
-            held: (0..size).map(|_| Mutex::new(None)).collect(),
+            held: (0..config.pool_size.max(1))
+                .map(|_| Mutex::new(None))
+                .collect(),
             next: AtomicUsize::new(0),
             command_timeout: Duration::from_millis(config.command_timeout_ms),
-            connect_timeout,
-        })
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+        }
     }
 
     /// Whether this talks to a Redis Cluster (pipelines must then stay in one slot).
     pub(super) fn is_cluster(&self) -> bool {
-        matches!(self.factory, Factory::Cluster(_))
+        matches!(self.factory, Factory::Cluster(_) | Factory::ClusterTls(_))
     }
 
     /// Runs `request` on one of the connections within the command timeout.
@@ -198,6 +225,12 @@ impl Connections {
             Factory::Cluster(pool) => Conn::Cluster(deadpool_redis::cluster::Connection::take(
                 pool.get().await.map_err(|e| unavailable(e.into()))?,
             )),
+            Factory::ClusterTls(client) => Conn::Cluster(
+                client
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| unavailable(e.into()))?,
+            ),
         })
     }
 
@@ -206,6 +239,36 @@ impl Connections {
             *lock(m) = None;
         }
     }
+}
+
+/// The CA and client certificate `[store]` names for `rediss://`, read now
+/// so that a missing file stops the start with its key.
+fn tls_certificates(config: &StoreConfig) -> Result<Option<redis::TlsCertificates>, RegistryError> {
+    let read = |key: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            config_error(
+                key,
+                std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+            )
+        })
+    };
+    let root_cert = match &config.tls_ca_file {
+        Some(path) => Some(read("store.tls_ca_file", path)?),
+        None => None,
+    };
+    let client_tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("store.tls_cert_file", cert)?,
+            client_key: read("store.tls_key_file", key)?,
+        }),
+        _ => None,
+    };
+    Ok(
+        (root_cert.is_some() || client_tls.is_some()).then_some(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        }),
+    )
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

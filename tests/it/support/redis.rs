@@ -32,6 +32,8 @@ pub struct RedisServer {
     dir: PathBuf,
     /// The cluster bus port, for a cluster node.
     cluster_bus: Option<u16>,
+    /// For a TLS-only server: its TLS arguments, and redis-cli's.
+    tls: Option<(Vec<String>, Vec<String>)>,
 }
 
 impl RedisServer {
@@ -53,7 +55,44 @@ impl RedisServer {
             port,
             dir,
             cluster_bus: cluster.then(free_port),
+            tls: None,
         }
+    }
+
+    /// Starts a standalone server that speaks only TLS (`rediss://`), with
+    /// `cert`/`key` (PEM files) and demanding a client certificate signed by
+    /// `ca` (a PEM file); redis-cli uses `client` to talk to it.
+    pub fn start_tls(
+        dir: &Path,
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        client: (&Path, &Path),
+    ) -> Self {
+        let mut server = Self::reserve(dir, false);
+        let path = |p: &Path| p.display().to_string();
+        let args = vec![
+            "--tls-cert-file".to_owned(),
+            path(cert),
+            "--tls-key-file".to_owned(),
+            path(key),
+            "--tls-ca-cert-file".to_owned(),
+            path(ca),
+            "--tls-auth-clients".to_owned(),
+            "yes".to_owned(),
+        ];
+        let cli = vec![
+            "--tls".to_owned(),
+            "--cacert".to_owned(),
+            path(ca),
+            "--cert".to_owned(),
+            path(client.0),
+            "--key".to_owned(),
+            path(client.1),
+        ];
+        server.tls = Some((args, cli));
+        server.launch();
+        server
     }
 
     fn start_with(dir: &Path, cluster: bool) -> Self {
@@ -65,8 +104,14 @@ impl RedisServer {
     /// Starts the process (again) and waits until it answers.
     pub fn launch(&mut self) {
         let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some((args, _)) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(args),
+        };
         command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir)
             .args([
@@ -103,7 +148,7 @@ impl RedisServer {
             .expect("start redis-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while cli(self.port, &["PING"]).as_deref() != Some("PONG") {
+        while self.cli(&["PING"]).as_deref() != Some("PONG") {
             assert!(
                 Instant::now() < deadline,
                 "redis-server on port {} did not start; see {}",
@@ -129,7 +174,14 @@ impl RedisServer {
 
     /// Runs a command with redis-cli against this server.
     pub fn cli(&self, args: &[&str]) -> Option<String> {
-        cli(self.port, args)
+        match &self.tls {
+            None => cli(self.port, args),
+            Some((_, tls)) => {
+                let mut all: Vec<&str> = tls.iter().map(String::as_str).collect();
+                all.extend(args);
+                cli(self.port, &all)
+            }
+        }
     }
 }
 
