@@ -7,7 +7,7 @@
 
 mod cluster;
 mod env;
-mod files;
+pub mod files;
 mod model;
 mod store;
 mod validate;
@@ -82,16 +82,17 @@ pub fn load_from_str(
         message: e.to_string(),
     })?;
     env::apply_overrides(&mut table, vars)?;
-    let unreadable = files::read_secret_files(&mut table);
+    let (unreadable, secret_files) = files::read_secret_files(&mut table);
     if !unreadable.is_empty() {
         return Err(ConfigError::Invalid(unreadable));
     }
-    let config: Config = table
+    let mut config: Config = table
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Parse {
             path: origin.to_owned(),
             message: e.to_string(),
         })?;
+    config.secret_files = secret_files;
     let issues = validate(&config);
     if issues.is_empty() {
         Ok(config)

@@ -153,6 +153,9 @@ impl Launch {
             metrics,
             own_threads,
         } = self;
+        for exposed in crate::config::files::exposed(&config) {
+            warn!("{exposed}");
+        }
         let clients = match clients {
             Some(clients) => clients,
             None => build_clients(&config)?,

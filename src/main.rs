@@ -91,6 +91,9 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     if !issues.is_empty() {
         return Err(pushgate::config::ConfigError::Invalid(issues).into());
     }
+    for exposed in pushgate::config::files::exposed(&config) {
+        eprintln!("warning: {exposed}");
+    }
     for (provider, expires) in pushgate::providers::certificate_expiries(&config.providers) {
         println!("providers[{provider}]: the client certificate expires on {expires}");
     }

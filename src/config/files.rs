@@ -5,7 +5,8 @@
 //! reports show). Resolved on the parsed table, before it becomes a
 //! [`super::Config`], so the rest of the gateway sees one value either way.
 
-use super::ConfigIssue;
+use super::{Config, ConfigIssue};
+use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 /// (section, key, its `_file` variant).
@@ -17,8 +18,9 @@ const FROM_FILES: &[(&str, &str, &str)] = &[
 /// Replaces every `*_file` of [`FROM_FILES`] in `table` with the file's
 /// content (one trailing newline dropped). The content never appears in an
 /// issue.
-pub(super) fn read_secret_files(table: &mut Table) -> Vec<ConfigIssue> {
+pub(super) fn read_secret_files(table: &mut Table) -> (Vec<ConfigIssue>, Vec<(String, PathBuf)>) {
     let mut issues = Vec::new();
+    let mut read = Vec::new();
     for &(section, key, file_key) in FROM_FILES {
         let Some(Value::Table(t)) = table.get_mut(section) else {
             continue;
@@ -45,16 +47,106 @@ pub(super) fn read_secret_files(table: &mut Table) -> Vec<ConfigIssue> {
                     .map(|s| s.strip_suffix('\r').unwrap_or(s))
                     .unwrap_or(&text);
                 t.insert(key.to_owned(), Value::String(value.to_owned()));
+                read.push((at, PathBuf::from(path)));
             }
             Err(e) => issues.push(ConfigIssue::new(at, format!("cannot read {path}: {e}"))),
         }
     }
-    issues
+    (issues, read)
+}
+
+/// The files holding secrets that `config` names: private keys, the
+/// service account, `.p12` bundles and the `*_file` secrets.
+fn secret_paths(config: &Config) -> Vec<(String, PathBuf)> {
+    let mut paths = config.secret_files.clone();
+    let mut add = |key: String, path: Option<&PathBuf>| {
+        if let Some(path) = path {
+            paths.push((key, path.clone()));
+        }
+    };
+    add(
+        "http.tls_key_file".into(),
+        config.http.tls_key_file.as_ref(),
+    );
+    add(
+        "store.tls_key_file".into(),
+        config.store.tls_key_file.as_ref(),
+    );
+    if let Some(cluster) = &config.cluster {
+        add("cluster.key_file".into(), cluster.key_file.as_ref());
+        add("cluster.secret_file".into(), cluster.secret_file.as_ref());
+    }
+    for p in &config.providers {
+        let key = |k: &str| format!("providers[{}].{k}", p.id);
+        add(key("key_file"), p.key_file.as_ref());
+        add(key("cert_key_file"), p.cert_key_file.as_ref());
+        add(key("p12_file"), p.p12_file.as_ref());
+        add(key("p12_password_file"), p.p12_password_file.as_ref());
+        add(key("service_account_file"), p.service_account_file.as_ref());
+    }
+    paths
+}
+
+/// One warning per secret file any user of the machine may read (mode
+/// `o+r`): such a key is as good as published on a shared host. Not an
+/// error, so a deployment that knows better still starts.
+pub fn exposed(config: &Config) -> Vec<String> {
+    secret_paths(config)
+        .into_iter()
+        .filter_map(|(key, path)| {
+            let mode = readable_by_others(&path)?;
+            Some(format!(
+                "{key}: {} can be read by any user (mode {mode:o}); make it 0600 or 0400 (in Kubernetes, defaultMode 0440 with fsGroup)",
+                path.display()
+            ))
+        })
+        .collect()
+}
+
+#[cfg(unix)]
+fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o004 != 0).then_some(mode)
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_: &Path) -> Option<u32> {
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_others_may_read_are_named() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (open_key, closed_key) = (dir.path().join("open.p8"), dir.path().join("closed.p8"));
+        for (path, mode) in [(&open_key, 0o644), (&closed_key, 0o600)] {
+            std::fs::write(path, "k").expect("write");
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret").expect("write");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o604)).expect("chmod");
+        let text = format!(
+            "[component]\njid = 'push.localhost'\nsecret_file = {secret:?}\n[[component.servers]]\nhost = '127.0.0.1'\n[http]\ntls_cert_file = {closed_key:?}\ntls_key_file = {closed_key:?}\n[[providers]]\nid = 'apns'\nkind = 'apns'\ntopic = 't'\nteam_id = 'TEAM123456'\nkey_id = 'KEY1234567'\nkey_file = {open_key:?}\n"
+        );
+        let config = crate::config::load_from_str(&text, "test", Vec::new()).expect("valid");
+        let warnings = exposed(&config);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("component.secret_file: ") && warnings[0].contains("mode 604")
+        );
+        assert!(
+            warnings[1].starts_with("providers[apns].key_file: ")
+                && warnings[1].contains("open.p8")
+        );
+        assert!(!warnings.iter().any(|w| w.contains("s3cret")));
+    }
 
     fn table(text: &str) -> Table {
         toml::from_str(text).expect("toml")
@@ -72,7 +164,7 @@ mod tests {
             secret.display().to_string(),
             password.display().to_string()
         ));
-        assert!(read_secret_files(&mut t).is_empty());
+        assert!(read_secret_files(&mut t).0.is_empty());
         assert_eq!(t["component"]["secret"].as_str(), Some("s3cr3t"));
         assert_eq!(t["store"]["password"].as_str(), Some("007"));
         assert!(t["component"].get("secret_file").is_none());
@@ -81,11 +173,11 @@ mod tests {
     #[test]
     fn both_forms_or_an_unreadable_file_are_issues_naming_the_key() {
         let mut t = table("[component]\nsecret = 'a'\nsecret_file = '/x'\n");
-        let issues = read_secret_files(&mut t);
+        let issues = read_secret_files(&mut t).0;
         assert_eq!(issues.len(), 1);
         assert_eq!(issues[0].key, "component.secret_file");
         let mut t = table("[store]\npassword_file = '/nonexistent/pushgate-password'\n");
-        let issues = read_secret_files(&mut t);
+        let issues = read_secret_files(&mut t).0;
         assert_eq!(issues[0].key, "store.password_file");
         assert!(
             issues[0].message.contains("cannot read"),

@@ -41,6 +41,10 @@ pub struct Config {
     /// Several nodes sharing one Redis; absent, the gateway runs alone.
     #[serde(default)]
     pub cluster: Option<super::ClusterConfig>,
+    /// The `*_file` secrets read at load (key, path), for the permission
+    /// check (see `files::exposed`).
+    #[serde(skip)]
+    pub(crate) secret_files: Vec<(String, PathBuf)>,
 }
 
 /// A value that must never be printed: `Debug` and `Display` show `***`.

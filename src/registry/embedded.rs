@@ -34,7 +34,7 @@ impl EmbeddedStore {
     /// Opens or creates `dir/pushgate.redb`. Fails clearly when another process
     /// has it open.
     pub(crate) fn open(dir: &Path) -> Result<Self, RegistryError> {
-        std::fs::create_dir_all(dir).map_err(|e| RegistryError::Open {
+        private_dir(dir).map_err(|e| RegistryError::Open {
             path: dir.to_owned(),
             source: e.into(),
         })?;
@@ -46,6 +46,12 @@ impl EmbeddedStore {
                 path: path.clone(),
                 source: e.into(),
             })?;
+        // The file holds the deployment key and every device token: the
+        // owner's alone, whatever the umask.
+        private_file(&path).map_err(|e| RegistryError::Open {
+            path: path.clone(),
+            source: e.into(),
+        })?;
         let txn = db.begin_write().map_err(storage)?;
         {
             txn.open_table(REGISTRATIONS).map_err(storage)?;
@@ -263,6 +269,27 @@ impl EmbeddedStore {
     }
 }
 
+/// Creates `dir` (and its parents) readable by the owner only; an existing
+/// directory is left as the operator made it.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+fn private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 fn account_node(account_hash: &str, node: &str) -> String {
     format!("{account_hash}/{node}")
 }
@@ -319,6 +346,18 @@ mod tests {
             max_per_account: 0,
         }
         .into_registration(keys, 1)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_store_is_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("a/data");
+        EmbeddedStore::open(&data).expect("open");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join(FILE_NAME)), 0o600);
     }
 
     /// A store from before the account index gets one when opened, so the
