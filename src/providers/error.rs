@@ -145,6 +145,20 @@ pub enum TransportError {
         #[source]
         source: reqwest::Error,
     },
+    /// The token endpoint failed moments ago; not asked again before the
+    /// backoff has passed, so that pushes waiting for a token do not each
+    /// send it a request.
+    #[error(
+        "token endpoint {uri} failed {attempts} time(s) in a row; next attempt in {retry_in:?}"
+    )]
+    TokenEndpointBackoff {
+        /// The endpoint.
+        uri: String,
+        /// Failures in a row.
+        attempts: u32,
+        /// Until the next attempt.
+        retry_in: Duration,
+    },
     /// The OAuth2 token endpoint answered with a server error.
     #[error("token endpoint {uri} answered HTTP {status}: {body}")]
     TokenEndpointDown {
@@ -214,7 +228,7 @@ pub enum CredentialsError {
     },
     /// The OAuth2 token endpoint's answer is not a token.
     #[error("token endpoint answer unreadable")]
-    Unreadable(#[source] reqwest::Error),
+    Unreadable(#[source] serde_json::Error),
     /// The APNs client certificate (`cert_file`) has expired.
     #[error("the client certificate expired on {not_after}")]
     CertificateExpired {

@@ -44,13 +44,28 @@ struct TokenResponse {
 
 /// The longest token lifetime believed (Google issues one hour).
 const MAX_LIFETIME_S: u64 = 24 * 3600;
+/// Most bytes read of the token endpoint's answer (a token is ~1 KiB).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// How long the endpoint is left alone after consecutive failures: 1 s,
+/// doubling, at most a minute.
+const FAILURE_BACKOFF_MS: (u64, u64) = (1_000, 60_000);
+
+/// Consecutive failures of the token endpoint, and when it may be asked again.
+#[derive(Default)]
+struct Failures {
+    count: u32,
+    retry_at: Option<Instant>,
+}
 /// Produces bearer tokens for the FCM v1 API.
 pub(crate) struct FcmTokenSource {
     client_email: String,
     token_uri: String,
     key: EncodingKey,
     http: reqwest::Client,
+    /// The token and its expiry; its lock makes refreshes single-flight.
     cached: Mutex<Option<(String, Instant)>>,
+    /// Guarded by `cached`'s lock too (only touched while holding it).
+    failures: std::sync::Mutex<Failures>,
 }
 
 impl FcmTokenSource {
@@ -91,6 +106,7 @@ impl FcmTokenSource {
             key,
             http,
             cached: Mutex::new(None),
+            failures: std::sync::Mutex::new(Failures::default()),
         };
         source.assertion().map_err(|e| {
             BuildError::new(
@@ -117,7 +133,10 @@ impl FcmTokenSource {
         )
     }
 
-    /// A valid access token, fetched when none is cached or it is about to expire.
+    /// A valid access token, fetched when none is cached or it is about to
+    /// expire. One fetch at a time (the others wait for its token), and after
+    /// a failure none until the backoff has passed: an endpoint in trouble
+    /// gets one request per backoff step, not one per push.
     pub(crate) async fn bearer(&self) -> Result<String, DeliveryError> {
         let mut cached = self.cached.lock().await;
         if let Some((token, expires)) = cached.as_ref()
@@ -125,9 +144,42 @@ impl FcmTokenSource {
         {
             return Ok(token.clone());
         }
-        let (token, lifetime) = self.fetch().await?;
-        *cached = Some((token.clone(), clock::now() + lifetime));
-        Ok(token)
+        if let Some(wait) = self.backing_off() {
+            return Err(wait.into());
+        }
+        match self.fetch().await {
+            Ok((token, lifetime)) => {
+                *self.failures() = Failures::default();
+                *cached = Some((token.clone(), clock::now() + lifetime));
+                Ok(token)
+            }
+            Err(e) => {
+                let mut failures = self.failures();
+                failures.count = failures.count.saturating_add(1);
+                let (base, max) = FAILURE_BACKOFF_MS;
+                let ceiling = crate::backoff::Backoff::new(base, max)
+                    .map_or(max, |b| b.ceiling_ms(failures.count));
+                failures.retry_at = Some(clock::now() + Duration::from_millis(ceiling));
+                Err(e)
+            }
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, Failures> {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The error to answer while the endpoint is being left alone.
+    fn backing_off(&self) -> Option<TransportError> {
+        let failures = self.failures();
+        let retry_in = failures.retry_at?.checked_duration_since(clock::now())?;
+        Some(TransportError::TokenEndpointBackoff {
+            uri: self.token_uri.clone(),
+            attempts: failures.count,
+            retry_in,
+        })
     }
 
     /// Forgets the cached token (after a 401).
@@ -152,8 +204,15 @@ impl FcmTokenSource {
                 source,
             })?;
         let status = response.status();
+        let answer =
+            read_capped(response)
+                .await
+                .map_err(|source| TransportError::TokenEndpoint {
+                    uri: self.token_uri.clone(),
+                    source,
+                })?;
         if !status.is_success() {
-            let text = response.text().await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&answer);
             let body: String = text.chars().take(200).collect();
             let uri = self.token_uri.clone();
             let status = status.as_u16();
@@ -163,10 +222,8 @@ impl FcmTokenSource {
                 CredentialsError::Refused { uri, status, body }.into()
             });
         }
-        let token: TokenResponse = response
-            .json()
-            .await
-            .map_err(CredentialsError::Unreadable)?;
+        let token: TokenResponse =
+            serde_json::from_slice(&answer).map_err(CredentialsError::Unreadable)?;
         Ok((
             token.access_token,
             // The endpoint's word, clamped: an absurd lifetime must neither
@@ -174,4 +231,18 @@ impl FcmTokenSource {
             Duration::from_secs(token.expires_in.unwrap_or(3600).min(MAX_LIFETIME_S)),
         ))
     }
+}
+
+/// The answer's body, at most [`MAX_ANSWER_BYTES`] of it: a hostile or
+/// broken endpoint cannot make us buffer more.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_ANSWER_BYTES.saturating_sub(body.len());
+        body.extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+        if body.len() >= MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    Ok(body)
 }

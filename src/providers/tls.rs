@@ -87,6 +87,9 @@ pub(crate) fn token_client(
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
+        // The token_uri is the service account's word; a redirect elsewhere
+        // would carry the signed grant to whoever answers there.
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(timeout)
         .timeout(timeout)
         .build()

@@ -430,3 +430,51 @@ async fn an_absurd_token_lifetime_from_the_token_endpoint_is_clamped() {
     .await;
     assert!(delivered, "{}", h.gateway.log());
 }
+
+/// The token endpoint in trouble: it is asked once per backoff step however
+/// many pushes wait for a token, its answers are read only up to a cap (a
+/// 4 MiB error page), a redirect is not followed (it would carry the signed
+/// grant elsewhere), and the pushes go out once it issues a token again.
+#[tokio::test]
+async fn a_failing_token_endpoint_is_asked_once_per_backoff_step() {
+    let mut h = Harness::start_with(|mut c| {
+        c.delivery = "coalesce_window_ms = 0\nretry_base_ms = 50\nretry_max_ms = 200\n".into();
+        c
+    })
+    .await;
+    let stolen = format!("{}/stolen", h.mock.url);
+    h.mock.token_answers([
+        (503, "x".repeat(4 << 20), None),
+        (503, String::new(), None),
+        (302, String::new(), Some(stolen)),
+    ]);
+    let mut tokens = Vec::new();
+    for i in 0..20 {
+        let token = format!("fcm-backoff-{i}");
+        let node = h
+            .register(&format!("user{i}@localhost/r"), "fcm", &token)
+            .await;
+        assert_result(&h.iq(&ejabberd_publish(&node, "localhost")).await);
+        tokens.push(token);
+    }
+    let all = eventually(std::time::Duration::from_secs(20), || async {
+        tokens.iter().all(|t| !h.mock.delivered(t).is_empty())
+    })
+    .await;
+    assert!(all, "not every push went out once the endpoint recovered");
+    // Pushes were retried every 50-200 ms meanwhile; the endpoint was asked
+    // 1 s, 2 s, then 4 s after each failure.
+    let grants = h.mock.grants();
+    assert_eq!(grants.len(), 4, "503, 503, 302, then a token");
+    for (pair, backoff_ms) in grants.windows(2).zip([1000, 2000, 4000]) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap >= std::time::Duration::from_millis(backoff_ms - 50),
+            "asked again after {gap:?}"
+        );
+    }
+    assert!(
+        !h.mock.pushes().iter().any(|p| p.path == "/stolen"),
+        "the redirect was followed"
+    );
+}

@@ -80,6 +80,9 @@ struct State {
     grants_issued: AtomicUsize,
     connections: AtomicUsize,
     token_lifetime_s: AtomicUsize,
+    /// Answers for the next grant requests, in order: status, body, and a
+    /// `location` header; a token is issued once they are used up.
+    token_answers: Mutex<VecDeque<(u16, String, Option<String>)>>,
 }
 
 /// The running mock.
@@ -210,6 +213,16 @@ impl MockProvider {
         self.state.token_lifetime_s.store(seconds, Ordering::SeqCst);
     }
 
+    /// Answers the next grant requests with these (status, body, `location`)
+    /// instead of a token.
+    pub fn token_answers(&self, answers: impl IntoIterator<Item = (u16, String, Option<String>)>) {
+        self.state
+            .token_answers
+            .lock()
+            .expect("lock")
+            .extend(answers);
+    }
+
     /// Pushes received so far (APNs and FCM sends, not token grants).
     pub fn pushes(&self) -> Vec<Recorded> {
         self.state.pushes.lock().expect("lock").clone()
@@ -253,6 +266,17 @@ async fn handle(
     };
     if path == "/token" {
         state.token_grants.lock().expect("lock").push(recorded);
+        let scripted = state.token_answers.lock().expect("lock").pop_front();
+        if let Some((status, body, location)) = scripted {
+            let mut response = reply(status, body, None);
+            if let Some(location) = location {
+                response.headers_mut().insert(
+                    "location",
+                    hyper::header::HeaderValue::from_str(&location).expect("location"),
+                );
+            }
+            return Ok(response);
+        }
         let n = state.grants_issued.fetch_add(1, Ordering::SeqCst) + 1;
         let expires_in = state.token_lifetime_s.load(Ordering::SeqCst);
         return Ok(reply(200, json!({"access_token": format!("test-access-{n}"), "expires_in": expires_in, "token_type": "Bearer"}).to_string(), None));
