@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 SECONDS_EACH="${1:-10}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(differential stream records config)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(differential stream records config forms rest answers)
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz: no nightly toolchain here (rustup toolchain install nightly); not run"

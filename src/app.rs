@@ -72,7 +72,7 @@ pub struct AppContext {
 
 impl AppContext {
     /// The context of a validated configuration.
-    pub(crate) fn from_config(config: &crate::config::Config) -> Self {
+    pub fn from_config(config: &crate::config::Config) -> Self {
         Self {
             component_jid: config.component.jid.to_ascii_lowercase(),
             providers: config

@@ -4,6 +4,8 @@
 mod routes;
 mod tls;
 
+pub use routes::read_unregister;
+
 use crate::app::AppContext;
 use crate::config::HttpConfig;
 use crate::delivery::Dispatcher;

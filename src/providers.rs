@@ -17,11 +17,11 @@ mod size;
 pub(crate) mod tls;
 
 pub(crate) use apns::ApnsClient;
-pub use apns::payload as apns_payload;
+pub use apns::{answer_of as apns_answer, payload as apns_payload};
 pub use apns_token::ApnsTokenSigner;
 pub use error::{BuildError, CredentialsError, DeliveryError, ErrorClass, TransportError};
 pub(crate) use fcm::FcmClient;
-pub use fcm::{data as fcm_data, message as fcm_message};
+pub use fcm::{answer_of as fcm_answer, data as fcm_data, message as fcm_message};
 
 use crate::config::{DeliveryConfig, ProviderConfig, ProviderKind};
 use serde::{Deserialize, Serialize};

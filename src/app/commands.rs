@@ -50,7 +50,7 @@ pub(crate) fn parse_command(command: &Element) -> Result<CommandRequest, StanzaF
 
 /// The device named by a submitted form, validated against the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DeviceFields {
+pub struct DeviceFields {
     /// A configured provider id.
     pub provider: String,
     /// The device token, normalized (APNs tokens lowercased). `None` when an
@@ -68,7 +68,7 @@ pub(crate) struct DeviceFields {
 
 impl DeviceFields {
     /// What the node is derived from: the device id if any, else the token.
-    pub(crate) fn identity(&self) -> &str {
+    pub fn identity(&self) -> &str {
         self.device_id
             .as_deref()
             .or(self.token.as_deref())
@@ -76,7 +76,7 @@ impl DeviceFields {
     }
 
     /// Which namespace [`Self::identity`] is in.
-    pub(crate) fn identity_kind(&self) -> IdentityKind {
+    pub fn identity_kind(&self) -> IdentityKind {
         if self.device_id.is_some() {
             IdentityKind::DeviceId
         } else {
@@ -87,7 +87,7 @@ impl DeviceFields {
 
 /// What to do for a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum CommandPlan {
+pub enum CommandPlan {
     /// Answer with this `<command/>` right away (blank form, cancel).
     Reply(Element),
     /// Register the device, then answer with [`completed_register`].
@@ -98,7 +98,7 @@ pub(crate) enum CommandPlan {
 
 /// Decides what `cmd` asks for, in session `session_id`; also returns the
 /// offered command it names, which the completed answer needs.
-pub(crate) fn plan<'c>(
+pub fn plan<'c>(
     cmd: &CommandRequest,
     ctx: &'c AppContext,
     session_id: &str,
@@ -127,7 +127,7 @@ pub(crate) fn plan<'c>(
 }
 
 /// Looks a provider id up, with a form error that lists the offered ones.
-pub(crate) fn provider_kind(ctx: &AppContext, provider: &str) -> Result<ProviderKind, StanzaFault> {
+pub fn provider_kind(ctx: &AppContext, provider: &str) -> Result<ProviderKind, StanzaFault> {
     ctx.provider_kind(provider).ok_or_else(|| {
         let known: Vec<&str> = ctx.providers.iter().map(|(id, _)| id.as_str()).collect();
         StanzaFault::bad_payload(format!(
@@ -138,7 +138,7 @@ pub(crate) fn provider_kind(ctx: &AppContext, provider: &str) -> Result<Provider
 }
 
 /// Checks a token's shape for the provider kind and normalizes it.
-pub(crate) fn normalize_token(kind: ProviderKind, token: &str) -> Result<String, String> {
+pub fn normalize_token(kind: ProviderKind, token: &str) -> Result<String, String> {
     match kind {
         ProviderKind::Apns => {
             let ok_len = (64..=200).contains(&token.len()) && token.len().is_multiple_of(2);

@@ -1,6 +1,7 @@
 //! The routes.
 
 use super::{HttpState, Role};
+use crate::app::AppContext;
 use crate::app::commands::normalize_token;
 use crate::app::incoming::account_of;
 use crate::cluster::Unregister;
@@ -108,6 +109,36 @@ fn result(status: StatusCode, outcome: &str) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "result": outcome }))
 }
 
+/// The device a REST unregister names, `(account, provider, token)` with the
+/// account a bare JID and the token normalized, or the status to answer
+/// `failure` with (Tigase's: 404 for an unknown component or a missing
+/// field, 400 for a body that is not JSON, 200 for a malformed token). Pure,
+/// so the REST fuzz target can feed it anything.
+pub fn read_unregister(
+    app: &AppContext,
+    component: &str,
+    body: &[u8],
+) -> Result<(String, String, String), StatusCode> {
+    if !component.eq_ignore_ascii_case(&app.component_jid) {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    let body = serde_json::from_slice::<Value>(body).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let field = |name: &str| body.get(name).and_then(Value::as_str).map(str::trim);
+    let (Some(account), Some(provider), Some(token)) =
+        (field("account"), field("provider"), field("device-token"))
+    else {
+        return Err(StatusCode::NOT_FOUND);
+    };
+    let account = Jid::new(account)
+        .ok()
+        .as_ref()
+        .and_then(account_of)
+        .ok_or(StatusCode::NOT_FOUND)?;
+    let kind = app.provider_kind(provider).ok_or(StatusCode::NOT_FOUND)?;
+    let token = normalize_token(kind, token).map_err(|_| StatusCode::OK)?;
+    Ok((account, provider.to_owned(), token))
+}
+
 /// Tigase-compatible REST unregister (`docs/protocol.md` §8). An unknown component or
 /// a missing field answers 404 on purpose, as Tigase does.
 async fn unregister_device(
@@ -128,27 +159,11 @@ async fn unregister_device(
             .inc(&["rest-unregister", "rate-limited"]);
         return result(StatusCode::TOO_MANY_REQUESTS, "failure");
     }
-    if !path.eq_ignore_ascii_case(&state.app.component_jid) {
-        return result(StatusCode::NOT_FOUND, "failure");
-    }
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return result(StatusCode::BAD_REQUEST, "failure");
+    let (account, provider, token) = match read_unregister(&state.app, &path, &body) {
+        Ok(device) => device,
+        Err(status) => return result(status, "failure"),
     };
-    let field = |name: &str| body.get(name).and_then(Value::as_str).map(str::trim);
-    let (Some(account), Some(provider), Some(token)) =
-        (field("account"), field("provider"), field("device-token"))
-    else {
-        return result(StatusCode::NOT_FOUND, "failure");
-    };
-    let Some(account) = Jid::new(account).ok().as_ref().and_then(account_of) else {
-        return result(StatusCode::NOT_FOUND, "failure");
-    };
-    let Some(kind) = state.app.provider_kind(provider) else {
-        return result(StatusCode::NOT_FOUND, "failure");
-    };
-    let Ok(token) = normalize_token(kind, token) else {
-        return result(StatusCode::OK, "failure");
-    };
+    let provider = provider.as_str();
     let device = DeviceRef {
         account: &account,
         provider,

@@ -188,41 +188,53 @@ impl Inner {
                 }
                 _ => e.into(),
             })?;
-        let status = answer.status;
-        let apns_id = answer
-            .headers
-            .get("apns-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if status == 200 {
-            return Ok(Delivered { id: apns_id });
-        }
-        let retry_after = retry_after(&answer.headers);
-        let text = String::from_utf8_lossy(&answer.body);
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let reason = body
-            .get("reason")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let mut class = classify(status, &reason);
-        if let (Auth::Token(signer), Some(bearer)) = (&self.auth, &bearer)
+        let mut result = answer_of(answer.status, &answer.headers, &answer.body);
+        if let (
+            Err(DeliveryError::Rejected { reason, class, .. }),
+            Auth::Token(signer),
+            Some(bearer),
+        ) = (&mut result, &self.auth, &bearer)
             && reason == "ExpiredProviderToken"
             && !signer.invalidate(bearer)
         {
             // Signed minutes ago and already "expired": the clock is wrong, and
             // re-signing now would only earn TooManyProviderTokenUpdates.
-            class = ErrorClass::ProviderMisconfigured;
+            *class = ErrorClass::ProviderMisconfigured;
         }
-        Err(DeliveryError::Rejected {
-            status,
-            class,
-            invalid_since_ms: body.get("timestamp").and_then(Value::as_u64),
-            reason,
-            retry_after,
-            body: raw_body(&text),
-        })
+        result
     }
+}
+
+/// What an APNs answer says: delivered (with its `apns-id`), or why not,
+/// classified by the table. Whatever the status, headers and body (the
+/// provider-answers fuzz target feeds it all three).
+pub fn answer_of(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Delivered, DeliveryError> {
+    let apns_id = headers
+        .get("apns-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if status == 200 {
+        return Ok(Delivered { id: apns_id });
+    }
+    let text = String::from_utf8_lossy(body);
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let reason = body
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    Err(DeliveryError::Rejected {
+        status,
+        class: classify(status, &reason),
+        invalid_since_ms: body.get("timestamp").and_then(Value::as_u64),
+        reason,
+        retry_after: retry_after(headers),
+        body: raw_body(&text),
+    })
 }
 
 /// A random UUID (version 4) for `apns-id`, so our logs and Apple's name the

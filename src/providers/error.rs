@@ -307,7 +307,7 @@ impl DeliveryError {
     /// A label for the retries metric, from a closed set: a reason or code
     /// of the tables, `unknown` for any other the provider sends, the HTTP
     /// status when it sent none, or the kind of failure.
-    pub(crate) fn reason_label(&self) -> Cow<'static, str> {
+    pub fn reason_label(&self) -> Cow<'static, str> {
         match self {
             DeliveryError::Rejected { status, reason, .. } if reason.is_empty() => match status {
                 400..=599 => Cow::Owned(format!("http-{status}")),

@@ -96,31 +96,41 @@ impl Inner {
             .connections
             .post(&self.send_path, headers, body.into())
             .await?;
-        let status = answer.status;
-        let mut retry_after = retry_after(&answer.headers);
-        let text = String::from_utf8_lossy(&answer.body);
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status == 200 {
-            return Ok(Delivered {
-                id: body.get("name").and_then(Value::as_str).map(str::to_owned),
-            });
-        }
-        let reason = error_code(&body);
-        if status == 401 {
+        if answer.status == 401 {
             self.tokens.invalidate().await;
         }
-        if reason == "QUOTA_EXCEEDED" {
-            retry_after = retry_after.or(Some(QUOTA_RETRY_AFTER));
-        }
-        Err(DeliveryError::Rejected {
-            status,
-            class: classify(status, &reason),
-            reason,
-            invalid_since_ms: None,
-            retry_after,
-            body: raw_body(&text),
-        })
+        answer_of(answer.status, &answer.headers, &answer.body)
     }
+}
+
+/// What an FCM answer says: delivered (with the message name), or why not,
+/// classified by the table. Whatever the status, headers and body (the
+/// provider-answers fuzz target feeds it all three).
+pub fn answer_of(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Delivered, DeliveryError> {
+    let text = String::from_utf8_lossy(body);
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if status == 200 {
+        return Ok(Delivered {
+            id: body.get("name").and_then(Value::as_str).map(str::to_owned),
+        });
+    }
+    let reason = error_code(&body);
+    let mut retry_after = retry_after(headers);
+    if reason == "QUOTA_EXCEEDED" {
+        retry_after = retry_after.or(Some(QUOTA_RETRY_AFTER));
+    }
+    Err(DeliveryError::Rejected {
+        status,
+        class: classify(status, &reason),
+        reason,
+        invalid_since_ms: None,
+        retry_after,
+        body: raw_body(&text),
+    })
 }
 
 /// The `data` map: string values only, as FCM requires. Its encoding is what
