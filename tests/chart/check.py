@@ -49,6 +49,10 @@ EXISTING = {
     ("pushgate-peer-tls", "ca.crt"): (FIXTURES / "ca.crt").read_text(),
     ("pushgate-peer-tls", "tls.crt"): (FIXTURES / "tls.crt").read_text(),
     ("pushgate-peer-tls", "tls.key"): (FIXTURES / "tls.key").read_text(),
+    ("xmpp-ca", "ca.crt"): (FIXTURES / "ca.crt").read_text(),
+    ("redis-client-tls", "ca.crt"): (FIXTURES / "ca.crt").read_text(),
+    ("redis-client-tls", "tls.crt"): (FIXTURES / "tls.crt").read_text(),
+    ("redis-client-tls", "tls.key"): (FIXTURES / "tls.key").read_text(),
 }
 
 failures = []
