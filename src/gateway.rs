@@ -179,12 +179,15 @@ impl Launch {
         let handles: Vec<_> = pool_threads.iter().map(Arbiter::handle).collect();
         let dispatcher = Dispatcher::start(&config, clients, &registry, &metrics, &handles)?;
         let mut cluster = match (&config.cluster, fences) {
-            (Some(c), Some(fences)) => Some(Cluster::new(
-                c,
-                registry.shards(),
-                fences,
-                Arc::new(ClusterMetrics::default()),
-            )?),
+            (Some(c), Some(fences)) => {
+                let cluster_metrics = ClusterMetrics::new(metrics.meter(), fences.clone());
+                Some(Cluster::new(
+                    c,
+                    registry.shards(),
+                    fences,
+                    Arc::new(cluster_metrics),
+                )?)
+            }
             _ => None,
         };
         let router = cluster.as_ref().map(Cluster::router);

@@ -1,8 +1,12 @@
-//! Logging set-up and the metrics registry served at `/metrics`.
+//! Logging set-up and the metrics (OpenTelemetry instruments, served at
+//! `/metrics`).
 
+mod instruments;
 mod metrics;
 
-pub use metrics::{CounterVec, Gauge, GaugeVec, HistogramVec, Metrics};
+pub(crate) use instruments::Spec;
+pub use instruments::{Counter, CounterVec, Gauge, GaugeVec, HistogramVec};
+pub use metrics::{Metrics, MetricsError};
 
 use crate::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;

@@ -1,11 +1,13 @@
-//! What the cluster counts, rendered after the gateway's own metrics.
+//! What the cluster counts: instruments on the gateway's meter provider, so
+//! they appear on the same `/metrics` page and in the same OTLP export.
 
-use crate::telemetry::{CounterVec, Gauge, HistogramVec};
-use std::fmt::Write as _;
+use crate::registry::Fences;
+use crate::telemetry::{Counter, CounterVec, Gauge, HistogramVec, Spec};
+use opentelemetry::metrics::{Meter, ObservableCounter};
+use std::sync::Arc;
 
 /// Cluster metrics. Labels are closed sets: never a node id of a peer (a
 /// cluster of 50 would make 50 series per metric), never a shard.
-#[derive(Debug)]
 pub struct ClusterMetrics {
     /// Live members as last read.
     pub members: Gauge,
@@ -22,82 +24,101 @@ pub struct ClusterMetrics {
     /// Forward round trip, by kind.
     pub forward_latency: HistogramVec,
     /// Times this node fenced itself.
-    pub self_fenced: Gauge,
-    /// Writes refused because the shard's owner record had changed.
-    pub fenced_writes: Gauge,
+    pub self_fenced: Counter,
+    /// Writes refused because the shard's owner record had changed, read
+    /// from the fences when collected.
+    _fenced_writes: ObservableCounter<u64>,
 }
 
-impl Default for ClusterMetrics {
-    fn default() -> Self {
-        Self {
-            members: Gauge::default(),
-            shards_owned: Gauge::default(),
-            handoffs: CounterVec::new(&["kind"]),
-            forwards: CounterVec::new(&["kind", "outcome"]),
-            forwarded_in: CounterVec::new(&["kind"]),
-            forward_latency: HistogramVec::new(&["kind"]),
-            self_fenced: Gauge::default(),
-            fenced_writes: Gauge::default(),
-        }
+const fn spec(
+    name: &'static str,
+    help: &'static str,
+    unit: &'static str,
+    labels: &'static [&'static str],
+) -> Spec {
+    Spec {
+        name,
+        help,
+        unit,
+        labels,
     }
 }
 
 impl ClusterMetrics {
-    /// Appends the Prometheus text of the cluster metrics to `out`.
-    pub fn render(&self, out: &mut String) {
-        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: i64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        gauge(
-            out,
-            "pushgate_cluster_members",
-            "Live cluster members.",
-            "gauge",
-            self.members.get(),
-        );
-        gauge(
-            out,
-            "pushgate_cluster_shards_owned",
-            "Shards this node owns.",
-            "gauge",
-            self.shards_owned.get(),
-        );
-        gauge(
-            out,
-            "pushgate_cluster_self_fenced_total",
-            "Times this node fenced itself (lease not renewed in time).",
-            "counter",
-            self.self_fenced.get(),
-        );
-        gauge(
-            out,
-            "pushgate_cluster_fenced_writes_total",
-            "Writes Redis refused because another node had taken the shard.",
-            "counter",
-            self.fenced_writes.get(),
-        );
-        self.handoffs.render(
-            "pushgate_cluster_handoffs_total",
-            "Shards acquired, released or lost by this node.",
-            out,
-        );
-        self.forwards.render(
-            "pushgate_cluster_forwards_total",
-            "Work sent to the owner of its shard, by kind and outcome.",
-            out,
-        );
-        self.forwarded_in.render(
-            "pushgate_cluster_forwarded_in_total",
-            "Work received from peers for shards this node owns, by kind.",
-            out,
-        );
-        self.forward_latency.render(
-            "pushgate_cluster_forward_latency_seconds",
-            "Round trip of a forwarded call, by kind.",
-            out,
-        );
+    /// The cluster's instruments on `meter`; refused writes are read from
+    /// `fences`.
+    pub fn new(meter: &Meter, fences: Arc<Fences>) -> Self {
+        let kind: &'static [&'static str] = &["kind"];
+        Self {
+            members: Gauge::new(
+                meter,
+                spec("pushgate.cluster.members", "Live cluster members.", "", &[]),
+            ),
+            shards_owned: Gauge::new(
+                meter,
+                spec(
+                    "pushgate.cluster.shards_owned",
+                    "Shards this node owns.",
+                    "",
+                    &[],
+                ),
+            ),
+            handoffs: CounterVec::new(
+                meter,
+                spec(
+                    "pushgate.cluster.handoffs",
+                    "Shards acquired, released or lost by this node.",
+                    "",
+                    kind,
+                ),
+            ),
+            forwards: CounterVec::new(
+                meter,
+                spec(
+                    "pushgate.cluster.forwards",
+                    "Work sent to the owner of its shard, by kind and outcome.",
+                    "",
+                    &["kind", "outcome"],
+                ),
+            ),
+            forwarded_in: CounterVec::new(
+                meter,
+                spec(
+                    "pushgate.cluster.forwarded_in",
+                    "Work received from peers for shards this node owns, by kind.",
+                    "",
+                    kind,
+                ),
+            ),
+            forward_latency: HistogramVec::new(
+                meter,
+                spec(
+                    "pushgate.cluster.forward.latency",
+                    "Round trip of a forwarded call, by kind.",
+                    "s",
+                    kind,
+                ),
+            ),
+            self_fenced: Counter::new(
+                meter,
+                spec(
+                    "pushgate.cluster.self_fenced",
+                    "Times this node fenced itself (lease not renewed in time).",
+                    "",
+                    &[],
+                ),
+            ),
+            _fenced_writes: meter
+                .u64_observable_counter("pushgate.cluster.fenced_writes")
+                .with_description("Writes Redis refused because another node had taken the shard.")
+                .with_callback(move |o| o.observe(fences.refusals(), &[]))
+                .build(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClusterMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterMetrics").finish_non_exhaustive()
     }
 }

@@ -226,14 +226,6 @@ impl Router {
         })
     }
 
-    /// Appends the cluster's metrics to a `/metrics` page.
-    pub fn render_metrics(&self, out: &mut String) {
-        let m = &self.shared.metrics;
-        m.fenced_writes
-            .set(i64::try_from(self.shared.fences.refusals()).unwrap_or(i64::MAX));
-        m.render(out);
-    }
-
     /// Whether this node is a member now.
     pub fn is_member(&self) -> bool {
         self.shared.view().joined

@@ -96,10 +96,7 @@ async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
             .registrations
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
-    let mut text = state.metrics.render();
-    if let Some(router) = &state.cluster {
-        router.render_metrics(&mut text);
-    }
+    let text = state.metrics.render();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text)

@@ -1,225 +1,21 @@
-//! A small Prometheus text-format registry: counters, gauges and histograms with
-//! labels.
-//!
-//! Kept in-process and dependency-free on purpose; the OpenTelemetry exporter can
-//! read the same values when it lands.
+//! Every metric the gateway exports, as OpenTelemetry instruments of one
+//! meter provider. `/metrics` is its Prometheus reader's registry in text
+//! form (names as before the SDK: dots become underscores, counters get
+//! `_total`, seconds `_seconds`; no `otel_scope_*` labels); an OTLP exporter
+//! added to the same provider pushes the same instruments.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use super::instruments::{CounterVec, Gauge, GaugeVec, HistogramVec, Spec};
+use opentelemetry::metrics::{Meter, MeterProvider as _};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use prometheus::Encoder as _;
 
-/// A gauge that goes up and down.
-#[derive(Debug, Default)]
-pub struct Gauge(AtomicI64);
-
-impl Gauge {
-    /// Adds one.
-    pub(crate) fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    /// Subtracts one.
-    pub(crate) fn dec(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-    /// Sets the value.
-    pub fn set(&self, v: i64) {
-        self.0.store(v, Ordering::Relaxed);
-    }
-    /// The current value.
-    pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Values of one type per combination of label values.
-#[derive(Debug)]
-struct Family<T> {
-    labels: &'static [&'static str],
-    values: Mutex<BTreeMap<Vec<String>, T>>,
-}
-
-fn key(values: &[&str]) -> Vec<String> {
-    values.iter().map(|v| (*v).to_owned()).collect()
-}
-
-fn label_text(labels: &[&str], values: &[String], extra: Option<(&str, &str)>) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .zip(values)
-        .map(|(l, v)| format!("{l}=\"{}\"", escape_label(v)))
-        .collect();
-    if let Some((l, v)) = extra {
-        parts.push(format!("{l}=\"{v}\""));
-    }
-    parts.join(",")
-}
-
-impl<T: Copy + Default + std::fmt::Display> Family<T> {
-    pub(crate) fn new(labels: &'static [&'static str]) -> Self {
-        Self {
-            labels,
-            values: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    fn update(&self, values: &[&str], f: impl FnOnce(&mut T)) {
-        if let Ok(mut map) = self.values.lock() {
-            f(map.entry(key(values)).or_default());
-        }
-    }
-
-    fn get(&self, values: &[&str]) -> T {
-        self.values
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key(values)).copied())
-            .unwrap_or_default()
-    }
-
-    fn render(&self, name: &str, help: &str, kind: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        let Ok(map) = self.values.lock() else { return };
-        for (values, v) in map.iter() {
-            let _ = writeln!(
-                out,
-                "{name}{{{}}} {v}",
-                label_text(self.labels, values, None)
-            );
-        }
-    }
-}
-
-/// A counter per combination of label values.
-#[derive(Debug)]
-pub struct CounterVec(Family<u64>);
-
-impl CounterVec {
-    pub(crate) fn new(labels: &'static [&'static str]) -> Self {
-        Self(Family::new(labels))
-    }
-
-    /// Adds one to the counter with these label values (in declaration order).
-    pub(crate) fn inc(&self, values: &[&str]) {
-        self.add(values, 1);
-    }
-
-    /// Adds `n` to the counter with these label values.
-    pub fn add(&self, values: &[&str], n: u64) {
-        self.0.update(values, |v| *v += n);
-    }
-
-    /// The counter's value for these label values.
-    pub fn get(&self, values: &[&str]) -> u64 {
-        self.0.get(values)
-    }
-
-    pub(crate) fn render(&self, name: &str, help: &str, out: &mut String) {
-        self.0.render(name, help, "counter", out);
-    }
-}
-
-/// A gauge per combination of label values.
-#[derive(Debug)]
-pub struct GaugeVec(Family<i64>);
-
-impl GaugeVec {
-    pub(crate) fn new(labels: &'static [&'static str]) -> Self {
-        Self(Family::new(labels))
-    }
-
-    /// Sets the gauge with these label values.
-    pub fn set(&self, values: &[&str], v: i64) {
-        self.0.update(values, |g| *g = v);
-    }
-
-    /// The gauge's value for these label values.
-    pub fn get(&self, values: &[&str]) -> i64 {
-        self.0.get(values)
-    }
-
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        self.0.render(name, help, "gauge", out);
-    }
-}
-
-/// Upper bounds of the latency histogram buckets, in seconds.
-const LATENCY_BUCKETS: [f64; 16] = [
-    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
-];
-
-#[derive(Debug, Default, Clone)]
-struct Buckets {
-    counts: [u64; LATENCY_BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
-
-/// A latency histogram per combination of label values, in seconds.
-#[derive(Debug)]
-pub struct HistogramVec {
-    labels: &'static [&'static str],
-    values: Mutex<BTreeMap<Vec<String>, Buckets>>,
-}
-
-impl HistogramVec {
-    pub(crate) fn new(labels: &'static [&'static str]) -> Self {
-        Self {
-            labels,
-            values: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    /// Records one observation of `seconds`.
-    pub(crate) fn observe(&self, values: &[&str], seconds: f64) {
-        let Ok(mut map) = self.values.lock() else {
-            return;
-        };
-        let b = map.entry(key(values)).or_default();
-        for (bound, count) in LATENCY_BUCKETS.iter().zip(b.counts.iter_mut()) {
-            if seconds <= *bound {
-                *count += 1;
-            }
-        }
-        b.count += 1;
-        b.sum += seconds;
-    }
-
-    /// Observations recorded with these label values.
-    pub fn count(&self, values: &[&str]) -> u64 {
-        self.values
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key(values)).map(|b| b.count))
-            .unwrap_or(0)
-    }
-
-    pub(crate) fn render(&self, name: &str, help: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let Ok(map) = self.values.lock() else { return };
-        for (values, b) in map.iter() {
-            for (bound, count) in LATENCY_BUCKETS.iter().zip(b.counts) {
-                let le = bound.to_string();
-                let labels = label_text(self.labels, values, Some(("le", &le)));
-                let _ = writeln!(out, "{name}_bucket{{{labels}}} {count}");
-            }
-            let labels = label_text(self.labels, values, Some(("le", "+Inf")));
-            let _ = writeln!(out, "{name}_bucket{{{labels}}} {}", b.count);
-            let labels = label_text(self.labels, values, None);
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", b.sum);
-            let _ = writeln!(out, "{name}_count{{{labels}}} {}", b.count);
-        }
-    }
-}
-
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+/// What the Prometheus reader could not be made of (never expected: it
+/// only fails on a registry conflict, and each provider has its own).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics set-up: {0}")]
+pub struct MetricsError(String);
 
 /// Every metric the gateway exports.
-#[derive(Debug)]
 pub struct Metrics {
     /// Publishes received, by outcome (`accepted`, `item-not-found`, …).
     pub publishes: CounterVec,
@@ -254,111 +50,220 @@ pub struct Metrics {
     pub registrations: Gauge,
     /// Component sessions currently authenticated.
     pub sessions_up: Gauge,
+    /// The provider every instrument belongs to, and its Prometheus reader's
+    /// registry.
+    provider: SdkMeterProvider,
+    registry: prometheus::Registry,
+    meter: Meter,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self {
-            publishes: CounterVec::new(&["outcome"]),
-            notifications: CounterVec::new(&["provider", "fate"]),
-            coalesced: CounterVec::new(&["provider"]),
-            deliveries: CounterVec::new(&["provider", "outcome"]),
-            retries: CounterVec::new(&["provider", "reason"]),
-            delivery_latency: HistogramVec::new(&["provider"]),
-            outbox_entries: GaugeVec::new(&["provider"]),
-            queue_depth: GaugeVec::new(&["provider"]),
-            in_flight: GaugeVec::new(&["provider"]),
-            oldest_pending_seconds: GaugeVec::new(&["provider"]),
-            provider_healthy: GaugeVec::new(&["provider"]),
-            certificate_expiry_seconds: GaugeVec::new(&["provider"]),
-            registration_commands: CounterVec::new(&["command", "outcome"]),
-            registrations: Gauge::default(),
-            sessions_up: Gauge::default(),
-        }
+const fn spec(
+    name: &'static str,
+    help: &'static str,
+    unit: &'static str,
+    labels: &'static [&'static str],
+) -> Spec {
+    Spec {
+        name,
+        help,
+        unit,
+        labels,
     }
 }
 
 impl Metrics {
-    /// The Prometheus text exposition of all metrics.
+    /// Every instrument, on a new meter provider whose Prometheus reader
+    /// serves `/metrics`.
+    pub fn new() -> Self {
+        let registry = prometheus::Registry::new();
+        let reader = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .scope_info_enabled(false)
+            .without_target_info()
+            .build();
+        let provider = match reader {
+            Ok(reader) => SdkMeterProvider::builder().with_reader(reader).build(),
+            // A fresh registry cannot conflict; were it to, the gateway still
+            // counts (into a provider nobody reads) rather than stop.
+            Err(e) => {
+                tracing::error!("{}", MetricsError(e.to_string()));
+                SdkMeterProvider::builder().build()
+            }
+        };
+        let meter = provider.meter("pushgate");
+        let m = &meter;
+        let provider_label: &'static [&'static str] = &["provider"];
+        Self {
+            publishes: CounterVec::new(
+                m,
+                spec(
+                    "pushgate.publishes",
+                    "XEP-0357 publishes received, by outcome.",
+                    "",
+                    &["outcome"],
+                ),
+            ),
+            notifications: CounterVec::new(
+                m,
+                spec(
+                    "pushgate.notifications",
+                    "Accepted publishes by final fate; their sum equals the accepted publishes once the outbox is empty.",
+                    "",
+                    &["provider", "fate"],
+                ),
+            ),
+            coalesced: CounterVec::new(
+                m,
+                spec(
+                    "pushgate.coalesced",
+                    "Publishes merged into a pending push for the same node.",
+                    "",
+                    provider_label,
+                ),
+            ),
+            deliveries: CounterVec::new(
+                m,
+                spec(
+                    "pushgate.deliveries",
+                    "Delivery attempts to push providers, by provider and outcome.",
+                    "",
+                    &["provider", "outcome"],
+                ),
+            ),
+            retries: CounterVec::new(
+                m,
+                spec(
+                    "pushgate.retries",
+                    "Retries scheduled, by provider and reason.",
+                    "",
+                    &["provider", "reason"],
+                ),
+            ),
+            delivery_latency: HistogramVec::new(
+                m,
+                spec(
+                    "pushgate.delivery.latency",
+                    "From publish accepted to the provider's 2xx.",
+                    "s",
+                    provider_label,
+                ),
+            ),
+            outbox_entries: GaugeVec::new(
+                m,
+                spec(
+                    "pushgate.outbox.entries",
+                    "Pending pushes in the outbox.",
+                    "",
+                    provider_label,
+                ),
+            ),
+            queue_depth: GaugeVec::new(
+                m,
+                spec(
+                    "pushgate.queue.depth",
+                    "Pushes due and waiting for a request slot.",
+                    "",
+                    provider_label,
+                ),
+            ),
+            in_flight: GaugeVec::new(
+                m,
+                spec(
+                    "pushgate.in_flight",
+                    "Requests to the provider in flight.",
+                    "",
+                    provider_label,
+                ),
+            ),
+            oldest_pending_seconds: GaugeVec::new(
+                m,
+                spec(
+                    "pushgate.oldest_pending",
+                    "Age of the oldest pending publish.",
+                    "s",
+                    provider_label,
+                ),
+            ),
+            provider_healthy: GaugeVec::new(
+                m,
+                spec(
+                    "pushgate.provider.healthy",
+                    "1 while the provider accepts our credentials and endpoint.",
+                    "",
+                    provider_label,
+                ),
+            ),
+            certificate_expiry_seconds: GaugeVec::new(
+                m,
+                spec(
+                    "pushgate.provider.certificate_expiry",
+                    "Seconds until the provider's client certificate expires (negative once expired).",
+                    "s",
+                    provider_label,
+                ),
+            ),
+            registration_commands: CounterVec::new(
+                m,
+                spec(
+                    "pushgate.registration.commands",
+                    "Register/unregister requests, by command and outcome.",
+                    "",
+                    &["command", "outcome"],
+                ),
+            ),
+            registrations: Gauge::new(
+                m,
+                spec(
+                    "pushgate.registrations",
+                    "Registrations in the store.",
+                    "",
+                    &[],
+                ),
+            ),
+            sessions_up: Gauge::new(
+                m,
+                spec(
+                    "pushgate.component.sessions_up",
+                    "Authenticated component sessions.",
+                    "",
+                    &[],
+                ),
+            ),
+            provider,
+            registry,
+            meter,
+        }
+    }
+
+    /// The meter other parts (the cluster) make their instruments with.
+    pub fn meter(&self) -> &Meter {
+        &self.meter
+    }
+
+    /// The provider, for an OTLP exporter to join and for shutdown.
+    pub fn provider(&self) -> &SdkMeterProvider {
+        &self.provider
+    }
+
+    /// The Prometheus text exposition of every instrument.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let o = &mut out;
-        self.publishes.render(
-            "pushgate_publishes_total",
-            "XEP-0357 publishes received, by outcome.",
-            o,
-        );
-        self.notifications.render(
-            "pushgate_notifications_total",
-            "Accepted publishes by final fate; their sum equals the accepted publishes once the outbox is empty.",
-            o,
-        );
-        self.coalesced.render(
-            "pushgate_coalesced_total",
-            "Publishes merged into a pending push for the same node.",
-            o,
-        );
-        self.deliveries.render(
-            "pushgate_deliveries_total",
-            "Delivery attempts to push providers, by provider and outcome.",
-            o,
-        );
-        self.retries.render(
-            "pushgate_retries_total",
-            "Retries scheduled, by provider and reason.",
-            o,
-        );
-        self.delivery_latency.render(
-            "pushgate_delivery_latency_seconds",
-            "From publish accepted to the provider's 2xx.",
-            o,
-        );
-        self.outbox_entries.render(
-            "pushgate_outbox_entries",
-            "Pending pushes in the outbox.",
-            o,
-        );
-        self.queue_depth.render(
-            "pushgate_queue_depth",
-            "Pushes due and waiting for a request slot.",
-            o,
-        );
-        self.in_flight.render(
-            "pushgate_in_flight",
-            "Requests to the provider in flight.",
-            o,
-        );
-        self.oldest_pending_seconds.render(
-            "pushgate_oldest_pending_seconds",
-            "Age of the oldest pending publish.",
-            o,
-        );
-        self.provider_healthy.render(
-            "pushgate_provider_healthy",
-            "1 while the provider accepts our credentials and endpoint.",
-            o,
-        );
-        self.certificate_expiry_seconds.render(
-            "pushgate_provider_certificate_expiry_seconds",
-            "Seconds until the provider's client certificate expires (negative once expired).",
-            o,
-        );
-        self.registration_commands.render(
-            "pushgate_registration_commands_total",
-            "Register/unregister requests, by command and outcome.",
-            o,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP pushgate_registrations Registrations in the store.\n# TYPE pushgate_registrations gauge\npushgate_registrations {}",
-            self.registrations.get()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP pushgate_component_sessions_up Authenticated component sessions.\n# TYPE pushgate_component_sessions_up gauge\npushgate_component_sessions_up {}",
-            self.sessions_up.get()
-        );
-        out
+        let mut out = Vec::new();
+        if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!("metrics not rendered: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }
 
@@ -367,16 +272,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_labelled_counters_and_gauges() {
+    fn renders_labelled_counters_and_gauges_with_help() {
         let m = Metrics::default();
         m.deliveries.inc(&["apns", "delivered"]);
         m.deliveries.inc(&["apns", "delivered"]);
         m.sessions_up.inc();
         let text = m.render();
-        assert!(
-            text.contains("pushgate_deliveries_total{provider=\"apns\",outcome=\"delivered\"} 2")
-        );
-        assert!(text.contains("pushgate_component_sessions_up 1"));
+        for line in [
+            "# HELP pushgate_deliveries_total Delivery attempts to push providers, by provider and outcome.",
+            "# TYPE pushgate_deliveries_total counter",
+            "pushgate_deliveries_total{outcome=\"delivered\",provider=\"apns\"} 2",
+            "pushgate_component_sessions_up 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains("otel_scope"), "{text}");
+        assert!(!text.contains("target_info"), "{text}");
     }
 
     #[test]
@@ -399,5 +310,77 @@ mod tests {
             m.render()
                 .contains("pushgate_queue_depth{provider=\"fcm\"} 3")
         );
+    }
+
+    /// The Prometheus names are the operator interface (dashboards, alerts):
+    /// every instrument, touched once, renders under its name from before
+    /// the SDK, with help text and type.
+    #[test]
+    fn every_family_keeps_its_prometheus_name() {
+        let m = Metrics::default();
+        let fences = crate::registry::Fences::new(4);
+        let c = crate::cluster::ClusterMetrics::new(m.meter(), fences);
+        let p = &["apns"];
+        m.publishes.inc(&["accepted"]);
+        m.notifications.inc(&["apns", "delivered"]);
+        m.coalesced.inc(p);
+        m.deliveries.inc(&["apns", "delivered"]);
+        m.retries.inc(&["apns", "transport"]);
+        m.delivery_latency.observe(p, 0.1);
+        for g in [
+            &m.outbox_entries,
+            &m.queue_depth,
+            &m.in_flight,
+            &m.oldest_pending_seconds,
+            &m.provider_healthy,
+            &m.certificate_expiry_seconds,
+        ] {
+            g.set(p, 1);
+        }
+        m.registration_commands.inc(&["register-device", "ok"]);
+        m.registrations.set(1);
+        m.sessions_up.inc();
+        c.members.set(1);
+        c.shards_owned.set(1);
+        c.handoffs.inc(&["acquired"]);
+        c.forwards.inc(&["publish", "ok"]);
+        c.forwarded_in.inc(&["publish"]);
+        c.forward_latency.observe(&["publish"], 0.01);
+        c.self_fenced.inc();
+        let text = m.render();
+        let mut families: Vec<(&str, &str)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .collect();
+        families.sort_unstable();
+        let expected = [
+            ("pushgate_cluster_fenced_writes_total", "counter"),
+            ("pushgate_cluster_forward_latency_seconds", "histogram"),
+            ("pushgate_cluster_forwarded_in_total", "counter"),
+            ("pushgate_cluster_forwards_total", "counter"),
+            ("pushgate_cluster_handoffs_total", "counter"),
+            ("pushgate_cluster_members", "gauge"),
+            ("pushgate_cluster_self_fenced_total", "counter"),
+            ("pushgate_cluster_shards_owned", "gauge"),
+            ("pushgate_coalesced_total", "counter"),
+            ("pushgate_component_sessions_up", "gauge"),
+            ("pushgate_deliveries_total", "counter"),
+            ("pushgate_delivery_latency_seconds", "histogram"),
+            ("pushgate_in_flight", "gauge"),
+            ("pushgate_notifications_total", "counter"),
+            ("pushgate_oldest_pending_seconds", "gauge"),
+            ("pushgate_outbox_entries", "gauge"),
+            ("pushgate_provider_certificate_expiry_seconds", "gauge"),
+            ("pushgate_provider_healthy", "gauge"),
+            ("pushgate_publishes_total", "counter"),
+            ("pushgate_queue_depth", "gauge"),
+            ("pushgate_registration_commands_total", "counter"),
+            ("pushgate_registrations", "gauge"),
+            ("pushgate_retries_total", "counter"),
+        ];
+        assert_eq!(families, expected, "{text}");
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!(helps, expected.len(), "a # HELP per family: {text}");
     }
 }

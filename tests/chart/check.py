@@ -422,11 +422,22 @@ KNOWN_METRICS = set()
 
 
 def known_metrics():
-    """The metric names the gateway's source exports."""
+    """The Prometheus names of the instruments the gateway's source makes:
+    `Kind::new(meter, spec("pushgate.x.y", help, unit, labels))` or
+    `meter.u64_observable_counter("pushgate.x.y")`, named as the
+    OpenTelemetry Prometheus reader names them (dots to underscores, `_seconds`
+    for unit s, `_total` for counters)."""
     names = set()
     for path in (ROOT / "src").rglob("*.rs"):
-        names.update(re.findall(r'"(pushgate_[a-z_]+)', path.read_text()))
-        names.update(re.findall(r"# TYPE (pushgate_[a-z_]+)", path.read_text()))
+        text = path.read_text()
+        for kind, name, unit in re.findall(
+            r'(CounterVec|GaugeVec|HistogramVec|Gauge|Counter)::new\(\s*\w+,\s*spec\(\s*"(pushgate\.[a-z_.]+)",\s*"(?:[^"\\]|\\.)*",\s*"(s?)"',
+            text,
+        ):
+            base = name.replace(".", "_") + ("_seconds" if unit == "s" else "")
+            names.add(base + ("_total" if kind.startswith("Counter") else ""))
+        for name in re.findall(r'observable_counter\(\s*"(pushgate\.[a-z_.]+)"', text):
+            names.add(name.replace(".", "_") + "_total")
     return names
 
 

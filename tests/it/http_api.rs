@@ -176,7 +176,7 @@ async fn health_readiness_and_metrics() {
             .get("/metrics")
             .await
             .1
-            .contains(r#"pushgate_deliveries_total{provider="apns",outcome="delivered"} 1"#)
+            .contains(r#"pushgate_deliveries_total{outcome="delivered",provider="apns"} 1"#)
     })
     .await;
     let (_, metrics) = h.gateway.get("/metrics").await;

@@ -298,11 +298,34 @@ pub fn client() -> reqwest::Client {
 /// exactly as rendered) at the gateway serving `http`, 0 when absent.
 pub async fn metric(http: &str, series: &str) -> f64 {
     let (_, text) = get(http, "/metrics").await;
+    series_value(&text, series)
+}
+
+/// The value of `series` (`name` or `name{label="value",…}`, labels in any
+/// order) in a Prometheus text page; 0 when absent.
+pub fn series_value(text: &str, series: &str) -> f64 {
+    let wanted = parse_series(series);
     text.lines()
-        .filter_map(|l| l.strip_prefix(series))
-        .filter_map(|rest| rest.trim().parse::<f64>().ok())
-        .next()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(s, _)| parse_series(s) == wanted)
+        .and_then(|(_, v)| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+fn parse_series(series: &str) -> (String, std::collections::BTreeSet<String>) {
+    match series.split_once('{') {
+        None => (series.trim().to_owned(), Default::default()),
+        Some((name, labels)) => (
+            name.to_owned(),
+            labels
+                .trim_end_matches('}')
+                .split("\",")
+                .filter(|l| !l.is_empty())
+                .map(|l| l.trim_end_matches('"').to_owned())
+                .collect(),
+        ),
+    }
 }
 
 /// The status of GET `path`, or `None` while nothing listens.

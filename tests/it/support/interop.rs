@@ -144,12 +144,8 @@ impl Interop {
     /// How many publishes the gateway answered with `outcome`.
     pub async fn publishes(&self, outcome: &str) -> u64 {
         let metrics = self.gateway.get("/metrics").await.1;
-        let prefix = format!("pushgate_publishes_total{{outcome=\"{outcome}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        let series = format!("pushgate_publishes_total{{outcome=\"{outcome}\"}}");
+        super::gateway::series_value(&metrics, &series) as u64
     }
 
     /// Waits until `n` publishes were answered with `outcome`.
