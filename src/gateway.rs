@@ -110,11 +110,18 @@ pub struct Launch {
 impl Launch {
     /// A gateway built entirely from `config`.
     pub fn new(config: Config) -> Self {
+        let node = config.cluster.as_ref().map(|c| c.node_id());
+        let metrics =
+            Metrics::with_telemetry(&config.telemetry, node.as_deref()).unwrap_or_else(|e| {
+                // Observability must not keep the gateway from serving.
+                error!("{}; metrics are served at /metrics only", chain(&e));
+                Metrics::new()
+            });
         Self {
             config,
             http_listener: None,
             clients: None,
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(metrics),
             own_threads: true,
         }
     }
@@ -247,6 +254,7 @@ impl Launch {
             sessions,
             cluster,
             dispatcher,
+            metrics: metrics.clone(),
         })
         .await;
         for thread in arbiters.iter().chain(&pool_threads) {
@@ -297,6 +305,7 @@ struct Running {
     sessions: Sessions,
     cluster: Option<Cluster>,
     dispatcher: Dispatcher,
+    metrics: Arc<Metrics>,
 }
 
 /// Stops in order within one deadline: each stage gets what the previous ones
@@ -309,6 +318,7 @@ async fn stop(running: Running) {
         sessions,
         cluster,
         dispatcher,
+        metrics,
     } = running;
     let deadline = crate::clock::now() + grace;
     info!(
@@ -335,6 +345,8 @@ async fn stop(running: Running) {
             "shutdown deadline passed with requests still in flight; the outbox keeps them for the next start"
         );
     }
+    // Last: the final OTLP export carries the counts of the drain.
+    metrics.shutdown(deadline).await;
 }
 
 /// Threads (actix arbiters) for `wanted` component sessions or provider

@@ -3,10 +3,12 @@
 
 mod instruments;
 mod metrics;
+mod otlp;
 
 pub(crate) use instruments::Spec;
 pub use instruments::{Counter, CounterVec, Gauge, GaugeVec, HistogramVec};
 pub use metrics::{Metrics, MetricsError};
+pub use otlp::OtlpError;
 
 use crate::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;

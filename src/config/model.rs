@@ -41,6 +41,9 @@ pub struct Config {
     /// Several nodes sharing one Redis; absent, the gateway runs alone.
     #[serde(default)]
     pub cluster: Option<super::ClusterConfig>,
+    /// OpenTelemetry export.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// The `*_file` secrets read at load (key, path), for the permission
     /// check (see `files::exposed`).
     #[serde(skip)]
@@ -349,6 +352,51 @@ impl RegistrationsConfig {
     }
 }
 
+/// `[telemetry]`: where OpenTelemetry data is pushed (OTLP), besides the
+/// Prometheus page at `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP collector, e.g. `http://otel-collector:4317`; absent: the
+    /// standard `OTEL_EXPORTER_OTLP_ENDPOINT`, and without it no push.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` (the only one for now; `OTEL_EXPORTER_OTLP_PROTOCOL` the same).
+    #[serde(default = "defaults::otlp_protocol")]
+    pub otlp_protocol: String,
+    /// Headers sent with every export (an API key, a tenant); their values
+    /// are never logged.
+    #[serde(default)]
+    pub otlp_headers: std::collections::BTreeMap<String, Secret>,
+    /// Deadline of one export, in milliseconds.
+    #[serde(default = "defaults::otlp_timeout_ms")]
+    pub otlp_timeout_ms: u64,
+    /// Milliseconds between two metric exports.
+    #[serde(default = "defaults::export_interval_ms")]
+    pub export_interval_ms: u64,
+    /// `service.name` of the resource.
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+    /// More resource attributes (`deployment.environment`, …); the node id,
+    /// the version and `k8s.pod.name` (from `POD_NAME`) are added.
+    #[serde(default)]
+    pub resource_attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            otlp_protocol: defaults::otlp_protocol(),
+            otlp_headers: Default::default(),
+            otlp_timeout_ms: defaults::otlp_timeout_ms(),
+            export_interval_ms: defaults::export_interval_ms(),
+            service_name: defaults::service_name(),
+            resource_attributes: Default::default(),
+        }
+    }
+}
+
 /// `[delivery]`: the outbox, retries, coalescing and what a push carries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -484,6 +532,18 @@ mod defaults {
     }
     pub(super) fn rest_per_minute() -> u32 {
         60
+    }
+    pub(super) fn otlp_protocol() -> String {
+        "grpc".into()
+    }
+    pub(super) fn otlp_timeout_ms() -> u64 {
+        10_000
+    }
+    pub(super) fn export_interval_ms() -> u64 {
+        60_000
+    }
+    pub(super) fn service_name() -> String {
+        "pushgate".into()
     }
     pub(super) fn unpublished_expiry_hours() -> f64 {
         30.0 * 24.0

@@ -5,9 +5,12 @@
 //! added to the same provider pushes the same instruments.
 
 use super::instruments::{CounterVec, Gauge, GaugeVec, HistogramVec, Spec};
-use opentelemetry::metrics::{Meter, MeterProvider as _};
+use crate::config::TelemetryConfig;
+use opentelemetry::metrics::{Meter, MeterProvider as _, ObservableCounter};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::Encoder as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What the Prometheus reader could not be made of (never expected: it
 /// only fails on a registry conflict, and each provider has its own).
@@ -55,6 +58,24 @@ pub struct Metrics {
     provider: SdkMeterProvider,
     registry: prometheus::Registry,
     meter: Meter,
+    /// With OTLP push: the exporter's runtime and failed exports.
+    push: Option<PushState>,
+}
+
+/// What an OTLP push keeps alive.
+struct PushState {
+    /// Taken on drop: a runtime may not be dropped in an async context, but
+    /// it may be shut down in the background.
+    runtime: Option<tokio::runtime::Runtime>,
+    _failures: ObservableCounter<u64>,
+}
+
+impl Drop for PushState {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 const fn spec(
@@ -73,8 +94,32 @@ const fn spec(
 
 impl Metrics {
     /// Every instrument, on a new meter provider whose Prometheus reader
-    /// serves `/metrics`.
+    /// serves `/metrics`; nothing pushed.
     pub fn new() -> Self {
+        Self::build(SdkMeterProvider::builder(), None)
+    }
+
+    /// As [`Self::new`], also pushing over OTLP when `[telemetry]` (or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`) names a collector; `node` names this
+    /// process in the resource.
+    pub fn with_telemetry(
+        config: &TelemetryConfig,
+        node: Option<&str>,
+    ) -> Result<Self, super::OtlpError> {
+        let Some(endpoint) = super::otlp::endpoint(config) else {
+            return Ok(Self::new());
+        };
+        let push = super::otlp::reader(config, &endpoint)?;
+        let builder = SdkMeterProvider::builder()
+            .with_resource(super::otlp::resource(config, node))
+            .with_reader(push.reader);
+        Ok(Self::build(builder, Some((push.runtime, push.failures))))
+    }
+
+    fn build(
+        builder: opentelemetry_sdk::metrics::MeterProviderBuilder,
+        push: Option<(tokio::runtime::Runtime, Arc<AtomicU64>)>,
+    ) -> Self {
         let registry = prometheus::Registry::new();
         let reader = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -82,15 +127,25 @@ impl Metrics {
             .without_target_info()
             .build();
         let provider = match reader {
-            Ok(reader) => SdkMeterProvider::builder().with_reader(reader).build(),
+            Ok(reader) => builder.with_reader(reader).build(),
             // A fresh registry cannot conflict; were it to, the gateway still
-            // counts (into a provider nobody reads) rather than stop.
+            // counts (for OTLP, if any) rather than stop.
             Err(e) => {
                 tracing::error!("{}", MetricsError(e.to_string()));
-                SdkMeterProvider::builder().build()
+                builder.build()
             }
         };
         let meter = provider.meter("pushgate");
+        let push = push.map(|(runtime, failures)| PushState {
+            runtime: Some(runtime),
+            _failures: meter
+                .u64_observable_counter("pushgate.telemetry.export_failures")
+                .with_description(
+                    "OTLP metric exports that failed (each dropped; the next carries the totals).",
+                )
+                .with_callback(move |o| o.observe(failures.load(Ordering::Relaxed), &[]))
+                .build(),
+        });
         let m = &meter;
         let provider_label: &'static [&'static str] = &["provider"];
         Self {
@@ -232,6 +287,22 @@ impl Metrics {
             provider,
             registry,
             meter,
+            push,
+        }
+    }
+
+    /// Stops the meter provider by `deadline`: an OTLP push exports one
+    /// last time (from its own thread, so waiting here blocks nothing
+    /// else); `/metrics` goes on answering with the last values.
+    pub async fn shutdown(&self, deadline: crate::clock::Instant) {
+        if self.push.is_none() {
+            return;
+        }
+        let provider = self.provider.clone();
+        let left = deadline.saturating_duration_since(crate::clock::now());
+        let stop = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(left));
+        if let Ok(Ok(Err(e))) = tokio::time::timeout_at(deadline, stop).await {
+            tracing::debug!("meter provider shutdown: {e}");
         }
     }
 

@@ -257,6 +257,8 @@ REFUSED = [
     ("Redis without a server", {"store": {"backend": "redis"}}),
     ("seed nodes without cluster: true", {"store": {"backend": "redis", "redis": {"urls": ["redis://a:6379"]}}}),
     ("an unknown backend", {"store": {"backend": "postgres"}}),
+    ("an OTLP endpoint without a scheme", {"metrics": {"otlp": {"endpoint": "otel-collector:4317"}}}),
+    ("a TLS server option misspelt", {"component": {"servers": [{"host": "x", "port": 5347, "tsl": True}]}}),
     ("a short cluster secret", {"store": {"backend": "redis", "redis": {"url": "redis://r:6379"}}, "cluster": {"secret": "short"}}),
     ("an APNs provider without a topic", {"providers": [{"id": "a", "kind": "apns", "teamId": "T", "keyId": "K", "credential": "x"}]}),
     ("a provider without a credential", {"providers": [{"id": "f", "kind": "fcm"}]}),

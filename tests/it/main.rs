@@ -19,6 +19,7 @@ mod delivery;
 mod http_api;
 mod in_process;
 mod interop;
+mod otlp;
 mod outbox;
 mod publish;
 mod redis_faults;
