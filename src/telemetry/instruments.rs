@@ -14,6 +14,7 @@ use opentelemetry::metrics::{
     Histogram, Meter, ObservableCounter, ObservableGauge,
 };
 use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,10 +24,20 @@ pub(crate) const LATENCY_BUCKETS: [f64; 16] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-/// Bound handles by label values.
+/// Bound handles by label values: found by a hash of the values (no
+/// allocation on the hot path), then compared.
 struct Bound<T> {
     labels: &'static [&'static str],
-    handles: Mutex<HashMap<Vec<String>, T>>,
+    handles: Mutex<HashMap<u64, Bucket<T>>>,
+}
+
+/// The handles whose label values hash the same (almost always one).
+type Bucket<T> = Vec<(Box<[String]>, T)>;
+
+fn hash_of(values: &[&str]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    values.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl<T: Clone> Bound<T> {
@@ -39,12 +50,15 @@ impl<T: Clone> Bound<T> {
 
     /// The handle of `values`, bound with `bind` on first use.
     fn get(&self, values: &[&str], bind: impl FnOnce(&[KeyValue]) -> T) -> T {
-        let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+        let same = |key: &[String]| {
+            key.len() == values.len() && key.iter().zip(values).all(|(a, b)| a == b)
+        };
         let mut handles = self
             .handles
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(handle) = handles.get(&key) {
+        let bucket = handles.entry(hash_of(values)).or_default();
+        if let Some((_, handle)) = bucket.iter().find(|(key, _)| same(key)) {
             return handle.clone();
         }
         let attributes: Vec<KeyValue> = self
@@ -54,7 +68,8 @@ impl<T: Clone> Bound<T> {
             .map(|(l, v)| KeyValue::new(*l, (*v).to_owned()))
             .collect();
         let handle = bind(&attributes);
-        handles.insert(key, handle.clone());
+        let key: Box<[String]> = values.iter().map(|v| (*v).to_owned()).collect();
+        bucket.push((key, handle.clone()));
         handle
     }
 }
@@ -257,5 +272,33 @@ impl Counter {
     /// The current value.
     pub fn get(&self) -> u64 {
         self.value.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::metrics::MeterProvider as _;
+
+    #[test]
+    fn each_combination_of_label_values_has_its_own_handle() {
+        let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
+        let meter = provider.meter("test");
+        let spec = Spec {
+            name: "c",
+            help: "h",
+            unit: "",
+            labels: &["x", "y"],
+        };
+        let c = CounterVec::new(&meter, spec);
+        c.inc(&["a", "b"]);
+        c.add(&["ab", ""], 5);
+        c.inc(&["a", "b"]);
+        assert_eq!(c.get(&["a", "b"]), 2);
+        assert_eq!(c.get(&["ab", ""]), 5);
+        assert_eq!(c.get(&["b", "a"]), 0);
+        let g = GaugeVec::new(&meter, spec);
+        g.set(&["a", "b"], -3);
+        assert_eq!(g.get(&["a", "b"]), -3);
     }
 }
