@@ -453,5 +453,16 @@ mod tests {
         assert_eq!(families, expected, "{text}");
         let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
         assert_eq!(helps, expected.len(), "a # HELP per family: {text}");
+        // The README's catalogue has a row for each.
+        let readme = include_str!("../../README.md");
+        for (name, kind) in expected {
+            let row = readme
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("| `{name}` |")));
+            assert!(
+                row.is_some_and(|r| r.contains(&format!("| {kind} |"))),
+                "README catalogue row for {name} ({kind})"
+            );
+        }
     }
 }
