@@ -84,6 +84,12 @@ pub trait PushClient: Send + Sync + 'static {
     fn credentials_expire_at(&self) -> Option<u64> {
         None
     }
+
+    /// The host requests go to (`server.address` of the request duration
+    /// metric); empty when it is not a network client.
+    fn server_address(&self) -> &str {
+        ""
+    }
 }
 
 /// `(provider id, expiry)` of every APNs client certificate in `providers`

@@ -273,6 +273,7 @@ impl Pool {
             version,
             node,
             token: push.token.clone(),
+            started: crate::clock::now(),
         };
         let request = self.client.send(push);
         let deadline = self.attempt_deadline;

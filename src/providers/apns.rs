@@ -109,6 +109,10 @@ impl ApnsClient {
 }
 
 impl PushClient for ApnsClient {
+    fn server_address(&self) -> &str {
+        self.inner.connections.host()
+    }
+
     fn send(&self, push: Push) -> SendFuture {
         let inner = self.inner.clone();
         Box::pin(async move { inner.send(push).await })

@@ -80,6 +80,11 @@ pub(crate) struct Connections {
 }
 
 impl Connections {
+    /// The endpoint's host.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
     /// `n` (at least one) connection slots to `endpoint`, for provider `id`;
     /// nothing connects until the first request.
     pub(crate) fn new(

@@ -74,6 +74,10 @@ impl FcmClient {
 }
 
 impl PushClient for FcmClient {
+    fn server_address(&self) -> &str {
+        self.inner.connections.host()
+    }
+
     fn send(&self, push: Push) -> SendFuture {
         let inner = self.inner.clone();
         Box::pin(async move { inner.send(push).await })

@@ -34,6 +34,9 @@ pub struct Metrics {
     pub retries: CounterVec,
     /// Publish accepted → provider 2xx, per provider.
     pub delivery_latency: HistogramVec,
+    /// Provider requests, by provider, method, server, status and error
+    /// (`http.client.request.duration`).
+    pub request_duration: HistogramVec,
     /// Outbox entries (pending pushes), per provider.
     pub outbox_entries: GaugeVec,
     /// Entries due and waiting for a free request slot, per provider.
@@ -201,6 +204,21 @@ impl Metrics {
                     "From publish accepted to the provider's 2xx.",
                     "s",
                     provider_label,
+                ),
+            ),
+            request_duration: HistogramVec::new(
+                m,
+                spec(
+                    "http.client.request.duration",
+                    "Requests to push providers, from sending to the answer or the failure.",
+                    "s",
+                    &[
+                        "provider",
+                        "http.request.method",
+                        "server.address",
+                        "http.response.status_code",
+                        "error.type",
+                    ],
                 ),
             ),
             outbox_entries: GaugeVec::new(
@@ -398,6 +416,10 @@ mod tests {
         m.deliveries.inc(&["apns", "delivered"]);
         m.retries.inc(&["apns", "transport"]);
         m.delivery_latency.observe(p, 0.1);
+        m.request_duration.observe(
+            &["apns", "POST", "api.push.apple.com", "410", "Unregistered"],
+            0.02,
+        );
         for g in [
             &m.outbox_entries,
             &m.queue_depth,
@@ -426,6 +448,7 @@ mod tests {
             .collect();
         families.sort_unstable();
         let expected = [
+            ("http_client_request_duration_seconds", "histogram"),
             ("pushgate_cluster_fenced_writes_total", "counter"),
             ("pushgate_cluster_forward_latency_seconds", "histogram"),
             ("pushgate_cluster_forwarded_in_total", "counter"),
@@ -453,6 +476,11 @@ mod tests {
         assert_eq!(families, expected, "{text}");
         let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
         assert_eq!(helps, expected.len(), "a # HELP per family: {text}");
+        // Semantic-convention attributes, as Prometheus labels.
+        assert!(
+            text.contains("http_client_request_duration_seconds_count{error_type=\"Unregistered\",http_request_method=\"POST\",http_response_status_code=\"410\",provider=\"apns\",server_address=\"api.push.apple.com\"} 1"),
+            "{text}"
+        );
         // The README's catalogue has a row for each.
         let readme = include_str!("../../README.md");
         for (name, kind) in expected {

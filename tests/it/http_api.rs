@@ -189,6 +189,12 @@ async fn health_readiness_and_metrics() {
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
+    let request = r#"http_client_request_duration_seconds_count{error_type="",http_request_method="POST",http_response_status_code="200",provider="apns",server_address="127.0.0.1"}"#;
+    assert_eq!(
+        crate::support::gateway::series_value(&metrics, request),
+        1.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

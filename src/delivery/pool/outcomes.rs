@@ -18,9 +18,38 @@ pub(super) struct InFlight {
     pub(super) version: u64,
     pub(super) node: String,
     pub(super) token: String,
+    /// When the request left, for its duration.
+    pub(super) started: crate::clock::Instant,
 }
 
 impl Pool {
+    /// `http.client.request.duration` of one request: the status code when
+    /// an answer came, `error.type` from the closed set of reason labels.
+    fn observe_request(&self, attempt: &InFlight, result: &Result<Delivered, DeliveryError>) {
+        let seconds = (crate::clock::now() - attempt.started).as_secs_f64();
+        let (status, error) = match result {
+            Ok(_) => (
+                std::borrow::Cow::Borrowed("200"),
+                std::borrow::Cow::Borrowed(""),
+            ),
+            Err(e @ DeliveryError::Rejected { status, .. }) => (
+                std::borrow::Cow::Owned(status.to_string()),
+                e.reason_label(),
+            ),
+            Err(e) => (std::borrow::Cow::Borrowed(""), e.reason_label()),
+        };
+        self.metrics.request_duration.observe(
+            &[
+                &self.id,
+                "POST",
+                self.client.server_address(),
+                &status,
+                &error,
+            ],
+            seconds,
+        );
+    }
+
     pub(super) fn on_result(
         &mut self,
         attempt: InFlight,
@@ -29,6 +58,7 @@ impl Pool {
     ) {
         let provider = self.id.clone();
         let now = now_ms();
+        self.observe_request(&attempt, &result);
         let outcome = match &result {
             Ok(delivered) => {
                 self.metrics.deliveries.inc(&[&provider, "delivered"]);
