@@ -4,6 +4,7 @@
 mod instruments;
 mod metrics;
 mod otlp;
+mod process;
 
 pub(crate) use instruments::Spec;
 pub use instruments::{Counter, CounterVec, Gauge, GaugeVec, HistogramVec};

@@ -63,6 +63,7 @@ pub struct Metrics {
     meter: Meter,
     /// With OTLP push: the exporter's runtime and failed exports.
     push: Option<PushState>,
+    _process: super::process::ProcessMetrics,
 }
 
 /// What an OTLP push keeps alive.
@@ -304,6 +305,7 @@ impl Metrics {
             ),
             provider,
             registry,
+            _process: super::process::ProcessMetrics::new(&meter),
             meter,
             push,
         }
@@ -449,6 +451,8 @@ mod tests {
         families.sort_unstable();
         let expected = [
             ("http_client_request_duration_seconds", "histogram"),
+            ("process_cpu_time_seconds_total", "counter"),
+            ("process_memory_usage_bytes", "gauge"),
             ("pushgate_cluster_fenced_writes_total", "counter"),
             ("pushgate_cluster_forward_latency_seconds", "histogram"),
             ("pushgate_cluster_forwarded_in_total", "counter"),
