@@ -9,7 +9,9 @@ mod cluster;
 mod env;
 pub mod files;
 mod model;
+mod registrations;
 mod store;
+mod telemetry;
 mod validate;
 
 pub use cluster::{ClusterConfig, LeaseTimings};

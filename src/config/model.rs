@@ -1,7 +1,9 @@
 //! The configuration's shape. Field names are part of the operator interface: keep
 //! them stable and document each in `config/pushgate.example.toml`.
 
+pub use super::registrations::RegistrationsConfig;
 pub use super::store::{StoreBackend, StoreConfig};
+pub use super::telemetry::TelemetryConfig;
 
 pub(crate) use super::store::DEFAULT_SHARDS;
 use serde::Deserialize;
@@ -296,107 +298,6 @@ impl Default for CommandsConfig {
     }
 }
 
-/// `[registrations]`: what one account may do, so that no account (or a
-/// server's users acting together) can fill the store or crowd out others.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistrationsConfig {
-    /// Registrations one account may hold; a registration beyond it is
-    /// refused with a form error (the existing ones are kept: evicting would
-    /// silently stop pushes to a device the user still has). 0 = no cap.
-    #[serde(default = "defaults::max_per_account")]
-    pub max_per_account: u32,
-    /// Registration commands a minute per account (any dialect, blank forms
-    /// included); more are answered `wait/resource-constraint`. 0 = no limit.
-    #[serde(default = "defaults::commands_per_minute")]
-    pub commands_per_minute: u32,
-    /// Domains whose accounts may register; empty = every domain. Compared
-    /// without regard to case.
-    #[serde(default)]
-    pub allowed_domains: Vec<String>,
-    /// Hours after which a registration never published to is removed,
-    /// counted from its last registration (apps register again when they
-    /// connect). 0 = never.
-    #[serde(default = "defaults::unpublished_expiry_hours")]
-    pub unpublished_expiry_hours: f64,
-}
-
-impl Default for RegistrationsConfig {
-    fn default() -> Self {
-        Self {
-            max_per_account: defaults::max_per_account(),
-            commands_per_minute: defaults::commands_per_minute(),
-            allowed_domains: Vec::new(),
-            unpublished_expiry_hours: defaults::unpublished_expiry_hours(),
-        }
-    }
-}
-
-impl RegistrationsConfig {
-    /// How old a registration never published to may get; `None`: no limit.
-    pub(crate) fn unpublished_expiry(&self) -> Option<std::time::Duration> {
-        (self.unpublished_expiry_hours > 0.0)
-            .then(|| {
-                std::time::Duration::try_from_secs_f64(self.unpublished_expiry_hours * 3600.0).ok()
-            })
-            .flatten()
-    }
-
-    /// Whether accounts of `domain` may register.
-    pub(crate) fn allows_domain(&self, domain: &str) -> bool {
-        self.allowed_domains.is_empty()
-            || self
-                .allowed_domains
-                .iter()
-                .any(|d| d.eq_ignore_ascii_case(domain))
-    }
-}
-
-/// `[telemetry]`: where OpenTelemetry data is pushed (OTLP), besides the
-/// Prometheus page at `/metrics`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetryConfig {
-    /// The OTLP collector, e.g. `http://otel-collector:4317`; absent: the
-    /// standard `OTEL_EXPORTER_OTLP_ENDPOINT`, and without it no push.
-    #[serde(default)]
-    pub otlp_endpoint: Option<String>,
-    /// `grpc` (the only one for now; `OTEL_EXPORTER_OTLP_PROTOCOL` the same).
-    #[serde(default = "defaults::otlp_protocol")]
-    pub otlp_protocol: String,
-    /// Headers sent with every export (an API key, a tenant); their values
-    /// are never logged.
-    #[serde(default)]
-    pub otlp_headers: std::collections::BTreeMap<String, Secret>,
-    /// Deadline of one export, in milliseconds.
-    #[serde(default = "defaults::otlp_timeout_ms")]
-    pub otlp_timeout_ms: u64,
-    /// Milliseconds between two metric exports.
-    #[serde(default = "defaults::export_interval_ms")]
-    pub export_interval_ms: u64,
-    /// `service.name` of the resource.
-    #[serde(default = "defaults::service_name")]
-    pub service_name: String,
-    /// More resource attributes (`deployment.environment`, …); the node id,
-    /// the version and `k8s.pod.name` (from `POD_NAME`) are added.
-    #[serde(default)]
-    pub resource_attributes: std::collections::BTreeMap<String, String>,
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        Self {
-            otlp_endpoint: None,
-            otlp_protocol: defaults::otlp_protocol(),
-            otlp_headers: Default::default(),
-            otlp_timeout_ms: defaults::otlp_timeout_ms(),
-            export_interval_ms: defaults::export_interval_ms(),
-            service_name: defaults::service_name(),
-            resource_attributes: Default::default(),
-        }
-    }
-}
-
 /// `[delivery]`: the outbox, retries, coalescing and what a push carries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -532,27 +433,6 @@ mod defaults {
     }
     pub(super) fn rest_per_minute() -> u32 {
         60
-    }
-    pub(super) fn otlp_protocol() -> String {
-        "grpc".into()
-    }
-    pub(super) fn otlp_timeout_ms() -> u64 {
-        10_000
-    }
-    pub(super) fn export_interval_ms() -> u64 {
-        60_000
-    }
-    pub(super) fn service_name() -> String {
-        "pushgate".into()
-    }
-    pub(super) fn unpublished_expiry_hours() -> f64 {
-        30.0 * 24.0
-    }
-    pub(super) fn max_per_account() -> u32 {
-        20
-    }
-    pub(super) fn commands_per_minute() -> u32 {
-        30
     }
     pub(super) fn request_timeout_s() -> u64 {
         10

@@ -136,59 +136,8 @@ pub(crate) fn validate(config: &Config) -> Vec<ConfigIssue> {
             ));
         }
     }
-    let t = &config.telemetry;
-    if t.otlp_protocol != "grpc" {
-        issues.push(ConfigIssue::new(
-            "telemetry.otlp_protocol",
-            format!("only \"grpc\" is supported, got {:?}", t.otlp_protocol),
-        ));
-    }
-    if let Some(endpoint) = &t.otlp_endpoint
-        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-    {
-        issues.push(ConfigIssue::new(
-            "telemetry.otlp_endpoint",
-            format!("must be an http:// or https:// URL, got {endpoint:?}"),
-        ));
-    }
-    if t.export_interval_ms < 100 {
-        issues.push(ConfigIssue::new(
-            "telemetry.export_interval_ms",
-            "must be at least 100",
-        ));
-    }
-    positive(&mut issues, "telemetry.otlp_timeout_ms", t.otlp_timeout_ms);
-    for (name, value) in &t.otlp_headers {
-        let key_ok =
-            tonic::metadata::MetadataKey::<tonic::metadata::Ascii>::from_bytes(name.as_bytes())
-                .is_ok();
-        let value_ok = value
-            .expose()
-            .parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>()
-            .is_ok();
-        if !(key_ok && value_ok) {
-            // The value is a credential: only the name is said.
-            issues.push(ConfigIssue::new(
-                format!("telemetry.otlp_headers.{name}"),
-                "not a valid gRPC metadata entry (lowercase ASCII name, visible ASCII value)",
-            ));
-        }
-    }
-    let expiry = config.registrations.unpublished_expiry_hours;
-    if !(expiry.is_finite() && expiry >= 0.0) {
-        issues.push(ConfigIssue::new(
-            "registrations.unpublished_expiry_hours",
-            format!("must be a number of hours, 0 or more, got {expiry}"),
-        ));
-    }
-    for domain in &config.registrations.allowed_domains {
-        if domain.is_empty() || domain.contains(['@', '/', ' ']) {
-            issues.push(ConfigIssue::new(
-                "registrations.allowed_domains",
-                format!("must be bare domains such as example.com, got {domain:?}"),
-            ));
-        }
-    }
+    config.telemetry.validate(&mut issues);
+    config.registrations.validate(&mut issues);
     if let Some(cluster) = &config.cluster {
         if config.store.backend != StoreBackend::Redis {
             issues.push(ConfigIssue::new(
@@ -417,7 +366,7 @@ fn kind_name(kind: ProviderKind) -> &'static str {
     }
 }
 
-fn positive(issues: &mut Vec<ConfigIssue>, key: &str, value: u64) {
+pub(super) fn positive(issues: &mut Vec<ConfigIssue>, key: &str, value: u64) {
     if value == 0 {
         issues.push(ConfigIssue::new(key, "must be greater than 0"));
     }

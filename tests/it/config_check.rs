@@ -70,6 +70,41 @@ async fn a_valid_config_passes_and_broken_ones_name_the_key() {
             "providers[apns].topic",
         ),
         (good.replace("kind = \"fcm\"", "kind = \"gcm\""), "kind"),
+        (
+            format!("{good}\n[telemetry]\notlp_endpoint = \"collector:4317\"\n"),
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            format!("{good}\n[telemetry]\notlp_protocol = \"http/json\"\n"),
+            "telemetry.otlp_protocol",
+        ),
+        (
+            format!("{good}\n[telemetry.otlp_headers]\n\"Bad Header\" = \"v\"\n"),
+            "telemetry.otlp_headers.Bad Header",
+        ),
+        (
+            format!("{good}\n[registrations]\nallowed_domains = [\"user@example.com\"]\n"),
+            "registrations.allowed_domains",
+        ),
+        (
+            format!("{good}\n[registrations]\nunpublished_expiry_hours = -1.0\n"),
+            "registrations.unpublished_expiry_hours",
+        ),
+        (
+            good.replace("connections = 1\n", "connections = 1\nca_file = \"/etc/ca.pem\"\n"),
+            "component.servers.tls",
+        ),
+        (
+            good.replace("connections = 1\n", "connections = 1\ntls = true\nca_file = \"/nonexistent/ca.pem\"\n"),
+            "component.servers.tls",
+        ),
+        (
+            good.replace(
+                "[store]\n",
+                "[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\ntls_ca_file = \"/etc/ca.pem\"\n",
+            ),
+            "store.tls_ca_file",
+        ),
     ];
     for (config, key) in cases {
         let (ok, out) = check(&config, &[]);

@@ -1,0 +1,109 @@
+//! `[telemetry]`: where OpenTelemetry data goes.
+
+use super::ConfigIssue;
+use super::model::Secret;
+use serde::Deserialize;
+
+/// `[telemetry]`: where OpenTelemetry data is pushed (OTLP), besides the
+/// Prometheus page at `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP collector, e.g. `http://otel-collector:4317`; absent: the
+    /// standard `OTEL_EXPORTER_OTLP_ENDPOINT`, and without it no push.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` (the only one for now; `OTEL_EXPORTER_OTLP_PROTOCOL` the same).
+    #[serde(default = "defaults::otlp_protocol")]
+    pub otlp_protocol: String,
+    /// Headers sent with every export (an API key, a tenant); their values
+    /// are never logged.
+    #[serde(default)]
+    pub otlp_headers: std::collections::BTreeMap<String, Secret>,
+    /// Deadline of one export, in milliseconds.
+    #[serde(default = "defaults::otlp_timeout_ms")]
+    pub otlp_timeout_ms: u64,
+    /// Milliseconds between two metric exports.
+    #[serde(default = "defaults::export_interval_ms")]
+    pub export_interval_ms: u64,
+    /// `service.name` of the resource.
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+    /// More resource attributes (`deployment.environment`, …); the node id,
+    /// the version and `k8s.pod.name` (from `POD_NAME`) are added.
+    #[serde(default)]
+    pub resource_attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            otlp_protocol: defaults::otlp_protocol(),
+            otlp_headers: Default::default(),
+            otlp_timeout_ms: defaults::otlp_timeout_ms(),
+            export_interval_ms: defaults::export_interval_ms(),
+            service_name: defaults::service_name(),
+            resource_attributes: Default::default(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Adds what is wrong with `[telemetry]` to `issues`.
+    pub(crate) fn validate(&self, issues: &mut Vec<ConfigIssue>) {
+        let t = self;
+        if t.otlp_protocol != "grpc" {
+            issues.push(ConfigIssue::new(
+                "telemetry.otlp_protocol",
+                format!("only \"grpc\" is supported, got {:?}", t.otlp_protocol),
+            ));
+        }
+        if let Some(endpoint) = &t.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            issues.push(ConfigIssue::new(
+                "telemetry.otlp_endpoint",
+                format!("must be an http:// or https:// URL, got {endpoint:?}"),
+            ));
+        }
+        if t.export_interval_ms < 100 {
+            issues.push(ConfigIssue::new(
+                "telemetry.export_interval_ms",
+                "must be at least 100",
+            ));
+        }
+        super::validate::positive(issues, "telemetry.otlp_timeout_ms", t.otlp_timeout_ms);
+        for (name, value) in &t.otlp_headers {
+            let key_ok =
+                tonic::metadata::MetadataKey::<tonic::metadata::Ascii>::from_bytes(name.as_bytes())
+                    .is_ok();
+            let value_ok = value
+                .expose()
+                .parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>()
+                .is_ok();
+            if !(key_ok && value_ok) {
+                // The value is a credential: only the name is said.
+                issues.push(ConfigIssue::new(
+                    format!("telemetry.otlp_headers.{name}"),
+                    "not a valid gRPC metadata entry (lowercase ASCII name, visible ASCII value)",
+                ));
+            }
+        }
+    }
+}
+
+mod defaults {
+    pub(super) fn otlp_protocol() -> String {
+        "grpc".into()
+    }
+    pub(super) fn otlp_timeout_ms() -> u64 {
+        10_000
+    }
+    pub(super) fn export_interval_ms() -> u64 {
+        60_000
+    }
+    pub(super) fn service_name() -> String {
+        "pushgate".into()
+    }
+}
