@@ -333,7 +333,14 @@ class _Ok(http.server.BaseHTTPRequestHandler):
 
 def check_compose():
     """deploy/compose.yaml is a valid Compose file (`docker compose config`,
-    or Debian's docker-compose, which tests/run.sh installs)."""
+    or Debian's docker-compose, which tests/run.sh installs), and its Prosody
+    has the push settings of deploy/xmpp/prosody.cfg.lua (the tested one)."""
+    tested = (ROOT / "deploy" / "xmpp" / "prosody.cfg.lua").read_text().splitlines()
+    stack = (ROOT / "deploy" / "compose" / "prosody" / "prosody.cfg.lua").read_text().splitlines()
+    for line in tested:
+        setting = line.strip()
+        if setting.startswith(("push_", "component_conflict_resolve", '"cloud_notify"')) and setting not in (s.strip() for s in stack):
+            fail("compose", f"the stack's Prosody lacks {setting!r} of deploy/xmpp/prosody.cfg.lua")
     compose = ROOT / "deploy" / "compose.yaml"
     for command in (["docker", "compose"], ["docker-compose"]):
         try:
