@@ -182,6 +182,7 @@ impl Launch {
             .as_ref()
             .map(|_| Fences::new(config.store.shards.max(1)));
         let registry = Registry::open_fenced(&config.store, fences.clone())?;
+        registry.observe(&metrics);
         let pool_threads = threads(clients.len())?;
         let handles: Vec<_> = pool_threads.iter().map(Arbiter::handle).collect();
         let dispatcher = Dispatcher::start(&config, clients, &registry, &metrics, &handles)?;

@@ -18,6 +18,10 @@ mod fenced;
 mod fences;
 mod keys;
 mod model;
+mod observed;
+
+#[cfg(test)]
+pub(crate) use observed::Operation;
 mod redis;
 mod shard;
 mod transfer;
@@ -60,6 +64,8 @@ struct Inner {
     shards: u32,
     /// In a cluster, the shards this node owns; every write checks them.
     fences: Option<Arc<Fences>>,
+    /// Set by [`Registry::observe`].
+    instruments: OnceLock<observed::StoreInstruments>,
 }
 
 /// The registry the rest of the gateway talks to: derives ids, caches, and
@@ -142,6 +148,7 @@ impl Registry {
                 label,
                 shards: shards.max(1),
                 fences: None,
+                instruments: OnceLock::new(),
             }),
         }
     }
@@ -232,15 +239,18 @@ impl Registry {
             // few microseconds, less than handing it to the blocking pool
             // (a thread wake-up each way) costs. Writes, which fsync, still
             // go to the blocking pool.
-            Backend::Embedded(store) => store.get(node),
+            Backend::Embedded(store) => {
+                self.timed(observed::Operation::Read, async { store.get(node) })
+                    .await
+            }
             Backend::Redis(store) => {
                 let cache = self.inner.cache.as_ref();
                 if let Some(hit) = cache.and_then(|c| c.get(node)) {
                     return Ok(Some(hit));
                 }
                 let epoch = cache.map(RegistrationCache::epoch);
-                let found = store
-                    .get(node)
+                let found = self
+                    .timed(observed::Operation::Read, store.get(node))
                     .await?
                     .map(|bytes| model::decode(node, &bytes))
                     .transpose()?;
@@ -336,6 +346,19 @@ impl Registry {
         cap: u32,
         decide: impl Fn(Option<&Registration>) -> Edit + Send + 'static,
     ) -> Result<Edit, RegistryError> {
+        self.timed(
+            observed::Operation::Write,
+            self.edit_untimed(node, cap, decide),
+        )
+        .await
+    }
+
+    async fn edit_untimed(
+        &self,
+        node: &str,
+        cap: u32,
+        decide: impl Fn(Option<&Registration>) -> Edit + Send + 'static,
+    ) -> Result<Edit, RegistryError> {
         self.keys()?;
         let store = match &self.inner.backend {
             Backend::Embedded(store) => {
@@ -422,13 +445,16 @@ impl Registry {
     /// Every outbox entry as stored: `(key, value)`.
     pub async fn outbox_load(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
         self.keys()?;
-        match &self.inner.backend {
-            Backend::Embedded(store) => {
-                let store = store.clone();
-                blocking(move || store.outbox_load()).await
+        let load = async {
+            match &self.inner.backend {
+                Backend::Embedded(store) => {
+                    let store = store.clone();
+                    blocking(move || store.outbox_load()).await
+                }
+                Backend::Redis(store) => store.outbox_load(None).await,
             }
-            Backend::Redis(store) => store.outbox_load(None).await,
-        }
+        };
+        self.timed(observed::Operation::OutboxLoad, load).await
     }
 
     /// The outbox entries of the nodes in `shards` (see [`shard_of`]): what a

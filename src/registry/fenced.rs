@@ -18,6 +18,17 @@ impl Registry {
         &self,
         writes: Arc<[OutboxWrite]>,
     ) -> Result<Vec<u32>, RegistryError> {
+        self.timed(
+            super::observed::Operation::OutboxWrite,
+            self.outbox_apply_untimed(writes),
+        )
+        .await
+    }
+
+    async fn outbox_apply_untimed(
+        &self,
+        writes: Arc<[OutboxWrite]>,
+    ) -> Result<Vec<u32>, RegistryError> {
         self.keys()?;
         let store = match &self.inner.backend {
             Backend::Embedded(store) => {

@@ -82,6 +82,21 @@ fn every_family_keeps_its_prometheus_name() {
     c.forwarded_in.inc(&["publish"]);
     c.forward_latency.observe(&["publish"], 0.01);
     c.self_fenced.inc();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = crate::registry::Registry::open_embedded(dir.path()).expect("store");
+    registry.observe(&m);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        registry.get("no-such-node").await.expect("read");
+        let failed: Result<(), _> = registry
+            .timed(crate::registry::Operation::Write, async {
+                Err(crate::registry::RegistryError::Stopped)
+            })
+            .await;
+        assert!(failed.is_err());
+    });
     let text = m.render();
     let mut families: Vec<(&str, &str)> = text
         .lines()
@@ -116,10 +131,20 @@ fn every_family_keeps_its_prometheus_name() {
         ("pushgate_registration_commands_total", "counter"),
         ("pushgate_registrations", "gauge"),
         ("pushgate_retries_total", "counter"),
+        ("pushgate_store_errors_total", "counter"),
+        ("pushgate_store_operation_duration_seconds", "histogram"),
     ];
     assert_eq!(families, expected, "{text}");
     let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
     assert_eq!(helps, expected.len(), "a # HELP per family: {text}");
+    assert!(
+        text.contains("pushgate_store_operation_duration_seconds_count{backend=\"embedded\",operation=\"read\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pushgate_store_errors_total{backend=\"embedded\",operation=\"write\"} 1"),
+        "{text}"
+    );
     // Semantic-convention attributes, as Prometheus labels.
     assert!(
         text.contains("http_client_request_duration_seconds_count{error_type=\"Unregistered\",http_request_method=\"POST\",http_response_status_code=\"410\",provider=\"apns\",server_address=\"api.push.apple.com\"} 1"),

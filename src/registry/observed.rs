@@ -1,0 +1,90 @@
+//! How long store operations take and how often they fail, per operation
+//! and backend (`pushgate.store.operation.duration`, `pushgate.store.errors`):
+//! the first thing to look at when publishes are answered `wait`.
+
+use super::{Registry, RegistryError};
+use crate::telemetry::{CounterVec, HistogramVec, Metrics, Spec};
+use std::future::Future;
+
+/// The store's instruments, on the gateway's meter provider.
+pub(crate) struct StoreInstruments {
+    duration: HistogramVec,
+    errors: CounterVec,
+}
+
+/// What is timed: a registration read from the store (not a cache hit), a
+/// registration write, an outbox group commit, an outbox load.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Operation {
+    Read,
+    Write,
+    OutboxWrite,
+    OutboxLoad,
+}
+
+impl Operation {
+    fn label(self) -> &'static str {
+        match self {
+            Operation::Read => "read",
+            Operation::Write => "write",
+            Operation::OutboxWrite => "outbox-write",
+            Operation::OutboxLoad => "outbox-load",
+        }
+    }
+}
+
+impl Registry {
+    /// Counts this registry's operations into `metrics` from now on (once;
+    /// later calls do nothing).
+    pub fn observe(&self, metrics: &Metrics) {
+        let meter = metrics.meter();
+        let labels: &'static [&'static str] = &["operation", "backend"];
+        let _ = self.inner.instruments.set(StoreInstruments {
+            duration: HistogramVec::new(
+                meter,
+                Spec {
+                    name: "pushgate.store.operation.duration",
+                    help: "Store operations (registration reads and writes, outbox commits and loads), by operation and backend.",
+                    unit: "s",
+                    labels,
+                },
+            ),
+            errors: CounterVec::new(
+                meter,
+                Spec {
+                    name: "pushgate.store.errors",
+                    help: "Store operations that failed, by operation and backend.",
+                    unit: "",
+                    labels,
+                },
+            ),
+        });
+    }
+
+    /// Runs `operation`, recording its duration and, if it fails, the error.
+    pub(crate) async fn timed<T>(
+        &self,
+        what: Operation,
+        operation: impl Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
+        let Some(instruments) = self.inner.instruments.get() else {
+            return operation.await;
+        };
+        let started = crate::clock::now();
+        let result = operation.await;
+        let labels = [what.label(), self.label()];
+        instruments
+            .duration
+            .observe(&labels, (crate::clock::now() - started).as_secs_f64());
+        // Ownership moving is not the store failing.
+        if let Err(e) = &result
+            && !matches!(
+                e,
+                RegistryError::NotOwner { .. } | RegistryError::Fenced { .. }
+            )
+        {
+            instruments.errors.inc(&labels);
+        }
+        result
+    }
+}
