@@ -346,9 +346,11 @@ impl Registry {
         cap: u32,
         decide: impl Fn(Option<&Registration>) -> Edit + Send + 'static,
     ) -> Result<Edit, RegistryError> {
+        // Boxed: the edit's future is large, and every caller's future
+        // would otherwise carry it (a debug build's stack overflowed).
         self.timed(
             observed::Operation::Write,
-            self.edit_untimed(node, cap, decide),
+            Box::pin(self.edit_untimed(node, cap, decide)),
         )
         .await
     }
@@ -454,7 +456,8 @@ impl Registry {
                 Backend::Redis(store) => store.outbox_load(None).await,
             }
         };
-        self.timed(observed::Operation::OutboxLoad, load).await
+        self.timed(observed::Operation::OutboxLoad, Box::pin(load))
+            .await
     }
 
     /// The outbox entries of the nodes in `shards` (see [`shard_of`]): what a

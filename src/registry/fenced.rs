@@ -20,7 +20,7 @@ impl Registry {
     ) -> Result<Vec<u32>, RegistryError> {
         self.timed(
             super::observed::Operation::OutboxWrite,
-            self.outbox_apply_untimed(writes),
+            Box::pin(self.outbox_apply_untimed(writes)),
         )
         .await
     }
