@@ -420,8 +420,10 @@ impl Registry {
                     if let Some((account, present)) =
                         added.map(|a| (a, true)).or(removed.map(|a| (a, false)))
                     {
-                        // Stored already: a set left behind errs only towards
-                        // a stale entry, which the cap check drops.
+                        // Stored already. A set not updated is off by one: a
+                        // failed add lets one more registration through the
+                        // cap, a failed removal leaves a stale entry, which
+                        // the cap check drops.
                         if let Err(e) = store.account_node(account, node, present).await {
                             tracing::warn!(
                                 "account's node set not updated: {}",

@@ -5,9 +5,9 @@
 //! The set is kept beside the registrations, not in the same script: the
 //! registrations are spread by node over shards (and, in a gateway cluster,
 //! over owners), an account's over many of them. So the set can lag a write
-//! that failed half-way; it only ever errs by listing a node that is gone,
-//! and a node listed is checked against its registration before a
-//! registration is refused for the cap.
+//! that failed half-way: missing a node (one more registration gets through
+//! the cap) or listing one that is gone (checked against its registration,
+//! and dropped, before a registration is refused for the cap).
 
 use super::RedisStore;
 use super::connections::Conn;
