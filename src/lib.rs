@@ -22,6 +22,10 @@
 //! - [`clock`]: the one source of time, which tests can pause; [`backoff`]:
 //!   the one exponential backoff.
 #![forbid(unsafe_code)]
+// Nested async state machines (a publish forwarded to its owner, through the
+// store's timed operations) need more than the default 128 levels of layout
+// queries on some compilers: nightly's fuzz builds hit it.
+#![recursion_limit = "256"]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod app;
