@@ -6,8 +6,8 @@ mod metrics;
 mod otlp;
 mod process;
 
-pub(crate) use instruments::Spec;
 pub use instruments::{Counter, CounterVec, Gauge, GaugeVec, HistogramVec};
+pub(crate) use instruments::{Spec, spec};
 pub use metrics::{Metrics, MetricsError};
 pub use otlp::OtlpError;
 

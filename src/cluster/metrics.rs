@@ -2,7 +2,7 @@
 //! they appear on the same `/metrics` page and in the same OTLP export.
 
 use crate::registry::Fences;
-use crate::telemetry::{Counter, CounterVec, Gauge, HistogramVec, Spec};
+use crate::telemetry::{Counter, CounterVec, Gauge, HistogramVec, spec};
 use opentelemetry::metrics::{Meter, ObservableCounter};
 use std::sync::Arc;
 
@@ -28,20 +28,6 @@ pub struct ClusterMetrics {
     /// Writes refused because the shard's owner record had changed, read
     /// from the fences when collected.
     _fenced_writes: ObservableCounter<u64>,
-}
-
-const fn spec(
-    name: &'static str,
-    help: &'static str,
-    unit: &'static str,
-    labels: &'static [&'static str],
-) -> Spec {
-    Spec {
-        name,
-        help,
-        unit,
-        labels,
-    }
 }
 
 impl ClusterMetrics {

@@ -52,14 +52,13 @@ impl Default for TelemetryConfig {
 impl TelemetryConfig {
     /// Adds what is wrong with `[telemetry]` to `issues`.
     pub(crate) fn validate(&self, issues: &mut Vec<ConfigIssue>) {
-        let t = self;
-        if t.otlp_protocol != "grpc" {
+        if self.otlp_protocol != "grpc" {
             issues.push(ConfigIssue::new(
                 "telemetry.otlp_protocol",
-                format!("only \"grpc\" is supported, got {:?}", t.otlp_protocol),
+                format!("only \"grpc\" is supported, got {:?}", self.otlp_protocol),
             ));
         }
-        if let Some(endpoint) = &t.otlp_endpoint
+        if let Some(endpoint) = &self.otlp_endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
             issues.push(ConfigIssue::new(
@@ -67,14 +66,14 @@ impl TelemetryConfig {
                 format!("must be an http:// or https:// URL, got {endpoint:?}"),
             ));
         }
-        if t.export_interval_ms < 100 {
+        if self.export_interval_ms < 100 {
             issues.push(ConfigIssue::new(
                 "telemetry.export_interval_ms",
                 "must be at least 100",
             ));
         }
-        super::validate::positive(issues, "telemetry.otlp_timeout_ms", t.otlp_timeout_ms);
-        for (name, value) in &t.otlp_headers {
+        super::validate::positive(issues, "telemetry.otlp_timeout_ms", self.otlp_timeout_ms);
+        for (name, value) in &self.otlp_headers {
             let key_ok =
                 tonic::metadata::MetadataKey::<tonic::metadata::Ascii>::from_bytes(name.as_bytes())
                     .is_ok();

@@ -89,6 +89,21 @@ pub(crate) struct Spec {
     pub labels: &'static [&'static str],
 }
 
+/// A [`Spec`] in one line, for the tables of instruments.
+pub(crate) const fn spec(
+    name: &'static str,
+    help: &'static str,
+    unit: &'static str,
+    labels: &'static [&'static str],
+) -> Spec {
+    Spec {
+        name,
+        help,
+        unit,
+        labels,
+    }
+}
+
 /// A counter per combination of label values.
 pub struct CounterVec {
     counter: OtelCounter<u64>,

@@ -4,7 +4,7 @@
 //! `_total`, seconds `_seconds`; no `otel_scope_*` labels); an OTLP exporter
 //! added to the same provider pushes the same instruments.
 
-use super::instruments::{CounterVec, Gauge, GaugeVec, HistogramVec, Spec};
+use super::instruments::{CounterVec, Gauge, GaugeVec, HistogramVec, spec};
 use crate::config::TelemetryConfig;
 use opentelemetry::metrics::{Meter, MeterProvider as _, ObservableCounter};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
@@ -79,20 +79,6 @@ impl Drop for PushState {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
-    }
-}
-
-const fn spec(
-    name: &'static str,
-    help: &'static str,
-    unit: &'static str,
-    labels: &'static [&'static str],
-) -> Spec {
-    Spec {
-        name,
-        help,
-        unit,
-        labels,
     }
 }
 
