@@ -32,7 +32,7 @@ mod streams;
 pub use metrics::ClusterMetrics;
 pub(crate) use router::{Route, Shared, View};
 pub use router::{Router, Unregister};
-pub(crate) use rpc::pb;
+pub(crate) use rpc::{FORWARD_METHOD, pb};
 
 use crate::config::ClusterConfig;
 use crate::delivery::Dispatcher;

@@ -90,6 +90,12 @@ pub trait PushClient: Send + Sync + 'static {
     fn server_address(&self) -> &str {
         ""
     }
+
+    /// The request path with its variable parts named (`url.template` of
+    /// the request's span): never the path itself, which holds the token.
+    fn url_template(&self) -> &'static str {
+        ""
+    }
 }
 
 /// `(provider id, expiry)` of every APNs client certificate in `providers`

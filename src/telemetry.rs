@@ -2,20 +2,24 @@
 //! `/metrics`).
 
 mod instruments;
+mod log_ids;
 mod metrics;
 mod otlp;
 mod process;
+mod traces;
 
 pub use instruments::{Counter, CounterVec, Gauge, GaugeVec, HistogramVec};
 pub(crate) use instruments::{Spec, spec};
 pub use metrics::{Metrics, MetricsError};
 pub use otlp::OtlpError;
+pub use traces::{Traces, ids, note, remote, sampled, traceparent, within};
 
 use crate::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global `tracing` subscriber. `RUST_LOG`, when set, wins over the
 /// configured level. Safe to call more than once (later calls do nothing).
+/// A line logged inside a traced span carries its `trace_id` and `span_id`.
 pub fn init_logging(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
@@ -25,7 +29,16 @@ pub fn init_logging(config: &LogConfig) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder
+            .event_format(log_ids::WithTraceIds::text(
+                tracing_subscriber::fmt::format(),
+            ))
+            .try_init(),
+        LogFormat::Json => builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(log_ids::WithTraceIds::json(
+                tracing_subscriber::fmt::format().json(),
+            ))
+            .try_init(),
     };
 }

@@ -47,6 +47,42 @@ pub(crate) enum ForwardError {
     Closed,
 }
 
+impl ForwardError {
+    /// The gRPC status code it stands for (`rpc.response.status_code`).
+    pub(crate) fn status_code(&self) -> &'static str {
+        match self {
+            Self::Address(_) | Self::Stopped | Self::Closed => "UNAVAILABLE",
+            Self::Call(status) => grpc_code_name(status.code()),
+            Self::Timeout(_) => "DEADLINE_EXCEEDED",
+            Self::Full => "RESOURCE_EXHAUSTED",
+        }
+    }
+}
+
+/// A gRPC status code by its name in the specification.
+fn grpc_code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 /// The channels to peers.
 pub(crate) struct Peers {
     runtime: tokio::runtime::Handle,
@@ -183,6 +219,7 @@ impl Peers {
             id: 0,
             route: Some(route),
             work: Some(work),
+            traceparent: crate::telemetry::traceparent(),
         };
         let (id, reply) = link.send(item).map_err(|e| match e {
             LinkError::Full => ForwardError::Full,

@@ -103,6 +103,28 @@ async fn answer_item(
     }
 }
 
+/// The gRPC method every forwarded item travels by (`rpc.method`).
+pub(crate) const FORWARD_METHOD: &str = "pushgate.cluster.v1.Cluster/Forward";
+
+/// The SERVER span of one forwarded item, under its caller's span.
+fn server_span(
+    traces: &crate::telemetry::Traces,
+    parent: &opentelemetry::Context,
+) -> opentelemetry::Context {
+    use opentelemetry::trace::TraceContextExt as _;
+    let cx = traces.span_in(
+        FORWARD_METHOD,
+        opentelemetry::trace::SpanKind::Server,
+        parent,
+    );
+    let span = cx.span();
+    if span.is_recording() {
+        span.set_attribute(opentelemetry::KeyValue::new("rpc.system.name", "grpc"));
+        span.set_attribute(opentelemetry::KeyValue::new("rpc.method", FORWARD_METHOD));
+    }
+    cx
+}
+
 type Results =
     std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<ForwardResults, Status>> + Send>>;
 
@@ -131,9 +153,19 @@ impl ClusterRpc for Service {
                     };
                     shared.metrics.forwarded_in.inc(&[kind]);
                     let (tx, handler, shared) = (tx.clone(), handler.clone(), shared.clone());
-                    let pb::ForwardItem { id, route, work } = item;
+                    let pb::ForwardItem {
+                        id,
+                        route,
+                        work,
+                        traceparent,
+                    } = item;
                     tokio::spawn(async move {
-                        let reply = answer_item(&handler, &shared, route, work).await;
+                        let span = handler.metrics.traces().map(|t| {
+                            let parent = crate::telemetry::remote(&traceparent);
+                            server_span(t, &parent)
+                        });
+                        let answer = answer_item(&handler, &shared, route, work);
+                        let reply = crate::telemetry::within(span, answer).await;
                         let _ = tx
                             .send(ForwardResult {
                                 id,

@@ -33,6 +33,12 @@ pub struct TelemetryConfig {
     /// the version and `k8s.pod.name` (from `POD_NAME`) are added.
     #[serde(default)]
     pub resource_attributes: std::collections::BTreeMap<String, String>,
+    /// The share of publishes and commands traced, 0 to 1, for traces that
+    /// start here (`parentbased_traceidratio`: a peer's forward follows its
+    /// caller's decision). Absent: `OTEL_TRACES_SAMPLER_ARG` when
+    /// `OTEL_TRACES_SAMPLER` asks for a ratio, else 0.01.
+    #[serde(default)]
+    pub trace_sample_ratio: Option<f64>,
 }
 
 impl Default for TelemetryConfig {
@@ -45,7 +51,37 @@ impl Default for TelemetryConfig {
             export_interval_ms: defaults::export_interval_ms(),
             service_name: defaults::service_name(),
             resource_attributes: Default::default(),
+            trace_sample_ratio: None,
         }
+    }
+}
+
+/// The sampling ratio when neither the configuration nor the environment
+/// sets one: enough to see the shape of the traffic, cheap at full load
+/// (BENCHMARKS.md, "Telemetry cost").
+const DEFAULT_SAMPLE_RATIO: f64 = 0.01;
+
+impl TelemetryConfig {
+    /// The trace sampling ratio in force (see `trace_sample_ratio`),
+    /// clamped to 0..=1.
+    pub fn trace_sample_ratio(&self) -> f64 {
+        let from_env = || {
+            let sampler = std::env::var("OTEL_TRACES_SAMPLER").ok()?;
+            match sampler.as_str() {
+                "always_off" | "parentbased_always_off" => Some(0.0),
+                "always_on" | "parentbased_always_on" => Some(1.0),
+                "traceidratio" | "parentbased_traceidratio" => {
+                    std::env::var("OTEL_TRACES_SAMPLER_ARG")
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok())
+                }
+                _ => None,
+            }
+        };
+        self.trace_sample_ratio
+            .or_else(from_env)
+            .unwrap_or(DEFAULT_SAMPLE_RATIO)
+            .clamp(0.0, 1.0)
     }
 }
 
@@ -73,6 +109,14 @@ impl TelemetryConfig {
             ));
         }
         super::validate::positive(issues, "telemetry.otlp_timeout_ms", self.otlp_timeout_ms);
+        if let Some(ratio) = self.trace_sample_ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            issues.push(ConfigIssue::new(
+                "telemetry.trace_sample_ratio",
+                format!("must be between 0 and 1, got {ratio}"),
+            ));
+        }
         for (name, value) in &self.otlp_headers {
             let key_ok =
                 tonic::metadata::MetadataKey::<tonic::metadata::Ascii>::from_bytes(name.as_bytes())

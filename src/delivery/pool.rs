@@ -267,13 +267,16 @@ impl Pool {
             version,
             node,
             push,
+            trace,
         } = attempt;
+        let span = trace.and_then(|parent| self.request_span(&parent));
         let sending = InFlight {
             key,
             version,
             node,
             token: push.token.clone(),
             started: crate::clock::now(),
+            span,
         };
         let request = self.client.send(push);
         let deadline = self.attempt_deadline;
@@ -288,6 +291,30 @@ impl Pool {
             };
             report.send(result);
         });
+    }
+
+    /// The HTTP client span of a request sending a traced publish: named
+    /// and described by the semantic conventions, with the path as a
+    /// template (the real one holds the token).
+    fn request_span(
+        &self,
+        parent: &opentelemetry::trace::SpanContext,
+    ) -> Option<opentelemetry::Context> {
+        use opentelemetry::KeyValue;
+        let traces = self.metrics.traces()?;
+        let attributes = vec![
+            KeyValue::new("http.request.method", "POST"),
+            KeyValue::new("server.address", self.client.server_address().to_owned()),
+            KeyValue::new("url.template", self.client.url_template()),
+            KeyValue::new("network.protocol.version", "2"),
+            KeyValue::new("pushgate.provider", self.id.clone()),
+        ];
+        Some(traces.span_under(
+            "POST",
+            opentelemetry::trace::SpanKind::Client,
+            parent,
+            attributes,
+        ))
     }
 
     fn wake_if_idle(&mut self) {

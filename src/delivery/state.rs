@@ -10,6 +10,7 @@ pub use model::{Arrival, Attempt, Fate, Full, Outcome, Persist, Settled, Step};
 
 use super::outbox::{OutboxEntry, entry_key, merge};
 use crate::providers::PushKind;
+use opentelemetry::trace::SpanContext;
 use std::collections::{BTreeSet, HashMap};
 
 /// Attempts allowed for an outcome the tables do not know.
@@ -29,6 +30,9 @@ struct Slot {
     /// First publish merged while an attempt was in flight.
     follow_up_since: Option<u64>,
     retried_now: bool,
+    /// The first traced publish it holds: its attempts are that span's
+    /// children (not stored: a resumed entry is sent untraced).
+    trace: Option<SpanContext>,
 }
 
 /// Pending entries of one provider and their schedule.
@@ -70,6 +74,7 @@ impl PoolState {
                     in_flight: None,
                     follow_up_since: None,
                     retried_now: false,
+                    trace: None,
                 },
             );
         }
@@ -85,6 +90,9 @@ impl PoolState {
     ) -> Result<(Admission, Persist), Full> {
         let key = entry_key(&arrival.node, &arrival.push, self.next_call);
         if let Some(slot) = self.slots.get_mut(&key) {
+            if slot.trace.is_none() {
+                slot.trace = arrival.trace;
+            }
             slot.entry.push = merge(&slot.entry.push, arrival.push);
             slot.entry.publishes = slot.entry.publishes.saturating_add(1);
             slot.version += 1;
@@ -124,6 +132,7 @@ impl PoolState {
                 in_flight: None,
                 follow_up_since: None,
                 retried_now: false,
+                trace: arrival.trace,
             },
         );
         Ok((Admission::New, Persist::Put(Box::new(entry))))
@@ -170,6 +179,7 @@ impl PoolState {
                 version: slot.version,
                 node: slot.entry.node.clone(),
                 push: slot.entry.push.clone(),
+                trace: slot.trace.clone().map(Box::new),
             }));
             sent += 1;
         }

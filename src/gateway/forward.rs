@@ -12,10 +12,13 @@ mod publish;
 use super::PushComponent;
 use crate::app::replies::{self, IqHeader};
 use crate::app::{PublishOutcome, PublishRequest, StanzaFault, classify, fast};
+use crate::cluster::FORWARD_METHOD;
 use crate::cluster::Route;
 use crate::cluster::pb;
 use crate::cluster::pb::forward_item::Work;
 use crate::errors::chain;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{SpanKind, TraceContextExt as _};
 use tracing::debug;
 use xmpp_parsers::minidom::Element;
 
@@ -84,6 +87,18 @@ pub(crate) fn moving() -> StanzaFault {
     PublishOutcome::Moving
         .fault()
         .unwrap_or_else(|| StanzaFault::new("wait", "service-unavailable", "try again later"))
+}
+
+/// The CLIENT span of a forward to the peer at `address`.
+fn client_span(traces: &crate::telemetry::Traces, address: &str) -> opentelemetry::Context {
+    let cx = traces.span(FORWARD_METHOD, SpanKind::Client);
+    let span = cx.span();
+    if span.is_recording() {
+        span.set_attribute(KeyValue::new("rpc.system.name", "grpc"));
+        span.set_attribute(KeyValue::new("rpc.method", FORWARD_METHOD));
+        span.set_attribute(KeyValue::new("server.address", address.to_owned()));
+    }
+    cx
 }
 
 impl PushComponent {
@@ -172,7 +187,21 @@ impl PushComponent {
             from_node: router.node().to_owned(),
         };
         let started = crate::clock::now();
-        let result = router.peers().forward(&peer.address, route, work).await;
+        let span = self.metrics.traces().map(|t| client_span(t, &peer.address));
+        let result = crate::telemetry::within(
+            span.clone(),
+            router.peers().forward(&peer.address, route, work),
+        )
+        .await;
+        if let Some(cx) = &span {
+            let code = match &result {
+                Ok(_) => "OK",
+                Err(e) => e.status_code(),
+            };
+            cx.span()
+                .set_attribute(KeyValue::new("rpc.response.status_code", code));
+            cx.span().end();
+        }
         let m = router.metrics();
         m.forward_latency
             .observe(&[kind], (crate::clock::now() - started).as_secs_f64());

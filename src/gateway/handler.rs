@@ -13,10 +13,11 @@ use crate::delivery::{Arrival, Dispatcher, PayloadPolicy, SubmitError, build_pus
 use crate::errors::chain;
 use crate::limits::KeyedRate;
 use crate::registry::{DeviceRef, NewRegistration, Registration, Registry, RegistryError};
-use crate::telemetry::Metrics;
+use crate::telemetry::{self, Metrics};
 use crate::xmpp::{ReplyFuture, StanzaHandler};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use opentelemetry::trace::SpanKind;
 use std::sync::Arc;
 use tracing::{debug, warn};
 use xmpp_parsers::minidom::Element;
@@ -39,6 +40,16 @@ pub(crate) struct PushComponent {
     pub cluster: Option<Router>,
     /// What one account may do (`[registrations]`).
     pub limits: AccountLimits,
+}
+
+/// The kind of a publish's or command's span: the server side of the
+/// stanza when it came on a stream; inside the gRPC server span when a
+/// peer forwarded it.
+fn kind_of(arrived: &Arrived) -> SpanKind {
+    match arrived {
+        Arrived::Stream(_) => SpanKind::Server,
+        Arrived::Peer => SpanKind::Internal,
+    }
 }
 
 /// How many keys (accounts, client addresses) a rate limit tracks at once.
@@ -135,34 +146,71 @@ impl PushComponent {
                 header,
                 account,
                 command,
-            } => match self.command(header, account, command, arrived).await {
-                Handled::Here(reply) => reply,
-                Handled::There(reply) => return Ok(reply),
-                Handled::NotOwned => return Err(NotOwned),
-            },
+            } => {
+                let span = self
+                    .metrics
+                    .traces()
+                    .map(|t| t.span("pushgate.command", kind_of(&arrived)));
+                let handled =
+                    telemetry::within(span, self.command(header, account, command, arrived)).await;
+                match handled {
+                    Handled::Here(reply) => reply,
+                    Handled::There(reply) => return Ok(reply),
+                    Handled::NotOwned => return Err(NotOwned),
+                }
+            }
             Request::Publish {
                 header,
                 publisher_domain,
                 request,
             } => {
-                let outcome = match self.place(&request.node, arrived).await {
-                    Placed::Here => self.publish(&publisher_domain, request).await,
-                    Placed::There(peer, _) => {
-                        return Ok(self
-                            .forward_publish(&header, peer, &publisher_domain, request)
-                            .await);
-                    }
-                    Placed::Moving => PublishOutcome::Moving,
-                    Placed::NotOwner => return Err(NotOwned),
-                };
-                self.metrics.publishes.inc(&[outcome.label()]);
-                match outcome.fault() {
-                    None => return Ok(Some(header.empty_result())),
-                    Some(f) => header.error(&f),
-                }
+                let span = self
+                    .metrics
+                    .traces()
+                    .map(|t| t.span("pushgate.publish", kind_of(&arrived)));
+                let reply = telemetry::within(
+                    span,
+                    self.publish_request(header, publisher_domain, request, arrived),
+                )
+                .await;
+                return reply;
             }
         };
         Ok(Some(replies::serialize(&reply)))
+    }
+
+    /// A publish, here or at its shard's owner.
+    async fn publish_request(
+        &self,
+        header: IqHeader,
+        publisher_domain: String,
+        request: PublishRequest,
+        arrived: Arrived,
+    ) -> Result<Option<String>, NotOwned> {
+        telemetry::note(
+            "pushgate.shard",
+            i64::from(crate::registry::shard_of(
+                &request.node,
+                self.registry.shards(),
+            )),
+        );
+        let outcome = match self.place(&request.node, arrived).await {
+            Placed::Here => self.publish(&publisher_domain, request).await,
+            Placed::There(peer, _) => {
+                telemetry::note("pushgate.outcome", "forwarded");
+                return Ok(self
+                    .forward_publish(&header, peer, &publisher_domain, request)
+                    .await);
+            }
+            Placed::Moving => PublishOutcome::Moving,
+            Placed::NotOwner => return Err(NotOwned),
+        };
+        self.metrics.publishes.inc(&[outcome.label()]);
+        telemetry::note("pushgate.outcome", outcome.label());
+        Ok(Some(match outcome.fault() {
+            None => header.empty_result(),
+            Some(f) => replies::serialize(&header.error(&f)),
+        }))
     }
 
     async fn command(
@@ -182,14 +230,15 @@ impl PushComponent {
             .app
             .command(&cmd.node)
             .map_or("unknown", |spec| spec.node.as_str());
+        telemetry::note("pushgate.command", label.to_owned());
         if matches!(arrived, Arrived::Stream(_))
             && let Some((outcome, fault)) = self.limits.refusal(&account)
         {
-            self.metrics.registration_commands.inc(&[label, outcome]);
+            self.count_command(label, outcome);
             return Handled::Here(header.error(&fault));
         }
         let refused = |fault: &StanzaFault| {
-            self.metrics.registration_commands.inc(&[label, "refused"]);
+            self.count_command(label, "refused");
             Handled::Here(header.error(fault))
         };
         let (spec, plan) = match commands::plan(&cmd, &self.app, &session_id) {
@@ -215,52 +264,48 @@ impl PushComponent {
                 let secret = device
                     .with_secret
                     .then(|| URL_SAFE_NO_PAD.encode(rand::random::<[u8; 18]>()));
-                self.registry
-                    .register(NewRegistration {
-                        account,
-                        provider: device.provider,
-                        token: device.token.unwrap_or_default(),
-                        voip_token: device.voip_token,
-                        secret: secret.clone(),
-                        device_id: device.device_id,
-                        keep_account: self.payload.include_account,
-                        max_per_account: self.limits.config.max_per_account,
-                    })
-                    .await
-                    .map(|r| {
-                        commands::completed_register(
-                            spec,
-                            &self.app,
-                            &session_id,
-                            &r.node,
-                            secret.as_deref(),
-                        )
-                    })
+                self.stored(self.registry.register(NewRegistration {
+                    account,
+                    provider: device.provider,
+                    token: device.token.unwrap_or_default(),
+                    voip_token: device.voip_token,
+                    secret: secret.clone(),
+                    device_id: device.device_id,
+                    keep_account: self.payload.include_account,
+                    max_per_account: self.limits.config.max_per_account,
+                }))
+                .await
+                .map(|r| {
+                    commands::completed_register(
+                        spec,
+                        &self.app,
+                        &session_id,
+                        &r.node,
+                        secret.as_deref(),
+                    )
+                })
             }
             CommandPlan::Unregister(device) => self
-                .registry
-                .unregister(&DeviceRef {
+                .stored(self.registry.unregister(&DeviceRef {
                     account: &account,
                     provider: &device.provider,
                     identity: device.identity(),
                     kind: device.identity_kind(),
-                })
+                }))
                 .await
                 .map(|removed| commands::completed_unregister(spec, &session_id, removed)),
         };
         Handled::Here(match result {
             Ok(reply) => {
-                self.metrics.registration_commands.inc(&[label, "ok"]);
+                self.count_command(label, "ok");
                 header.result(Some(reply))
             }
             Err(RegistryError::NotOwner { .. } | RegistryError::Fenced { .. }) => {
-                self.metrics.registration_commands.inc(&[label, "moving"]);
+                self.count_command(label, "moving");
                 header.error(&moving())
             }
             Err(RegistryError::AccountFull { cap }) => {
-                self.metrics
-                    .registration_commands
-                    .inc(&[label, "account-full"]);
+                self.count_command(label, "account-full");
                 header.error(&StanzaFault::new(
                     "cancel",
                     "not-allowed",
@@ -270,7 +315,7 @@ impl PushComponent {
                 ))
             }
             Err(RegistryError::OtherIdentity) => {
-                self.metrics.registration_commands.inc(&[label, "refused"]);
+                self.count_command(label, "refused");
                 header.error(&StanzaFault::new(
                 "cancel",
                 "conflict",
@@ -279,9 +324,7 @@ impl PushComponent {
             }
             Err(e) => {
                 warn!("{label} failed: {}", chain(&e));
-                self.metrics
-                    .registration_commands
-                    .inc(&[label, "store-error"]);
+                self.count_command(label, "store-error");
                 header.error(&StanzaFault::new(
                     "wait",
                     "internal-server-error",
@@ -289,6 +332,24 @@ impl PushComponent {
                 ))
             }
         })
+    }
+
+    /// A store write in a span of its own, when tracing.
+    fn stored<F: Future>(
+        &self,
+        write: F,
+    ) -> futures_util::future::Either<opentelemetry::context::WithContext<F>, F> {
+        let span = self
+            .metrics
+            .traces()
+            .map(|t| t.span("pushgate.store.write", SpanKind::Internal));
+        telemetry::within(span, write)
+    }
+
+    /// Counts a command's outcome, and says it on the command's span.
+    fn count_command(&self, label: &str, outcome: &'static str) {
+        self.metrics.registration_commands.inc(&[label, outcome]);
+        telemetry::note("pushgate.outcome", outcome);
     }
 
     async fn publish(&self, publisher_domain: &str, request: PublishRequest) -> PublishOutcome {
@@ -321,12 +382,15 @@ impl PushComponent {
             return self.account_removed(&registration).await;
         }
         let first_publish = registration.unpublished.then(|| registration.node.clone());
+        telemetry::note("pushgate.provider", registration.provider.clone());
         let arrival = Arrival {
             push: build_push(&request.notification, &registration, &self.payload),
             node: registration.node,
             provider: registration.provider,
+            trace: telemetry::sampled(),
         };
-        match self.dispatcher.submit(arrival).await {
+        // The outbox write: the reply waits for it.
+        match self.stored(self.dispatcher.submit(arrival)).await {
             Ok(()) => {
                 if let Some(node) = first_publish {
                     // Once in a registration's life, and off the reply's path:

@@ -113,6 +113,10 @@ impl PushClient for ApnsClient {
         self.inner.connections.host()
     }
 
+    fn url_template(&self) -> &'static str {
+        "/3/device/{token}"
+    }
+
     fn send(&self, push: Push) -> SendFuture {
         let inner = self.inner.clone();
         Box::pin(async move { inner.send(push).await })

@@ -78,6 +78,10 @@ impl PushClient for FcmClient {
         self.inner.connections.host()
     }
 
+    fn url_template(&self) -> &'static str {
+        "/v1/projects/{project}/messages:send"
+    }
+
     fn send(&self, push: Push) -> SendFuture {
         let inner = self.inner.clone();
         Box::pin(async move { inner.send(push).await })

@@ -63,6 +63,8 @@ pub struct Metrics {
     meter: Meter,
     /// With OTLP push: the exporter's runtime and failed exports.
     push: Option<PushState>,
+    /// With OTLP push: the tracer (traces go where the metrics go).
+    traces: Option<super::Traces>,
     _process: super::process::ProcessMetrics,
 }
 
@@ -72,6 +74,7 @@ struct PushState {
     /// it may be shut down in the background.
     runtime: Option<tokio::runtime::Runtime>,
     _failures: ObservableCounter<u64>,
+    _spans_dropped: ObservableCounter<u64>,
 }
 
 impl Drop for PushState {
@@ -100,15 +103,22 @@ impl Metrics {
             return Ok(Self::new());
         };
         let push = super::otlp::reader(config, &endpoint)?;
+        let resource = super::otlp::resource(config, node);
+        let traces = super::Traces::start(config, &endpoint, resource.clone(), &push.runtime)?;
         let builder = SdkMeterProvider::builder()
-            .with_resource(super::otlp::resource(config, node))
+            .with_resource(resource)
             .with_reader(push.reader);
-        Ok(Self::build(builder, Some((push.runtime, push.failures))))
+        let mut metrics = Self::build(
+            builder,
+            Some((push.runtime, push.failures, traces.dropped.clone())),
+        );
+        metrics.traces = Some(traces);
+        Ok(metrics)
     }
 
     fn build(
         builder: opentelemetry_sdk::metrics::MeterProviderBuilder,
-        push: Option<(tokio::runtime::Runtime, Arc<AtomicU64>)>,
+        push: Option<(tokio::runtime::Runtime, Arc<AtomicU64>, Arc<AtomicU64>)>,
     ) -> Self {
         let registry = prometheus::Registry::new();
         let reader = opentelemetry_prometheus::exporter()
@@ -126,7 +136,7 @@ impl Metrics {
             }
         };
         let meter = provider.meter("pushgate");
-        let push = push.map(|(runtime, failures)| PushState {
+        let push = push.map(|(runtime, failures, spans_dropped)| PushState {
             runtime: Some(runtime),
             _failures: meter
                 .u64_observable_counter("pushgate.telemetry.export_failures")
@@ -134,6 +144,13 @@ impl Metrics {
                     "OTLP metric exports that failed (each dropped; the next carries the totals).",
                 )
                 .with_callback(move |o| o.observe(failures.load(Ordering::Relaxed), &[]))
+                .build(),
+            _spans_dropped: meter
+                .u64_observable_counter("pushgate.telemetry.spans.dropped")
+                .with_description(
+                    "Finished spans not exported: the export queue was full or the export failed.",
+                )
+                .with_callback(move |o| o.observe(spans_dropped.load(Ordering::Relaxed), &[]))
                 .build(),
         });
         let m = &meter;
@@ -294,7 +311,13 @@ impl Metrics {
             _process: super::process::ProcessMetrics::new(&meter),
             meter,
             push,
+            traces: None,
         }
+    }
+
+    /// The tracer, when traces are pushed.
+    pub fn traces(&self) -> Option<&super::Traces> {
+        self.traces.as_ref()
     }
 
     /// Stops the meter provider by `deadline`: an OTLP push exports one
@@ -305,8 +328,16 @@ impl Metrics {
             return;
         }
         let provider = self.provider.clone();
+        let tracer = self.traces.as_ref().map(|t| t.provider());
         let left = deadline.saturating_duration_since(crate::clock::now());
-        let stop = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(left));
+        let stop = tokio::task::spawn_blocking(move || {
+            if let Some(tracer) = tracer
+                && let Err(e) = tracer.shutdown_with_timeout(left / 2)
+            {
+                tracing::debug!("tracer provider shutdown: {e}");
+            }
+            provider.shutdown_with_timeout(left)
+        });
         if let Ok(Ok(Err(e))) = tokio::time::timeout_at(deadline, stop).await {
             tracing::debug!("meter provider shutdown: {e}");
         }

@@ -73,7 +73,8 @@ pub(crate) fn resource(config: &TelemetryConfig, node: Option<&str>) -> Resource
 }
 
 /// The periodic reader pushing to `endpoint`, and what it needs kept: the
-/// runtime its channel runs on, and its count of failed exports.
+/// runtime its channel runs on (shared with the span export), and its count
+/// of failed exports.
 pub(crate) struct Push {
     /// The reader, for the meter provider.
     pub reader: PeriodicReader<Reporting>,
@@ -83,14 +84,21 @@ pub(crate) struct Push {
     pub failures: Arc<AtomicU64>,
 }
 
-/// Sets up the push to `endpoint`.
-pub(crate) fn reader(config: &TelemetryConfig, endpoint: &str) -> Result<Push, OtlpError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// The runtime OTLP channels and the span export run on: one thread of
+/// their own, off the gateway's.
+fn runtime() -> Result<tokio::runtime::Runtime, OtlpError> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("otlp")
         .enable_all()
         .build()
-        .map_err(OtlpError::Runtime)?;
+        .map_err(OtlpError::Runtime)
+}
+
+/// `otlp_headers` as gRPC metadata.
+pub(crate) fn metadata(
+    config: &TelemetryConfig,
+) -> Result<tonic::metadata::MetadataMap, OtlpError> {
     let mut metadata = tonic::metadata::MetadataMap::new();
     for (name, value) in &config.otlp_headers {
         let key = tonic::metadata::MetadataKey::from_bytes(name.as_bytes())
@@ -101,13 +109,19 @@ pub(crate) fn reader(config: &TelemetryConfig, endpoint: &str) -> Result<Push, O
             .map_err(|_| OtlpError::Header(name.clone()))?;
         metadata.insert(key, value);
     }
+    Ok(metadata)
+}
+
+/// Sets up the push to `endpoint`.
+pub(crate) fn reader(config: &TelemetryConfig, endpoint: &str) -> Result<Push, OtlpError> {
+    let runtime = runtime()?;
     let exporter = {
         let _entered = runtime.enter();
         opentelemetry_otlp::MetricExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
             .with_timeout(Duration::from_millis(config.otlp_timeout_ms))
-            .with_metadata(metadata)
+            .with_metadata(metadata(config)?)
             .build()
             .map_err(|e| OtlpError::Exporter {
                 endpoint: endpoint.to_owned(),

@@ -11,17 +11,74 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+pub(crate) use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What the collector received.
 #[derive(Clone, Default)]
-struct Collector {
+pub(crate) struct Collector {
     requests: Arc<Mutex<Vec<ExportMetricsServiceRequest>>>,
     /// The `x-tenant` header of each export.
     tenants: Arc<Mutex<Vec<String>>>,
+    /// Span exports.
+    traces: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+}
+
+/// A span as received, with what the test looks at.
+#[derive(Debug, Clone)]
+pub(crate) struct ReceivedSpan {
+    /// `service.instance.id` of the node that sent it.
+    pub node: String,
+    pub name: String,
+    pub kind: SpanKind,
+    pub trace_id: Vec<u8>,
+    pub span_id: Vec<u8>,
+    pub parent_span_id: Vec<u8>,
+    /// String and integer attributes, as text.
+    pub attributes: Vec<(String, String)>,
+}
+
+impl ReceivedSpan {
+    /// The value of attribute `key`.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if let Ok(mut traces) = self.traces.lock() {
+            traces.push(request.into_inner());
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// An attribute value as text (strings and integers; others empty).
+fn text_of(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        _ => String::new(),
+    }
 }
 
 #[tonic::async_trait]
@@ -50,7 +107,7 @@ impl MetricsService for Collector {
 
 impl Collector {
     /// Serves on a free loopback port; returns its `http://` endpoint.
-    async fn start(&self) -> String {
+    pub(crate) async fn start(&self) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -59,14 +116,76 @@ impl Collector {
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(TraceServiceServer::new(self.clone()))
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
         );
         endpoint
     }
 
+    /// Every span received so far.
+    pub(crate) fn spans(&self) -> Vec<ReceivedSpan> {
+        let Ok(traces) = self.traces.lock() else {
+            return Vec::new();
+        };
+        let mut spans = Vec::new();
+        for resource in traces.iter().flat_map(|r| &r.resource_spans) {
+            let node = resource
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.instance.id")
+                .map(|a| text_of(a.value.as_ref()))
+                .unwrap_or_default();
+            for span in resource.scope_spans.iter().flat_map(|s| &s.spans) {
+                spans.push(ReceivedSpan {
+                    node: node.clone(),
+                    name: span.name.clone(),
+                    kind: SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified),
+                    trace_id: span.trace_id.clone(),
+                    span_id: span.span_id.clone(),
+                    parent_span_id: span.parent_span_id.clone(),
+                    attributes: span
+                        .attributes
+                        .iter()
+                        .map(|a| (a.key.clone(), text_of(a.value.as_ref())))
+                        .collect(),
+                });
+            }
+        }
+        spans
+    }
+
+    /// Every string attribute value received, of spans and resources, and
+    /// every span name: where no token, JID or secret may appear.
+    pub(crate) fn all_span_text(&self) -> Vec<String> {
+        let Ok(traces) = self.traces.lock() else {
+            return Vec::new();
+        };
+        let mut texts = Vec::new();
+        for resource in traces.iter().flat_map(|r| &r.resource_spans) {
+            for a in resource.resource.iter().flat_map(|r| &r.attributes) {
+                texts.push(text_of(a.value.as_ref()));
+            }
+            for span in resource.scope_spans.iter().flat_map(|s| &s.spans) {
+                texts.push(span.name.clone());
+                for a in &span.attributes {
+                    texts.push(text_of(a.value.as_ref()));
+                }
+                for event in &span.events {
+                    texts.push(event.name.clone());
+                    texts.extend(event.attributes.iter().map(|a| text_of(a.value.as_ref())));
+                }
+                if let Some(status) = &span.status {
+                    texts.push(status.message.clone());
+                }
+            }
+        }
+        texts
+    }
+
     /// The last value received of sum `name` at a data point carrying
     /// `attribute`, and the resource's `service.name` with it.
-    fn sum(&self, name: &str, attribute: (&str, &str)) -> Option<(i64, String)> {
+    pub(crate) fn sum(&self, name: &str, attribute: (&str, &str)) -> Option<(i64, String)> {
         let requests = self.requests.lock().ok()?;
         let mut found = None;
         for request in requests.iter() {

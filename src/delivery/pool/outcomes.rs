@@ -9,6 +9,8 @@ use crate::errors::chain;
 use crate::providers::{Delivered, DeliveryError, ErrorClass};
 use crate::registry::DeadToken;
 use actix::prelude::*;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TraceContextExt as _;
 use tracing::{debug, error, info, warn};
 
 /// What the pool keeps of an [`Attempt`](crate::delivery::state::Attempt) while its push is with the provider
@@ -20,6 +22,8 @@ pub(super) struct InFlight {
     pub(super) token: String,
     /// When the request left, for its duration.
     pub(super) started: crate::clock::Instant,
+    /// Its span, when its publish is traced.
+    pub(super) span: Option<opentelemetry::Context>,
 }
 
 impl Pool {
@@ -38,6 +42,17 @@ impl Pool {
             ),
             Err(e) => (std::borrow::Cow::Borrowed(""), e.reason_label()),
         };
+        if let Some(cx) = &attempt.span {
+            let span = cx.span();
+            if let Ok(code) = status.parse::<i64>() {
+                span.set_attribute(KeyValue::new("http.response.status_code", code));
+            }
+            if !error.is_empty() {
+                span.set_attribute(KeyValue::new("error.type", error.to_string()));
+                span.set_status(opentelemetry::trace::Status::error(error.to_string()));
+            }
+            span.end();
+        }
         self.metrics.request_duration.observe(
             &[
                 &self.id,

@@ -3,6 +3,7 @@
 use super::super::outbox::OutboxEntry;
 use super::super::retry::RetryPolicy;
 use crate::providers::Push;
+use opentelemetry::trace::SpanContext;
 use std::time::Duration;
 
 /// The rules of one pool.
@@ -27,6 +28,9 @@ pub struct Arrival {
     pub provider: String,
     /// The push built from the publish.
     pub push: Push,
+    /// The publish's span, when it is traced: the provider request that
+    /// sends the push becomes its child.
+    pub trace: Option<SpanContext>,
 }
 
 /// How a publish entered the outbox.
@@ -62,6 +66,8 @@ pub struct Attempt {
     pub node: String,
     /// What to send.
     pub push: Push,
+    /// The span of a traced publish it carries (boxed: rarely there).
+    pub trace: Option<Box<SpanContext>>,
 }
 
 /// What an attempt's result means to the schedule (from [`crate::providers::ErrorClass`]).

@@ -37,6 +37,7 @@ fn arrival(node: &str, kind: PushKind, count: u32) -> Arrival {
         node: node.into(),
         provider: "apns".into(),
         push: push(kind, count, "tok"),
+        trace: None,
     }
 }
 
@@ -439,4 +440,37 @@ fn a_removed_account_takes_its_entries_pending_and_in_flight_and_nothing_else() 
         ["other"]
     );
     assert!(s.forget("gone").is_empty());
+}
+
+#[test]
+fn a_traced_publish_hands_its_span_to_the_attempt_and_a_merge_keeps_the_first() {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let context = |n: u8| {
+        SpanContext::new(
+            TraceId::from_bytes([n; 16]),
+            SpanId::from_bytes([n; 8]),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        )
+    };
+    let mut s = PoolState::new(settings());
+    let untraced = arrival("n1", PushKind::Alert, 1);
+    assert!(s.accept(untraced, T0).is_ok());
+    let first = Arrival {
+        trace: Some(context(1)),
+        ..arrival("n1", PushKind::Alert, 2)
+    };
+    assert!(s.accept(first, T0 + 1).is_ok());
+    let second = Arrival {
+        trace: Some(context(2)),
+        ..arrival("n1", PushKind::Alert, 3)
+    };
+    assert!(s.accept(second, T0 + 2).is_ok());
+    let attempts = sends(s.take_due(T0 + 10_000, 10));
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        attempts[0].trace.as_deref().map(SpanContext::trace_id),
+        Some(TraceId::from_bytes([1; 16]))
+    );
 }

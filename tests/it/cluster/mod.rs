@@ -13,6 +13,7 @@ use std::time::Duration;
 
 mod guards;
 mod moves;
+mod traces;
 
 /// Time for a cluster to settle: leases, claims, outbox loads.
 const SETTLE: Duration = Duration::from_secs(20);
