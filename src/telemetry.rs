@@ -8,8 +8,8 @@ mod otlp;
 mod process;
 mod traces;
 
-pub use instruments::{Counter, CounterVec, Gauge, GaugeVec, HistogramVec};
-pub(crate) use instruments::{Spec, spec};
+pub(crate) use instruments::spec;
+pub use instruments::{Counter, CounterVec, Gauge, GaugeVec, HistogramVec, KeyedGauge};
 pub use metrics::{Metrics, MetricsError};
 pub use otlp::OtlpError;
 pub use traces::{Traces, ids, note, remote, sampled, traceparent, within};

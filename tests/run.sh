@@ -2,7 +2,8 @@
 # Runs the whole test suite, installing first what it needs and is missing:
 # Prosody + mod_cloud_notify and ejabberd (Debian packages) for the interop
 # tests, redis-server (the tests start their own instances and clusters on
-# free loopback ports, never the system's), and a Python venv with slixmpp (pinned in tests/interop/requirements.txt)
+# free loopback ports, never the system's), prometheus (its own instance on a
+# free port, for the dashboard test), and a Python venv with slixmpp (pinned in tests/interop/requirements.txt)
 # for the real XMPP clients. Installing packages needs root (or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,8 @@ command -v kill >/dev/null 2>&1 || missing+=(procps)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 # For the chart check's `docker-compose config` of deploy/compose.yaml (no daemon needed).
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+# Prometheus and promtool: the dashboard and alert rules against a live scrape.
+{ [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; } || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "== installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -40,7 +40,7 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
-    let sessions = state.metrics.sessions_up.get();
+    let sessions = state.metrics.sessions_up.total();
     let store = match state.registry.check().await {
         Ok(()) if state.dispatcher.is_loaded() => "ok".to_owned(),
         Ok(()) => "connected; loading the outbox".to_owned(),

@@ -3,7 +3,7 @@
 //! the first thing to look at when publishes are answered `wait`.
 
 use super::{Registry, RegistryError};
-use crate::telemetry::{CounterVec, HistogramVec, Metrics, Spec};
+use crate::telemetry::{CounterVec, HistogramVec, Metrics, spec};
 use std::future::Future;
 
 /// The store's instruments, on the gateway's meter provider.
@@ -39,25 +39,36 @@ impl Registry {
     pub fn observe(&self, metrics: &Metrics) {
         let meter = metrics.meter();
         let labels: &'static [&'static str] = &["operation", "backend"];
+        let errors = CounterVec::new(
+            meter,
+            spec(
+                "pushgate.store.errors",
+                "Store operations that failed, by operation and backend.",
+                "",
+                labels,
+            ),
+        );
+        // Every series at 0 from the start: a dashboard shows "none" rather
+        // than "no data", and a rate over a first error sees it.
+        for operation in [
+            Operation::Read,
+            Operation::Write,
+            Operation::OutboxWrite,
+            Operation::OutboxLoad,
+        ] {
+            errors.add(&[operation.label(), self.label()], 0);
+        }
         let _ = self.inner.instruments.set(StoreInstruments {
             duration: HistogramVec::new(
                 meter,
-                Spec {
-                    name: "pushgate.store.operation.duration",
-                    help: "Store operations (registration reads and writes, outbox commits and loads), by operation and backend.",
-                    unit: "s",
+                spec(
+                    "pushgate.store.operation.duration",
+                    "Store operations (registration reads and writes, outbox commits and loads), by operation and backend.",
+                    "s",
                     labels,
-                },
+                ),
             ),
-            errors: CounterVec::new(
-                meter,
-                Spec {
-                    name: "pushgate.store.errors",
-                    help: "Store operations that failed, by operation and backend.",
-                    unit: "",
-                    labels,
-                },
-            ),
+            errors,
         });
     }
 

@@ -214,7 +214,7 @@ impl HistogramVec {
     }
 }
 
-/// A gauge without labels that goes up and down, read when collected.
+/// A gauge without labels, read when collected.
 pub struct Gauge {
     value: Arc<AtomicI64>,
     _observed: ObservableGauge<i64>,
@@ -236,14 +236,6 @@ impl Gauge {
         }
     }
 
-    /// Adds one.
-    pub(crate) fn inc(&self) {
-        self.value.fetch_add(1, Ordering::Relaxed);
-    }
-    /// Subtracts one.
-    pub(crate) fn dec(&self) {
-        self.value.fetch_sub(1, Ordering::Relaxed);
-    }
     /// Sets the value.
     pub fn set(&self, v: i64) {
         self.value.store(v, Ordering::Relaxed);
@@ -251,6 +243,57 @@ impl Gauge {
     /// The current value.
     pub fn get(&self) -> i64 {
         self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// A gauge with one label whose values come from the configuration (so
+/// the set is bounded), going up and down, read when collected. Changes are
+/// rare (a session up or down), so a lock is fine.
+pub struct KeyedGauge {
+    values: Arc<Mutex<std::collections::BTreeMap<String, i64>>>,
+    _observed: ObservableGauge<i64>,
+}
+
+impl KeyedGauge {
+    pub(crate) fn new(meter: &Meter, spec: Spec) -> Self {
+        let values: Arc<Mutex<std::collections::BTreeMap<String, i64>>> = Arc::default();
+        let read = values.clone();
+        let key = spec.labels.first().copied().unwrap_or("key");
+        let observed = meter
+            .i64_observable_gauge(spec.name)
+            .with_description(spec.help)
+            .with_unit(spec.unit)
+            .with_callback(move |o| {
+                let values = read
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (value, n) in values.iter() {
+                    o.observe(*n, &[KeyValue::new(key, value.clone())]);
+                }
+            })
+            .build();
+        Self {
+            values,
+            _observed: observed,
+        }
+    }
+
+    /// Adds `delta` to the series of `value` (0 makes it appear).
+    pub(crate) fn add(&self, value: &str, delta: i64) {
+        let mut values = self
+            .values
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *values.entry(value.to_owned()).or_default() += delta;
+    }
+
+    /// The sum over every value.
+    pub fn total(&self) -> i64 {
+        self.values
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .sum()
     }
 }
 

@@ -4,7 +4,7 @@
 //! `_total`, seconds `_seconds`; no `otel_scope_*` labels); an OTLP exporter
 //! added to the same provider pushes the same instruments.
 
-use super::instruments::{CounterVec, Gauge, GaugeVec, HistogramVec, spec};
+use super::instruments::{CounterVec, Gauge, GaugeVec, HistogramVec, KeyedGauge, spec};
 use crate::config::TelemetryConfig;
 use opentelemetry::metrics::{Meter, MeterProvider as _, ObservableCounter};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
@@ -54,8 +54,9 @@ pub struct Metrics {
     pub registration_commands: CounterVec,
     /// Registrations in the store (refreshed on scrape).
     pub registrations: Gauge,
-    /// Component sessions currently authenticated.
-    pub sessions_up: Gauge,
+    /// Component sessions currently authenticated, per server (`host:port`
+    /// as configured; 0 while a configured server has none).
+    pub sessions_up: KeyedGauge,
     /// The provider every instrument belongs to, and its Prometheus reader's
     /// registry.
     provider: SdkMeterProvider,
@@ -297,13 +298,13 @@ impl Metrics {
                     &[],
                 ),
             ),
-            sessions_up: Gauge::new(
+            sessions_up: KeyedGauge::new(
                 m,
                 spec(
                     "pushgate.component.sessions_up",
-                    "Authenticated component sessions.",
+                    "Authenticated component sessions, per XMPP server (host:port as configured).",
                     "",
-                    &[],
+                    &["server"],
                 ),
             ),
             provider,

@@ -85,18 +85,25 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Counts an authenticated session in the "sessions up" gauge for as long as
 /// it lives: however the session ends, dropping it takes the count back.
-struct SessionUp(Arc<Metrics>);
+struct SessionUp(Arc<Metrics>, String);
 
 impl SessionUp {
-    fn new(metrics: &Arc<Metrics>) -> Self {
-        metrics.sessions_up.inc();
-        Self(metrics.clone())
+    fn new(metrics: &Arc<Metrics>, server: &str) -> Self {
+        metrics.sessions_up.add(server, 1);
+        Self(metrics.clone(), server.to_owned())
     }
 }
 
 impl Drop for SessionUp {
     fn drop(&mut self) {
-        self.0.sessions_up.dec();
+        self.0.sessions_up.add(&self.1, -1);
+    }
+}
+
+impl SessionSettings {
+    /// The server as the sessions gauge names it: `host:port`, as configured.
+    fn server(&self) -> String {
+        format!("{}:{}", self.host, self.port)
     }
 }
 
@@ -200,7 +207,7 @@ impl Session {
         self.generation += 1;
         let generation = self.generation;
         info!(server = %self.settings.label, jid = %self.settings.jid, "component session established");
-        let up = SessionUp::new(&self.metrics);
+        let up = SessionUp::new(&self.metrics, &self.settings.server());
         let (tx, rx) = mpsc::channel(1024);
         let in_flight = Arc::new(Semaphore::new(self.settings.max_concurrent));
         let me = ctx.address();
@@ -238,6 +245,9 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // The server's series exists (at 0) before its first session, so an
+        // alert can see a server that was never reached.
+        self.metrics.sessions_up.add(&self.settings.server(), 0);
         self.connect(ctx);
     }
 

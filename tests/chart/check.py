@@ -169,13 +169,22 @@ def check_shapes(case, values, docs):
             fail(case, "ServiceMonitor missing or not scraping the admin port's /metrics")
     elif monitors:
         fail(case, "ServiceMonitor rendered while disabled")
+    rules = find(docs, "PrometheusRule")
+    if values["metrics"]["prometheusRule"]["enabled"]:
+        groups = rules[0]["spec"]["groups"] if rules else []
+        alerts = [r.get("alert") for g in groups for r in g.get("rules", [])]
+        shipped = yaml.safe_load((ROOT / "deploy" / "prometheus" / "pushgate-rules.yaml").read_text())
+        if groups != shipped["groups"] or not alerts:
+            fail(case, "the PrometheusRule differs from deploy/prometheus/pushgate-rules.yaml")
+    elif rules:
+        fail(case, "PrometheusRule rendered while disabled")
     dashboards = find(docs, "ConfigMap", "-dashboard")
     if values["metrics"]["dashboard"]["enabled"]:
         if not dashboards or dashboards[0]["metadata"]["labels"].get("grafana_dashboard") != "1":
             fail(case, "dashboard ConfigMap missing or without the sidecar label")
         else:
             board = json.loads(dashboards[0]["data"]["pushgate.json"])
-            exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
+            exprs = " ".join(t["expr"] for p in board["panels"] for t in p.get("targets", []))
             for name in re.findall(r"pushgate_[a-z_]+", exprs):
                 base = re.sub(r"_(bucket|sum|count)$", "", name)
                 if base not in KNOWN_METRICS:
@@ -331,6 +340,19 @@ class _Ok(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def check_copies():
+    """The chart's copies of the dashboard and the alert rules (Helm reads
+    only files inside the chart) are the ones in deploy/."""
+    for copy_in_chart, original in (
+        (CHART / "files" / "dashboard.json", ROOT / "deploy" / "grafana" / "pushgate.json"),
+        (CHART / "files" / "pushgate-rules.yaml", ROOT / "deploy" / "prometheus" / "pushgate-rules.yaml"),
+    ):
+        if copy_in_chart.read_bytes() != original.read_bytes():
+            fail("copies", f"{copy_in_chart.relative_to(ROOT)} differs from {original.relative_to(ROOT)}: copy it over")
+        else:
+            print(f"ok   {copy_in_chart.relative_to(ROOT)} is {original.relative_to(ROOT)}")
+
+
 def check_compose():
     """deploy/compose.yaml is a valid Compose file (`docker compose config`,
     or Debian's docker-compose, which tests/run.sh installs), and its Prosody
@@ -417,6 +439,7 @@ def main():
             fail("hadolint", r.stdout.strip() + r.stderr.strip())
         else:
             print(f"ok   {dockerfile.relative_to(ROOT)}: hadolint")
+    check_copies()
     check_compose()
     with tempfile.TemporaryDirectory() as tmp:
         check_runtime_rootfs(args.pushgate, pathlib.Path(tmp))
@@ -440,7 +463,7 @@ def known_metrics():
     for path in (ROOT / "src").rglob("*.rs"):
         text = path.read_text()
         for kind, name, unit in re.findall(
-            r'(CounterVec|GaugeVec|HistogramVec|Gauge|Counter)::new\(\s*\w+,\s*spec\(\s*"(pushgate\.[a-z_.]+)",\s*"(?:[^"\\]|\\.)*",\s*"(s?)"',
+            r'(CounterVec|GaugeVec|HistogramVec|KeyedGauge|Gauge|Counter)::new\(\s*\w+,\s*spec\(\s*"(pushgate\.[a-z_.]+)",\s*"(?:[^"\\]|\\.)*",\s*"(s?)"',
             text,
         ):
             base = name.replace(".", "_") + ("_seconds" if unit == "s" else "")

@@ -185,10 +185,18 @@ async fn health_readiness_and_metrics() {
         r#"pushgate_publishes_total{outcome="accepted"} 1"#,
         r#"pushgate_publishes_total{outcome="item-not-found"} 1"#,
         "pushgate_registrations 1",
-        "pushgate_component_sessions_up 1",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
+    assert_eq!(
+        crate::support::gateway::family_sum(&metrics, "pushgate_component_sessions_up"),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pushgate_component_sessions_up{server=\"127.0.0.1:"),
+        "a series per server: {metrics}"
+    );
     let request = r#"http_client_request_duration_seconds_count{error_type="",http_request_method="POST",http_response_status_code="200",provider="apns",server_address="127.0.0.1"}"#;
     assert_eq!(
         crate::support::gateway::series_value(&metrics, request),

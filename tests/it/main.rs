@@ -15,6 +15,7 @@ mod chart;
 mod cluster;
 mod component;
 mod config_check;
+mod dashboard;
 mod delivery;
 mod http_api;
 mod in_process;

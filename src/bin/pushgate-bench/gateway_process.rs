@@ -40,6 +40,8 @@ pub struct GatewaySettings<'a> {
     pub max_in_flight: u32,
     /// In a multi-node run: this node's id and gRPC port.
     pub cluster: Option<(String, u16)>,
+    /// TOML appended to the configuration.
+    pub extra: &'a str,
 }
 
 /// The running gateway; killed on drop if still running.
@@ -246,6 +248,8 @@ max_in_flight = {in_flight}
             )
         })
         .unwrap_or_default()
+        + "\n"
+        + s.extra
 }
 
 /// CPU time and memory of a process, from `/proc`.

@@ -86,6 +86,14 @@ struct Cli {
     /// Keep the run directory (gateway config, store, log).
     #[arg(long)]
     keep_dir: bool,
+    /// The first node's HTTP port (`/metrics`), the others' following it,
+    /// for a Prometheus to scrape during the run; free ports if absent.
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// A TOML file appended to every gateway's configuration (e.g. a
+    /// `[telemetry]` section, to measure what it costs).
+    #[arg(long)]
+    gateway_toml: Option<PathBuf>,
     /// No progress lines.
     #[arg(long, short)]
     quiet: bool,
@@ -140,6 +148,12 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
         start_redis,
         keep_dir: cli.keep_dir,
         progress: !cli.quiet,
+        http_port: cli.http_port,
+        gateway_toml: match &cli.gateway_toml {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+            None => String::new(),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -34,6 +34,10 @@ pub struct RunOptions {
     pub keep_dir: bool,
     /// Print progress to stderr every second.
     pub progress: bool,
+    /// HTTP port of the first node (the others follow); free ports if absent.
+    pub http_port: Option<u16>,
+    /// TOML appended to every gateway's configuration (`[telemetry]`, …).
+    pub gateway_toml: String,
 }
 
 /// The whole run, as reported.
@@ -141,9 +145,19 @@ pub async fn run(preset: &Preset, options: &RunOptions) -> anyhow::Result<RunRep
     // A cluster has at least a stream per node, so every node receives.
     let connections = preset.connections.max(options.nodes);
     let xmpp_port = free_port()?;
-    let http_ports: Vec<u16> = (0..options.nodes)
-        .map(|_| free_port())
-        .collect::<anyhow::Result<_>>()?;
+    let http_ports: Vec<u16> = match options.http_port {
+        Some(first) => (0..options.nodes)
+            .map(|i| {
+                u16::try_from(i)
+                    .ok()
+                    .and_then(|i| first.checked_add(i))
+                    .context("--http-port too high for the nodes")
+            })
+            .collect::<anyhow::Result<_>>()?,
+        None => (0..options.nodes)
+            .map(|_| free_port())
+            .collect::<anyhow::Result<_>>()?,
+    };
     let settings = GatewaySettings {
         binary: &options.gateway,
         dir: dir.path(),
@@ -156,6 +170,7 @@ pub async fn run(preset: &Preset, options: &RunOptions) -> anyhow::Result<RunRep
         coalesce_ms: preset.coalesce_ms,
         max_in_flight: preset.max_in_flight,
         cluster: None,
+        extra: &options.gateway_toml,
     };
     let mut gateways =
         crate::gateway_process::start_all(&settings, options.nodes, &http_ports).await?;

@@ -7,13 +7,13 @@ fn renders_labelled_counters_and_gauges_with_help() {
     let m = Metrics::default();
     m.deliveries.inc(&["apns", "delivered"]);
     m.deliveries.inc(&["apns", "delivered"]);
-    m.sessions_up.inc();
+    m.sessions_up.add("xmpp.example.org:5347", 1);
     let text = m.render();
     for line in [
         "# HELP pushgate_deliveries_total Delivery attempts to push providers, by provider and outcome.",
         "# TYPE pushgate_deliveries_total counter",
         "pushgate_deliveries_total{outcome=\"delivered\",provider=\"apns\"} 2",
-        "pushgate_component_sessions_up 1",
+        "pushgate_component_sessions_up{server=\"xmpp.example.org:5347\"} 1",
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
@@ -74,7 +74,7 @@ fn every_family_keeps_its_prometheus_name() {
     }
     m.registration_commands.inc(&["register-device", "ok"]);
     m.registrations.set(1);
-    m.sessions_up.inc();
+    m.sessions_up.add("xmpp.example.org:5347", 1);
     c.members.set(1);
     c.shards_owned.set(1);
     c.handoffs.inc(&["acquired"]);

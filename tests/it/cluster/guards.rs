@@ -92,7 +92,7 @@ async fn every_kind_of_server_sees_its_configured_streams() {
         // Kill a holder of a stream.
         let mut holder = None;
         for (i, n) in nodes.iter().enumerate() {
-            if n.process.metric("pushgate_component_sessions_up").await >= 1.0 {
+            if n.process.sessions_up().await >= 1.0 {
                 holder = Some(i);
             }
         }

@@ -9,7 +9,7 @@ async fn three_nodes_share_the_work_and_each_publish_is_delivered_once() {
     let all: Vec<&Node> = nodes.iter().collect();
     for n in &nodes {
         assert_eq!(
-            n.process.metric("pushgate_component_sessions_up").await,
+            n.process.sessions_up().await,
             1.0,
             "each node holds one stream"
         );

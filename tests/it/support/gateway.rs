@@ -269,6 +269,14 @@ impl GatewayProcess {
         metric(&self.http, series).await
     }
 
+    /// Authenticated component sessions, over every server.
+    pub async fn sessions_up(&self) -> f64 {
+        family_sum(
+            &get(&self.http, "/metrics").await.1,
+            "pushgate_component_sessions_up",
+        )
+    }
+
     /// See [`status`].
     pub async fn status(&self, path: &str) -> Option<u16> {
         status(&self.http, path).await
@@ -299,6 +307,16 @@ pub fn client() -> reqwest::Client {
 pub async fn metric(http: &str, series: &str) -> f64 {
     let (_, text) = get(http, "/metrics").await;
     series_value(&text, series)
+}
+
+/// The sum of every series of family `name` in a Prometheus text page.
+pub fn family_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(s, _)| parse_series(s).0 == name)
+        .filter_map(|(_, v)| v.trim().parse::<f64>().ok())
+        .sum()
 }
 
 /// The value of `series` (`name` or `name{label="value",…}`, labels in any

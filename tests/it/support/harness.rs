@@ -70,6 +70,12 @@ impl TestGateway {
         gateway::metric(self.http(), series).await
     }
 
+    /// Authenticated component sessions, over every server.
+    pub async fn sessions_up(&self) -> f64 {
+        let (_, text) = gateway::get(self.http(), "/metrics").await;
+        gateway::family_sum(&text, "pushgate_component_sessions_up")
+    }
+
     /// See [`gateway::status`].
     pub async fn status(&self, path: &str) -> Option<u16> {
         gateway::status(self.http(), path).await
