@@ -13,7 +13,9 @@ pub struct TelemetryConfig {
     /// standard `OTEL_EXPORTER_OTLP_ENDPOINT`, and without it no push.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
-    /// `grpc` (the only one for now; `OTEL_EXPORTER_OTLP_PROTOCOL` the same).
+    /// `grpc`, the only one spoken (OTLP/HTTP would need an HTTP/1 client
+    /// stack for the exporter; collectors take gRPC on 4317). A set
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` must say the same.
     #[serde(default = "defaults::otlp_protocol")]
     pub otlp_protocol: String,
     /// Headers sent with every export (an API key, a tenant); their values
@@ -92,6 +94,17 @@ impl TelemetryConfig {
             issues.push(ConfigIssue::new(
                 "telemetry.otlp_protocol",
                 format!("only \"grpc\" is supported, got {:?}", self.otlp_protocol),
+            ));
+        }
+        // The standard variable, when set, must not ask for another protocol
+        // than the one spoken: exports would fail against an HTTP port.
+        if let Ok(protocol) = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL")
+            && !protocol.is_empty()
+            && protocol != "grpc"
+        {
+            issues.push(ConfigIssue::new(
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                format!("only \"grpc\" is supported (the collector's port 4317), got {protocol:?}"),
             ));
         }
         if let Some(endpoint) = &self.otlp_endpoint

@@ -187,17 +187,16 @@ impl PushComponent {
         request: PublishRequest,
         arrived: Arrived,
     ) -> Result<Option<String>, NotOwned> {
-        telemetry::note(
-            "pushgate.shard",
+        telemetry::note("pushgate.shard", || {
             i64::from(crate::registry::shard_of(
                 &request.node,
                 self.registry.shards(),
-            )),
-        );
+            ))
+        });
         let outcome = match self.place(&request.node, arrived).await {
             Placed::Here => self.publish(&publisher_domain, request).await,
             Placed::There(peer, _) => {
-                telemetry::note("pushgate.outcome", "forwarded");
+                telemetry::note("pushgate.outcome", || "forwarded");
                 return Ok(self
                     .forward_publish(&header, peer, &publisher_domain, request)
                     .await);
@@ -206,7 +205,7 @@ impl PushComponent {
             Placed::NotOwner => return Err(NotOwned),
         };
         self.metrics.publishes.inc(&[outcome.label()]);
-        telemetry::note("pushgate.outcome", outcome.label());
+        telemetry::note("pushgate.outcome", || outcome.label());
         Ok(Some(match outcome.fault() {
             None => header.empty_result(),
             Some(f) => replies::serialize(&header.error(&f)),
@@ -230,7 +229,7 @@ impl PushComponent {
             .app
             .command(&cmd.node)
             .map_or("unknown", |spec| spec.node.as_str());
-        telemetry::note("pushgate.command", label.to_owned());
+        telemetry::note("pushgate.command", || label.to_owned());
         if matches!(arrived, Arrived::Stream(_))
             && let Some((outcome, fault)) = self.limits.refusal(&account)
         {
@@ -349,7 +348,7 @@ impl PushComponent {
     /// Counts a command's outcome, and says it on the command's span.
     fn count_command(&self, label: &str, outcome: &'static str) {
         self.metrics.registration_commands.inc(&[label, outcome]);
-        telemetry::note("pushgate.outcome", outcome);
+        telemetry::note("pushgate.outcome", || outcome);
     }
 
     async fn publish(&self, publisher_domain: &str, request: PublishRequest) -> PublishOutcome {
@@ -382,7 +381,7 @@ impl PushComponent {
             return self.account_removed(&registration).await;
         }
         let first_publish = registration.unpublished.then(|| registration.node.clone());
-        telemetry::note("pushgate.provider", registration.provider.clone());
+        telemetry::note("pushgate.provider", || registration.provider.clone());
         let arrival = Arrival {
             push: build_push(&request.notification, &registration, &self.payload),
             node: registration.node,

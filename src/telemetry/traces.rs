@@ -140,13 +140,6 @@ impl Traces {
         parent.with_span(span)
     }
 
-    /// Exports every finished span now (tests; shutdown).
-    pub fn flush(&self) {
-        if let Err(e) = self.provider.force_flush() {
-            tracing::debug!("span flush: {e}");
-        }
-    }
-
     /// The provider, for shutdown.
     pub(crate) fn provider(&self) -> SdkTracerProvider {
         self.provider.clone()
@@ -167,11 +160,13 @@ pub fn within<F: Future>(cx: Option<Context>, work: F) -> Either<WithContext<F>,
 }
 
 /// Sets an attribute of the current span, if it records.
-pub fn note(key: &'static str, value: impl Into<opentelemetry::Value>) {
+/// The value is made only then: without a recording span a note costs a
+/// thread-local read.
+pub fn note<V: Into<opentelemetry::Value>>(key: &'static str, value: impl FnOnce() -> V) {
     Context::map_current(|cx| {
         let span = cx.span();
         if span.is_recording() {
-            span.set_attribute(KeyValue::new(key, value.into()));
+            span.set_attribute(KeyValue::new(key, value().into()));
         }
     });
 }

@@ -111,6 +111,16 @@ async fn a_valid_config_passes_and_broken_ones_name_the_key() {
         assert!(!ok, "{key}: should fail");
         assert!(out.contains(key), "{key} not named in: {out}");
     }
+    // A standard variable asking for a protocol not spoken, a ratio out of range.
+    let (ok, out) = check(&good, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]);
+    assert!(!ok && out.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{out}");
+    let (ok, out) = check(&good, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+    assert!(ok, "{out}");
+    let (ok, out) = check(
+        &format!("{good}\n[telemetry]\ntrace_sample_ratio = 1.5\n"),
+        &[],
+    );
+    assert!(!ok && out.contains("telemetry.trace_sample_ratio"), "{out}");
     // An environment override fixes the file.
     let broken = good.replace("secret = \"s3cr3t\"", "secret = \"\"");
     let (ok, out) = check(&broken, &[("PUSHGATE_COMPONENT__SECRET", "from-env")]);
