@@ -282,8 +282,8 @@ async fn metrics_are_pushed_over_otlp_with_the_resource() {
     assert!(environment, "the configured resource attribute");
 }
 
-/// A collector that is not there: exports fail in the background, counted,
-/// and publishes are answered as fast as ever.
+/// A collector that is not there: metric and span exports fail in the
+/// background, counted, and publishes are answered as fast as ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_collector_slows_nothing() {
     let closed = {
@@ -292,7 +292,7 @@ async fn an_unreachable_collector_slows_nothing() {
     };
     let mut h = Harness::start_with(|mut c| {
         c.extra.push_str(&format!(
-            "\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:{closed}\"\nexport_interval_ms = 100\notlp_timeout_ms = 500\n"
+            "\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:{closed}\"\nexport_interval_ms = 100\notlp_timeout_ms = 500\ntrace_sample_ratio = 1.0\n"
         ));
         c
     })
@@ -317,4 +317,19 @@ async fn an_unreachable_collector_slows_nothing() {
             started.elapsed()
         );
     }
+    // Every publish traced, every span lost with the collector: counted.
+    let dropped = eventually(WAIT, || async {
+        h.gateway
+            .metric("pushgate_telemetry_spans_dropped_total")
+            .await
+            >= 20.0
+    })
+    .await;
+    assert!(
+        dropped,
+        "{}",
+        h.gateway
+            .metric("pushgate_telemetry_spans_dropped_total")
+            .await
+    );
 }
