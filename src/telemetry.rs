@@ -12,7 +12,7 @@ pub(crate) use instruments::spec;
 pub use instruments::{Counter, CounterVec, Gauge, GaugeVec, HistogramVec, KeyedGauge};
 pub use metrics::{Metrics, MetricsError};
 pub use otlp::OtlpError;
-pub use traces::{Traces, ids, note, remote, sampled, traceparent, within};
+pub use traces::{Traces, ids, note, note_in, remote, sampled, traceparent, within};
 
 use crate::config::{LogConfig, LogFormat};
 use tracing_subscriber::EnvFilter;

@@ -83,6 +83,9 @@ fn grpc_code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// The metadata key of a unary call's W3C trace context.
+pub(super) const TRACEPARENT: &str = "traceparent";
+
 /// The channels to peers.
 pub(crate) struct Peers {
     runtime: tokio::runtime::Handle,
@@ -155,6 +158,11 @@ impl Peers {
         request
             .metadata_mut()
             .insert(SECRET_HEADER, self.secret.clone());
+        // The caller's span, for a unary call (forwarded items carry theirs).
+        let traceparent = crate::telemetry::traceparent();
+        if let Ok(value) = traceparent.parse() {
+            request.metadata_mut().insert(TRACEPARENT, value);
+        }
         request
     }
 

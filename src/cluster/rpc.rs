@@ -106,22 +106,19 @@ async fn answer_item(
 /// The gRPC method every forwarded item travels by (`rpc.method`).
 pub(crate) const FORWARD_METHOD: &str = "pushgate.cluster.v1.Cluster/Forward";
 
-/// The SERVER span of one forwarded item, under its caller's span.
+/// The gRPC method of a peer's REST unregister (`rpc.method`).
+const UNREGISTER_METHOD: &str = "pushgate.cluster.v1.Cluster/Unregister";
+
+/// The SERVER span of one call of `method` (a forwarded item, or a unary
+/// call), under its caller's span.
 fn server_span(
     traces: &crate::telemetry::Traces,
+    method: &'static str,
     parent: &opentelemetry::Context,
 ) -> opentelemetry::Context {
-    use opentelemetry::trace::TraceContextExt as _;
-    let cx = traces.span_in(
-        FORWARD_METHOD,
-        opentelemetry::trace::SpanKind::Server,
-        parent,
-    );
-    let span = cx.span();
-    if span.is_recording() {
-        span.set_attribute(opentelemetry::KeyValue::new("rpc.system.name", "grpc"));
-        span.set_attribute(opentelemetry::KeyValue::new("rpc.method", FORWARD_METHOD));
-    }
+    let cx = traces.span_in(method, opentelemetry::trace::SpanKind::Server, parent);
+    crate::telemetry::note_in(&cx, "rpc.system.name", || "grpc");
+    crate::telemetry::note_in(&cx, "rpc.method", || method);
     cx
 }
 
@@ -162,7 +159,7 @@ impl ClusterRpc for Service {
                     tokio::spawn(async move {
                         let span = handler.metrics.traces().map(|t| {
                             let parent = crate::telemetry::remote(&traceparent);
-                            server_span(t, &parent)
+                            server_span(t, FORWARD_METHOD, &parent)
                         });
                         let answer = answer_item(&handler, &shared, route, work);
                         let reply = crate::telemetry::within(span, answer).await;
@@ -196,7 +193,29 @@ impl ClusterRpc for Service {
         &self,
         request: Request<UnregisterRequest>,
     ) -> Result<Response<UnregisterReply>, Status> {
-        let r = request.into_inner();
+        let span = self.handler.metrics.traces().map(|t| {
+            let traceparent = request
+                .metadata()
+                .get(super::peers::TRACEPARENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            server_span(t, UNREGISTER_METHOD, &crate::telemetry::remote(traceparent))
+        });
+        crate::telemetry::within(span, self.unregister_untraced(request.into_inner())).await
+    }
+
+    async fn nudge(&self, _request: Request<NudgeRequest>) -> Result<Response<NudgeReply>, Status> {
+        self.shared.nudge.notify_one();
+        Ok(Response::new(NudgeReply {}))
+    }
+}
+
+impl Service {
+    /// A peer's REST unregister, if this node owns the device's shard.
+    async fn unregister_untraced(
+        &self,
+        r: UnregisterRequest,
+    ) -> Result<Response<UnregisterReply>, Status> {
         self.shared.metrics.forwarded_in.inc(&["unregister"]);
         let outcome = if owns(&self.shared, r.route.as_ref()).await {
             let device = crate::registry::DeviceRef {
@@ -219,11 +238,6 @@ impl ClusterRpc for Service {
         Ok(Response::new(UnregisterReply {
             outcome: Some(outcome),
         }))
-    }
-
-    async fn nudge(&self, _request: Request<NudgeRequest>) -> Result<Response<NudgeReply>, Status> {
-        self.shared.nudge.notify_one();
-        Ok(Response::new(NudgeReply {}))
     }
 }
 

@@ -136,9 +136,40 @@ pub fn read_unregister(
     Ok((account, provider.to_owned(), token))
 }
 
-/// Tigase-compatible REST unregister (`docs/protocol.md` §8). An unknown component or
-/// a missing field answers 404 on purpose, as Tigase does.
+/// Tigase-compatible REST unregister (`docs/protocol.md` §8), in a SERVER
+/// span when tracing (`pushgate.rest.unregister`; the path names the
+/// component, never a device, but only its template is recorded).
 async fn unregister_device(
+    state: web::Data<HttpState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let span = state.metrics.traces().map(|t| {
+        let cx = t.span(
+            "pushgate.rest.unregister",
+            opentelemetry::trace::SpanKind::Server,
+        );
+        let route = request.match_pattern().unwrap_or_default();
+        crate::telemetry::note_in(&cx, "http.request.method", || "POST");
+        crate::telemetry::note_in(&cx, "http.route", || route);
+        cx
+    });
+    let response = crate::telemetry::within(
+        span.clone(),
+        unregister_untraced(state, request, path, body),
+    )
+    .await;
+    if let Some(cx) = &span {
+        let status = i64::from(response.status().as_u16());
+        crate::telemetry::note_in(cx, "http.response.status_code", || status);
+    }
+    response
+}
+
+/// The REST unregister itself. An unknown component or a missing field
+/// answers 404 on purpose, as Tigase does.
+async fn unregister_untraced(
     state: web::Data<HttpState>,
     request: HttpRequest,
     path: web::Path<String>,
@@ -154,11 +185,15 @@ async fn unregister_device(
             .metrics
             .registration_commands
             .inc(&["rest-unregister", "rate-limited"]);
+        crate::telemetry::note("pushgate.outcome", || "rate-limited");
         return result(StatusCode::TOO_MANY_REQUESTS, "failure");
     }
     let (account, provider, token) = match read_unregister(&state.app, &path, &body) {
         Ok(device) => device,
-        Err(status) => return result(status, "failure"),
+        Err(status) => {
+            crate::telemetry::note("pushgate.outcome", || "refused");
+            return result(status, "failure");
+        }
     };
     let provider = provider.as_str();
     let device = DeviceRef {
@@ -182,10 +217,15 @@ async fn unregister_device(
                 .metrics
                 .registration_commands
                 .inc(&["rest-unregister", "ok"]);
+            crate::telemetry::note("pushgate.outcome", || "ok");
             result(StatusCode::OK, "success")
         }
-        Ok(false) => result(StatusCode::OK, "failure"),
+        Ok(false) => {
+            crate::telemetry::note("pushgate.outcome", || "not-found");
+            result(StatusCode::OK, "failure")
+        }
         Err(e) => {
+            crate::telemetry::note("pushgate.outcome", || "store-error");
             warn!("REST unregister failed: {}", chain(&e));
             result(StatusCode::SERVICE_UNAVAILABLE, "failure")
         }

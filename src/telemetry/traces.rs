@@ -163,12 +163,19 @@ pub fn within<F: Future>(cx: Option<Context>, work: F) -> Either<WithContext<F>,
 /// The value is made only then: without a recording span a note costs a
 /// thread-local read.
 pub fn note<V: Into<opentelemetry::Value>>(key: &'static str, value: impl FnOnce() -> V) {
-    Context::map_current(|cx| {
-        let span = cx.span();
-        if span.is_recording() {
-            span.set_attribute(KeyValue::new(key, value().into()));
-        }
-    });
+    Context::map_current(|cx| note_in(cx, key, value));
+}
+
+/// Sets an attribute of the span of `cx`, if it records.
+pub fn note_in<V: Into<opentelemetry::Value>>(
+    cx: &Context,
+    key: &'static str,
+    value: impl FnOnce() -> V,
+) {
+    let span = cx.span();
+    if span.is_recording() {
+        span.set_attribute(KeyValue::new(key, value().into()));
+    }
 }
 
 /// The current span's context when it is sampled: what a push carries to

@@ -105,7 +105,8 @@ async fn a_forwarded_publish_is_one_trace_across_both_nodes() {
             >= devices.len()
     );
 
-    // No token, node, JID or secret anywhere in what was exported.
+    // No token, node, JID or secret anywhere in what was exported (checked
+    // again after the REST unregisters below).
     let forbidden: Vec<String> = devices
         .iter()
         .flat_map(|(token, node)| [token.clone(), node.clone()])
@@ -117,6 +118,46 @@ async fn a_forwarded_publish_is_one_trace_across_both_nodes() {
         }
     }
 
+    // A REST unregister reaching the stream's node for every device: those
+    // the other node owns go there in a unary call, under the REST span.
+    let rest_node = nodes
+        .iter()
+        .find(|n| n.id == client.node)
+        .expect("the forwarding node");
+    for (i, (token, _)) in devices.iter().enumerate() {
+        let account = device_account(300 + u16::try_from(i).expect("few devices"));
+        let (status, body) = rest_node
+            .process
+            .post_json(
+                "/rest/push/unregister-device/push.localhost",
+                serde_json::json!({"account": account, "provider": "apns", "device-token": token}),
+            )
+            .await;
+        assert_eq!((status, body.contains("success")), (200, true), "{body}");
+    }
+    let joined = eventually(WAIT, || async {
+        let spans = collector.spans();
+        spans.iter().any(|rest| {
+            rest.name == "pushgate.rest.unregister"
+                && rest.kind == SpanKind::Server
+                && rest.node == client.node
+                && rest.attribute("http.route") == Some("/rest/push/unregister-device/{jid}")
+                && spans.iter().any(|s| {
+                    s.name == "pushgate.cluster.v1.Cluster/Unregister"
+                        && s.kind == SpanKind::Server
+                        && s.node != rest.node
+                        && s.parent_span_id == rest.span_id
+                        && s.trace_id == rest.trace_id
+                })
+        })
+    })
+    .await;
+    assert!(
+        joined,
+        "no REST unregister traced into its owner: {:#?}",
+        collector.spans()
+    );
+
     // The forward is in the metrics pushed by the node that forwarded it.
     let forwards = eventually(WAIT, || async {
         collector
@@ -125,5 +166,10 @@ async fn a_forwarded_publish_is_one_trace_across_both_nodes() {
     })
     .await;
     assert!(forwards, "pushgate.cluster.forwards over OTLP");
+    for text in collector.all_span_text() {
+        for f in &forbidden {
+            assert!(!text.contains(f.as_str()), "{f:?} exported in {text:?}");
+        }
+    }
     drop(nodes);
 }
