@@ -25,6 +25,7 @@ pub(crate) use observed::Operation;
 mod redis;
 mod shard;
 mod transfer;
+mod writer;
 
 pub(crate) use cache::RegistrationCache;
 pub(crate) use embedded::EmbeddedStore;
@@ -66,6 +67,9 @@ struct Inner {
     fences: Option<Arc<Fences>>,
     /// Set by [`Registry::observe`].
     instruments: OnceLock<observed::StoreInstruments>,
+    /// The embedded store's registration writer (group commits). Last, so
+    /// it is dropped (and its thread joined) after the backend's handle.
+    writer: Option<writer::Writer>,
 }
 
 /// The registry the rest of the gateway talks to: derives ids, caches, and
@@ -111,7 +115,7 @@ impl Registry {
                     "redis"
                 };
                 let backend = Backend::Redis(Box::new(RedisStore::new(config)?));
-                Ok(Self::with(backend, None, cache, label, config.shards))
+                Ok(Self::with(backend, None, cache, label, config.shards, None))
             }
         }
     }
@@ -124,8 +128,17 @@ impl Registry {
     fn open_embedded_sharded(dir: &Path, shards: u32) -> Result<Self, RegistryError> {
         let store = EmbeddedStore::open(dir)?;
         let keys = NodeKeys::new(store.deployment_key()?);
-        let backend = Backend::Embedded(Arc::new(store));
-        Ok(Self::with(backend, Some(keys), None, "embedded", shards))
+        let store = Arc::new(store);
+        let writer = writer::Writer::start(store.clone())?;
+        let backend = Backend::Embedded(store);
+        Ok(Self::with(
+            backend,
+            Some(keys),
+            None,
+            "embedded",
+            shards,
+            Some(writer),
+        ))
     }
 
     fn with(
@@ -134,6 +147,7 @@ impl Registry {
         cache: Option<RegistrationCache>,
         label: &'static str,
         shards: u32,
+        writer: Option<writer::Writer>,
     ) -> Self {
         let cell = OnceLock::new();
         if let Some(k) = keys {
@@ -149,6 +163,7 @@ impl Registry {
                 shards: shards.max(1),
                 fences: None,
                 instruments: OnceLock::new(),
+                writer,
             }),
         }
     }
@@ -363,10 +378,14 @@ impl Registry {
     ) -> Result<Edit, RegistryError> {
         self.keys()?;
         let store = match &self.inner.backend {
-            Backend::Embedded(store) => {
-                let store = store.clone();
-                let node = node.to_owned();
-                return blocking(move || store.edit(&node, cap, decide)).await;
+            Backend::Embedded(_) => {
+                let writer = self.inner.writer.as_ref().ok_or(RegistryError::Stopped)?;
+                let job = embedded::EditJob {
+                    node: node.to_owned(),
+                    cap,
+                    decide: Box::new(decide),
+                };
+                return writer.edit(job).await;
             }
             Backend::Redis(store) => store,
         };

@@ -100,60 +100,55 @@ impl EmbeddedStore {
         value.map(|v| decode(node, v.value())).transpose()
     }
 
-    /// Reads `node` and applies what `decide` says in one write transaction;
-    /// returns what was applied. A new registration is refused when its
-    /// account already holds `cap` (0: no cap).
+    /// One edit in a transaction of its own (tests; the gateway batches
+    /// them through [`super::writer::Writer`]).
+    #[cfg(test)]
     pub(crate) fn edit(
         &self,
         node: &str,
         cap: u32,
-        decide: impl FnOnce(Option<&Registration>) -> Edit,
+        decide: impl FnOnce(Option<&Registration>) -> Edit + Send + 'static,
     ) -> Result<Edit, RegistryError> {
+        let job = EditJob {
+            node: node.to_owned(),
+            cap,
+            decide: Box::new(decide),
+        };
+        self.edit_many(vec![job])?
+            .pop()
+            .unwrap_or(Err(RegistryError::NotStored))
+    }
+
+    /// Applies `jobs` in order in one write transaction and one commit (one
+    /// fsync for all: the registrations' group commit); each job sees the
+    /// ones before it, as if run one after the other. A job refused (a full
+    /// account, a corrupt value) fails alone; a storage failure fails all.
+    pub(crate) fn edit_many(
+        &self,
+        jobs: Vec<EditJob>,
+    ) -> Result<Vec<Result<Edit, RegistryError>>, RegistryError> {
         let txn = self.db.begin_write().map_err(storage)?;
-        let applied = {
+        let results = {
             let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
             let mut accounts = txn.open_table(ACCOUNT_NODES).map_err(storage)?;
-            let existing = table
-                .get(node)
-                .map_err(storage)?
-                .map(|v| decode(node, v.value()))
-                .transpose()?;
-            let edit = decide(existing.as_ref());
-            match (&edit, &existing) {
-                (Edit::Keep, _) => {}
-                (Edit::Remove, old) => {
-                    table.remove(node).map_err(storage)?;
-                    if let Some(old) = old {
-                        accounts
-                            .remove(account_node(&old.account_hash, node).as_str())
-                            .map_err(storage)?;
-                    }
-                }
-                (Edit::Put(updated), old) => {
-                    if old.is_none() && cap > 0 {
-                        let held = account_range(&accounts, &updated.account_hash)?;
-                        if held >= u64::from(cap) {
-                            return Err(RegistryError::AccountFull { cap });
-                        }
-                    }
-                    let bytes = encode(updated)?;
-                    table.insert(node, bytes.as_slice()).map_err(storage)?;
-                    accounts
-                        .insert(
-                            account_node(&updated.account_hash, node).as_str(),
-                            [].as_slice(),
-                        )
-                        .map_err(storage)?;
-                }
+            let mut results = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                results.push(apply(
+                    &mut table,
+                    &mut accounts,
+                    &job.node,
+                    job.cap,
+                    job.decide,
+                )?);
             }
-            edit
+            results
         };
-        if matches!(applied, Edit::Keep) {
-            txn.abort().map_err(storage)?;
-        } else {
+        if results.iter().any(|r| matches!(r, Ok(Edit::Put(_) | Edit::Remove))) {
             txn.commit().map_err(storage)?;
+        } else {
+            txn.abort().map_err(storage)?;
         }
-        Ok(applied)
+        Ok(results)
     }
 
     /// Writes registrations as they are, in one transaction (import).
@@ -224,6 +219,74 @@ impl EmbeddedStore {
         let table = txn.open_table(REGISTRATIONS).map_err(storage)?;
         table.len().map_err(storage)
     }
+}
+
+/// What an edit does, given the stored registration.
+pub(crate) type Decide = Box<dyn FnOnce(Option<&Registration>) -> Edit + Send>;
+
+/// One registration edit of a batch ([`EmbeddedStore::edit_many`]).
+pub(crate) struct EditJob {
+    /// The node.
+    pub node: String,
+    /// The account's cap (0: none).
+    pub cap: u32,
+    /// What to do, given the stored registration.
+    pub decide: Decide,
+}
+
+type Table<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+
+/// One edit inside an open write transaction: the outer error is the
+/// storage's (the transaction must not commit), the inner the edit's own
+/// refusal, made before anything was written.
+fn apply(
+    table: &mut Table<'_>,
+    accounts: &mut Table<'_>,
+    node: &str,
+    cap: u32,
+    decide: impl FnOnce(Option<&Registration>) -> Edit,
+) -> Result<Result<Edit, RegistryError>, RegistryError> {
+    let existing = match table
+        .get(node)
+        .map_err(storage)?
+        .map(|v| decode(node, v.value()))
+        .transpose()
+    {
+        Ok(existing) => existing,
+        Err(corrupt) => return Ok(Err(corrupt)),
+    };
+    let edit = decide(existing.as_ref());
+    match (&edit, &existing) {
+        (Edit::Keep, _) => {}
+        (Edit::Remove, old) => {
+            table.remove(node).map_err(storage)?;
+            if let Some(old) = old {
+                accounts
+                    .remove(account_node(&old.account_hash, node).as_str())
+                    .map_err(storage)?;
+            }
+        }
+        (Edit::Put(updated), old) => {
+            if old.is_none() && cap > 0 {
+                let held = account_range(accounts, &updated.account_hash)?;
+                if held >= u64::from(cap) {
+                    return Ok(Err(RegistryError::AccountFull { cap }));
+                }
+            }
+            let bytes = match encode(updated) {
+                Ok(bytes) => bytes,
+                Err(e) => return Ok(Err(e)),
+            };
+            table.insert(node, bytes.as_slice()).map_err(storage)?;
+            accounts
+                .insert(
+                    account_node(&updated.account_hash, node).as_str(),
+                    [].as_slice(),
+                )
+                .map_err(storage)?;
+        }
+    }
+    Ok(Ok(edit))
 }
 
 impl EmbeddedStore {

@@ -108,6 +108,10 @@ pub enum RegistryError {
     /// The blocking worker went away (shutdown).
     #[error("store worker stopped")]
     Stopped,
+    /// A batched write failed as a whole; every edit in it reports the one
+    /// cause.
+    #[error("the batched registration write failed")]
+    Batch(#[source] std::sync::Arc<RegistryError>),
 }
 
 /// What `Registry::drop_dead_token` did.

@@ -1,0 +1,182 @@
+//! The embedded store's registration writer: one thread applying every
+//! registration edit, as many as are waiting in one transaction and one
+//! fsync. A command is answered only after its edit is committed, as
+//! before; what changes is that the edits that arrive while a commit runs
+//! share the next one, instead of each paying an fsync of its own (the
+//! outbox's group commit, for registrations). A lone edit is committed at
+//! once: nothing waits for a batch to fill.
+
+use super::RegistryError;
+use super::embedded::{EditJob, EmbeddedStore};
+use super::model::Edit;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Edits in one transaction at most.
+const MAX_BATCH: usize = 512;
+/// Edits waiting at most; past it, callers wait for room.
+const QUEUE: usize = 4096;
+
+struct Job {
+    edit: EditJob,
+    done: oneshot::Sender<Result<Edit, RegistryError>>,
+}
+
+/// The writer thread and the way to it. Dropping it lets the thread finish
+/// what is queued and waits for it, so the database is closed when the
+/// registry is gone (a test reopening the directory finds it free).
+pub(crate) struct Writer {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the writer of `store`.
+    pub(crate) fn start(store: Arc<EmbeddedStore>) -> Result<Self, RegistryError> {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("registry-writer".into())
+            .spawn(move || run(&store, queue))
+            .map_err(|_| RegistryError::Stopped)?;
+        Ok(Self {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Applies `edit` in the next commit; resolves once it is durable.
+    pub(crate) async fn edit(&self, edit: EditJob) -> Result<Edit, RegistryError> {
+        let jobs = self.jobs.as_ref().ok_or(RegistryError::Stopped)?;
+        let (done, answer) = oneshot::channel();
+        jobs.send(Job { edit, done })
+            .await
+            .map_err(|_| RegistryError::Stopped)?;
+        answer.await.map_err(|_| RegistryError::Stopped)?
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Takes what is waiting (at least one), applies it in one transaction,
+/// answers each; until every sender is gone.
+fn run(store: &EmbeddedStore, mut queue: mpsc::Receiver<Job>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (edits, answers): (Vec<EditJob>, Vec<_>) =
+            batch.into_iter().map(|j| (j.edit, j.done)).unzip();
+        match store.edit_many(edits) {
+            Ok(results) => {
+                for (answer, result) in answers.into_iter().zip(results) {
+                    let _ = answer.send(result);
+                }
+            }
+            Err(e) => {
+                // Nothing of the batch was committed: each caller hears why.
+                let shared = Arc::new(e);
+                for answer in answers {
+                    let _ = answer.send(Err(RegistryError::Batch(shared.clone())));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::model::Registration;
+
+    fn registration(node: &str, account: &str) -> Registration {
+        Registration {
+            node: node.into(),
+            account_hash: account.into(),
+            account: None,
+            account_domain: "example.org".into(),
+            provider: "apns".into(),
+            token: format!("token-{node}"),
+            voip_token: None,
+            secret_hash: None,
+            created_ms: 1,
+            updated_ms: 1,
+            identity: None,
+            unpublished: false,
+        }
+    }
+
+    fn put(node: &str, account: &str, cap: u32) -> EditJob {
+        let r = registration(node, account);
+        EditJob {
+            node: node.to_owned(),
+            cap,
+            decide: Box::new(move |_| Edit::Put(Box::new(r))),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_edits_are_each_applied_and_answered_as_if_one_by_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
+        let writer = Arc::new(Writer::start(store.clone()).expect("writer"));
+        // 300 accounts at once, and one account past its cap of 2.
+        let mut tasks = Vec::new();
+        for i in 0..300 {
+            let w = writer.clone();
+            tasks.push(tokio::spawn(async move {
+                w.edit(put(&format!("n{i}"), &format!("a{i}"), 2)).await
+            }));
+        }
+        for i in 0..4 {
+            let w = writer.clone();
+            tasks.push(tokio::spawn(async move {
+                w.edit(put(&format!("full{i}"), "crowded", 2)).await
+            }));
+        }
+        let mut stored = 0;
+        let mut refused = 0;
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(Edit::Put(_)) => stored += 1,
+                Err(RegistryError::AccountFull { cap: 2 }) => refused += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!((stored, refused), (302, 2));
+        assert_eq!(store.count().expect("count"), 302);
+        // Durable: the database closes with the writer and reopens with all.
+        drop(writer);
+        drop(store);
+        let reopened = EmbeddedStore::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.count().expect("count"), 302);
+    }
+
+    #[test]
+    fn a_batch_sees_its_own_earlier_edits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let first = put("n", "a", 0);
+        let second = EditJob {
+            node: "n".into(),
+            cap: 0,
+            decide: Box::new(|old| match old {
+                Some(_) => Edit::Remove,
+                None => Edit::Keep,
+            }),
+        };
+        let results = store.edit_many(vec![first, second]).expect("batch");
+        assert!(matches!(results.as_slice(), [Ok(Edit::Put(_)), Ok(Edit::Remove)]));
+        assert_eq!(store.count().expect("count"), 0);
+    }
+}
