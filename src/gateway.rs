@@ -2,13 +2,14 @@
 //! signal, then stops in order (HTTP, component streams, delivery pools)
 //! within one deadline.
 
+mod account_limits;
 mod forward;
 mod handler;
 mod sessions;
 
+use account_limits::{AccountLimits, LIMITED_KEYS};
 pub(crate) use forward::Forwarded;
 pub(crate) use handler::PushComponent;
-use handler::{AccountLimits, LIMITED_KEYS};
 
 use crate::app::AppContext;
 use crate::cluster::{Cluster, ClusterMetrics};

@@ -1,6 +1,7 @@
 //! The stanza handler: runs what the `app` functions decide against the registry
 //! and the delivery pools.
 
+use super::account_limits::AccountLimits;
 use super::forward::{Arrived, Handled, NotOwned, Original, Placed, moving};
 use crate::app::commands::{self, CommandPlan, CommandRequest};
 use crate::app::replies::{self, IqHeader};
@@ -8,10 +9,8 @@ use crate::app::{
     AppContext, PublishOutcome, PublishRequest, Request, StanzaFault, classify, disco, fast,
 };
 use crate::cluster::Router;
-use crate::config::RegistrationsConfig;
 use crate::delivery::{Arrival, Dispatcher, PayloadPolicy, SubmitError, build_push};
 use crate::errors::chain;
-use crate::limits::KeyedRate;
 use crate::registry::{DeviceRef, NewRegistration, Registration, Registry, RegistryError};
 use crate::telemetry::{self, Metrics};
 use crate::xmpp::{ReplyFuture, StanzaHandler};
@@ -49,51 +48,6 @@ fn kind_of(arrived: &Arrived) -> SpanKind {
     match arrived {
         Arrived::Stream(_) => SpanKind::Server,
         Arrived::Peer => SpanKind::Internal,
-    }
-}
-
-/// How many keys (accounts, client addresses) a rate limit tracks at once.
-pub(crate) const LIMITED_KEYS: usize = 100_000;
-
-/// `[registrations]` as the handler applies it to commands arriving on its
-/// streams (a peer's forwarded command was checked where it arrived).
-pub(crate) struct AccountLimits {
-    config: RegistrationsConfig,
-    rate: Option<KeyedRate<String>>,
-}
-
-impl AccountLimits {
-    pub(crate) fn new(config: &RegistrationsConfig) -> Self {
-        Self {
-            config: config.clone(),
-            rate: KeyedRate::new(config.commands_per_minute, LIMITED_KEYS),
-        }
-    }
-
-    /// Why `account` may not send a command now, with the metric outcome.
-    fn refusal(&self, account: &str) -> Option<(&'static str, StanzaFault)> {
-        let domain = account.rsplit_once('@').map_or(account, |(_, d)| d);
-        if !self.config.allows_domain(domain) {
-            let fault = StanzaFault::new(
-                "cancel",
-                "forbidden",
-                "accounts of this domain may not register here",
-            );
-            return Some(("forbidden", fault));
-        }
-        if self
-            .rate
-            .as_ref()
-            .is_some_and(|r| !r.allow(&account.to_owned()))
-        {
-            let fault = StanzaFault::new(
-                "wait",
-                "resource-constraint",
-                "too many registration commands from this account; try again in a minute",
-            );
-            return Some(("rate-limited", fault));
-        }
-        None
     }
 }
 
@@ -168,12 +122,11 @@ impl PushComponent {
                     .metrics
                     .traces()
                     .map(|t| t.span("pushgate.publish", kind_of(&arrived)));
-                let reply = telemetry::within(
+                return telemetry::within(
                     span,
                     self.publish_request(header, publisher_domain, request, arrived),
                 )
                 .await;
-                return reply;
             }
         };
         Ok(Some(replies::serialize(&reply)))

@@ -143,7 +143,10 @@ impl EmbeddedStore {
             }
             results
         };
-        if results.iter().any(|r| matches!(r, Ok(Edit::Put(_) | Edit::Remove))) {
+        if results
+            .iter()
+            .any(|r| matches!(r, Ok(Edit::Put(_) | Edit::Remove)))
+        {
             txn.commit().map_err(storage)?;
         } else {
             txn.abort().map_err(storage)?;

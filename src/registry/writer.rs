@@ -176,7 +176,10 @@ mod tests {
             }),
         };
         let results = store.edit_many(vec![first, second]).expect("batch");
-        assert!(matches!(results.as_slice(), [Ok(Edit::Put(_)), Ok(Edit::Remove)]));
+        assert!(matches!(
+            results.as_slice(),
+            [Ok(Edit::Put(_)), Ok(Edit::Remove)]
+        ));
         assert_eq!(store.count().expect("count"), 0);
     }
 }
