@@ -28,7 +28,8 @@ pub struct TelemetryConfig {
     /// Milliseconds between two metric exports.
     #[serde(default = "defaults::export_interval_ms")]
     pub export_interval_ms: u64,
-    /// `service.name` of the resource.
+    /// `service.name` of the resource; while it is the default
+    /// (`pushgate`), `OTEL_SERVICE_NAME` replaces it when set.
     #[serde(default = "defaults::service_name")]
     pub service_name: String,
     /// More resource attributes (`deployment.environment`, …); the node id,

@@ -66,8 +66,15 @@ pub(crate) fn resource(config: &TelemetryConfig, node: Option<&str>) -> Resource
             .iter()
             .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
     );
+    // The configured name, unless it is the default and the standard
+    // variable names the service (OTEL_RESOURCE_ATTRIBUTES is read by the
+    // SDK; the attributes here win over it).
+    let service_name = match std::env::var("OTEL_SERVICE_NAME") {
+        Ok(name) if !name.is_empty() && config.service_name == "pushgate" => name,
+        _ => config.service_name.clone(),
+    };
     Resource::builder()
-        .with_service_name(config.service_name.clone())
+        .with_service_name(service_name)
         .with_attributes(attributes)
         .build()
 }
