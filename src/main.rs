@@ -172,7 +172,11 @@ fn create_private(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
 /// built, and a bad one stops the start with the key's name.
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = pushgate::config::load(path)?;
-    pushgate::telemetry::init_logging(&config.log);
+    let mut log = config.log.clone();
+    if let Some(format) = config.telemetry.log_format {
+        log.format = format;
+    }
+    pushgate::telemetry::init_logging(&log);
     let runtime = pushgate::gateway::runtime().context("building the runtime")?;
     let system = actix::System::with_tokio_rt(move || runtime);
     system

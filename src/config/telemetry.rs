@@ -42,6 +42,11 @@ pub struct TelemetryConfig {
     /// `OTEL_TRACES_SAMPLER` asks for a ratio, else 0.01.
     #[serde(default)]
     pub trace_sample_ratio: Option<f64>,
+    /// The log format for log shippers (`json`, or `text`); when set, it
+    /// replaces `[log] format` (the same setting, offered where the rest of
+    /// the observability is configured).
+    #[serde(default)]
+    pub log_format: Option<super::LogFormat>,
 }
 
 impl Default for TelemetryConfig {
@@ -55,6 +60,7 @@ impl Default for TelemetryConfig {
             service_name: defaults::service_name(),
             resource_attributes: Default::default(),
             trace_sample_ratio: None,
+            log_format: None,
         }
     }
 }

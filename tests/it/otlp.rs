@@ -333,3 +333,57 @@ async fn an_unreachable_collector_slows_nothing() {
             .await
     );
 }
+
+/// `[telemetry] log_format = "json"`: a line logged inside a traced publish
+/// is a JSON object carrying the trace and span ids of that publish's span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_inside_a_traced_publish_carry_its_ids() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let mut h = Harness::start_process_with(|mut c| {
+        c.extra.push_str(&format!(
+            "\n[telemetry]\notlp_endpoint = \"{endpoint}\"\ntrace_sample_ratio = 1.0\nlog_format = \"json\"\n"
+        ));
+        c
+    })
+    .await;
+    let node = h
+        .register("quinn@localhost/r", "apns", &apns_token(0x63))
+        .await;
+    // From a domain that does not own the node: refused, with a warning
+    // logged inside the publish's span.
+    let reply = h.publish_prosody(&node, "other.example", "hi", None).await;
+    assert!(
+        crate::support::harness::error_of(&reply).is_some(),
+        "{reply:?}"
+    );
+    let found = eventually(WAIT, || async {
+        h.gateway.log().contains("does not own the node")
+            && collector
+                .spans()
+                .iter()
+                .any(|s| s.attribute("pushgate.outcome") == Some("forbidden"))
+    })
+    .await;
+    let log = h.gateway.log();
+    assert!(found, "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("does not own the node"))
+        .unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    let span = collector
+        .spans()
+        .into_iter()
+        .find(|s| s.attribute("pushgate.outcome") == Some("forbidden"))
+        .expect("the publish span");
+    assert_eq!(value["trace_id"], hex::encode(&span.trace_id), "{line}");
+    assert_eq!(value["span_id"], hex::encode(&span.span_id), "{line}");
+    // Every line is JSON, in or out of a span.
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+}
