@@ -300,21 +300,17 @@ impl Pool {
         &self,
         parent: &opentelemetry::trace::SpanContext,
     ) -> Option<opentelemetry::Context> {
-        use opentelemetry::KeyValue;
+        use crate::telemetry::note_in;
         let traces = self.metrics.traces()?;
-        let attributes = vec![
-            KeyValue::new("http.request.method", "POST"),
-            KeyValue::new("server.address", self.client.server_address().to_owned()),
-            KeyValue::new("url.template", self.client.url_template()),
-            KeyValue::new("network.protocol.version", "2"),
-            KeyValue::new("pushgate.provider", self.id.clone()),
-        ];
-        Some(traces.span_under(
-            "POST",
-            opentelemetry::trace::SpanKind::Client,
-            parent,
-            attributes,
-        ))
+        let cx = traces.span_under("POST", opentelemetry::trace::SpanKind::Client, parent);
+        note_in(&cx, "http.request.method", || "POST");
+        note_in(&cx, "server.address", || {
+            self.client.server_address().to_owned()
+        });
+        note_in(&cx, "url.template", || self.client.url_template());
+        note_in(&cx, "network.protocol.version", || "2");
+        note_in(&cx, "pushgate.provider", || self.id.clone());
+        Some(cx)
     }
 
     fn wake_if_idle(&mut self) {

@@ -17,6 +17,7 @@ use crate::cluster::Route;
 use crate::cluster::pb;
 use crate::cluster::pb::forward_item::Work;
 use crate::errors::chain;
+use crate::telemetry::note_in;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanKind, TraceContextExt as _};
 use tracing::debug;
@@ -92,12 +93,9 @@ pub(crate) fn moving() -> StanzaFault {
 /// The CLIENT span of a forward to the peer at `address`.
 fn client_span(traces: &crate::telemetry::Traces, address: &str) -> opentelemetry::Context {
     let cx = traces.span(FORWARD_METHOD, SpanKind::Client);
-    let span = cx.span();
-    if span.is_recording() {
-        span.set_attribute(KeyValue::new("rpc.system.name", "grpc"));
-        span.set_attribute(KeyValue::new("rpc.method", FORWARD_METHOD));
-        span.set_attribute(KeyValue::new("server.address", address.to_owned()));
-    }
+    note_in(&cx, "rpc.system.name", || "grpc");
+    note_in(&cx, "rpc.method", || FORWARD_METHOD);
+    note_in(&cx, "server.address", || address.to_owned());
     cx
 }
 

@@ -143,20 +143,7 @@ mod tests {
     use super::*;
 
     fn registration(node: &str) -> Registration {
-        Registration {
-            node: node.into(),
-            account_hash: "h".into(),
-            account: None,
-            account_domain: "example.com".into(),
-            provider: "fcm".into(),
-            token: "t".into(),
-            voip_token: None,
-            secret_hash: None,
-            created_ms: 1,
-            updated_ms: 1,
-            identity: None,
-            unpublished: false,
-        }
+        Registration::sample(node, "h")
     }
 
     #[test]

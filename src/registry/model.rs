@@ -188,6 +188,27 @@ pub(super) fn decode(node: &str, bytes: &[u8]) -> Result<Registration, super::Re
 }
 
 #[cfg(test)]
+impl Registration {
+    /// A registration for tests: `node`, of the account hashed `account_hash`.
+    pub(crate) fn sample(node: &str, account_hash: &str) -> Self {
+        Self {
+            node: node.into(),
+            account_hash: account_hash.into(),
+            account: None,
+            account_domain: "example.org".into(),
+            provider: "apns".into(),
+            token: format!("token-{node}"),
+            voip_token: None,
+            secret_hash: None,
+            created_ms: 1,
+            updated_ms: 1,
+            identity: None,
+            unpublished: false,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -99,25 +99,8 @@ mod tests {
     use super::*;
     use crate::registry::model::Registration;
 
-    fn registration(node: &str, account: &str) -> Registration {
-        Registration {
-            node: node.into(),
-            account_hash: account.into(),
-            account: None,
-            account_domain: "example.org".into(),
-            provider: "apns".into(),
-            token: format!("token-{node}"),
-            voip_token: None,
-            secret_hash: None,
-            created_ms: 1,
-            updated_ms: 1,
-            identity: None,
-            unpublished: false,
-        }
-    }
-
     fn put(node: &str, account: &str, cap: u32) -> EditJob {
-        let r = registration(node, account);
+        let r = Registration::sample(node, account);
         EditJob {
             node: node.to_owned(),
             cap,

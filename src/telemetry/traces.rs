@@ -123,21 +123,12 @@ impl Traces {
     }
 
     /// A new span under a span context carried along (a push's publish).
-    pub fn span_under(
-        &self,
-        name: &'static str,
-        kind: SpanKind,
-        parent: &SpanContext,
-        attributes: Vec<KeyValue>,
-    ) -> Context {
-        let parent = Context::new().with_remote_span_context(parent.clone());
-        let span = self
-            .tracer
-            .span_builder(name)
-            .with_kind(kind)
-            .with_attributes(attributes)
-            .start_with_context(&self.tracer, &parent);
-        parent.with_span(span)
+    pub fn span_under(&self, name: &'static str, kind: SpanKind, parent: &SpanContext) -> Context {
+        self.span_in(
+            name,
+            kind,
+            &Context::new().with_remote_span_context(parent.clone()),
+        )
     }
 
     /// The provider, for shutdown.
