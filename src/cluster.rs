@@ -134,7 +134,7 @@ impl Cluster {
         // Last: nothing fails after it (a runtime dropped inside the caller's
         // async context would panic).
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("pushgate-cluster")
             .enable_all()
             .build()

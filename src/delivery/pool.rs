@@ -5,7 +5,11 @@
 //! Durability is a group commit: outbox changes collect in `dirty` (one per key,
 //! the latest wins) while a flush runs, then go to the store in one transaction.
 //! A publish is answered only after the flush holding its entry has committed.
+//! When a flush starts is `flush`'s to decide: a publish's at once unless
+//! one just started, changes nobody waits for (a delivered entry's removal)
+//! lazily.
 
+mod flush;
 mod messages;
 mod outcomes;
 mod shards;
@@ -15,10 +19,10 @@ pub use messages::{Load, PoolStatus, Status};
 pub(crate) use shards::{Acquire, Lost, Release};
 
 use super::outbox::OutboxEntry;
-use super::state::{Attempt, Persist, PoolState, Step};
+use super::state::{Attempt, PoolState, Step};
 use crate::clock::unix_ms as now_ms;
 use crate::providers::{Delivered, DeliveryError, PushClient, TransportError};
-use crate::registry::{OutboxWrite, Registry};
+use crate::registry::Registry;
 use crate::telemetry::Metrics;
 use actix::prelude::*;
 use messages::Sent;
@@ -28,7 +32,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
-use tracing::{debug, error, info, warn};
+use tracing::warn;
 
 /// How often gauges are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
@@ -36,8 +40,6 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 const EXPIRY_WARNING_SECS: i64 = 30 * 24 * 3600;
 /// How often that warning repeats.
 const EXPIRY_WARNING_EVERY_MS: u64 = 24 * 3600 * 1000;
-/// Pause before flushing again after the store failed.
-const FLUSH_RETRY: Duration = Duration::from_secs(1);
 
 /// The pool actor of one provider.
 pub(crate) struct Pool {
@@ -55,6 +57,10 @@ pub(crate) struct Pool {
     dirty: HashMap<String, Option<Box<OutboxEntry>>>,
     dirty_waiters: Vec<oneshot::Sender<bool>>,
     flushing: bool,
+    /// When the earliest scheduled flush runs (lazy, or after the interval).
+    flush_armed: Option<crate::clock::Instant>,
+    /// When the last flush started.
+    last_flush: Option<crate::clock::Instant>,
     draining: bool,
     idle_waiters: Vec<oneshot::Sender<()>>,
     unhealthy: Option<String>,
@@ -96,6 +102,8 @@ impl Pool {
             dirty: HashMap::new(),
             dirty_waiters: Vec::new(),
             flushing: false,
+            flush_armed: None,
+            last_flush: None,
             draining: false,
             idle_waiters: Vec::new(),
             unhealthy: None,
@@ -105,107 +113,6 @@ impl Pool {
             leaving: std::collections::HashSet::new(),
             releasing: Vec::new(),
         }
-    }
-
-    fn persist(&mut self, change: Persist) {
-        match change {
-            Persist::Put(entry) => self.dirty.insert(entry.key.clone(), Some(entry)),
-            Persist::Delete(key) => self.dirty.insert(key, None),
-        };
-    }
-
-    /// Flushes what `dirty` holds now; the receiver learns whether it was committed.
-    fn commit(&mut self, ctx: &mut Context<Self>) -> oneshot::Receiver<bool> {
-        let (tx, rx) = oneshot::channel();
-        self.dirty_waiters.push(tx);
-        self.flush(ctx);
-        rx
-    }
-
-    /// Starts a flush of `dirty` unless one is running. With nothing to
-    /// write and no flush running, every waiter's changes are committed.
-    fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing {
-            return;
-        }
-        if self.dirty.is_empty() {
-            for waiter in self.dirty_waiters.drain(..) {
-                let _ = waiter.send(true);
-            }
-            return;
-        }
-        self.flushing = true;
-        let writes: Arc<[OutboxWrite]> = self
-            .dirty
-            .drain()
-            .map(|(key, entry)| OutboxWrite {
-                key,
-                value: entry.map(|e| e.encode()),
-            })
-            .collect();
-        let waiters = std::mem::take(&mut self.dirty_waiters);
-        let registry = self.registry.clone();
-        let retry = Arc::clone(&writes);
-        ctx.spawn(
-            async move { registry.outbox_apply(writes).await }
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    act.flushing = false;
-                    let ok = match result {
-                        Ok(refused) if !refused.is_empty() => {
-                            act.shards_lost(&refused);
-                            false
-                        }
-                        Ok(_) => {
-                            if let Some(failures) = act.flush_failures.take() {
-                                info!(provider = %act.id, failures, "the outbox can be written again; publishes are admitted");
-                            }
-                            true
-                        }
-                        Err(e) => {
-                            act.flush_failed(&e, &retry, ctx);
-                            false
-                        }
-                    };
-                    for waiter in waiters {
-                        let _ = waiter.send(ok);
-                    }
-                    if ok {
-                        act.flush(ctx);
-                    }
-                    act.wake_if_idle();
-                }),
-        );
-    }
-
-    /// Puts the writes of a failed flush back (unless changed since), logs the
-    /// first failure of a run, and retries in [`FLUSH_RETRY`].
-    fn flush_failed(
-        &mut self,
-        error: &crate::registry::RegistryError,
-        writes: &[OutboxWrite],
-        ctx: &mut Context<Self>,
-    ) {
-        let failures = self.flush_failures.get_or_insert(0);
-        *failures += 1;
-        if *failures == 1 {
-            error!(provider = %self.id, "cannot write the outbox: {}; publishes are refused until it works (retried every second, logged again when it recovers)", crate::errors::chain(error));
-        } else {
-            debug!(provider = %self.id, "outbox write failed again: {}", crate::errors::chain(error));
-        }
-        for w in writes {
-            // Rare path: decode what was encoded for the failed write.
-            match w.value.as_deref().map(OutboxEntry::decode) {
-                Some(Err(_)) => {}
-                Some(Ok(e)) => {
-                    self.dirty.entry(w.key.clone()).or_insert(Some(Box::new(e)));
-                }
-                None => {
-                    self.dirty.entry(w.key.clone()).or_insert(None);
-                }
-            }
-        }
-        ctx.run_later(FLUSH_RETRY, |act, ctx| act.flush(ctx));
     }
 
     /// Starts what is due, then sets the timer for the next due entry.

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub notifications: CounterVec,
     /// Publishes merged into a pending push of the same node, per provider.
     pub coalesced: CounterVec,
+    /// Outbox flushes (one store transaction each), per provider.
+    pub outbox_flushes: CounterVec,
     /// Delivery attempts, by provider id and outcome.
     pub deliveries: CounterVec,
     /// Retries scheduled, by provider and reason.
@@ -180,6 +182,15 @@ impl Metrics {
                 spec(
                     "pushgate.coalesced",
                     "Publishes merged into a pending push for the same node.",
+                    "",
+                    provider_label,
+                ),
+            ),
+            outbox_flushes: CounterVec::new(
+                m,
+                spec(
+                    "pushgate.outbox.flushes",
+                    "Outbox flushes: store transactions (an fsync on the embedded store) carrying outbox changes.",
                     "",
                     provider_label,
                 ),

@@ -172,14 +172,20 @@ impl Connections {
     }
 
     /// Runs `request` on one of the connections within the command timeout.
+    ///
+    /// The connection's and the request's futures are boxed: the redis
+    /// crate's are several KiB each, and held inline they made every future
+    /// that might touch the store as large (a publish's was 17 KiB, moved
+    /// and zeroed per stanza even when its registration came from the
+    /// cache: BENCHMARKS.md, "Forwarding, third round").
     pub(super) async fn run<T, F, Fut>(&self, request: F) -> Result<T, RegistryError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.held.len().max(1);
-        let conn = self.connection(slot).await?;
-        match tokio::time::timeout(self.command_timeout, request(conn)).await {
+        let conn = Box::pin(self.connection(slot)).await?;
+        match tokio::time::timeout(self.command_timeout, Box::pin(request(conn))).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 // A cluster connection that saw any error may hold a stale slot

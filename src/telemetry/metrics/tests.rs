@@ -55,6 +55,7 @@ fn every_family_keeps_its_prometheus_name() {
     m.publishes.inc(&["accepted"]);
     m.notifications.inc(&["apns", "delivered"]);
     m.coalesced.inc(p);
+    m.outbox_flushes.inc(p);
     m.deliveries.inc(&["apns", "delivered"]);
     m.retries.inc(&["apns", "transport"]);
     m.delivery_latency.observe(p, 0.1);
@@ -124,6 +125,7 @@ fn every_family_keeps_its_prometheus_name() {
         ("pushgate_notifications_total", "counter"),
         ("pushgate_oldest_pending_seconds", "gauge"),
         ("pushgate_outbox_entries", "gauge"),
+        ("pushgate_outbox_flushes_total", "counter"),
         ("pushgate_provider_certificate_expiry_seconds", "gauge"),
         ("pushgate_provider_healthy", "gauge"),
         ("pushgate_publishes_total", "counter"),
