@@ -114,20 +114,29 @@ impl EmbeddedStore {
             cap,
             decide: Box::new(decide),
         };
-        self.edit_many(vec![job])?
+        self.write_many(&[], vec![job])?
             .pop()
             .unwrap_or(Err(RegistryError::NotStored))
     }
 
-    /// Applies `jobs` in order in one write transaction and one commit (one
-    /// fsync for all: the registrations' group commit); each job sees the
-    /// ones before it, as if run one after the other. A job refused (a full
-    /// account, a corrupt value) fails alone; a storage failure fails all.
-    pub(crate) fn edit_many(
+    /// Applies outbox flushes (each in order, one after the other) and
+    /// registration `jobs` in one write transaction and one commit (one
+    /// fsync for all: the group commit of [`super::writer::Writer`]). Each
+    /// job sees the ones before it, as if run one after the other. A job
+    /// refused (a full account, a corrupt value) fails alone; a storage
+    /// failure fails all.
+    pub(crate) fn write_many(
         &self,
+        flushes: &[std::sync::Arc<[OutboxWrite]>],
         jobs: Vec<EditJob>,
     ) -> Result<Vec<Result<Edit, RegistryError>>, RegistryError> {
         let txn = self.db.begin_write().map_err(storage)?;
+        if !flushes.is_empty() {
+            let mut table = txn.open_table(OUTBOX).map_err(storage)?;
+            for write in flushes.iter().flat_map(|f| f.iter()) {
+                put_outbox(&mut table, write)?;
+            }
+        }
         let results = {
             let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
             let mut accounts = txn.open_table(ACCOUNT_NODES).map_err(storage)?;
@@ -143,9 +152,10 @@ impl EmbeddedStore {
             }
             results
         };
-        if results
-            .iter()
-            .any(|r| matches!(r, Ok(Edit::Put(_) | Edit::Remove)))
+        if !flushes.is_empty()
+            || results
+                .iter()
+                .any(|r| matches!(r, Ok(Edit::Put(_) | Edit::Remove)))
         {
             txn.commit().map_err(storage)?;
         } else {
@@ -227,7 +237,7 @@ impl EmbeddedStore {
 /// What an edit does, given the stored registration.
 pub(crate) type Decide = Box<dyn FnOnce(Option<&Registration>) -> Edit + Send>;
 
-/// One registration edit of a batch ([`EmbeddedStore::edit_many`]).
+/// One registration edit of a batch ([`EmbeddedStore::write_many`]).
 pub(crate) struct EditJob {
     /// The node.
     pub node: String,
@@ -293,28 +303,6 @@ fn apply(
 }
 
 impl EmbeddedStore {
-    /// Applies outbox writes in order, in one durable transaction: the group
-    /// commit that lets many publishes share one fsync.
-    pub(crate) fn outbox_apply(&self, writes: &[OutboxWrite]) -> Result<(), RegistryError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        {
-            let mut table = txn.open_table(OUTBOX).map_err(storage)?;
-            for write in writes {
-                match &write.value {
-                    Some(value) => {
-                        table
-                            .insert(write.key.as_str(), value.as_slice())
-                            .map_err(storage)?;
-                    }
-                    None => {
-                        table.remove(write.key.as_str()).map_err(storage)?;
-                    }
-                }
-            }
-        }
-        txn.commit().map_err(storage)
-    }
-
     /// Every outbox entry, as stored.
     pub(crate) fn outbox_load(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
         self.all(OUTBOX)
@@ -333,6 +321,19 @@ impl EmbeddedStore {
         }
         Ok(entries)
     }
+}
+
+/// One outbox write: the entry stored, or removed.
+fn put_outbox(
+    table: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    write: &OutboxWrite,
+) -> Result<(), RegistryError> {
+    match &write.value {
+        Some(value) => table.insert(write.key.as_str(), value.as_slice()),
+        None => table.remove(write.key.as_str()),
+    }
+    .map(|_| ())
+    .map_err(storage)
 }
 
 /// Creates `dir` (and its parents) readable by the owner only; an existing

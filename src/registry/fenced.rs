@@ -4,7 +4,7 @@
 
 use super::redis::RedisStore;
 use super::shard::{node_of_outbox_key, shard_of};
-use super::{Backend, OutboxWrite, Registry, RegistryError, blocking};
+use super::{Backend, OutboxWrite, Registry, RegistryError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::warn;
@@ -31,11 +31,9 @@ impl Registry {
     ) -> Result<Vec<u32>, RegistryError> {
         self.keys()?;
         let store = match &self.inner.backend {
-            Backend::Embedded(store) => {
-                let store = store.clone();
-                return blocking(move || store.outbox_apply(&writes))
-                    .await
-                    .map(|()| Vec::new());
+            Backend::Embedded(_) => {
+                let writer = self.inner.writer.as_ref().ok_or(RegistryError::Stopped)?;
+                return writer.outbox(writes).await.map(|()| Vec::new());
             }
             Backend::Redis(store) => store,
         };
