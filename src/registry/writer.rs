@@ -88,14 +88,16 @@ impl Drop for Writer {
 /// Takes what is waiting (at least one), applies it in one transaction,
 /// answers each; until every sender is gone.
 fn run(store: &EmbeddedStore, mut queue: mpsc::Receiver<Job>) {
-    let mut last_commit: Option<std::time::Instant> = None;
+    let mut last_commit: Option<crate::clock::Instant> = None;
     while let Some(first) = queue.blocking_recv() {
         // The pools pace their own flushes, but not together: waiting out
         // the interval here lets theirs (and registrations) share a commit.
-        if let Some(wait) = last_commit.and_then(|t| MIN_COMMIT_INTERVAL.checked_sub(t.elapsed())) {
+        // (This thread has no runtime: the clock is the real one.)
+        let since = last_commit.map(|t| crate::clock::now() - t);
+        if let Some(wait) = since.and_then(|s| MIN_COMMIT_INTERVAL.checked_sub(s)) {
             std::thread::sleep(wait);
         }
-        last_commit = Some(std::time::Instant::now());
+        last_commit = Some(crate::clock::now());
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
