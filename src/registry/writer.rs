@@ -4,8 +4,8 @@
 //! after its outbox flush; what changes is that what arrives while a commit
 //! runs shares the next one, instead of each paying an fsync of its own:
 //! the providers' pools flush their outboxes independently, and at a
-//! moderate rate each flush was a commit of its own (BENCHMARKS.md, "Fewer
-//! commits at a moderate rate"). A lone job is committed at once: nothing
+//! moderate rate each flush was a commit of its own (BENCHMARKS.md, "A moderate
+//! rate: fewer commits, smaller futures"). A lone job is committed at once: nothing
 //! waits for a batch to fill.
 
 use super::embedded::{EditJob, EmbeddedStore};

@@ -61,6 +61,17 @@ fn smoke_preset_on_redis_loses_nothing() {
     smoke(&["--store", "redis", "--redis-url", &redis.url()]);
 }
 
+/// `--store redis-cluster`: the bench starts a three-master Redis Cluster
+/// itself, and counts the Redis commands per publish from its servers.
+#[test]
+fn smoke_preset_on_a_redis_cluster_the_bench_starts_loses_nothing() {
+    let phase = smoke(&["--store", "redis-cluster"]);
+    let commands = phase["redis_commands_per_publish"].as_f64().unwrap_or(0.0);
+    // At least the outbox write and its removal; a cached registration is
+    // not read again.
+    assert!(commands >= 2.0, "{commands} Redis commands per publish");
+}
+
 /// `--nodes 3`: three gateway processes as one cluster on the run's Redis,
 /// the bench spreading its publishes over their streams; still nothing lost
 /// or duplicated, and the report says how much was forwarded.

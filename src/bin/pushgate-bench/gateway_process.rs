@@ -13,6 +13,8 @@ pub enum StoreChoice {
     Embedded,
     /// A Redis server at this URL.
     Redis(String),
+    /// A Redis Cluster, its masters at these URLs.
+    RedisCluster(Vec<String>),
 }
 
 /// What goes into the gateway's configuration.
@@ -179,6 +181,13 @@ fn config(s: &GatewaySettings<'_>) -> String {
     let store = match s.store {
         StoreChoice::Embedded => format!("path = \"{}\"", s.dir.join("data").display()),
         StoreChoice::Redis(url) => format!("backend = \"redis\"\nurl = \"{url}\""),
+        StoreChoice::RedisCluster(urls) => format!(
+            "backend = \"redis\"\ncluster = true\nurls = [{}]",
+            urls.iter()
+                .map(|u| format!("\"{u}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let sink = s.sink;
     format!(
@@ -261,6 +270,8 @@ pub struct ProcSample {
     pub rss_mib: f64,
     /// Peak resident set size so far (VmHWM), MiB.
     pub peak_rss_mib: f64,
+    /// Open file descriptors now.
+    pub fds: usize,
 }
 
 /// Clock ticks per second of `/proc/*/stat` times: USER_HZ, 100 on Linux.
@@ -274,6 +285,7 @@ pub fn sample_all(pids: &[String]) -> anyhow::Result<ProcSample> {
         total.cpu_s += s.cpu_s;
         total.rss_mib += s.rss_mib;
         total.peak_rss_mib += s.peak_rss_mib;
+        total.fds += s.fds;
     }
     Ok(total)
 }
@@ -307,35 +319,6 @@ pub fn sample(pid: &str) -> anyhow::Result<ProcSample> {
         cpu_s: (ticks(11) + ticks(12)) / USER_HZ,
         rss_mib: kib("VmRSS:") / 1024.0,
         peak_rss_mib: kib("VmHWM:") / 1024.0,
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count),
     })
-}
-
-/// Starts `redis-server` on `port` with data in `dir` (append-only file,
-/// fsync every second: the settings the README asks for).
-pub fn start_redis(dir: &Path, port: u16) -> anyhow::Result<Child> {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-        ])
-        .args(["--maxmemory-policy", "noeviction"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting redis-server (apt-get install redis-server, or pass --redis-url)")?;
-    let until = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < until {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(child);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("redis-server did not listen on port {port} within 10 s")
 }

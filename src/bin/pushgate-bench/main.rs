@@ -19,6 +19,7 @@ mod ledger;
 mod load;
 mod pki;
 mod presets;
+mod redis_servers;
 mod report;
 mod run;
 mod sink;
@@ -37,7 +38,7 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Scenario: smoke, throughput, latency, devices, faults.
+    /// Scenario: smoke, throughput, latency, devices, faults, soak.
     #[arg(long, default_value = "smoke")]
     preset: String,
     /// Print one JSON line on stdout (the table goes to stderr).
@@ -46,7 +47,7 @@ struct Cli {
     /// The pushgate binary; default: `pushgate` beside this one.
     #[arg(long)]
     gateway: Option<PathBuf>,
-    /// "embedded" or "redis".
+    /// "embedded", "redis" or "redis-cluster" (three masters, started).
     #[arg(long, default_value = "embedded")]
     store: String,
     /// With --store redis: use this server instead of starting one.
@@ -129,10 +130,18 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
             StoreChoice::Redis(format!("redis://127.0.0.1:{}", run::free_port()?)),
             true,
         ),
-        ("embedded", Some(_)) => bail!("--redis-url needs --store redis"),
-        (other, _) => bail!("--store must be embedded or redis, got {other:?}"),
+        ("redis-cluster", None) => (
+            StoreChoice::RedisCluster(
+                (0..redis_servers::CLUSTER_MASTERS)
+                    .map(|_| Ok(format!("redis://127.0.0.1:{}", run::free_port()?)))
+                    .collect::<anyhow::Result<_>>()?,
+            ),
+            true,
+        ),
+        (_, Some(_)) => bail!("--redis-url needs --store redis"),
+        (other, _) => bail!("--store must be embedded, redis or redis-cluster, got {other:?}"),
     };
-    if cli.nodes == 0 || (cli.nodes > 1 && cli.store != "redis") {
+    if cli.nodes == 0 || (cli.nodes > 1 && cli.store == "embedded") {
         bail!("--nodes must be at least 1, and above 1 needs --store redis (the nodes share it)");
     }
     let options = run::RunOptions {

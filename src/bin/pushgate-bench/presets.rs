@@ -108,6 +108,19 @@ pub fn preset(name: &str) -> Option<Preset> {
             ],
             ..base
         },
+        // Half the sustainable rate for 30 minutes: RSS, descriptors and
+        // what awaits delivery should stay flat (the progress lines show
+        // them every second).
+        "soak" => Preset {
+            name: "soak",
+            phases: vec![phase(
+                "soak",
+                10_000,
+                PaceSpec::Fixed(Pace::Rate(10_000)),
+                1800,
+            )],
+            ..base
+        },
         "faults" => Preset {
             name: "faults",
             phases: vec![phase(

@@ -99,6 +99,16 @@ pub fn table(report: &RunReport) -> String {
                 .map_or("-".to_owned(), |ms| format!("<= {ms} ms"))
         });
     }
+    if report
+        .phases
+        .iter()
+        .any(|p| p.redis_commands_per_publish.is_some())
+    {
+        row("Redis commands per publish", &|p| {
+            p.redis_commands_per_publish
+                .map_or("-".to_owned(), |c| format!("{c:.2}"))
+        });
+    }
     row("gateway RSS now / peak", &|p| {
         format!(
             "{:.1} / {:.1} MiB",

@@ -6,6 +6,7 @@ use crate::gateway_process::{GatewaySettings, StoreChoice, sample, sample_all};
 use crate::ledger::{CurrentLedger, Ledger, Totals};
 use crate::load::{self, Pace, Shape, Writers};
 use crate::presets::{PaceSpec, Phase, Preset};
+use crate::redis_servers::RedisServers;
 use crate::sink::{Sink, SinkBehaviour};
 use crate::xmpp_peer::{Replies, accept_components};
 use anyhow::{Context as _, bail};
@@ -117,6 +118,9 @@ pub struct PhaseReport {
     /// Multi-node runs: 99th percentile of a forward's round trip, as the
     /// bound of its histogram bucket, ms.
     pub forward_p99_ms: Option<f64>,
+    /// Runs on a Redis the bench started: commands the servers processed
+    /// (all of them, membership and leases included) per publish sent.
+    pub redis_commands_per_publish: Option<f64>,
 }
 
 /// Runs `preset`.
@@ -128,17 +132,17 @@ pub async fn run(preset: &Preset, options: &RunOptions) -> anyhow::Result<RunRep
     let sink = Sink::start(dir.path(), current.clone(), preset.sink).await?;
     let max_devices = preset.phases.iter().map(|p| p.devices).max().unwrap_or(0);
     let replies = Arc::new(Replies::new(current.clone(), max_devices as usize));
-    let _redis = match (&options.store, options.start_redis) {
-        (StoreChoice::Redis(url), true) => {
-            let port = url
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .context("redis URL has no port")?;
-            Some(RedisChild(crate::gateway_process::start_redis(
-                dir.path(),
-                port,
-            )?))
+    let port_of = |url: &String| -> anyhow::Result<u16> {
+        url.rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("redis URL has no port")
+    };
+    let redis = match (&options.store, options.start_redis) {
+        (StoreChoice::Redis(url), true) => Some(RedisServers::single(dir.path(), port_of(url)?)?),
+        (StoreChoice::RedisCluster(urls), true) => {
+            let ports: Vec<u16> = urls.iter().map(port_of).collect::<anyhow::Result<_>>()?;
+            Some(RedisServers::cluster(dir.path(), &ports)?)
         }
         _ => None,
     };
@@ -251,6 +255,7 @@ pub async fn run(preset: &Preset, options: &RunOptions) -> anyhow::Result<RunRep
             &ledger,
             &pids,
             &http_ports,
+            redis.as_ref(),
             options.progress,
         )
         .await?;
@@ -275,6 +280,7 @@ pub async fn run(preset: &Preset, options: &RunOptions) -> anyhow::Result<RunRep
         store: match options.store {
             StoreChoice::Embedded => "embedded",
             StoreChoice::Redis(_) => "redis",
+            StoreChoice::RedisCluster(_) => "redis-cluster",
         },
         machine: machine(),
         nodes: options.nodes,
@@ -299,9 +305,11 @@ async fn measure(
     ledger: &Arc<Ledger>,
     pids: &[String],
     http_ports: &[u16],
+    redis: Option<&RedisServers>,
     progress: bool,
 ) -> anyhow::Result<PhaseReport> {
     let forwards_before = ForwardStats::read(http_ports).await;
+    let commands_before = redis.and_then(RedisServers::commands);
     let gateway_before = sample_all(pids)?;
     let bench_before = sample("self")?;
     let reporter = progress.then(|| {
@@ -345,6 +353,10 @@ async fn measure(
         offset + sending.mul_f64(0.95),
     );
     let gateway_cpu_s = gateway_after.cpu_s - gateway_before.cpu_s;
+    let sent = totals.sent as f64;
+    let redis_commands = commands_before
+        .zip(redis.and_then(RedisServers::commands))
+        .map(|(before, after)| after.saturating_sub(before));
     Ok(PhaseReport {
         name: phase.name.clone(),
         devices: phase.devices,
@@ -368,6 +380,7 @@ async fn measure(
         gateway_peak_rss_mib: gateway_after.peak_rss_mib,
         forwarded_share: clustered.then_some(share),
         forward_p99_ms: if clustered { p99 } else { None },
+        redis_commands_per_publish: redis_commands.map(|c| c as f64 / sent.max(1.0)),
     })
 }
 
@@ -380,26 +393,19 @@ async fn report_progress(name: String, ledger: Arc<Ledger>, pids: Vec<String>) {
         tick.tick().await;
         let delivered = ledger.deliveries();
         let gw = sample_all(&pids).unwrap_or_default();
+        let replies = ledger.replies();
         eprintln!(
-            "[{name}] {:>4.0}s sent {:>9} replies {:>9} delivered {:>9} ({:>7}/s) gateway {:>6.1} MiB",
+            "[{name}] {:>4.0}s sent {:>9} replies {:>9} delivered {:>9} ({:>7}/s) gateway {:>6.1} MiB {:>4} fds, {:>6} answered not delivered",
             start.elapsed().as_secs_f64(),
             ledger.sent(),
-            ledger.replies(),
+            replies,
             delivered,
             delivered - last,
             gw.rss_mib,
+            gw.fds,
+            replies.saturating_sub(delivered),
         );
         last = delivered;
-    }
-}
-
-/// A Redis started for the run; killed when the run ends.
-struct RedisChild(std::process::Child);
-
-impl Drop for RedisChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -7,7 +7,7 @@
 //! resends sooner or twice (at-least-once). And flushes start at most every
 //! [`MIN_FLUSH_INTERVAL`]: at a moderate rate a commit (an fsync) per one or
 //! two publishes cost more CPU than everything else together (BENCHMARKS.md,
-//! "Fewer commits at a moderate rate").
+//! "A moderate rate: fewer commits, smaller futures").
 
 use super::Pool;
 use crate::delivery::outbox::OutboxEntry;

@@ -177,7 +177,8 @@ impl Connections {
     /// crate's are several KiB each, and held inline they made every future
     /// that might touch the store as large (a publish's was 17 KiB, moved
     /// and zeroed per stanza even when its registration came from the
-    /// cache: BENCHMARKS.md, "Forwarding, third round").
+    /// cache: BENCHMARKS.md, "A moderate rate: fewer
+    /// commits, smaller futures").
     pub(super) async fn run<T, F, Fut>(&self, request: F) -> Result<T, RegistryError>
     where
         F: FnOnce(Conn) -> Fut,
