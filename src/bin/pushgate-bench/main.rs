@@ -38,7 +38,7 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Scenario: smoke, throughput, latency, devices, faults, soak.
+    /// Scenario: smoke, throughput, latency, devices, faults, soak, overload.
     #[arg(long, default_value = "smoke")]
     preset: String,
     /// Print one JSON line on stdout (the table goes to stderr).

@@ -50,7 +50,15 @@ pub struct Preset {
 }
 
 /// Names accepted by `--preset`.
-pub const NAMES: &[&str] = &["smoke", "throughput", "latency", "devices", "faults"];
+pub const NAMES: &[&str] = &[
+    "smoke",
+    "throughput",
+    "latency",
+    "devices",
+    "faults",
+    "soak",
+    "overload",
+];
 
 fn phase(name: &str, devices: u32, pace: PaceSpec, seconds: u64) -> Phase {
     Phase {
@@ -119,6 +127,19 @@ pub fn preset(name: &str) -> Option<Preset> {
                 PaceSpec::Fixed(Pace::Rate(10_000)),
                 1800,
             )],
+            ..base
+        },
+        // Twice the sustainable rate for a minute, to five times more
+        // devices than a provider's queue holds (10,000 by default), between
+        // a steady phase and a closed-loop one: memory stays bounded, what is
+        // refused is refused with `wait`, and the rate comes back.
+        "overload" => Preset {
+            name: "overload",
+            phases: vec![
+                phase("steady", 50_000, PaceSpec::Fixed(Pace::Rate(10_000)), 20),
+                phase("overload", 50_000, PaceSpec::Fixed(Pace::Rate(40_000)), 60),
+                phase("recovery", 50_000, window, 20),
+            ],
             ..base
         },
         "faults" => Preset {

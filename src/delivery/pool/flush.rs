@@ -21,6 +21,15 @@ use tracing::{debug, error, info};
 
 /// Pause before flushing again after the store failed.
 const FLUSH_RETRY: Duration = Duration::from_secs(1);
+/// Longest a change nobody waits for stays unwritten (unless a flush is
+/// failing). Bounds what a crash can resend twice beyond the requests in
+/// flight: at 2,500 deliveries/s per provider, about 50.
+const LAZY_FLUSH: Duration = Duration::from_millis(20);
+/// Shortest time between the starts of two flushes: what a publish may wait
+/// for company before its commit. Under load a flush takes longer than this
+/// and nothing waits.
+const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(2);
+
 /// How long to wait before flushing: `None` for at once. Someone waits
 /// (`urgent`): at once, unless the last flush started less than
 /// [`MIN_FLUSH_INTERVAL`] ago (`since`); nobody waits: [`LAZY_FLUSH`].
@@ -33,15 +42,6 @@ fn flush_delay(urgent: bool, since: Option<Duration>) -> Option<Duration> {
         _ => None,
     }
 }
-
-/// Longest a change nobody waits for stays unwritten (unless a flush is
-/// failing). Bounds what a crash can resend twice beyond the requests in
-/// flight: at 2,500 deliveries/s per provider, about 50.
-const LAZY_FLUSH: Duration = Duration::from_millis(20);
-/// Shortest time between the starts of two flushes: what a publish may wait
-/// for company before its commit. Under load a flush takes longer than this
-/// and nothing waits.
-const MIN_FLUSH_INTERVAL: Duration = Duration::from_millis(2);
 
 impl Pool {
     pub(super) fn persist(&mut self, change: Persist) {
