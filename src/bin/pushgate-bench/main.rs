@@ -81,7 +81,7 @@ struct Cli {
     #[arg(long)]
     strict: bool,
     /// Gateway processes, as one cluster on the run's Redis (needs --store
-    /// redis); publishes are spread over all their streams.
+    /// redis or redis-cluster); publishes are spread over all their streams.
     #[arg(long, default_value_t = 1)]
     nodes: usize,
     /// Keep the run directory (gateway config, store, log).
@@ -142,7 +142,9 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
         (other, _) => bail!("--store must be embedded, redis or redis-cluster, got {other:?}"),
     };
     if cli.nodes == 0 || (cli.nodes > 1 && cli.store == "embedded") {
-        bail!("--nodes must be at least 1, and above 1 needs --store redis (the nodes share it)");
+        bail!(
+            "--nodes must be at least 1, and above 1 needs --store redis or redis-cluster (the nodes share it)"
+        );
     }
     let options = run::RunOptions {
         nodes: cli.nodes,
