@@ -133,9 +133,10 @@ impl Cluster {
         let tls = rpc::Tls::load(config)?;
         // Last: nothing fails after it (a runtime dropped inside the caller's
         // async context would panic).
-        // One worker: forwarding is I/O and hand-offs, and with two the
-        // workers spent a sixth of this runtime's samples waking each other
-        // (BENCHMARKS.md, "A moderate rate: fewer commits, smaller futures").
+        // One worker: forwarding is I/O and hand-offs, and with two,
+        // parking and waking the workers took a sixth of this runtime's
+        // samples (BENCHMARKS.md, "A moderate rate: fewer commits, smaller
+        // futures").
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("pushgate-cluster")
