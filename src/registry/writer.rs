@@ -5,8 +5,9 @@
 //! runs shares the next one, instead of each paying an fsync of its own:
 //! the providers' pools flush their outboxes independently, and at a
 //! moderate rate each flush was a commit of its own (BENCHMARKS.md, "A moderate
-//! rate: fewer commits, smaller futures"). A lone job is committed at once: nothing
-//! waits for a batch to fill.
+//! rate: fewer commits, smaller futures"). A commit starts at most every
+//! [`MIN_COMMIT_INTERVAL`]; a lone job after a quiet moment is committed at
+//! once: nothing waits for a batch to fill.
 
 use super::embedded::{EditJob, EmbeddedStore};
 use super::model::Edit;

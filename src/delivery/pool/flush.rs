@@ -6,8 +6,8 @@
 //! publish's, or go within [`LAZY_FLUSH`]. Losing them in a crash only
 //! resends sooner or twice (at-least-once). And flushes start at most every
 //! [`MIN_FLUSH_INTERVAL`]: at a moderate rate a commit (an fsync) per one or
-//! two publishes cost more CPU than everything else together (BENCHMARKS.md,
-//! "A moderate rate: fewer commits, smaller futures").
+//! two publishes took two fifths of the gateway's CPU (BENCHMARKS.md, "A
+//! moderate rate: fewer commits, smaller futures").
 
 use super::Pool;
 use crate::delivery::outbox::OutboxEntry;
