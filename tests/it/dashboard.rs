@@ -239,14 +239,41 @@ fn promtool_accepts_the_alert_rules_and_every_dashboard_query() {
     );
 }
 
-/// A process killed when dropped.
+/// A process killed when dropped, its children first: the bench's gateway
+/// processes would outlive a bench killed alone (nothing runs its cleanup).
 struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
+        for child in children_of(self.0.id()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &child.to_string()])
+                .status();
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The processes whose parent is `pid`, from `/proc/*/stat`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // After the command name (which may hold spaces): state, then ppid.
+                    let (_, rest) = stat.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }
 
 /// Three free consecutive ports.
