@@ -57,20 +57,23 @@ impl Writer {
 
     /// Applies `edit` in the next commit; resolves once it is durable.
     pub(crate) async fn edit(&self, edit: EditJob) -> Result<Edit, RegistryError> {
-        let jobs = self.jobs.as_ref().ok_or(RegistryError::Stopped)?;
-        let (done, answer) = oneshot::channel();
-        jobs.send(Job::Edit { edit, done })
-            .await
-            .map_err(|_| RegistryError::Stopped)?;
-        answer.await.map_err(|_| RegistryError::Stopped)?
+        self.submit(|done| Job::Edit { edit, done }).await
     }
 
     /// Applies outbox `writes`, in order, in the next commit; resolves once
     /// they are durable.
     pub(crate) async fn outbox(&self, writes: Arc<[OutboxWrite]>) -> Result<(), RegistryError> {
+        self.submit(|done| Job::Outbox { writes, done }).await
+    }
+
+    /// Queues the job `make` builds around its answer, and waits for it.
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, RegistryError>>) -> Job,
+    ) -> Result<T, RegistryError> {
         let jobs = self.jobs.as_ref().ok_or(RegistryError::Stopped)?;
         let (done, answer) = oneshot::channel();
-        jobs.send(Job::Outbox { writes, done })
+        jobs.send(make(done))
             .await
             .map_err(|_| RegistryError::Stopped)?;
         answer.await.map_err(|_| RegistryError::Stopped)?

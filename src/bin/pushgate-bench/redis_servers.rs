@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub const CLUSTER_MASTERS: usize = 3;
 
 /// Redis servers started for the run.
+#[derive(Default)]
 pub struct RedisServers {
     children: Vec<Child>,
     ports: Vec<u16>,
@@ -20,10 +21,7 @@ pub struct RedisServers {
 impl RedisServers {
     /// One server on `port`, data under `dir`.
     pub fn single(dir: &Path, port: u16) -> anyhow::Result<Self> {
-        let mut servers = Self {
-            children: Vec::new(),
-            ports: Vec::new(),
-        };
+        let mut servers = Self::default();
         servers.start(dir, port, false)?;
         Ok(servers)
     }
@@ -31,10 +29,7 @@ impl RedisServers {
     /// A Redis Cluster of [`CLUSTER_MASTERS`] masters on `ports`, joined by
     /// `redis-cli --cluster create`, once it reports `cluster_state:ok`.
     pub fn cluster(dir: &Path, ports: &[u16]) -> anyhow::Result<Self> {
-        let mut servers = Self {
-            children: Vec::new(),
-            ports: Vec::new(),
-        };
+        let mut servers = Self::default();
         for &port in ports {
             servers.start(&dir.join(format!("redis-{port}")), port, true)?;
         }
