@@ -25,6 +25,8 @@ use crate::config::{Config, ConfigIssue};
 use crate::registry::{OutboxWrite, Registry, RegistryError};
 use crate::telemetry::Metrics;
 use actix::{Actor, Addr, ArbiterHandle};
+use futures_util::FutureExt as _;
+use futures_util::future::Either;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -187,33 +189,31 @@ impl Dispatcher {
     }
 
     /// Admits `arrival` into its provider's pool; resolves once it is durable.
-    pub async fn submit(&self, arrival: Arrival) -> Result<(), SubmitError> {
-        let provider = arrival.provider.clone();
-        self.ask(&provider, Submit(arrival)).await
+    ///
+    /// The arrival goes to the pool when this is called, so the future
+    /// holds only the wait for the answer: it sits inside every publish's
+    /// future (and a forwarded one's), which is allocated and copied per
+    /// publish, and an `async fn` here kept the arrival in it twice over.
+    pub fn submit(
+        &self,
+        arrival: Arrival,
+    ) -> impl Future<Output = Result<(), SubmitError>> + use<> {
+        match self.pools.get(&arrival.provider) {
+            Some(pool) => Either::Left(durable(pool.send(Submit(arrival)))),
+            None => Either::Right(std::future::ready(Err(SubmitError::UnknownProvider(
+                arrival.provider,
+            )))),
+        }
     }
 
     /// Drops the pending pushes of `node` from `provider`'s pool and outbox
     /// (its account was removed); resolves once that is durable.
     pub async fn forget(&self, provider: &str, node: &str) -> Result<(), SubmitError> {
-        self.ask(provider, Forget(node.to_owned())).await
-    }
-
-    /// Sends `msg` to `provider`'s pool and waits, at most [`SUBMIT_TIMEOUT`],
-    /// for it to be durable.
-    async fn ask<M>(&self, provider: &str, msg: M) -> Result<(), SubmitError>
-    where
-        M: actix::Message<Result = Result<(), SubmitError>> + Send + 'static,
-        Pool: actix::Handler<M>,
-    {
         let pool = self
             .pools
             .get(provider)
             .ok_or_else(|| SubmitError::UnknownProvider(provider.to_owned()))?;
-        match tokio::time::timeout(SUBMIT_TIMEOUT, pool.send(msg)).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(SubmitError::Stopped),
-            Err(_) => Err(SubmitError::NotDurable),
-        }
+        durable(pool.send(Forget(node.to_owned()))).await
     }
 
     /// Every pool's health and load, by provider id.
@@ -297,4 +297,20 @@ async fn by_provider(
         info!(pending = total, "outbox loaded");
     }
     Ok(by_provider)
+}
+
+/// A pool's answer to `request`, waited for at most [`SUBMIT_TIMEOUT`].
+/// (A combinator, not an `async fn`: one would hold the request twice.)
+fn durable<M>(
+    request: actix::dev::Request<Pool, M>,
+) -> impl Future<Output = Result<(), SubmitError>> + use<M>
+where
+    M: actix::Message<Result = Result<(), SubmitError>> + Send + 'static,
+    Pool: actix::Handler<M>,
+{
+    tokio::time::timeout(SUBMIT_TIMEOUT, request).map(|answer| match answer {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(SubmitError::Stopped),
+        Err(_) => Err(SubmitError::NotDurable),
+    })
 }

@@ -131,11 +131,6 @@ impl Router {
         }
     }
 
-    /// This node's id.
-    pub(crate) fn node(&self) -> &str {
-        &self.shared.node
-    }
-
     /// Removes `device`'s registration on the owner of its shard (the Tigase
     /// REST unregister): here, or on the peer that owns it.
     pub(crate) async fn unregister(

@@ -7,7 +7,7 @@
 
 use super::Shared;
 use crate::config::{ClusterConfig, Secret};
-use crate::gateway::{Forwarded, PushComponent};
+use crate::gateway::PushComponent;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -20,10 +20,12 @@ pub(crate) mod pb {
     tonic::include_proto!("pushgate.cluster.v1");
 }
 
+mod forward;
+
 use pb::cluster_server::{Cluster as ClusterRpc, ClusterServer};
 use pb::{
-    ForwardBatch, ForwardReply, ForwardResult, ForwardResults, NoReply, NotOwner, NudgeReply,
-    NudgeRequest, UnregisterReply, UnregisterRequest, forward_reply, unregister_reply,
+    ForwardBatch, ForwardResult, ForwardResults, NotOwner, NudgeReply, NudgeRequest,
+    UnregisterReply, UnregisterRequest, unregister_reply,
 };
 
 /// The metadata key carrying the shared secret.
@@ -61,48 +63,6 @@ struct Service {
     shared: Arc<Shared>,
 }
 
-/// Whether this node owns the route's shard; one being handed to it is
-/// waited for, up to half the forward deadline.
-async fn owns(shared: &Shared, route: Option<&pb::Route>) -> bool {
-    let Some(route) = route else { return false };
-    let fences = &shared.fences;
-    fences.holds(route.shard)
-        || fences
-            .wait_held(route.shard, shared.forward_timeout / 2)
-            .await
-}
-
-/// Stanzas of one peer's stream handled at once; past that, its stream is
-/// read no further until some are answered.
-const STREAM_CONCURRENCY: usize = 4096;
-/// Most results sent back in one message.
-const MAX_RESULTS: usize = 512;
-
-/// The reply to one forwarded item, within the forward deadline.
-async fn answer_item(
-    handler: &PushComponent,
-    shared: &Shared,
-    route: Option<pb::Route>,
-    work: Option<pb::forward_item::Work>,
-) -> ForwardReply {
-    let outcome = match work {
-        Some(work) if owns(shared, route.as_ref()).await => {
-            let answer = handler.answer_forwarded(work);
-            match tokio::time::timeout(shared.forward_timeout, answer).await {
-                Ok(Forwarded::Reply(Some(reply))) => forward_reply::Outcome::Reply(reply),
-                Ok(Forwarded::Reply(None)) => forward_reply::Outcome::NoReply(NoReply {}),
-                // Past the caller's deadline it has answered `wait` already.
-                Ok(Forwarded::NotOwner) | Err(_) => forward_reply::Outcome::NotOwner(NotOwner {}),
-            }
-        }
-        // Nothing to do (a newer peer's kind of work): the caller answers `wait`.
-        _ => forward_reply::Outcome::NotOwner(NotOwner {}),
-    };
-    ForwardReply {
-        outcome: Some(outcome),
-    }
-}
-
 /// The gRPC method every forwarded item travels by (`rpc.method`).
 pub(crate) const FORWARD_METHOD: &str = "pushgate.cluster.v1.Cluster/Forward";
 
@@ -133,57 +93,11 @@ impl ClusterRpc for Service {
         &self,
         request: Request<Streaming<ForwardBatch>>,
     ) -> Result<Response<Results>, Status> {
-        let mut incoming = request.into_inner();
-        let (tx, rx) = mpsc::channel::<ForwardResult>(MAX_RESULTS);
+        let (tx, rx) = mpsc::channel::<Vec<ForwardResult>>(16);
         let (handler, shared) = (self.handler.clone(), self.shared.clone());
-        let permits = Arc::new(tokio::sync::Semaphore::new(STREAM_CONCURRENCY));
-        tokio::spawn(async move {
-            while let Ok(Some(batch)) = incoming.message().await {
-                for item in batch.items {
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        return;
-                    };
-                    let kind = match &item.work {
-                        Some(pb::forward_item::Work::Publish(_)) => "publish",
-                        Some(pb::forward_item::Work::Stanza(_)) => "command",
-                        None => "unknown",
-                    };
-                    shared.metrics.forwarded_in.inc(&[kind]);
-                    let (tx, handler, shared) = (tx.clone(), handler.clone(), shared.clone());
-                    let pb::ForwardItem {
-                        id,
-                        route,
-                        work,
-                        traceparent,
-                    } = item;
-                    tokio::spawn(async move {
-                        let span = handler.metrics.traces().map(|t| {
-                            let parent = crate::telemetry::remote(&traceparent);
-                            server_span(t, FORWARD_METHOD, &parent)
-                        });
-                        let answer = answer_item(&handler, &shared, route, work);
-                        let reply = crate::telemetry::within(span, answer).await;
-                        let _ = tx
-                            .send(ForwardResult {
-                                id,
-                                reply: Some(reply),
-                            })
-                            .await;
-                        drop(permit);
-                    });
-                }
-            }
-        });
-        // Whatever results are ready go back together.
+        tokio::spawn(forward::serve(request.into_inner(), tx, handler, shared));
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            let first = rx.recv().await?;
-            let mut items = vec![first];
-            while items.len() < MAX_RESULTS {
-                match rx.try_recv() {
-                    Ok(r) => items.push(r),
-                    Err(_) => break,
-                }
-            }
+            let items = rx.recv().await?;
             Some((Ok(ForwardResults { items }), rx))
         });
         Ok(Response::new(Box::pin(stream)))
@@ -217,7 +131,7 @@ impl Service {
         r: UnregisterRequest,
     ) -> Result<Response<UnregisterReply>, Status> {
         self.shared.metrics.forwarded_in.inc(&["unregister"]);
-        let outcome = if owns(&self.shared, r.route.as_ref()).await {
+        let outcome = if forward::owns(&self.shared, r.route.as_ref().map(|r| r.shard)).await {
             let device = crate::registry::DeviceRef {
                 account: &r.account,
                 provider: &r.provider,

@@ -11,15 +11,18 @@ mod publish;
 
 use super::PushComponent;
 use crate::app::replies::{self, IqHeader};
-use crate::app::{PublishOutcome, PublishRequest, StanzaFault, classify, fast};
+use crate::app::{PublishOutcome, PublishRequest, Request, StanzaFault, classify, fast};
 use crate::cluster::FORWARD_METHOD;
 use crate::cluster::Route;
 use crate::cluster::pb;
 use crate::cluster::pb::forward_item::Work;
 use crate::errors::chain;
 use crate::telemetry::note_in;
+use futures_util::FutureExt as _;
+use futures_util::future::Either;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanKind, TraceContextExt as _};
+use std::future::ready;
 use tracing::debug;
 use xmpp_parsers::minidom::Element;
 
@@ -180,9 +183,10 @@ impl PushComponent {
         let Some(router) = &self.cluster else {
             return Some(replies::serialize(&header.error(&moving())));
         };
+        // No `from_node`: see the proto.
         let route = pb::Route {
             shard: peer.shard,
-            from_node: router.node().to_owned(),
+            from_node: String::new(),
         };
         let started = crate::clock::now();
         let span = self.metrics.traces().map(|t| client_span(t, &peer.address));
@@ -228,7 +232,16 @@ impl PushComponent {
     }
 
     /// Work a peer forwarded, handled only if this node owns its shard.
-    pub(crate) async fn answer_forwarded(&self, work: Work) -> Forwarded {
+    ///
+    /// Not an `async fn`: the stanza is read now, and the future is the
+    /// publish's own or (boxed) a command's; an `async fn` would hold the
+    /// work and the request beside it. This future is allocated and copied
+    /// for every forwarded item (BENCHMARKS.md, "Forwarding on the owner:
+    /// one task per stream").
+    pub(crate) fn answer_forwarded(
+        &self,
+        work: Work,
+    ) -> impl Future<Output = Forwarded> + Send + '_ {
         let request = match work {
             Work::Publish(message) => publish::from_message(message),
             Work::Stanza(stanza) => match fast::publish(&stanza) {
@@ -238,13 +251,48 @@ impl PushComponent {
                     .and_then(|s| s.parse::<Element>().ok())
                 {
                     Some(element) => classify(&element),
-                    None => return Forwarded::Reply(None),
+                    None => return Either::Right(Either::Left(ready(Forwarded::Reply(None)))),
                 },
             },
         };
-        match self.respond(request, Arrived::Peer).await {
-            Ok(reply) => Forwarded::Reply(reply),
-            Err(NotOwned) => Forwarded::NotOwner,
+        match request {
+            Request::Publish {
+                header,
+                publisher_domain,
+                request,
+            } => Either::Left(self.answer_peer_publish(header, publisher_domain, request)),
+            // Commands are rare next to publishes: their larger future is
+            // boxed so that it does not size every forwarded item's.
+            other => Either::Right(Either::Right(
+                Box::pin(self.respond(other, Arrived::Peer)).map(|answer| match answer {
+                    Ok(reply) => Forwarded::Reply(reply),
+                    Err(NotOwned) => Forwarded::NotOwner,
+                }),
+            )),
         }
+    }
+
+    /// A peer's publish: what `respond` does with it, without the branch a
+    /// peer's publish never takes (forwarding it on), whose future would
+    /// make every forwarded item's larger still.
+    fn answer_peer_publish(
+        &self,
+        header: IqHeader,
+        publisher_domain: String,
+        request: PublishRequest,
+    ) -> impl Future<Output = Forwarded> + Send + '_ {
+        let span = self
+            .metrics
+            .traces()
+            .map(|t| t.span("pushgate.publish", SpanKind::Internal));
+        let owned = self.registry.holds(&request.node);
+        crate::telemetry::within(span, async move {
+            if !owned {
+                return Forwarded::NotOwner;
+            }
+            self.note_shard(&request.node);
+            let outcome = self.publish(&publisher_domain, request).await;
+            Forwarded::Reply(Some(self.publish_reply(&header, &outcome)))
+        })
     }
 }

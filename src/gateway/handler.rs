@@ -140,12 +140,7 @@ impl PushComponent {
         request: PublishRequest,
         arrived: Arrived,
     ) -> Result<Option<String>, NotOwned> {
-        telemetry::note("pushgate.shard", || {
-            i64::from(crate::registry::shard_of(
-                &request.node,
-                self.registry.shards(),
-            ))
-        });
+        self.note_shard(&request.node);
         let outcome = match self.place(&request.node, arrived).await {
             Placed::Here => self.publish(&publisher_domain, request).await,
             Placed::There(peer, _) => {
@@ -157,12 +152,24 @@ impl PushComponent {
             Placed::Moving => PublishOutcome::Moving,
             Placed::NotOwner => return Err(NotOwned),
         };
+        Ok(Some(self.publish_reply(&header, &outcome)))
+    }
+
+    /// Says a publish's shard on its span.
+    pub(super) fn note_shard(&self, node: &str) {
+        telemetry::note("pushgate.shard", || {
+            i64::from(crate::registry::shard_of(node, self.registry.shards()))
+        });
+    }
+
+    /// Counts a publish's outcome and writes its reply.
+    pub(super) fn publish_reply(&self, header: &IqHeader, outcome: &PublishOutcome) -> String {
         self.metrics.publishes.inc(&[outcome.label()]);
         telemetry::note("pushgate.outcome", || outcome.label());
-        Ok(Some(match outcome.fault() {
+        match outcome.fault() {
             None => header.empty_result(),
             Some(f) => replies::serialize(&header.error(&f)),
-        }))
+        }
     }
 
     async fn command(
@@ -304,7 +311,11 @@ impl PushComponent {
         telemetry::note("pushgate.outcome", || outcome);
     }
 
-    async fn publish(&self, publisher_domain: &str, request: PublishRequest) -> PublishOutcome {
+    pub(super) async fn publish(
+        &self,
+        publisher_domain: &str,
+        request: PublishRequest,
+    ) -> PublishOutcome {
         let registration = match self.registry.get(&request.node).await {
             Ok(Some(r)) => r,
             Ok(None) => return PublishOutcome::UnknownNode,
