@@ -103,3 +103,59 @@ fn smoke_preset_on_a_three_node_cluster_loses_nothing() {
         "forwarded share {share}:\n{stderr}"
     );
 }
+
+/// A bench stopped by SIGTERM (a CI timeout, `kill`) stops what it started:
+/// its gateway processes and the Redis it runs are gone when it exits,
+/// instead of running on as orphans.
+#[test]
+fn a_bench_stopped_by_sigterm_leaves_no_process_behind() {
+    use std::io::{BufRead, BufReader};
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_pushgate-bench"))
+        .args(["--preset", "smoke", "--duration", "600", "--nodes", "2"])
+        .args(["--gateway", env!("CARGO_BIN_EXE_pushgate")])
+        .args(["--store", "redis"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pushgate-bench");
+    let stderr = bench.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    // The first progress line comes once the gateways and Redis are up.
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("bench stderr");
+        seen.push(line.clone());
+        if line.contains("registering devices") {
+            break;
+        }
+    }
+    let children = super::support::children_of(bench.id());
+    let killed = Command::new("kill")
+        .args(["-TERM", &bench.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let said: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = bench.wait().expect("wait for the bench");
+    // Whatever outlived the bench is killed before anything is asserted.
+    let started = children.len();
+    let left: Vec<u32> = children
+        .into_iter()
+        .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .collect();
+    for pid in &left {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let said = said.join("\n");
+    // Redis and two gateways.
+    assert!(
+        started >= 3,
+        "{started} children; bench said:\n{}",
+        seen.join("\n")
+    );
+    assert_eq!(status.code(), Some(1), "bench said:\n{said}");
+    assert!(said.contains("stopped by SIGTERM"), "bench said:\n{said}");
+    assert!(left.is_empty(), "still running after the bench: {left:?}");
+}

@@ -10,6 +10,7 @@
 //! Needs Debian's `prometheus` package (`prometheus` and `promtool`), which
 //! `tests/run.sh` installs.
 
+use crate::support::children_of;
 use crate::support::gateway::free_port;
 use crate::support::redis::RedisServer;
 use serde_json::Value;
@@ -253,27 +254,6 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// The processes whose parent is `pid`, from `/proc/*/stat`.
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // After the command name (which may hold spaces): state, then ppid.
-                    let (_, rest) = stat.rsplit_once(')')?;
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                })
-                == Some(pid)
-        })
-        .collect()
 }
 
 /// Three free consecutive ports.

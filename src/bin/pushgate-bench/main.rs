@@ -112,6 +112,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Waits for SIGINT or SIGTERM; the signal's name. If a handler cannot be
+/// installed, that signal keeps its default action and this waits for the
+/// other.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let wait = |kind: SignalKind| async move {
+        match signal(kind) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = wait(SignalKind::interrupt()) => "SIGINT",
+        () = wait(SignalKind::terminate()) => "SIGTERM",
+    }
+}
+
 /// Runs the chosen preset; false if a strict run found violations.
 fn run(cli: &Cli) -> anyhow::Result<bool> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -169,7 +188,15 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(run::run(&preset, &options))?;
+    let report = runtime.block_on(async {
+        tokio::select! {
+            report = run::run(&preset, &options) => report,
+            // Dropping the run stops what it started: gateways and Redis
+            // servers are killed and waited for by their `Drop`, which
+            // the default action of these signals would skip.
+            signal = stop_signal() => Err(anyhow::anyhow!("stopped by {signal}; its processes are gone")),
+        }
+    })?;
     let table = report::table(&report);
     if cli.json {
         eprint!("{table}");
