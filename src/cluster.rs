@@ -139,6 +139,7 @@ impl Cluster {
         // futures").
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
+            // `pushgate-bench` finds these threads by this name.
             .thread_name("pushgate-cluster")
             .enable_all()
             .build()

@@ -102,6 +102,15 @@ fn smoke_preset_on_a_three_node_cluster_loses_nothing() {
         (0.4..0.9).contains(&share),
         "forwarded share {share}:\n{stderr}"
     );
+    // The cluster threads are found by name and their CPU counted: what
+    // BENCHMARKS.md reports per forwarded publish.
+    let cluster_cpu = phase["cluster_cpu_us_per_forwarded"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        cluster_cpu > 0.0,
+        "cluster threads CPU {cluster_cpu}:\n{stderr}"
+    );
 }
 
 /// A bench stopped by SIGTERM (a CI timeout, `kill`) stops what it started:

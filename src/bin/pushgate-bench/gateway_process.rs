@@ -272,6 +272,9 @@ pub struct ProcSample {
     pub peak_rss_mib: f64,
     /// Open file descriptors now.
     pub fds: usize,
+    /// User + system CPU seconds of the cluster runtime's threads
+    /// (`pushgate-cluster`: the gRPC server and client, forwarding) so far.
+    pub cluster_cpu_s: f64,
 }
 
 /// Clock ticks per second of `/proc/*/stat` times: USER_HZ, 100 on Linux.
@@ -286,6 +289,7 @@ pub fn sample_all(pids: &[String]) -> anyhow::Result<ProcSample> {
         total.rss_mib += s.rss_mib;
         total.peak_rss_mib += s.peak_rss_mib;
         total.fds += s.fds;
+        total.cluster_cpu_s += s.cluster_cpu_s;
     }
     Ok(total)
 }
@@ -293,19 +297,6 @@ pub fn sample_all(pids: &[String]) -> anyhow::Result<ProcSample> {
 /// Reads `/proc/<pid>` (`"self"` for the bench itself).
 pub fn sample(pid: &str) -> anyhow::Result<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which may hold spaces: state is field 3,
-    // utime 14 and stime 15.
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("unexpected /proc stat format")?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| -> f64 {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib = |key: &str| -> f64 {
         status
@@ -316,9 +307,47 @@ pub fn sample(pid: &str) -> anyhow::Result<ProcSample> {
             .unwrap_or(0.0)
     };
     Ok(ProcSample {
-        cpu_s: (ticks(11) + ticks(12)) / USER_HZ,
+        cpu_s: cpu_of(&stat).context("unexpected /proc stat format")?,
         rss_mib: kib("VmRSS:") / 1024.0,
         peak_rss_mib: kib("VmHWM:") / 1024.0,
         fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count),
+        cluster_cpu_s: threads_cpu(pid, CLUSTER_THREADS),
     })
+}
+
+/// The name of the cluster runtime's threads as `/proc` shows it (the
+/// kernel keeps 15 bytes of `pushgate-cluster`).
+const CLUSTER_THREADS: &str = "pushgate-cluste";
+
+/// User + system CPU seconds in a `stat` line; `None` if it cannot be read.
+fn cpu_of(stat: &str) -> Option<f64> {
+    // Fields after the command name, which may hold spaces: state is field 3,
+    // utime 14 and stime 15.
+    let (_, after) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> f64 {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Some((ticks(11) + ticks(12)) / USER_HZ)
+}
+
+/// CPU seconds of `pid`'s threads named `name` (a thread gone since is not
+/// counted: the runtime's threads live as long as the process).
+fn threads_cpu(pid: &str, name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter(|stat| {
+            stat.split_once(" (")
+                .and_then(|(_, rest)| rest.rsplit_once(')'))
+                .is_some_and(|(comm, _)| comm == name)
+        })
+        .filter_map(|stat| cpu_of(&stat))
+        .sum()
 }

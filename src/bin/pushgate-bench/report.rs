@@ -98,6 +98,11 @@ pub fn table(report: &RunReport) -> String {
             p.forward_p99_ms
                 .map_or("-".to_owned(), |ms| format!("<= {ms} ms"))
         });
+        row("cluster threads CPU", &|p| {
+            p.cluster_cpu_us_per_forwarded.map_or("-".to_owned(), |us| {
+                format!("{us:.1} µs per forwarded publish")
+            })
+        });
     }
     if report
         .phases

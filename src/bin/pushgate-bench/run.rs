@@ -118,6 +118,10 @@ pub struct PhaseReport {
     /// Multi-node runs: 99th percentile of a forward's round trip, as the
     /// bound of its histogram bucket, ms.
     pub forward_p99_ms: Option<f64>,
+    /// In a cluster: CPU of the nodes' cluster threads (gRPC both ways,
+    /// and the owner's own work on what peers forward) per forwarded
+    /// publish, µs.
+    pub cluster_cpu_us_per_forwarded: Option<f64>,
     /// Runs on a Redis the bench started: commands the servers processed
     /// (all of them, membership and leases included) per publish sent.
     pub redis_commands_per_publish: Option<f64>,
@@ -353,6 +357,9 @@ async fn measure(
         offset + sending.mul_f64(0.95),
     );
     let gateway_cpu_s = gateway_after.cpu_s - gateway_before.cpu_s;
+    let forwarded = totals.deliveries as f64 * share;
+    let cluster_cpu_us_per_forwarded = (clustered && forwarded > 0.0)
+        .then(|| (gateway_after.cluster_cpu_s - gateway_before.cluster_cpu_s) * 1e6 / forwarded);
     let sent = totals.sent as f64;
     let redis_commands = commands_before
         .zip(redis.and_then(RedisServers::commands))
@@ -380,6 +387,7 @@ async fn measure(
         gateway_peak_rss_mib: gateway_after.peak_rss_mib,
         forwarded_share: clustered.then_some(share),
         forward_p99_ms: if clustered { p99 } else { None },
+        cluster_cpu_us_per_forwarded,
         redis_commands_per_publish: redis_commands.map(|c| c as f64 / sent.max(1.0)),
     })
 }
