@@ -138,6 +138,16 @@ fn a_bench_stopped_by_sigterm_leaves_no_process_behind() {
             break;
         }
     }
+    if !seen
+        .last()
+        .is_some_and(|l| l.contains("registering devices"))
+    {
+        let status = bench.wait().expect("wait for the bench");
+        panic!(
+            "the bench ended ({status}) before it started:\n{}",
+            seen.join("\n")
+        );
+    }
     let children = super::support::children_of(bench.id());
     let killed = Command::new("kill")
         .args(["-TERM", &bench.id().to_string()])
