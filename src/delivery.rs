@@ -198,22 +198,23 @@ impl Dispatcher {
         &self,
         arrival: Arrival,
     ) -> impl Future<Output = Result<(), SubmitError>> + use<> {
-        match self.pools.get(&arrival.provider) {
-            Some(pool) => Either::Left(durable(pool.send(Submit(arrival)))),
-            None => Either::Right(std::future::ready(Err(SubmitError::UnknownProvider(
-                arrival.provider,
-            )))),
+        match self.pool(&arrival.provider) {
+            Ok(pool) => Either::Left(durable(pool.send(Submit(arrival)))),
+            Err(e) => Either::Right(std::future::ready(Err(e))),
         }
     }
 
     /// Drops the pending pushes of `node` from `provider`'s pool and outbox
     /// (its account was removed); resolves once that is durable.
     pub async fn forget(&self, provider: &str, node: &str) -> Result<(), SubmitError> {
-        let pool = self
-            .pools
+        durable(self.pool(provider)?.send(Forget(node.to_owned()))).await
+    }
+
+    /// The pool of `provider`.
+    fn pool(&self, provider: &str) -> Result<&Addr<Pool>, SubmitError> {
+        self.pools
             .get(provider)
-            .ok_or_else(|| SubmitError::UnknownProvider(provider.to_owned()))?;
-        durable(pool.send(Forget(node.to_owned()))).await
+            .ok_or_else(|| SubmitError::UnknownProvider(provider.to_owned()))
     }
 
     /// Every pool's health and load, by provider id.

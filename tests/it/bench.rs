@@ -149,11 +149,7 @@ fn a_bench_stopped_by_sigterm_leaves_no_process_behind() {
         );
     }
     let children = super::support::children_of(bench.id());
-    let killed = Command::new("kill")
-        .args(["-TERM", &bench.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
+    assert!(super::support::signal(bench.id(), "TERM"));
     let said: Vec<String> = lines.map_while(Result::ok).collect();
     let status = bench.wait().expect("wait for the bench");
     // Whatever outlived the bench is killed before anything is asserted.
@@ -162,10 +158,8 @@ fn a_bench_stopped_by_sigterm_leaves_no_process_behind() {
         .into_iter()
         .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
         .collect();
-    for pid in &left {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
+    for &pid in &left {
+        super::support::signal(pid, "KILL");
     }
     let said = said.join("\n");
     // Redis and two gateways.

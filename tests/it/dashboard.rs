@@ -10,9 +10,9 @@
 //! Needs Debian's `prometheus` package (`prometheus` and `promtool`), which
 //! `tests/run.sh` installs.
 
-use crate::support::children_of;
 use crate::support::gateway::free_port;
 use crate::support::redis::RedisServer;
+use crate::support::{children_of, signal};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -247,9 +247,7 @@ struct Running(Child);
 impl Drop for Running {
     fn drop(&mut self) {
         for child in children_of(self.0.id()) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &child.to_string()])
-                .status();
+            signal(child, "KILL");
         }
         let _ = self.0.kill();
         let _ = self.0.wait();

@@ -272,9 +272,6 @@ pub struct ProcSample {
     pub peak_rss_mib: f64,
     /// Open file descriptors now.
     pub fds: usize,
-    /// User + system CPU seconds of the cluster runtime's threads
-    /// (`pushgate-cluster`: the gRPC server and client, forwarding) so far.
-    pub cluster_cpu_s: f64,
 }
 
 /// Clock ticks per second of `/proc/*/stat` times: USER_HZ, 100 on Linux.
@@ -289,7 +286,6 @@ pub fn sample_all(pids: &[String]) -> anyhow::Result<ProcSample> {
         total.rss_mib += s.rss_mib;
         total.peak_rss_mib += s.peak_rss_mib;
         total.fds += s.fds;
-        total.cluster_cpu_s += s.cluster_cpu_s;
     }
     Ok(total)
 }
@@ -311,7 +307,6 @@ pub fn sample(pid: &str) -> anyhow::Result<ProcSample> {
         rss_mib: kib("VmRSS:") / 1024.0,
         peak_rss_mib: kib("VmHWM:") / 1024.0,
         fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count),
-        cluster_cpu_s: threads_cpu(pid, CLUSTER_THREADS),
     })
 }
 
@@ -319,11 +314,17 @@ pub fn sample(pid: &str) -> anyhow::Result<ProcSample> {
 /// kernel keeps 15 bytes of `pushgate-cluster`).
 const CLUSTER_THREADS: &str = "pushgate-cluste";
 
+/// A `stat` line's command name and the fields after it (the name may hold
+/// spaces and parentheses: it ends at the last `)`).
+fn split_stat(stat: &str) -> Option<(&str, &str)> {
+    let (_, rest) = stat.split_once('(')?;
+    rest.rsplit_once(')')
+}
+
 /// User + system CPU seconds in a `stat` line; `None` if it cannot be read.
 fn cpu_of(stat: &str) -> Option<f64> {
-    // Fields after the command name, which may hold spaces: state is field 3,
-    // utime 14 and stime 15.
-    let (_, after) = stat.rsplit_once(')')?;
+    // After the command name: state is field 3, utime 14 and stime 15.
+    let (_, after) = split_stat(stat)?;
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| -> f64 {
         fields
@@ -334,20 +335,17 @@ fn cpu_of(stat: &str) -> Option<f64> {
     Some((ticks(11) + ticks(12)) / USER_HZ)
 }
 
-/// CPU seconds of `pid`'s threads named `name` (a thread gone since is not
-/// counted: the runtime's threads live as long as the process).
-fn threads_cpu(pid: &str, name: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0.0;
-    };
-    tasks
+/// User + system CPU seconds so far of the cluster runtime's threads
+/// (`pushgate-cluster`: the gRPC server and client, forwarding) of every
+/// process in `pids`. A thread gone since is not counted: the runtime's
+/// threads live as long as the process.
+pub fn cluster_cpu_s(pids: &[String]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok())
+        .flatten()
         .filter_map(Result::ok)
         .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
-        .filter(|stat| {
-            stat.split_once(" (")
-                .and_then(|(_, rest)| rest.rsplit_once(')'))
-                .is_some_and(|(comm, _)| comm == name)
-        })
+        .filter(|stat| split_stat(stat).is_some_and(|(comm, _)| comm == CLUSTER_THREADS))
         .filter_map(|stat| cpu_of(&stat))
         .sum()
 }

@@ -2,7 +2,7 @@
 //! gateway stopped.
 
 use crate::cluster_stats::ForwardStats;
-use crate::gateway_process::{GatewaySettings, StoreChoice, sample, sample_all};
+use crate::gateway_process::{GatewaySettings, StoreChoice, cluster_cpu_s, sample, sample_all};
 use crate::ledger::{CurrentLedger, Ledger, Totals};
 use crate::load::{self, Pace, Shape, Writers};
 use crate::presets::{PaceSpec, Phase, Preset};
@@ -315,6 +315,9 @@ async fn measure(
     let forwards_before = ForwardStats::read(http_ports).await;
     let commands_before = redis.and_then(RedisServers::commands);
     let gateway_before = sample_all(pids)?;
+    let clustered = pids.len() > 1;
+    // Read per thread: only where it is reported.
+    let cluster_cpu_before = clustered.then(|| cluster_cpu_s(pids));
     let bench_before = sample("self")?;
     let reporter = progress.then(|| {
         tokio::spawn(report_progress(
@@ -347,8 +350,8 @@ async fn measure(
         task.abort();
     }
     let gateway_after = sample_all(pids)?;
+    let cluster_cpu = cluster_cpu_before.map(|before| cluster_cpu_s(pids) - before);
     let (share, p99) = ForwardStats::read(http_ports).await.since(&forwards_before);
-    let clustered = pids.len() > 1;
     let bench_after = sample("self")?;
     let totals = ledger.totals();
     let offset = started.saturating_duration_since(ledger.start());
@@ -358,8 +361,9 @@ async fn measure(
     );
     let gateway_cpu_s = gateway_after.cpu_s - gateway_before.cpu_s;
     let forwarded = totals.deliveries as f64 * share;
-    let cluster_cpu_us_per_forwarded = (clustered && forwarded > 0.0)
-        .then(|| (gateway_after.cluster_cpu_s - gateway_before.cluster_cpu_s) * 1e6 / forwarded);
+    let cluster_cpu_us_per_forwarded = cluster_cpu
+        .filter(|_| forwarded > 0.0)
+        .map(|cpu_s| cpu_s * 1e6 / forwarded);
     let sent = totals.sent as f64;
     let redis_commands = commands_before
         .zip(redis.and_then(RedisServers::commands))

@@ -236,10 +236,7 @@ impl GatewayProcess {
 
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(&mut self, deadline: Duration) -> Option<ExitStatus> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        self.signal("TERM");
         let start = std::time::Instant::now();
         while start.elapsed() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -252,10 +249,7 @@ impl GatewayProcess {
 
     /// Sends signal `name` (`STOP`, `CONT`, …) to the process.
     pub fn signal(&self, name: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status();
+        super::signal(self.child.id(), name);
     }
 
     /// Kills the process with SIGKILL (no shutdown at all) and waits for it.

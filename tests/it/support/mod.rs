@@ -90,3 +90,13 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// Sends signal `name` (`TERM`, `KILL`, `STOP`, …) to process `pid`; true
+/// if `kill` says it was sent.
+pub fn signal(pid: u32, name: &str) -> bool {
+    std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success())
+}
