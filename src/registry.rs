@@ -247,17 +247,17 @@ impl Registry {
     }
 
     /// The registration of `node`, if any: from the cache when there is one.
-    pub async fn get(&self, node: &str) -> Result<Option<Registration>, RegistryError> {
+    pub async fn get(&self, node: &str) -> Result<Option<Arc<Registration>>, RegistryError> {
         self.keys()?;
         match &self.inner.backend {
             // Read in place: a redb read transaction on a cached page takes a
             // few microseconds, less than handing it to the blocking pool
             // (a thread wake-up each way) costs. Writes, which fsync, still
             // go to the blocking pool.
-            Backend::Embedded(store) => {
-                self.timed(observed::Operation::Read, async { store.get(node) })
-                    .await
-            }
+            Backend::Embedded(store) => self
+                .timed(observed::Operation::Read, async { store.get(node) })
+                .await
+                .map(|found| found.map(Arc::new)),
             Backend::Redis(store) => {
                 let cache = self.inner.cache.as_ref();
                 if let Some(hit) = cache.and_then(|c| c.get(node)) {
@@ -267,10 +267,10 @@ impl Registry {
                 let found = self
                     .timed(observed::Operation::Read, store.get(node))
                     .await?
-                    .map(|bytes| model::decode(node, &bytes))
+                    .map(|bytes| model::decode(node, &bytes).map(Arc::new))
                     .transpose()?;
                 if let (Some(cache), Some(epoch), Some(r)) = (cache, epoch, &found) {
-                    cache.insert(r.clone(), epoch);
+                    cache.insert(Arc::clone(r), epoch);
                 }
                 Ok(found)
             }
@@ -427,7 +427,7 @@ impl Registry {
                     // After the write: a read that raced with it is not cached.
                     if let (Some(cache), Some(epoch)) = (&self.inner.cache, epoch) {
                         let value = match &edit {
-                            Edit::Put(r) => Some(r.as_ref().clone()),
+                            Edit::Put(r) => Some(Arc::new(r.as_ref().clone())),
                             _ => None,
                         };
                         cache.written(node, value, epoch);

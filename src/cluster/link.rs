@@ -4,10 +4,20 @@
 //! a task on the cluster runtime sends whatever has queued up as one batch
 //! and hands each result to its waiter. When the stream ends, every waiter
 //! learns so (and answers `wait`); the next forward opens a new one.
+//!
+//! Results are handed back to their waiters' threads together: waking a
+//! task on another thread's runtime writes to that runtime's eventfd, and
+//! one write per result (several per results message, each waking a
+//! session thread that may have just gone idle) was the largest
+//! system-call cost of the cluster thread (BENCHMARKS.md, "Forwarding:
+//! results handed over per thread"). Each session thread has an inbox, a
+//! task on its own runtime: the cluster thread sends it every result of a
+//! message meant for its waiters at once, and the inbox wakes them locally.
 
 use super::rpc::pb::cluster_client::ClusterClient;
-use super::rpc::pb::{ForwardBatch, ForwardItem, ForwardReply};
+use super::rpc::pb::{ForwardBatch, ForwardItem, ForwardReply, ForwardResult};
 use prost::Message;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +34,48 @@ const MAX_BATCH: usize = 512;
 /// limit on a received message (one stanza may be up to `max_stanza_bytes`).
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<ForwardReply>>>>;
+type Waiters = Arc<Mutex<HashMap<u64, Waiter>>>;
+
+/// Results for waiters of one thread, handed over in one message.
+type Handoff = Vec<(oneshot::Sender<ForwardReply>, ForwardReply)>;
+
+/// Where an item's result goes.
+struct Waiter {
+    reply: oneshot::Sender<ForwardReply>,
+    /// The inbox of the thread that waits; none off a runtime (the result
+    /// is then sent straight to the waiter).
+    inbox: Option<mpsc::UnboundedSender<Handoff>>,
+}
+
+thread_local! {
+    /// This thread's inbox, made by its first forward.
+    static INBOX: RefCell<Option<mpsc::UnboundedSender<Handoff>>> = const { RefCell::new(None) };
+}
+
+/// This thread's inbox: a task on the runtime the caller runs on, which on
+/// a session thread (a single-threaded runtime) is this thread. It is
+/// unbounded, yet holds at most the results of items waited for, which
+/// each link bounds. Made again if its runtime has gone (a test's runtime
+/// ended and another now runs on the thread).
+fn inbox() -> Option<mpsc::UnboundedSender<Handoff>> {
+    INBOX.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if let Some(inbox) = cell.as_ref().filter(|i| !i.is_closed()) {
+            return Some(inbox.clone());
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let (inbox, mut handoffs) = mpsc::unbounded_channel::<Handoff>();
+        runtime.spawn(async move {
+            while let Some(handoff) = handoffs.recv().await {
+                for (waiter, reply) in handoff {
+                    let _ = waiter.send(reply);
+                }
+            }
+        });
+        *cell = Some(inbox.clone());
+        Some(inbox)
+    })
+}
 
 /// Why an item got no result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +142,12 @@ impl Link {
     ) -> Result<(u64, oneshot::Receiver<ForwardReply>), LinkError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         item.id = id;
-        let (tx, rx) = oneshot::channel();
-        self.lock().insert(id, tx);
+        let (reply, rx) = oneshot::channel();
+        let waiter = Waiter {
+            reply,
+            inbox: inbox(),
+        };
+        self.lock().insert(id, waiter);
         if let Err(e) = self.queue.try_send(item) {
             self.forget(id);
             return Err(match e {
@@ -108,7 +163,7 @@ impl Link {
         self.lock().remove(&id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<ForwardReply>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
         self.waiters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -158,14 +213,7 @@ async fn run(
         };
         let mut results = response.into_inner();
         while let Ok(Some(message)) = results.message().await {
-            let mut waiting = waiters
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for result in message.items {
-                if let (Some(tx), Some(reply)) = (waiting.remove(&result.id), result.reply) {
-                    let _ = tx.send(reply);
-                }
-            }
+            deliver(&waiters, message.items);
         }
     };
     tokio::select! {
@@ -178,4 +226,105 @@ async fn run(
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clear();
+}
+
+/// Hands `results` to their waiters: one message to each waiting thread's
+/// inbox. A result whose waiter gave up is dropped.
+fn deliver(waiters: &Waiters, results: Vec<ForwardResult>) {
+    // A message's results go to a few session threads: a short list.
+    let mut handoffs: Vec<(mpsc::UnboundedSender<Handoff>, Handoff)> = Vec::new();
+    {
+        let mut waiting = waiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for result in results {
+            let (Some(waiter), Some(reply)) = (waiting.remove(&result.id), result.reply) else {
+                continue;
+            };
+            let Some(inbox) = waiter.inbox else {
+                let _ = waiter.reply.send(reply);
+                continue;
+            };
+            match handoffs.iter_mut().find(|(i, _)| i.same_channel(&inbox)) {
+                Some((_, handoff)) => handoff.push((waiter.reply, reply)),
+                None => handoffs.push((inbox, vec![(waiter.reply, reply)])),
+            }
+        }
+    }
+    for (inbox, handoff) in handoffs {
+        // An inbox whose runtime is gone: its waiters are gone with it.
+        let _ = inbox.send(handoff);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::rpc::pb::{NoReply, forward_reply};
+
+    fn reply() -> ForwardReply {
+        ForwardReply {
+            outcome: Some(forward_reply::Outcome::NoReply(NoReply {})),
+        }
+    }
+
+    #[test]
+    fn a_threads_results_reach_its_inbox_in_one_message() {
+        let waiters: Waiters = Arc::default();
+        let (mine, mut my_handoffs) = mpsc::unbounded_channel();
+        let (other, mut other_handoffs) = mpsc::unbounded_channel();
+        let mut off_runtime = None;
+        for (id, inbox) in [
+            (1, Some(&mine)),
+            (2, Some(&other)),
+            (3, Some(&mine)),
+            (4, None),
+        ] {
+            let (reply, rx) = oneshot::channel();
+            let inbox = inbox.cloned();
+            if inbox.is_none() {
+                off_runtime = Some(rx);
+            }
+            waiters
+                .lock()
+                .expect("lock")
+                .insert(id, Waiter { reply, inbox });
+        }
+        // Item 5's waiter gave up: its result is dropped.
+        let results = (1..=5)
+            .map(|id| ForwardResult {
+                id,
+                reply: Some(reply()),
+            })
+            .collect();
+        deliver(&waiters, results);
+        let handoff = my_handoffs.try_recv().expect("a message for this thread");
+        assert_eq!(handoff.len(), 2, "both of its results in it");
+        assert!(my_handoffs.try_recv().is_err(), "and only one message");
+        let handoff = other_handoffs.try_recv().expect("a message for the other");
+        assert_eq!(handoff.len(), 1);
+        let direct = off_runtime.expect("a waiter off a runtime").try_recv();
+        assert!(
+            direct.is_ok(),
+            "a waiter without an inbox is answered directly"
+        );
+        assert!(waiters.lock().expect("lock").is_empty());
+    }
+
+    #[test]
+    fn each_runtime_on_a_thread_gets_an_inbox_that_answers() {
+        // The second runtime finds the first one's inbox gone and makes its own.
+        for _ in 0..2 {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let inbox = inbox().expect("on a runtime");
+                let (waiter, answer) = oneshot::channel();
+                inbox.send(vec![(waiter, reply())]).expect("inbox open");
+                assert_eq!(answer.await.ok(), Some(reply()));
+            });
+        }
+        assert!(inbox().is_none(), "no inbox off a runtime");
+    }
 }

@@ -48,8 +48,13 @@ impl Default for PayloadPolicy {
 }
 
 /// Builds the push for `notification` to the device of `registration`.
+///
+/// The notification is taken, not borrowed: its strings (an encrypted
+/// payload may be kilobytes) move into the push instead of being copied,
+/// and only a value the push holds twice (the body as alert text and
+/// `body` key, the sender as title and `sender` key) is cloned.
 pub fn build_push(
-    notification: &Notification,
+    notification: Notification,
     registration: &Registration,
     policy: &PayloadPolicy,
 ) -> Push {
@@ -62,44 +67,49 @@ pub fn build_push(
         (None, Priority::High) => (PushKind::Alert, registration.token.clone()),
         (None, Priority::Low) => (PushKind::Background, registration.token.clone()),
     };
-    let mut data = BTreeMap::new();
-    let mut put = |key: &str, value: Option<&String>| {
-        if let Some(v) = value {
-            data.insert(key.to_owned(), v.clone());
-        }
-    };
-    if policy.include_account {
-        put("account", registration.account.as_ref());
-    }
-    if policy.include_sender {
-        put("sender", notification.sender.as_ref());
-        put("nickname", notification.nickname.as_ref());
-    }
-    if policy.include_body {
-        put("body", notification.body.as_ref());
-    }
-    if let Some(e) = &notification.encrypted {
-        data.insert("encrypted".to_owned(), e.payload.clone());
-        data.insert("iv".to_owned(), e.iv.clone());
-    }
-    let alert_body = match (&notification.body, kind) {
+    let Notification {
+        message_count,
+        sender,
+        body,
+        encrypted,
+        nickname,
+        ..
+    } = notification;
+    let alert_body = match (&body, kind) {
         (_, PushKind::Background) => None,
         (Some(body), _) if policy.include_body => Some(body.clone()),
         _ => Some(policy.alert_text.clone()),
     };
     let alert_title = if policy.include_sender && kind == PushKind::Alert {
-        notification
-            .nickname
-            .clone()
-            .or_else(|| notification.sender.clone())
+        nickname.clone().or_else(|| sender.clone())
     } else {
         None
     };
+    let mut data = BTreeMap::new();
+    let mut put = |key: &str, value: Option<String>| {
+        if let Some(v) = value {
+            data.insert(key.to_owned(), v);
+        }
+    };
+    if policy.include_account {
+        put("account", registration.account.clone());
+    }
+    if policy.include_sender {
+        put("sender", sender);
+        put("nickname", nickname);
+    }
+    if policy.include_body {
+        put("body", body);
+    }
+    if let Some(e) = encrypted {
+        put("encrypted", Some(e.payload));
+        put("iv", Some(e.iv));
+    }
     Push {
         token,
         kind,
         collapse_id: (kind != PushKind::Voip).then(|| registration.node.clone()),
-        badge: notification.message_count,
+        badge: message_count,
         alert_title,
         alert_body,
         data,

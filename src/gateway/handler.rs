@@ -347,9 +347,9 @@ impl PushComponent {
         let first_publish = registration.unpublished.then(|| registration.node.clone());
         telemetry::note("pushgate.provider", || registration.provider.clone());
         let arrival = Arrival {
-            push: build_push(&request.notification, &registration, &self.payload),
-            node: registration.node,
-            provider: registration.provider,
+            push: build_push(request.notification, &registration, &self.payload),
+            node: registration.node.clone(),
+            provider: registration.provider.clone(),
             trace: telemetry::sampled(),
         };
         // The outbox write: the reply waits for it.

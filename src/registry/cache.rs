@@ -11,13 +11,13 @@
 use super::Registration;
 use crate::clock::{self, Instant};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 struct Generations {
-    young: HashMap<String, Registration>,
-    old: HashMap<String, Registration>,
+    young: HashMap<String, Arc<Registration>>,
+    old: HashMap<String, Arc<Registration>>,
     /// No entry of `young` was read from the store before this.
     young_since: Instant,
     /// No entry of `old` was read from the store before this.
@@ -50,8 +50,9 @@ impl RegistrationCache {
         }
     }
 
-    /// The cached registration of `node`, if fresh.
-    pub(crate) fn get(&self, node: &str) -> Option<Registration> {
+    /// The cached registration of `node`, if fresh: shared, not copied (a
+    /// registration is some eight strings, and every publish reads one).
+    pub(crate) fn get(&self, node: &str) -> Option<Arc<Registration>> {
         let mut g = self.lock();
         self.rotate_if_due(&mut g);
         g.young.get(node).or_else(|| g.old.get(node)).cloned()
@@ -64,7 +65,7 @@ impl RegistrationCache {
 
     /// Remembers `registration`, read from the store after `epoch` was taken,
     /// unless something was invalidated since.
-    pub(crate) fn insert(&self, registration: Registration, epoch: u64) {
+    pub(crate) fn insert(&self, registration: Arc<Registration>, epoch: u64) {
         let mut g = self.lock();
         if self.epoch.load(Ordering::SeqCst) != epoch {
             return;
@@ -91,7 +92,7 @@ impl RegistrationCache {
     /// (another write of ours may have landed after this one; then the next
     /// read fetches whichever is last). Keeping it spares the next publish a
     /// store read after the registration's first publish marks it.
-    pub(crate) fn written(&self, node: &str, written: Option<Registration>, epoch: u64) {
+    pub(crate) fn written(&self, node: &str, written: Option<Arc<Registration>>, epoch: u64) {
         let mut g = self.lock();
         let before = self.epoch.fetch_add(1, Ordering::SeqCst);
         g.young.remove(node);
@@ -142,8 +143,8 @@ fn rotate(g: &mut Generations) {
 mod tests {
     use super::*;
 
-    fn registration(node: &str) -> Registration {
-        Registration::sample(node, "h")
+    fn registration(node: &str) -> Arc<Registration> {
+        Arc::new(Registration::sample(node, "h"))
     }
 
     #[test]
@@ -174,8 +175,9 @@ mod tests {
             "a value read before a change is not cached"
         );
         // A write keeps its value, unless another change came in between.
-        let mut marked = registration("b");
+        let mut marked = Registration::sample("b", "h");
         marked.updated_ms = 7;
+        let marked = Arc::new(marked);
         let epoch = cache.epoch();
         cache.written("b", Some(marked.clone()), epoch);
         assert_eq!(cache.get("b"), Some(marked.clone()));

@@ -64,7 +64,10 @@ async fn shared_suite(config: StoreConfig) {
         (again.node.as_str(), again.created_ms)
     );
     assert!(again.updated_ms >= a.updated_ms);
-    assert_eq!(reg.get(&a.node).await.expect("get"), Some(again.clone()));
+    assert_eq!(
+        reg.get(&a.node).await.expect("get"),
+        Some(std::sync::Arc::new(again.clone()))
+    );
 
     // The secret is kept as a hash and checked.
     let mut with_secret = new("bob@example.org", "bb");
@@ -116,7 +119,10 @@ async fn shared_suite(config: StoreConfig) {
         DeadToken::VoipTokenForgotten
     );
     let kept = reg.get(&c.node).await.expect("get").expect("kept");
-    assert_eq!((kept.token.as_str(), kept.voip_token), ("cc", None));
+    assert_eq!(
+        (kept.token.as_str(), kept.voip_token.as_deref()),
+        ("cc", None)
+    );
 
     // Unregister by (account, provider, token), through the cache.
     let device = DeviceRef {
@@ -220,7 +226,7 @@ async fn shared_suite(config: StoreConfig) {
         kind: IdentityKind::Token,
     };
     assert!(!reg.unregister(&as_token).await.expect("as token"));
-    assert_eq!(reg.get(&d.node).await.expect("get").as_ref(), Some(&d));
+    assert_eq!(reg.get(&d.node).await.expect("get").as_deref(), Some(&d));
     let as_device = DeviceRef {
         kind: IdentityKind::DeviceId,
         ..as_token
@@ -499,7 +505,10 @@ async fn redis_over_tls_with_a_private_ca_and_a_client_certificate() {
         .register(new("tls@example.com", "t1"))
         .await
         .expect("register over TLS");
-    assert_eq!(reg.get(&a.node).await.expect("get"), Some(a.clone()));
+    assert_eq!(
+        reg.get(&a.node).await.expect("get"),
+        Some(std::sync::Arc::new(a.clone()))
+    );
     assert_eq!(
         redis
             .cli(&["HLEN", &format!("pg:{{s{}}}:reg", shard_of(&a.node, 1024))])

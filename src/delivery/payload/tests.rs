@@ -40,8 +40,9 @@ fn message() -> Notification {
 
 #[test]
 fn priority_table() {
-    let high =
-        |n: &Notification| build_push(n, &registration(None), &PayloadPolicy::default()).kind;
+    let high = |n: &Notification| {
+        build_push(n.clone(), &registration(None), &PayloadPolicy::default()).kind
+    };
     let cases = [
         (message(), PushKind::Alert),
         (Notification::default(), PushKind::Background),
@@ -74,7 +75,7 @@ fn priority_table() {
 
 #[test]
 fn nothing_private_leaves_by_default() {
-    let p = build_push(&message(), &registration(None), &PayloadPolicy::default());
+    let p = build_push(message(), &registration(None), &PayloadPolicy::default());
     assert_eq!(p.alert_body.as_deref(), Some("New message"));
     assert_eq!(p.alert_title, None);
     assert_eq!(p.badge, Some(2));
@@ -88,7 +89,7 @@ fn tigase_keys_when_the_operator_includes_them() {
         nickname: Some("Bob".into()),
         ..message()
     };
-    let p = build_push(&n, &registration(None), &open_policy());
+    let p = build_push(n.clone(), &registration(None), &open_policy());
     assert_eq!(p.alert_body.as_deref(), Some("hi"));
     assert_eq!(p.alert_title.as_deref(), Some("Bob"));
     assert_eq!(p.data["account"], "alice@example.com");
@@ -99,7 +100,7 @@ fn tigase_keys_when_the_operator_includes_them() {
     let mut r = registration(None);
     r.account = None;
     assert!(
-        !build_push(&n, &r, &open_policy())
+        !build_push(n, &r, &open_policy())
             .data
             .contains_key("account")
     );
@@ -112,7 +113,7 @@ fn calls_go_to_the_voip_token() {
         ..Notification::default()
     };
     let p = build_push(
-        &call,
+        call.clone(),
         &registration(Some("voiptoken")),
         &PayloadPolicy::default(),
     );
@@ -127,13 +128,13 @@ fn calls_go_to_the_voip_token() {
         ..Notification::default()
     };
     let p = build_push(
-        &encrypted_call,
+        encrypted_call,
         &registration(Some("voiptoken")),
         &PayloadPolicy::default(),
     );
     assert_eq!(p.kind, PushKind::Voip);
     // Without a VoIP token: an alert to the main token.
-    let p = build_push(&call, &registration(None), &PayloadPolicy::default());
+    let p = build_push(call, &registration(None), &PayloadPolicy::default());
     assert_eq!((p.kind, p.token.as_str()), (PushKind::Alert, "main"));
 }
 
@@ -147,7 +148,7 @@ fn encrypted_payload_is_forwarded_verbatim() {
         }),
         ..Notification::default()
     };
-    let p = build_push(&n, &registration(None), &PayloadPolicy::default());
+    let p = build_push(n, &registration(None), &PayloadPolicy::default());
     assert_eq!(p.data["encrypted"], "Y2lwaGVy+/=\u{0}AAAA");
     assert_eq!(p.data["iv"], "aXY=");
 }
