@@ -71,7 +71,11 @@ pub(crate) struct Pool {
     /// False until the outbox entries of this provider are loaded ([`Load`]);
     /// publishes are refused until then, so none can race a stored entry.
     loaded: bool,
-    /// Shards being handed to another node: no publish admitted for them.
+    /// Shards being handed, or handed, to another node: no publish admitted
+    /// for them. A shard stays here after its release is done, until it is
+    /// taken again (`Acquire`) or lost: the coordinator lets go of the
+    /// shard's fence only after the release, and nothing may be admitted
+    /// for it in between.
     leaving: std::collections::HashSet<u32>,
     /// Hand-overs waiting for their requests in flight.
     releasing: Vec<shards::Releasing>,

@@ -52,8 +52,15 @@ impl Pool {
 
     /// Forgets the entries of leaving shards that are not in flight, and
     /// finishes each release whose shards hold nothing more.
+    ///
+    /// Runs after every completed request, so it returns at once unless a
+    /// release waits: a finished release's shards stay `leaving` (refused)
+    /// until they are taken again or lost, and scanning every entry for
+    /// them after each request, for the rest of the process's life, took
+    /// 5% of the session threads on every node that had handed a shard over
+    /// (BENCHMARKS.md, "Forwarding: results handed over per thread").
     pub(super) fn progress_releases(&mut self, ctx: &mut Context<Self>) {
-        if self.leaving.is_empty() {
+        if self.releasing.is_empty() {
             return;
         }
         let shards = self.registry.shards();
