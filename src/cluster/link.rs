@@ -12,7 +12,8 @@
 //! system-call cost of the cluster thread (BENCHMARKS.md, "Forwarding:
 //! results handed over per thread"). Each session thread has an inbox, a
 //! task on its own runtime: the cluster thread sends it every result of a
-//! message meant for its waiters at once, and the inbox wakes them locally.
+//! message meant for its waiters at once, and the inbox wakes them locally
+//! (a thread's lone result still goes straight to its waiter).
 
 use super::rpc::pb::cluster_client::ClusterClient;
 use super::rpc::pb::{ForwardBatch, ForwardItem, ForwardReply, ForwardResult};
@@ -229,7 +230,8 @@ async fn run(
 }
 
 /// Hands `results` to their waiters: one message to each waiting thread's
-/// inbox. A result whose waiter gave up is dropped.
+/// inbox, or the result itself when it is the thread's only one. A result
+/// whose waiter gave up is dropped.
 fn deliver(waiters: &Waiters, results: Vec<ForwardResult>) {
     // A message's results go to a few session threads: a short list.
     let mut handoffs: Vec<(mpsc::UnboundedSender<Handoff>, Handoff)> = Vec::new();
@@ -251,7 +253,16 @@ fn deliver(waiters: &Waiters, results: Vec<ForwardResult>) {
             }
         }
     }
-    for (inbox, handoff) in handoffs {
+    for (inbox, mut handoff) in handoffs {
+        // A lone result goes straight to its waiter: one wake-up either
+        // way, without the inbox's extra hop (at a moderate rate most
+        // messages carry one result, and the hop cost more than it saved).
+        if handoff.len() == 1
+            && let Some((waiter, reply)) = handoff.pop()
+        {
+            let _ = waiter.send(reply);
+            continue;
+        }
         // An inbox whose runtime is gone: its waiters are gone with it.
         let _ = inbox.send(handoff);
     }
@@ -273,7 +284,7 @@ mod tests {
         let waiters: Waiters = Arc::default();
         let (mine, mut my_handoffs) = mpsc::unbounded_channel();
         let (other, mut other_handoffs) = mpsc::unbounded_channel();
-        let mut off_runtime = None;
+        let mut answers = HashMap::new();
         for (id, inbox) in [
             (1, Some(&mine)),
             (2, Some(&other)),
@@ -282,9 +293,7 @@ mod tests {
         ] {
             let (reply, rx) = oneshot::channel();
             let inbox = inbox.cloned();
-            if inbox.is_none() {
-                off_runtime = Some(rx);
-            }
+            answers.insert(id, rx);
             waiters
                 .lock()
                 .expect("lock")
@@ -301,9 +310,13 @@ mod tests {
         let handoff = my_handoffs.try_recv().expect("a message for this thread");
         assert_eq!(handoff.len(), 2, "both of its results in it");
         assert!(my_handoffs.try_recv().is_err(), "and only one message");
-        let handoff = other_handoffs.try_recv().expect("a message for the other");
-        assert_eq!(handoff.len(), 1);
-        let direct = off_runtime.expect("a waiter off a runtime").try_recv();
+        assert!(
+            other_handoffs.try_recv().is_err(),
+            "a thread's lone result skips its inbox"
+        );
+        let lone = answers.remove(&2).expect("item 2").try_recv();
+        assert!(lone.is_ok(), "and goes straight to its waiter");
+        let direct = answers.remove(&4).expect("item 4").try_recv();
         assert!(
             direct.is_ok(),
             "a waiter without an inbox is answered directly"
