@@ -8,8 +8,8 @@
 //! Results are handed back to their waiters' threads together: waking a
 //! task on another thread's runtime writes to that runtime's eventfd, and
 //! one write per result (several per results message, each waking a
-//! session thread that may have just gone idle) was the largest
-//! system-call cost of the cluster thread (BENCHMARKS.md, "Forwarding:
+//! session thread that may have just gone idle) took 3% of the cluster
+//! thread's samples in that system call alone (BENCHMARKS.md, "Forwarding:
 //! results handed over per thread"). Each session thread has an inbox, a
 //! task on its own runtime: the cluster thread sends it every result of a
 //! message meant for its waiters at once, and the inbox wakes them locally
@@ -255,8 +255,8 @@ fn deliver(waiters: &Waiters, results: Vec<ForwardResult>) {
     }
     for (inbox, mut handoff) in handoffs {
         // A lone result goes straight to its waiter: one wake-up either
-        // way, without the inbox's extra hop (at a moderate rate most
-        // messages carry one result, and the hop cost more than it saved).
+        // way, and the inbox's hop would only add work (at a moderate rate
+        // most results messages carry one result for a thread).
         if handoff.len() == 1
             && let Some((waiter, reply)) = handoff.pop()
         {
