@@ -346,10 +346,17 @@ impl PushComponent {
         }
         let first_publish = registration.unpublished.then(|| registration.node.clone());
         telemetry::note("pushgate.provider", || registration.provider.clone());
+        let push = build_push(request.notification, &registration, &self.payload);
+        // Read from the embedded store, the registration is this publish's
+        // alone and gives its strings up; from the cache, it is shared.
+        let (node, provider) = match Arc::try_unwrap(registration) {
+            Ok(r) => (r.node, r.provider),
+            Err(shared) => (shared.node.clone(), shared.provider.clone()),
+        };
         let arrival = Arrival {
-            push: build_push(request.notification, &registration, &self.payload),
-            node: registration.node.clone(),
-            provider: registration.provider.clone(),
+            push,
+            node,
+            provider,
             trace: telemetry::sampled(),
         };
         // The outbox write: the reply waits for it.
