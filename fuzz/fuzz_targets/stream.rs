@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
                     let _ = classify(&element);
                 }
                 StreamEvent::Raw(raw) => {
-                    if fast::publish(&raw).is_none()
+                    if fast::publish_or_command(&raw).is_none()
                         && let Ok(element) = reader.parse_stanza(&raw)
                     {
                         let _ = classify(&element);

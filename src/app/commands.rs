@@ -14,6 +14,7 @@ pub(crate) use dialects::command_specs;
 pub use dialects::{CommandKind, CommandSpec, Dialect};
 
 use super::forms::{FieldSpec, Form, build};
+use super::node::XmlNode;
 use super::replies::StanzaFault;
 use super::{AppContext, ns};
 use crate::config::ProviderKind;
@@ -35,7 +36,7 @@ pub struct CommandRequest {
 }
 
 /// Reads a `<command xmlns='http://jabber.org/protocol/commands'/>`.
-pub(crate) fn parse_command(command: &Element) -> Result<CommandRequest, StanzaFault> {
+pub(crate) fn parse_command<N: XmlNode>(command: &N) -> Result<CommandRequest, StanzaFault> {
     let node = command
         .attr("node")
         .filter(|n| !n.is_empty())

@@ -1,19 +1,22 @@
-//! Publishes read straight from their bytes: the hot path.
+//! Publishes (and registration commands) read straight from their bytes:
+//! the hot path.
 //!
 //! A publish is most of what a push component receives, and building the
 //! validating parser's tree for it was the top cost per notification
 //! (BENCHMARKS.md). Here quick-xml reads the stanza into a light tree
 //! (`LightElement`) and the same reading code as the parsed path
-//! (`classify_publish`, through [`XmlNode`]) turns it into a [`Request`].
+//! (`classify_publish` and `classify_command`, through [`XmlNode`]) turns it
+//! into a [`Request`].
 //!
 //! It is deliberately narrow: only a well-formed `<iq type='set'>` with an id,
-//! a valid `from` and a `<pubsub/>` whose `<publish/>` has a node. Anything
+//! a valid `from` and a `<pubsub/>` whose `<publish/>` has a node, or a
+//! `<command/>` with a node from a user. Anything
 //! else, and anything doubtful about the XML (control characters, references
 //! in attribute values, `xmlns=''`, undeclared prefixes, comments, …), returns
 //! `None`, and the stanza takes the validating path, which answers exactly as
 //! it always did.
 
-use super::incoming::{Request, classify_publish};
+use super::incoming::{Request, classify_command, classify_publish};
 use super::node::XmlNode;
 use super::ns;
 use super::replies::IqHeader;
@@ -23,9 +26,10 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use std::borrow::Cow;
 
-/// Namespaces a publish is read in; others are kept by value.
-const KNOWN: [&str; 9] = [
+/// Namespaces a publish or a command is read in; others are kept by value.
+const KNOWN: [&str; 10] = [
     ns::COMPONENT,
+    ns::COMMANDS,
     ns::PUBSUB,
     ns::PUSH,
     ns::DATA,
@@ -74,19 +78,37 @@ impl XmlNode for LightElement<'_> {
 
 /// Reads `stanza` as a publish, or `None` to leave it to the validating path.
 pub fn publish(stanza: &[u8]) -> Option<Request> {
+    read(stanza, false)
+}
+
+/// Reads `stanza` as a publish or an ad-hoc command (a registration),
+/// or `None` to leave it to the validating path. Registrations come in
+/// floods when a cluster comes back and every phone registers again; the
+/// validating parser was the largest cost of one (BENCHMARKS.md,
+/// "Registrations: where the time goes").
+pub fn publish_or_command(stanza: &[u8]) -> Option<Request> {
+    read(stanza, true)
+}
+
+fn read(stanza: &[u8], commands: bool) -> Option<Request> {
     let iq = light_tree(stanza)?;
     if !iq.is("iq", ns::COMPONENT) || iq.attr("type") != Some("set") {
         return None;
     }
-    let [pubsub] = iq.children.as_slice() else {
+    let [payload] = iq.children.as_slice() else {
         return None;
     };
-    if !pubsub.is("pubsub", ns::PUBSUB) {
+    let header = IqHeader::of(&iq)?;
+    let request = if payload.is("pubsub", ns::PUBSUB) {
+        classify_publish(header, payload)
+    } else if commands && payload.is("command", ns::COMMANDS) {
+        classify_command(header, payload)
+    } else {
         return None;
-    }
-    match classify_publish(IqHeader::of(&iq)?, pubsub) {
+    };
+    match request {
         // A refusal is left to the validating path, which answers it.
-        request @ Request::Publish { .. } => Some(request),
+        request @ (Request::Publish { .. } | Request::Command { .. }) => Some(request),
         _ => None,
     }
 }

@@ -98,20 +98,7 @@ pub fn classify(stanza: &Element) -> Request {
             header,
         },
         ("get", "ping", ns::PING) => Request::Ping { header },
-        ("set", "command", ns::COMMANDS) => {
-            let account = match sender_account(&header) {
-                Ok(a) => a,
-                Err(f) => return fail(f),
-            };
-            match parse_command(payload) {
-                Ok(command) => Request::Command {
-                    header,
-                    account,
-                    command,
-                },
-                Err(f) => fail(f),
-            }
-        }
+        ("set", "command", ns::COMMANDS) => classify_command(header, payload),
         ("set", "pubsub", ns::PUBSUB) => classify_publish(header, payload),
         _ => fail(StanzaFault::new(
             "cancel",
@@ -151,6 +138,21 @@ pub(super) fn classify_publish<N: XmlNode>(header: IqHeader, pubsub: &N) -> Requ
             header,
             publisher_domain,
             request,
+        },
+        Err(fault) => Request::Invalid { header, fault },
+    }
+}
+
+/// A `<command/>` set: [`Request::Command`], or [`Request::Invalid`]
+/// without a user's `from` or a node. Shared with the fast path, like
+/// [`classify_publish`].
+pub(super) fn classify_command<N: XmlNode>(header: IqHeader, command: &N) -> Request {
+    let parsed = sender_account(&header).and_then(|account| Ok((account, parse_command(command)?)));
+    match parsed {
+        Ok((account, command)) => Request::Command {
+            header,
+            account,
+            command,
         },
         Err(fault) => Request::Invalid { header, fault },
     }

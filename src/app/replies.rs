@@ -24,6 +24,8 @@
 //! Replies to ad-hoc commands are read by clients, not servers, and are not
 //! bound by this table.
 
+mod text;
+
 use super::node::XmlNode;
 use super::ns;
 use rxml::xml_ncname;
@@ -104,8 +106,8 @@ impl IqHeader {
 /// value is checked first. A reply that fails is logged and replaced by a
 /// `wait/internal-server-error` to the same id, which every server keeps the
 /// registration on.
-pub(crate) fn serialize(reply: &Element) -> String {
-    if let Some(text) = write_checked(reply) {
+pub fn serialize(reply: &Element) -> String {
+    if let Some(text) = text::write_plain(reply).or_else(|| write_checked(reply)) {
         return text;
     }
     tracing::error!(

@@ -244,7 +244,7 @@ impl PushComponent {
     ) -> impl Future<Output = Forwarded> + Send + '_ {
         let request = match work {
             Work::Publish(message) => publish::from_message(message),
-            Work::Stanza(stanza) => match fast::publish(&stanza) {
+            Work::Stanza(stanza) => match fast::publish_or_command(&stanza) {
                 Some(request) => request,
                 None => match std::str::from_utf8(&stanza)
                     .ok()

@@ -61,9 +61,15 @@ impl StanzaHandler for PushComponent {
     }
 
     fn handle_raw(self: Arc<Self>, stanza: &[u8]) -> Option<ReplyFuture> {
-        // Only publishes take this path, and one goes to its owner as read:
-        // nothing of the stanza is kept.
-        let request = fast::publish(stanza)?;
+        // A publish goes to its owner as read: nothing of the stanza is
+        // kept. A command goes as received, so in a cluster commands take
+        // the validating path, which keeps the stanza (as an element, whose
+        // text carries the namespace the raw bytes inherit from the stream).
+        let request = if self.cluster.is_some() {
+            fast::publish(stanza)?
+        } else {
+            fast::publish_or_command(stanza)?
+        };
         let arrived = Arrived::Stream(None);
         Some(Box::pin(async move {
             self.respond(request, arrived).await.unwrap_or(None)

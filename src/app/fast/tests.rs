@@ -1,5 +1,6 @@
-//! The fast path must read every publish exactly as the validating path does,
-//! and leave everything else (and anything doubtful) to it.
+//! The fast path must read every publish and command exactly as the
+//! validating path does, and leave everything else (and anything doubtful)
+//! to it.
 
 use super::*;
 use crate::app::classify;
@@ -185,7 +186,7 @@ fn the_fuzz_corpus_reads_the_same_on_both_paths() {
     for entry in std::fs::read_dir(&dir).expect("fuzz/seeds/differential") {
         let path = entry.expect("entry").path();
         let data = std::fs::read(&path).expect("seed");
-        let Some(quick) = publish(&data) else {
+        let Some(quick) = publish_or_command(&data) else {
             continue;
         };
         accepted += 1;
@@ -204,5 +205,87 @@ fn the_fuzz_corpus_reads_the_same_on_both_paths() {
             ),
         }
     }
-    assert!(accepted >= 7, "the captured publishes are in the corpus");
+    assert!(
+        accepted >= 11,
+        "the captured publishes and commands are in the corpus"
+    );
+}
+
+/// Registration commands of the three dialects, one-step and two-step, as
+/// clients send them (and in the XML corners a client library may produce).
+fn commands() -> Vec<String> {
+    const TIGASE_REGISTER: &str = "<iq type='set' id='r1' from='User1@Localhost/bench' to='push.localhost' xml:lang='en'><command xmlns='http://jabber.org/protocol/commands' node='register-device' action='execute'><x xmlns='jabber:x:data' type='submit'><field var='provider'><value>fcm</value></field><field var='device-token'><value>tok-1</value></field><field var='device-name'><value>bench</value></field></x></command></iq>";
+    let mut all: Vec<String> = [
+        TIGASE_REGISTER,
+        "<iq type='set' id='p2' from='juliet@capulet.lit/balcony' to='push.localhost'><command xmlns='http://jabber.org/protocol/commands' node='register-push-apns'><x xmlns='jabber:x:data' type='submit'><field var='token'><value>AABBCC</value></field><field var='device-id'><value>dev &amp; 1</value></field></x></command></iq>",
+        "<iq type='set' id='a3' from='romeo@montague.lit' to='push.localhost'><command xmlns='http://jabber.org/protocol/commands' node='v1-register-push' action='complete' sessionid='abc'><x xmlns='jabber:x:data' type='submit'><field var='type'><value>fcm</value></field><field var='node'><value>n1</value></field><field var='token'><value>t1</value></field></x></command></iq>",
+        "<iq type='set' id='b4' from='u@d' to='push.localhost'><command xmlns=\"http://jabber.org/protocol/commands\" node=\"unregister-device\"/></iq>",
+        "<iq type='set' id='c5' from='u@d/r'><command xmlns='http://jabber.org/protocol/commands' node='register-device' action='cancel' sessionid='s'/></iq>",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    all.push(TIGASE_REGISTER.replace("><", ">\n  <"));
+    all.push(TIGASE_REGISTER.replace("<value>bench</value>", "<value>a</value><value>b</value>"));
+    all.push(TIGASE_REGISTER.replace("<value>bench</value>", ""));
+    all.push(
+        TIGASE_REGISTER
+            .replace("<x xmlns='jabber:x:data'", "<d:x xmlns:d='jabber:x:data'")
+            .replace("</x>", "</d:x>")
+            .replace("<field ", "<d:field ")
+            .replace("</field>", "</d:field>")
+            .replace("<value>", "<d:value>")
+            .replace("</value>", "</d:value>"),
+    );
+    // Not a form of the right namespace: read as none, on both paths.
+    all.push(TIGASE_REGISTER.replace("jabber:x:data", "urn:example:other"));
+    all
+}
+
+#[test]
+fn reads_every_command_as_the_validating_path_does() {
+    for stanza in commands() {
+        let expected = validating(&stanza);
+        assert!(
+            matches!(expected, Request::Command { .. }),
+            "test command is one: {stanza}"
+        );
+        assert_eq!(
+            publish_or_command(stanza.as_bytes()),
+            Some(expected),
+            "{stanza}"
+        );
+        // Where commands must keep their stanza (a cluster), they are not read.
+        assert_eq!(publish(stanza.as_bytes()), None, "{stanza}");
+    }
+    for stanza in publishes() {
+        assert_eq!(
+            publish_or_command(stanza.as_bytes()),
+            Some(validating(&stanza)),
+            "{stanza}"
+        );
+    }
+}
+
+#[test]
+fn leaves_commands_the_validating_path_refuses_to_it() {
+    let register = &commands()[0];
+    let cases = [
+        // From a server, without a from, without a node: each its own error.
+        register.replace("from='User1@Localhost/bench'", "from='localhost'"),
+        register.replace(" from='User1@Localhost/bench'", ""),
+        register.replace(" node='register-device'", ""),
+        register.replace("node='register-device'", "node=''"),
+        register.replace("type='set'", "type='get'"),
+        register.replace("</command>", "</command><second/>"),
+    ];
+    for stanza in cases {
+        assert!(
+            !matches!(validating(&stanza), Request::Command { .. }),
+            "{stanza}"
+        );
+        assert_eq!(publish_or_command(stanza.as_bytes()), None, "{stanza}");
+    }
+    // Doubtful XML (the validating parser refuses comments outright).
+    let comment = register.replace("<value>tok-1</value>", "<value>tok<!-- -->1</value>");
+    assert_eq!(publish_or_command(comment.as_bytes()), None);
 }
