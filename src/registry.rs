@@ -16,6 +16,7 @@ mod error;
 mod expiry;
 mod fenced;
 mod fences;
+mod journal;
 mod keys;
 mod model;
 mod observed;

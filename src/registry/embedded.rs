@@ -1,9 +1,17 @@
-//! The embedded backend: one redb file, durable on every commit.
+//! The embedded backend: one redb file, and the journal that makes its
+//! group commits durable (`commit`, `super::journal`).
 
-use super::model::{Edit, decode, encode};
-use super::{OutboxWrite, Registration, RegistryError};
+mod commit;
+
+pub(crate) use commit::EditJob;
+
+use super::journal::Journal;
+use super::model::{decode, encode};
+use super::{Registration, RegistryError};
+use commit::JournalState;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
+use std::sync::Mutex;
 
 const REGISTRATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("registrations");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -15,10 +23,14 @@ const DEPLOYMENT_KEY: &str = "deployment_key";
 /// Set in `meta` once every registration is in `account_nodes`.
 const ACCOUNTS_INDEXED: &str = "account_nodes_indexed";
 const FILE_NAME: &str = "pushgate.redb";
+const JOURNAL_NAME: &str = "pushgate.journal";
 
 /// Registrations in a redb database under a directory.
 pub(crate) struct EmbeddedStore {
     db: Database,
+    /// Held for every write transaction, so the journal and the
+    /// transactions stay in the same order.
+    journal: Mutex<JournalState>,
 }
 
 fn storage(e: impl Into<redb::Error>) -> RegistryError {
@@ -63,15 +75,27 @@ impl EmbeddedStore {
                     .map_err(storage)?;
             }
         }
+        let journal_path = dir.join(JOURNAL_NAME);
+        let open_error = |e: std::io::Error| RegistryError::Open {
+            path: journal_path.clone(),
+            source: e.into(),
+        };
+        let (mut journal, changes) = Journal::open(&journal_path).map_err(open_error)?;
+        private_file(&journal_path).map_err(open_error)?;
+        // What the last run committed after its last checkpoint.
+        commit::replay(&txn, changes)?;
         txn.commit().map_err(storage)?;
-        Ok(Self { db })
+        journal.reset().map_err(open_error)?;
+        Ok(Self {
+            db,
+            journal: Mutex::new(JournalState::new(journal)),
+        })
     }
 
     /// The deployment key, created at random on first use and kept forever: node
     /// ids depend on it.
     pub(crate) fn deployment_key(&self) -> Result<[u8; 32], RegistryError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        let key = {
+        self.write_durably(|txn| {
             let mut meta = txn.open_table(META).map_err(storage)?;
             let existing = meta
                 .get(DEPLOYMENT_KEY)
@@ -79,17 +103,15 @@ impl EmbeddedStore {
                 .map(|v| v.value().to_vec());
             match existing {
                 Some(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
-                    .map_err(|_| RegistryError::BadDeploymentKey)?,
+                    .map_err(|_| RegistryError::BadDeploymentKey),
                 None => {
                     let key: [u8; 32] = rand::random();
                     meta.insert(DEPLOYMENT_KEY, key.as_slice())
                         .map_err(storage)?;
-                    key
+                    Ok(key)
                 }
             }
-        };
-        txn.commit().map_err(storage)?;
-        Ok(key)
+        })
     }
 
     /// The registration of `node`.
@@ -107,8 +129,8 @@ impl EmbeddedStore {
         &self,
         node: &str,
         cap: u32,
-        decide: impl FnOnce(Option<&Registration>) -> Edit + Send + 'static,
-    ) -> Result<Edit, RegistryError> {
+        decide: impl FnOnce(Option<&Registration>) -> super::model::Edit + Send + 'static,
+    ) -> Result<super::model::Edit, RegistryError> {
         let job = EditJob {
             node: node.to_owned(),
             cap,
@@ -119,55 +141,9 @@ impl EmbeddedStore {
             .unwrap_or(Err(RegistryError::NotStored))
     }
 
-    /// Applies outbox flushes (each in order, one after the other) and
-    /// registration `jobs` in one write transaction and one commit (one
-    /// fsync for all: the group commit of [`super::writer::Writer`]). Each
-    /// job sees the ones before it, as if run one after the other. A job
-    /// refused (a full account, a corrupt value) fails alone; a storage
-    /// failure fails all.
-    pub(crate) fn write_many(
-        &self,
-        flushes: &[std::sync::Arc<[OutboxWrite]>],
-        jobs: Vec<EditJob>,
-    ) -> Result<Vec<Result<Edit, RegistryError>>, RegistryError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        if !flushes.is_empty() {
-            let mut table = txn.open_table(OUTBOX).map_err(storage)?;
-            for write in flushes.iter().flat_map(|f| f.iter()) {
-                put_outbox(&mut table, write)?;
-            }
-        }
-        let results = {
-            let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
-            let mut accounts = txn.open_table(ACCOUNT_NODES).map_err(storage)?;
-            let mut results = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                results.push(apply(
-                    &mut table,
-                    &mut accounts,
-                    &job.node,
-                    job.cap,
-                    job.decide,
-                )?);
-            }
-            results
-        };
-        if !flushes.is_empty()
-            || results
-                .iter()
-                .any(|r| matches!(r, Ok(Edit::Put(_) | Edit::Remove)))
-        {
-            txn.commit().map_err(storage)?;
-        } else {
-            txn.abort().map_err(storage)?;
-        }
-        Ok(results)
-    }
-
     /// Writes registrations as they are, in one transaction (import).
     pub(crate) fn put_many(&self, registrations: &[Registration]) -> Result<(), RegistryError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        {
+        self.write_durably(|txn| {
             let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
             let mut accounts = txn.open_table(ACCOUNT_NODES).map_err(storage)?;
             for r in registrations {
@@ -182,8 +158,8 @@ impl EmbeddedStore {
                     )
                     .map_err(storage)?;
             }
-        }
-        txn.commit().map_err(storage)
+            Ok(())
+        })
     }
 
     /// Every registration as stored: `(node, value)`.
@@ -217,13 +193,12 @@ impl EmbeddedStore {
 
     /// Replaces the deployment key (import into an empty store).
     pub(crate) fn set_deployment_key(&self, key: &[u8; 32]) -> Result<(), RegistryError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        {
+        self.write_durably(|txn| {
             let mut meta = txn.open_table(META).map_err(storage)?;
             meta.insert(DEPLOYMENT_KEY, key.as_slice())
                 .map_err(storage)?;
-        }
-        txn.commit().map_err(storage)
+            Ok(())
+        })
     }
 
     /// Number of registrations.
@@ -232,74 +207,6 @@ impl EmbeddedStore {
         let table = txn.open_table(REGISTRATIONS).map_err(storage)?;
         table.len().map_err(storage)
     }
-}
-
-/// What an edit does, given the stored registration.
-pub(crate) type Decide = Box<dyn FnOnce(Option<&Registration>) -> Edit + Send>;
-
-/// One registration edit of a batch ([`EmbeddedStore::write_many`]).
-pub(crate) struct EditJob {
-    /// The node.
-    pub node: String,
-    /// The account's cap (0: none).
-    pub cap: u32,
-    /// What to do, given the stored registration.
-    pub decide: Decide,
-}
-
-type Table<'t> = redb::Table<'t, &'static str, &'static [u8]>;
-
-/// One edit inside an open write transaction: the outer error is the
-/// storage's (the transaction must not commit), the inner the edit's own
-/// refusal, made before anything was written.
-fn apply(
-    table: &mut Table<'_>,
-    accounts: &mut Table<'_>,
-    node: &str,
-    cap: u32,
-    decide: impl FnOnce(Option<&Registration>) -> Edit,
-) -> Result<Result<Edit, RegistryError>, RegistryError> {
-    let existing = match table
-        .get(node)
-        .map_err(storage)?
-        .map(|v| decode(node, v.value()))
-        .transpose()
-    {
-        Ok(existing) => existing,
-        Err(corrupt) => return Ok(Err(corrupt)),
-    };
-    let edit = decide(existing.as_ref());
-    match (&edit, &existing) {
-        (Edit::Keep, _) => {}
-        (Edit::Remove, old) => {
-            table.remove(node).map_err(storage)?;
-            if let Some(old) = old {
-                accounts
-                    .remove(account_node(&old.account_hash, node).as_str())
-                    .map_err(storage)?;
-            }
-        }
-        (Edit::Put(updated), old) => {
-            if old.is_none() && cap > 0 {
-                let held = account_range(accounts, &updated.account_hash)?;
-                if held >= u64::from(cap) {
-                    return Ok(Err(RegistryError::AccountFull { cap }));
-                }
-            }
-            let bytes = match encode(updated) {
-                Ok(bytes) => bytes,
-                Err(e) => return Ok(Err(e)),
-            };
-            table.insert(node, bytes.as_slice()).map_err(storage)?;
-            accounts
-                .insert(
-                    account_node(&updated.account_hash, node).as_str(),
-                    [].as_slice(),
-                )
-                .map_err(storage)?;
-        }
-    }
-    Ok(Ok(edit))
 }
 
 impl EmbeddedStore {
@@ -321,19 +228,6 @@ impl EmbeddedStore {
         }
         Ok(entries)
     }
-}
-
-/// One outbox write: the entry stored, or removed.
-fn put_outbox(
-    table: &mut redb::Table<'_, &'static str, &'static [u8]>,
-    write: &OutboxWrite,
-) -> Result<(), RegistryError> {
-    match &write.value {
-        Some(value) => table.insert(write.key.as_str(), value.as_slice()),
-        None => table.remove(write.key.as_str()),
-    }
-    .map(|_| ())
-    .map_err(storage)
 }
 
 /// Creates `dir` (and its parents) readable by the owner only; an existing
@@ -398,8 +292,9 @@ fn index_accounts(txn: &redb::WriteTransaction) -> Result<(), RegistryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::NodeKeys;
+    use crate::registry::model::Edit;
     use crate::registry::model::NewRegistration;
+    use crate::registry::{NodeKeys, OutboxWrite};
 
     fn registration(keys: &NodeKeys, account: &str, token: &str) -> Registration {
         NewRegistration {
@@ -425,6 +320,86 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&data), 0o700);
         assert_eq!(mode(&data.join(FILE_NAME)), 0o600);
+    }
+
+    /// A group commit is durable through the journal alone: the database
+    /// file as a crash leaves it (at its last durable commit) and the
+    /// journal hold everything acknowledged, registrations, their account
+    /// index and outbox entries alike.
+    #[test]
+    fn what_the_journal_holds_survives_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let keys = NodeKeys::new(store.deployment_key().expect("key"));
+        let first = registration(&keys, "a@x", "1");
+        let put = |store: &EmbeddedStore, r: &Registration| {
+            let r = r.clone();
+            store.edit(&r.node.clone(), 2, move |_| Edit::Put(Box::new(r)))
+        };
+        put(&store, &first).expect("put");
+        let entry = OutboxWrite {
+            key: format!("{}/1", first.node),
+            value: Some(b"entry".to_vec()),
+        };
+        store
+            .write_many(&[std::sync::Arc::from([entry.clone()])], Vec::new())
+            .expect("outbox");
+        // The files as they are now are what a crash would leave.
+        let (crashed, bare) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        for name in [FILE_NAME, JOURNAL_NAME] {
+            std::fs::copy(dir.path().join(name), crashed.path().join(name)).expect("copy");
+        }
+        std::fs::copy(dir.path().join(FILE_NAME), bare.path().join(FILE_NAME)).expect("copy");
+        drop(store);
+
+        // The database file alone does not have them: the journal does.
+        let without = EmbeddedStore::open(bare.path()).expect("open the bare file");
+        assert_eq!(without.get(&first.node).expect("get"), None);
+        assert!(without.outbox_load().expect("outbox").is_empty());
+
+        let store = EmbeddedStore::open(crashed.path()).expect("reopen after the crash");
+        assert_eq!(store.get(&first.node).expect("get"), Some(first.clone()));
+        assert_eq!(
+            store.outbox_load().expect("outbox"),
+            vec![(entry.key, b"entry".to_vec())]
+        );
+        let journal = std::fs::metadata(crashed.path().join(JOURNAL_NAME)).expect("journal");
+        assert_eq!(journal.len(), 0, "applied, then emptied");
+        // The account index came back too: the cap of 2 counts the first.
+        put(&store, &registration(&keys, "a@x", "2")).expect("second");
+        assert!(matches!(
+            put(&store, &registration(&keys, "a@x", "3")),
+            Err(RegistryError::AccountFull { cap: 2 })
+        ));
+    }
+
+    /// A checkpoint makes the database file hold everything, and empties the
+    /// journal.
+    #[test]
+    fn a_checkpoint_empties_the_journal_into_the_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let keys = NodeKeys::new(store.deployment_key().expect("key"));
+        let r = registration(&keys, "a@x", "1");
+        let node = r.node.clone();
+        store
+            .edit(&node, 0, move |_| Edit::Put(Box::new(r)))
+            .expect("put");
+        let journal = || {
+            std::fs::metadata(dir.path().join(JOURNAL_NAME))
+                .expect("journal")
+                .len()
+        };
+        assert!(journal() > 0);
+        store.checkpoint().expect("checkpoint");
+        assert_eq!(journal(), 0);
+        let bare = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(dir.path().join(FILE_NAME), bare.path().join(FILE_NAME)).expect("copy");
+        let copy = EmbeddedStore::open(bare.path()).expect("open the copy");
+        assert!(copy.get(&node).expect("get").is_some());
     }
 
     /// A store from before the account index gets one when opened, so the

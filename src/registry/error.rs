@@ -21,6 +21,9 @@ pub enum RegistryError {
     /// The embedded database failed (a transaction, a table, a commit).
     #[error("embedded store")]
     Embedded(#[source] redb::Error),
+    /// The embedded store's journal could not be written or emptied.
+    #[error("embedded store: the journal")]
+    Journal(#[source] std::io::Error),
     /// Redis answered with an error, or the connection failed under a command.
     #[error("redis")]
     Redis(#[source] redis::RedisError),

@@ -1,6 +1,7 @@
 //! The embedded store's writer: one thread applying every registration
 //! edit and outbox flush, as many as are waiting in one transaction and one
-//! fsync. A command is answered only after its edit is committed, a publish
+//! fsync (of the journal, `super::journal`; the database's own come with
+//! the checkpoints this thread makes between batches). A command is answered only after its edit is committed, a publish
 //! after its outbox flush; what changes is that what arrives while a commit
 //! runs shares the next one, instead of each paying an fsync of its own:
 //! the providers' pools flush their outboxes independently, and at a
@@ -143,6 +144,16 @@ fn run(store: &EmbeddedStore, mut queue: mpsc::Receiver<Job>) {
                 }
             }
         }
+        // After the answers: a checkpoint writes out what many commits
+        // dirtied, and nobody waits for it.
+        store.checkpoint_if_due();
+    }
+    // Stopping: nothing left for a restart to apply again.
+    if let Err(e) = store.checkpoint() {
+        tracing::warn!(
+            "the embedded store's last checkpoint failed (its journal is applied at the next start): {}",
+            crate::errors::chain(&e)
+        );
     }
 }
 
