@@ -62,9 +62,10 @@ impl StanzaHandler for PushComponent {
 
     fn handle_raw(self: Arc<Self>, stanza: &[u8]) -> Option<ReplyFuture> {
         // A publish goes to its owner as read: nothing of the stanza is
-        // kept. A command goes as received, so in a cluster commands take
-        // the validating path, which keeps the stanza (as an element, whose
-        // text carries the namespace the raw bytes inherit from the stream).
+        // kept. A command goes to its device's owner as received, so in a
+        // cluster commands take the validating path, which keeps the parsed
+        // stanza (written out, it declares the namespace that the raw bytes
+        // only inherit from the stream).
         let request = if self.cluster.is_some() {
             fast::publish(stanza)?
         } else {

@@ -43,8 +43,9 @@ fn storage(e: impl Into<redb::Error>) -> RegistryError {
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 impl EmbeddedStore {
-    /// Opens or creates `dir/pushgate.redb`. Fails clearly when another process
-    /// has it open.
+    /// Opens or creates `dir/pushgate.redb` and its journal, applying what
+    /// the journal holds (a crash since the last checkpoint). Fails clearly
+    /// when another process has the database open.
     pub(crate) fn open(dir: &Path) -> Result<Self, RegistryError> {
         private_dir(dir).map_err(|e| RegistryError::Open {
             path: dir.to_owned(),
@@ -320,6 +321,7 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&data), 0o700);
         assert_eq!(mode(&data.join(FILE_NAME)), 0o600);
+        assert_eq!(mode(&data.join(JOURNAL_NAME)), 0o600);
     }
 
     /// A group commit is durable through the journal alone: the database

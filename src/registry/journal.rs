@@ -124,12 +124,12 @@ impl Journal {
     /// Opens (creating) the journal at `path`; also returns the changes of
     /// every whole frame in it, in order.
     pub(crate) fn open(path: &Path) -> io::Result<(Self, Vec<Change>)> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        // It holds device tokens, as the database does: the owner's alone.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (changes, whole) = read_frames(&bytes);

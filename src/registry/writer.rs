@@ -1,12 +1,13 @@
 //! The embedded store's writer: one thread applying every registration
 //! edit and outbox flush, as many as are waiting in one transaction and one
-//! fsync (of the journal, `super::journal`; the database's own come with
-//! the checkpoints this thread makes between batches). A command is answered only after its edit is committed, a publish
-//! after its outbox flush; what changes is that what arrives while a commit
-//! runs shares the next one, instead of each paying an fsync of its own:
-//! the providers' pools flush their outboxes independently, and at a
-//! moderate rate each flush was a commit of its own (BENCHMARKS.md, "A moderate
-//! rate: fewer commits, smaller futures"). A commit starts at most every
+//! fsync (the journal's, `super::journal`; the database's own come with the
+//! checkpoints this thread makes between batches). A command is answered
+//! only after its edit is durable, a publish after its outbox flush; what
+//! changes is that what arrives while a commit runs shares the next one,
+//! instead of each paying an fsync of its own: the providers' pools flush
+//! their outboxes independently, and at a moderate rate each flush was a
+//! commit of its own (BENCHMARKS.md, "A moderate rate: fewer commits,
+//! smaller futures"). A commit starts at most every
 //! [`MIN_COMMIT_INTERVAL`]; a lone job after a quiet moment is committed at
 //! once: nothing waits for a batch to fill.
 
@@ -144,8 +145,9 @@ fn run(store: &EmbeddedStore, mut queue: mpsc::Receiver<Job>) {
                 }
             }
         }
-        // After the answers: a checkpoint writes out what many commits
-        // dirtied, and nobody waits for it.
+        // After the answers, so this batch's callers do not wait for it
+        // (the next batch does): a checkpoint writes out what a second of
+        // commits dirtied.
         store.checkpoint_if_due();
     }
     // Stopping: nothing left for a restart to apply again.

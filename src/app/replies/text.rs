@@ -2,10 +2,11 @@
 //!
 //! minidom's writer (an rxml encoder behind it) was 8% of the gateway's CPU
 //! during a registration flood, as much as reading the command
-//! (BENCHMARKS.md, "Registration commands on the fast path"). Replies are
-//! elements this crate builds: names checked when built, every attribute
-//! without a namespace, no prefixes, so writing one is string pushing. What
-//! is not that plain is left to minidom's writer ([`super::write_checked`]).
+//! (BENCHMARKS.md, "Registrations: commands on the fast path, a journal
+//! for the embedded store"). Replies are elements this crate builds: names
+//! checked when built, every attribute without a namespace, no prefixes, so
+//! writing one is string pushing. What is not that plain is left to
+//! minidom's writer ([`super::write_checked`]).
 
 use xmpp_parsers::minidom::{Element, NSChoice, Node};
 
