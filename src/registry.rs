@@ -38,6 +38,14 @@ pub(crate) use model::Edit;
 pub use model::{DeviceRef, IdentityKind, NewRegistration, OutboxWrite, Registration};
 pub(crate) use redis::{Member, Membership, RedisStore, shard_owner_key, slot_key};
 pub use shard::{node_of_outbox_key, shard_of};
+
+/// How much of `bytes` the embedded store's journal reader takes as whole
+/// frames, and how many changes those hold: for the `records` fuzz target,
+/// which feeds it what a disk could hand back.
+pub fn journal_prefix(bytes: &[u8]) -> (usize, usize) {
+    let (changes, whole) = journal::read_frames(bytes);
+    (whole, changes.len())
+}
 pub use transfer::{ExportLine, ImportSummary, TransferError};
 
 use crate::config::{DEFAULT_SHARDS, StoreBackend, StoreConfig};

@@ -1,11 +1,12 @@
-//! Stored records (a registration, an outbox entry), as a store or an
-//! export could hand them back: decoding never panics, and what decodes
-//! encodes back to the same value.
+//! Stored records (a registration, an outbox entry, the embedded store's
+//! journal), as a store or an export could hand them back: decoding never
+//! panics, what decodes encodes back to the same value, and the journal's
+//! whole frames are a prefix that reads the same alone.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pushgate::delivery::OutboxEntry;
-use pushgate::registry::Registration;
+use pushgate::registry::{Registration, journal_prefix};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(entry) = OutboxEntry::decode(data) {
@@ -17,4 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let again: Registration = serde_json::from_slice(&bytes).expect("re-encoded decodes");
         assert_eq!(registration, again);
     }
+    let (whole, changes) = journal_prefix(data);
+    let prefix = data.get(..whole).expect("the whole frames are within the input");
+    assert_eq!(journal_prefix(prefix), (whole, changes));
 });
