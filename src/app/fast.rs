@@ -258,7 +258,17 @@ fn element<'a>(
             return None;
         }
         let key = attr.key.as_ref();
-        if key == b"xmlns" && raw.is_empty() {
+        // Undeclaring the default namespace, binding a prefix to nothing
+        // (which XML namespaces forbid, and quick-xml lets through: found
+        // by the differential fuzz target) or (re)binding a reserved `xml…`
+        // prefix: left to the validating path.
+        let declares = key == b"xmlns" || key.starts_with(b"xmlns:");
+        if declares
+            && (raw.is_empty()
+                || key
+                    .get(6..9)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(b"xml")))
+        {
             return None;
         }
         // Namespace declarations and `xml:` are not the element's own; any

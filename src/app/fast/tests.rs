@@ -100,6 +100,10 @@ fn leaves_everything_else_to_the_validating_path() {
         PROSODY.replace("<publish-options>", "<extra/><publish-options>").replace("</pubsub></iq>", "</pubsub><second/></iq>"),
         PROSODY.replace("xmlns='jabber:component:accept'", "xmlns='jabber:client'"),
         PROSODY.replace("xmlns='jabber:component:accept'", "xmlns=''"),
+        PROSODY.replace("<item>", "<item xmlns:empty=''>"),
+        PROSODY.replace("<item>", "<item xmlns:xml='http://www.w3.org/XML/1998/namespace'>"),
+        PROSODY.replace("<item>", "<item xmlns:xmlfoo='urn:x'>"),
+        PROSODY.replace("<item>", "<item xmlns:XMLfoo='urn:x'>"),
         // Doubtful XML.
         PROSODY.replace("New Message!", "<!-- note -->x"),
         PROSODY.replace("New Message!", "<![CDATA[x]]>"),
