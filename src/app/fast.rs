@@ -40,6 +40,13 @@ const KNOWN: [&str; 10] = [
     ns::TIGASE_ACCOUNT_EVENT,
 ];
 
+/// The namespaces of the `xml` and `xmlns` prefixes, which no declaration
+/// in a stanza may bind.
+const RESERVED_NAMESPACES: [&[u8]; 2] = [
+    b"http://www.w3.org/XML/1998/namespace",
+    b"http://www.w3.org/2000/xmlns/",
+];
+
 /// Deepest nesting read; anything deeper goes to the validating path.
 const MAX_DEPTH: usize = 16;
 
@@ -259,12 +266,14 @@ fn element<'a>(
         }
         let key = attr.key.as_ref();
         // Undeclaring the default namespace, binding a prefix to nothing
-        // (which XML namespaces forbid, and quick-xml lets through: found
-        // by the differential fuzz target) or (re)binding a reserved `xml…`
+        // or to one of the two reserved namespaces (which XML namespaces
+        // forbid, and quick-xml lets through: both found by the
+        // differential fuzz target), or (re)binding a reserved `xml…`
         // prefix: left to the validating path.
         let declares = key == b"xmlns" || key.starts_with(b"xmlns:");
         if declares
             && (raw.is_empty()
+                || RESERVED_NAMESPACES.contains(&raw)
                 || key
                     .get(6..9)
                     .is_some_and(|p| p.eq_ignore_ascii_case(b"xml")))

@@ -101,6 +101,8 @@ fn leaves_everything_else_to_the_validating_path() {
         PROSODY.replace("xmlns='jabber:component:accept'", "xmlns='jabber:client'"),
         PROSODY.replace("xmlns='jabber:component:accept'", "xmlns=''"),
         PROSODY.replace("<item>", "<item xmlns:empty=''>"),
+        PROSODY.replace("<item>", "<item xmlns='http://www.w3.org/XML/1998/namespace'>"),
+        PROSODY.replace("<item>", "<item xmlns:p='http://www.w3.org/2000/xmlns/'>"),
         PROSODY.replace("<item>", "<item xmlns:xml='http://www.w3.org/XML/1998/namespace'>"),
         PROSODY.replace("<item>", "<item xmlns:xmlfoo='urn:x'>"),
         PROSODY.replace("<item>", "<item xmlns:XMLfoo='urn:x'>"),
