@@ -324,6 +324,15 @@ mod tests {
         assert_eq!(mode(&data.join(JOURNAL_NAME)), 0o600);
     }
 
+    /// A new directory holding copies of `names` from `dir`, as they are now.
+    fn copy_of(dir: &Path, names: &[&str]) -> tempfile::TempDir {
+        let copy = tempfile::tempdir().expect("tempdir");
+        for name in names {
+            std::fs::copy(dir.join(name), copy.path().join(name)).expect("copy");
+        }
+        copy
+    }
+
     /// A group commit is durable through the journal alone: the database
     /// file as a crash leaves it (at its last durable commit) and the
     /// journal hold everything acknowledged, registrations, their account
@@ -347,14 +356,8 @@ mod tests {
             .write_many(&[std::sync::Arc::from([entry.clone()])], Vec::new())
             .expect("outbox");
         // The files as they are now are what a crash would leave.
-        let (crashed, bare) = (
-            tempfile::tempdir().expect("tempdir"),
-            tempfile::tempdir().expect("tempdir"),
-        );
-        for name in [FILE_NAME, JOURNAL_NAME] {
-            std::fs::copy(dir.path().join(name), crashed.path().join(name)).expect("copy");
-        }
-        std::fs::copy(dir.path().join(FILE_NAME), bare.path().join(FILE_NAME)).expect("copy");
+        let crashed = copy_of(dir.path(), &[FILE_NAME, JOURNAL_NAME]);
+        let bare = copy_of(dir.path(), &[FILE_NAME]);
         drop(store);
 
         // The database file alone does not have them: the journal does.
@@ -398,8 +401,7 @@ mod tests {
         assert!(journal() > 0);
         store.checkpoint().expect("checkpoint");
         assert_eq!(journal(), 0);
-        let bare = tempfile::tempdir().expect("tempdir");
-        std::fs::copy(dir.path().join(FILE_NAME), bare.path().join(FILE_NAME)).expect("copy");
+        let bare = copy_of(dir.path(), &[FILE_NAME]);
         let copy = EmbeddedStore::open(bare.path()).expect("open the copy");
         assert!(copy.get(&node).expect("get").is_some());
     }

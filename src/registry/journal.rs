@@ -109,9 +109,7 @@ fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
 
 fn checksum(payload: &[u8]) -> [u8; 8] {
     let digest = Sha256::digest(payload);
-    let mut sum = [0; 8];
-    sum.copy_from_slice(digest.get(..8).unwrap_or_default());
-    sum
+    digest.first_chunk::<8>().copied().unwrap_or_default()
 }
 
 /// The journal file, appended to at `len`.

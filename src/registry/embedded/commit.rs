@@ -8,7 +8,7 @@ use super::{
 use crate::registry::journal::{self, Change, Frame, Journal};
 use crate::registry::model::{Edit, decode, encode};
 use crate::registry::{OutboxWrite, Registration, RegistryError};
-use redb::{Durability, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Durability, ReadableTable, WriteTransaction};
 use std::sync::MutexGuard;
 use std::time::Duration;
 
@@ -141,14 +141,7 @@ impl EmbeddedStore {
 
     fn checkpoint_locked(&self, state: &mut JournalState) -> Result<(), RegistryError> {
         // A durable commit makes every earlier one durable with it.
-        self.db
-            .begin_write()
-            .map_err(storage)?
-            .commit()
-            .map_err(storage)?;
-        state.journal.reset().map_err(RegistryError::Journal)?;
-        state.checkpointed = crate::clock::now();
-        Ok(())
+        self.commit_durably(state, |_| Ok(()))
     }
 
     /// Runs `write` in a durable transaction of its own, outside the group
@@ -160,6 +153,16 @@ impl EmbeddedStore {
         write: impl FnOnce(&WriteTransaction) -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {
         let mut state = self.journal();
+        self.commit_durably(&mut state, write)
+    }
+
+    /// `write` in a durable transaction, then the journal emptied: what it
+    /// held is in the database now.
+    fn commit_durably<T>(
+        &self,
+        state: &mut JournalState,
+        write: impl FnOnce(&WriteTransaction) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
         let txn = self.db.begin_write().map_err(storage)?;
         let out = write(&txn)?;
         txn.commit().map_err(storage)?;
@@ -169,17 +172,21 @@ impl EmbeddedStore {
     }
 }
 
-/// Applies the changes a journal held (after a crash) in `txn`.
+/// Applies the changes a journal held (after a crash) in `txn`, each table
+/// opened once.
 pub(super) fn replay(txn: &WriteTransaction, changes: Vec<Change>) -> Result<(), RegistryError> {
-    let definition = |table| -> TableDefinition<'static, &'static str, &'static [u8]> {
-        match table {
-            journal::Table::Registrations => REGISTRATIONS,
-            journal::Table::AccountNodes => ACCOUNT_NODES,
-            journal::Table::Outbox => OUTBOX,
-        }
-    };
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut registrations = txn.open_table(REGISTRATIONS).map_err(storage)?;
+    let mut accounts = txn.open_table(ACCOUNT_NODES).map_err(storage)?;
+    let mut outbox = txn.open_table(OUTBOX).map_err(storage)?;
     for change in changes {
-        let mut table = txn.open_table(definition(change.table)).map_err(storage)?;
+        let table = match change.table {
+            journal::Table::Registrations => &mut registrations,
+            journal::Table::AccountNodes => &mut accounts,
+            journal::Table::Outbox => &mut outbox,
+        };
         match &change.value {
             Some(value) => table.insert(change.key.as_str(), value.as_slice()),
             None => table.remove(change.key.as_str()),
