@@ -12,6 +12,7 @@ mod apns_token;
 mod connections;
 mod error;
 mod fcm;
+mod fcm_body;
 mod fcm_token;
 mod size;
 pub(crate) mod tls;

@@ -109,15 +109,17 @@ impl Registry {
     }
 
     fn open_unfenced(config: &StoreConfig) -> Result<Self, RegistryError> {
+        let cache = (config.cache_entries > 0).then(|| {
+            RegistrationCache::new(
+                config.cache_entries,
+                Duration::from_secs(config.cache_ttl_s),
+            )
+        });
         match config.backend {
-            StoreBackend::Embedded => Self::open_embedded_sharded(&config.path, config.shards),
+            StoreBackend::Embedded => {
+                Self::open_embedded_sharded(&config.path, config.shards, cache)
+            }
             StoreBackend::Redis => {
-                let cache = (config.cache_entries > 0).then(|| {
-                    RegistrationCache::new(
-                        config.cache_entries,
-                        Duration::from_secs(config.cache_ttl_s),
-                    )
-                });
                 let label = if config.cluster {
                     "redis-cluster"
                 } else {
@@ -131,10 +133,19 @@ impl Registry {
 
     /// Opens (creating if needed) the embedded store in directory `dir`.
     pub fn open_embedded(dir: &Path) -> Result<Self, RegistryError> {
-        Self::open_embedded_sharded(dir, DEFAULT_SHARDS)
+        let defaults = StoreConfig::default();
+        let cache = RegistrationCache::new(
+            defaults.cache_entries,
+            Duration::from_secs(defaults.cache_ttl_s),
+        );
+        Self::open_embedded_sharded(dir, DEFAULT_SHARDS, Some(cache))
     }
 
-    fn open_embedded_sharded(dir: &Path, shards: u32) -> Result<Self, RegistryError> {
+    fn open_embedded_sharded(
+        dir: &Path,
+        shards: u32,
+        cache: Option<RegistrationCache>,
+    ) -> Result<Self, RegistryError> {
         let store = EmbeddedStore::open(dir)?;
         let keys = NodeKeys::new(store.deployment_key()?);
         let store = Arc::new(store);
@@ -143,7 +154,7 @@ impl Registry {
         Ok(Self::with(
             backend,
             Some(keys),
-            None,
+            cache,
             "embedded",
             shards,
             Some(writer),
@@ -258,32 +269,29 @@ impl Registry {
     /// The registration of `node`, if any: from the cache when there is one.
     pub async fn get(&self, node: &str) -> Result<Option<Arc<Registration>>, RegistryError> {
         self.keys()?;
-        match &self.inner.backend {
+        let cache = self.inner.cache.as_ref();
+        if let Some(hit) = cache.and_then(|c| c.get(node)) {
+            return Ok(Some(hit));
+        }
+        let epoch = cache.map(RegistrationCache::epoch);
+        let found = match &self.inner.backend {
             // Read in place: a redb read transaction on a cached page takes a
             // few microseconds, less than handing it to the blocking pool
-            // (a thread wake-up each way) costs. Writes, which fsync, still
-            // go to the blocking pool.
+            // (a thread wake-up each way) costs. Writes go to the writer.
             Backend::Embedded(store) => self
                 .timed(observed::Operation::Read, async { store.get(node) })
-                .await
-                .map(|found| found.map(Arc::new)),
-            Backend::Redis(store) => {
-                let cache = self.inner.cache.as_ref();
-                if let Some(hit) = cache.and_then(|c| c.get(node)) {
-                    return Ok(Some(hit));
-                }
-                let epoch = cache.map(RegistrationCache::epoch);
-                let found = self
-                    .timed(observed::Operation::Read, store.get(node))
-                    .await?
-                    .map(|bytes| model::decode(node, &bytes).map(Arc::new))
-                    .transpose()?;
-                if let (Some(cache), Some(epoch), Some(r)) = (cache, epoch, &found) {
-                    cache.insert(Arc::clone(r), epoch);
-                }
-                Ok(found)
-            }
+                .await?
+                .map(Arc::new),
+            Backend::Redis(store) => self
+                .timed(observed::Operation::Read, store.get(node))
+                .await?
+                .map(|bytes| model::decode(node, &bytes).map(Arc::new))
+                .transpose()?,
+        };
+        if let (Some(cache), Some(epoch), Some(r)) = (cache, epoch, &found) {
+            cache.insert(Arc::clone(r), epoch);
         }
+        Ok(found)
     }
 
     /// Removes the registration of `device` if it is of the same identity
@@ -394,7 +402,17 @@ impl Registry {
                     cap,
                     decide: Box::new(decide),
                 };
-                return writer.edit(job).await;
+                let epoch = self.inner.cache.as_ref().map(RegistrationCache::epoch);
+                let applied = writer.edit(job).await;
+                if let Some(cache) = &self.inner.cache {
+                    match &applied {
+                        Ok(edit) => cache.applied(node, edit, epoch),
+                        // It may have landed (a commit whose journal write
+                        // failed, say): read it again next time.
+                        Err(_) => cache.invalidate(node),
+                    }
+                }
+                return applied;
             }
             Backend::Redis(store) => store,
         };
@@ -433,13 +451,8 @@ impl Registry {
                 .await?
             {
                 Cas::Written => {
-                    // After the write: a read that raced with it is not cached.
-                    if let (Some(cache), Some(epoch)) = (&self.inner.cache, epoch) {
-                        let value = match &edit {
-                            Edit::Put(r) => Some(Arc::new(r.as_ref().clone())),
-                            _ => None,
-                        };
-                        cache.written(node, value, epoch);
+                    if let Some(cache) = &self.inner.cache {
+                        cache.applied(node, &edit, epoch);
                     }
                     let removed = match (&current, &edit) {
                         (Some(r), Edit::Remove) => Some(r.account_hash.as_str()),

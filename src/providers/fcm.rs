@@ -3,6 +3,7 @@
 
 use super::connections::{Connections, bearer_header};
 use super::error::{BuildError, DeliveryError, ErrorClass, raw_body, retry_after};
+use super::fcm_body::{data_bytes, message_bytes};
 use super::fcm_token::FcmTokenSource;
 use super::size::{FCM_LIMIT, fit};
 use super::tls::{tls_config, token_client};
@@ -90,13 +91,9 @@ impl PushClient for FcmClient {
 
 impl Inner {
     async fn send(&self, push: Push) -> Result<Delivered, DeliveryError> {
-        let data = fit(&push, FCM_LIMIT, |p| {
-            serde_json::to_vec(&data(p)).unwrap_or_default()
-        })?;
-        let data: Value = serde_json::from_slice(&data).unwrap_or(Value::Null);
+        let data = fit(&push, FCM_LIMIT, data_bytes)?;
         let bearer = self.tokens.bearer().await?;
-        // A `Value` always serializes.
-        let body = serde_json::to_vec(&message(&push, data, self.expiration_s)).unwrap_or_default();
+        let body = message_bytes(&push, &data, self.expiration_s);
         let mut headers = HeaderMap::with_capacity(2);
         headers.insert(AUTHORIZATION, bearer_header(&bearer)?);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -142,7 +139,8 @@ pub fn answer_of(
 }
 
 /// The `data` map: string values only, as FCM requires. Its encoding is what
-/// FCM's 4096-byte limit counts.
+/// FCM's 4096-byte limit counts. Requests are written by
+/// [`super::fcm_body`], byte for byte the encoding of this and [`message`].
 pub fn data(push: &Push) -> Value {
     let mut data = serde_json::Map::new();
     if let Some(count) = push.badge {

@@ -9,6 +9,7 @@
 //! another process change the store behind our back.
 
 use super::Registration;
+use super::model::Edit;
 use crate::clock::{self, Instant};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,6 +104,21 @@ impl RegistrationCache {
                 rotate(&mut g);
             }
             g.young.insert(registration.node.clone(), registration);
+        }
+    }
+
+    /// Records `edit` of `node`, applied to the store after `epoch` (taken
+    /// before the store was read for it) was taken: see [`Self::written`].
+    /// `epoch` is `None` when it was not taken (no cache then).
+    pub(crate) fn applied(&self, node: &str, edit: &Edit, epoch: Option<u64>) {
+        let value = match edit {
+            Edit::Keep => return,
+            Edit::Put(r) => Some(Arc::new(r.as_ref().clone())),
+            Edit::Remove => None,
+        };
+        match epoch {
+            Some(epoch) => self.written(node, value, epoch),
+            None => self.invalidate(node),
         }
     }
 

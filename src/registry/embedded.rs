@@ -211,9 +211,11 @@ impl EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Every outbox entry, as stored.
+    /// Every outbox entry, as stored. Outbox changes reach the table at
+    /// checkpoints, so one comes first (under the journal's lock, so no
+    /// change lands between it and the read).
     pub(crate) fn outbox_load(&self) -> Result<Vec<(String, Vec<u8>)>, RegistryError> {
-        self.all(OUTBOX)
+        self.checkpointed(|store| store.all(OUTBOX))
     }
 
     fn all(
@@ -404,6 +406,43 @@ mod tests {
         let bare = copy_of(dir.path(), &[FILE_NAME]);
         let copy = EmbeddedStore::open(bare.path()).expect("open the copy");
         assert!(copy.get(&node).expect("get").is_some());
+    }
+
+    /// Outbox changes reach the database file at checkpoints, as what is
+    /// left of them: an entry inserted and removed in between never does,
+    /// and one stored at an earlier checkpoint is removed at the next.
+    #[test]
+    fn outbox_changes_reach_the_database_at_checkpoints() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let write = |key: &str, value: Option<&[u8]>| {
+            let write = OutboxWrite {
+                key: key.into(),
+                value: value.map(<[u8]>::to_vec),
+            };
+            store
+                .write_many(&[std::sync::Arc::from([write])], Vec::new())
+                .expect("outbox");
+        };
+        let in_file = |dir: &Path| {
+            let bare = copy_of(dir, &[FILE_NAME]);
+            let copy = EmbeddedStore::open(bare.path()).expect("open the copy");
+            copy.all(OUTBOX).expect("outbox")
+        };
+        write("kept", Some(b"1"));
+        write("gone", Some(b"2"));
+        write("gone", None);
+        write("kept", Some(b"3"));
+        assert!(in_file(dir.path()).is_empty(), "not before a checkpoint");
+        assert_eq!(store.all(OUTBOX).expect("table"), [], "nor in redb");
+        let loaded = store.outbox_load().expect("load");
+        assert_eq!(loaded, [("kept".to_owned(), b"3".to_vec())]);
+        assert_eq!(in_file(dir.path()), loaded, "the load checkpointed first");
+
+        write("kept", None);
+        write("new", Some(b"4"));
+        store.checkpoint().expect("checkpoint");
+        assert_eq!(in_file(dir.path()), [("new".to_owned(), b"4".to_vec())]);
     }
 
     /// A store from before the account index gets one when opened, so the

@@ -176,13 +176,18 @@ impl Registry {
     }
 
     async fn set_deployment_key(&self, key: [u8; 32]) -> Result<(), RegistryError> {
-        match &self.inner.backend {
+        let set = match &self.inner.backend {
             Backend::Embedded(store) => {
                 let store = store.clone();
                 blocking(move || store.set_deployment_key(&key)).await
             }
             Backend::Redis(store) => store.set_deployment_key(&key).await,
+        };
+        // Nodes derive from the key: nothing read under the old one stays.
+        if let Some(cache) = &self.inner.cache {
+            cache.clear();
         }
+        set
     }
 
     async fn put_many(&self, batch: Vec<Registration>) -> Result<u64, RegistryError> {
@@ -190,6 +195,7 @@ impl Registry {
         if batch.is_empty() {
             return Ok(0);
         }
+        let nodes: Vec<String> = batch.iter().map(|r| r.node.clone()).collect();
         match &self.inner.backend {
             Backend::Embedded(store) => {
                 let store = store.clone();
@@ -209,10 +215,10 @@ impl Registry {
                         .push(r.node.clone());
                 }
                 store.add_account_nodes(by_account).await?;
-                if let Some(cache) = &self.inner.cache {
-                    batch.iter().for_each(|r| cache.invalidate(&r.node));
-                }
             }
+        }
+        if let Some(cache) = &self.inner.cache {
+            nodes.iter().for_each(|node| cache.invalidate(node));
         }
         Ok(written)
     }

@@ -1,6 +1,16 @@
 //! Writing the embedded store: the group commit (committed to redb without
 //! syncing, made durable by the journal), checkpoints, and the few writes
 //! outside it, which are durable commits of their own.
+//!
+//! Outbox changes reach redb only at checkpoints: between two, the journal
+//! makes them durable and [`JournalState`] holds the latest per key. Nearly
+//! every entry is removed within a second of its insert (its push was
+//! delivered), so a checkpoint writes what is left of a second's changes
+//! instead of every insert and removal (a B-tree insert and a removal per
+//! push were 8% of the gateway's CPU at full load; BENCHMARKS.md,
+//! "Performance, third round: less per delivery"). Nothing reads the outbox
+//! table but the load at start-up (after the journal is applied) and
+//! exports, which checkpoint first.
 
 use super::{
     ACCOUNT_NODES, EmbeddedStore, OUTBOX, REGISTRATIONS, account_node, account_range, storage,
@@ -9,6 +19,7 @@ use crate::registry::journal::{self, Change, Frame, Journal};
 use crate::registry::model::{Edit, decode, encode};
 use crate::registry::{OutboxWrite, Registration, RegistryError};
 use redb::{Durability, ReadableTable, WriteTransaction};
+use std::collections::HashMap;
 use std::sync::MutexGuard;
 use std::time::Duration;
 
@@ -33,10 +44,14 @@ pub(crate) struct EditJob {
 
 type Table<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 
-/// The journal and when it was last emptied.
+/// The journal, when it was last emptied, and the outbox changes it holds
+/// that redb does not have yet.
 pub(super) struct JournalState {
     journal: Journal,
     checkpointed: crate::clock::Instant,
+    /// Outbox changes since the last checkpoint, the latest per key (`None`:
+    /// removed). Bounded by what the journal may hold between checkpoints.
+    outbox: HashMap<String, Option<Vec<u8>>>,
 }
 
 impl JournalState {
@@ -44,6 +59,7 @@ impl JournalState {
         Self {
             journal,
             checkpointed: crate::clock::now(),
+            outbox: HashMap::new(),
         }
     }
 }
@@ -59,59 +75,78 @@ impl EmbeddedStore {
     }
 
     /// Applies outbox flushes (each in order, one after the other) and
-    /// registration `jobs` in one write transaction (the group commit of
+    /// registration `jobs` (the group commit of
     /// [`crate::registry::writer::Writer`]), durable when this returns `Ok`:
-    /// committed to redb without a sync, and its changes appended to the
-    /// journal with one. Each job sees the ones before it, as if run one
-    /// after the other. A job refused (a full account, a corrupt value)
-    /// fails alone; a storage failure fails all.
+    /// every change appended to the journal with one sync, the jobs'
+    /// committed to redb without one (reads see them at once), the
+    /// outbox's kept for the next checkpoint. Each job sees the ones before
+    /// it, as if run one after the other. A job refused (a full account, a
+    /// corrupt value) fails alone; a storage failure fails all.
     pub(crate) fn write_many(
         &self,
         flushes: &[std::sync::Arc<[OutboxWrite]>],
         jobs: Vec<EditJob>,
     ) -> Result<Vec<Result<Edit, RegistryError>>, RegistryError> {
         let mut state = self.journal();
-        let mut txn = self.db.begin_write().map_err(storage)?;
-        txn.set_durability(Durability::None).map_err(storage)?;
         let mut frame = Frame::default();
-        if !flushes.is_empty() {
-            let mut table = txn.open_table(OUTBOX).map_err(storage)?;
-            for write in flushes.iter().flat_map(|f| f.iter()) {
-                put_outbox(&mut table, &mut frame, write)?;
-            }
-        }
-        let results = {
-            let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
-            let mut accounts = txn.open_table(ACCOUNT_NODES).map_err(storage)?;
-            let mut results = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                results.push(apply(
-                    &mut Recording {
-                        table: &mut table,
-                        accounts: &mut accounts,
-                        frame: &mut frame,
-                    },
-                    &job.node,
-                    job.cap,
-                    job.decide,
-                )?);
-            }
-            results
+        let results = if jobs.is_empty() {
+            Vec::new()
+        } else {
+            self.apply_jobs(jobs, &mut frame)?
         };
+        for write in flushes.iter().flat_map(|f| f.iter()) {
+            match &write.value {
+                Some(value) => frame.put(journal::Table::Outbox, &write.key, value),
+                None => frame.remove(journal::Table::Outbox, &write.key),
+            }
+            // Kept before the append: should it fail, the checkpoint below
+            // writes them to redb.
+            state.outbox.insert(write.key.clone(), write.value.clone());
+        }
         if frame.is_empty() {
-            txn.abort().map_err(storage)?;
             return Ok(results);
         }
-        txn.commit().map_err(storage)?;
         if let Err(e) = state.journal.append(&frame) {
-            // The commit is in redb, not yet durable: a durable commit now
-            // makes it so (and empties the journal), or every caller hears
-            // that it failed.
+            // What was committed is in redb, not yet durable, and the
+            // outbox's changes not even there: a durable commit now makes
+            // them so (and empties the journal), or every caller hears that
+            // it failed.
             tracing::warn!(
                 "the embedded store's journal could not be written ({}); committing to the database instead",
                 crate::errors::chain(&e)
             );
             self.checkpoint_locked(&mut state)?;
+        }
+        Ok(results)
+    }
+
+    /// Registration `jobs` in one write transaction, committed without a
+    /// sync when they changed anything; their changes recorded in `frame`.
+    fn apply_jobs(
+        &self,
+        jobs: Vec<EditJob>,
+        frame: &mut Frame,
+    ) -> Result<Vec<Result<Edit, RegistryError>>, RegistryError> {
+        let mut txn = self.db.begin_write().map_err(storage)?;
+        txn.set_durability(Durability::None).map_err(storage)?;
+        let results = {
+            let mut table = txn.open_table(REGISTRATIONS).map_err(storage)?;
+            let mut accounts = txn.open_table(ACCOUNT_NODES).map_err(storage)?;
+            let mut tables = Recording {
+                table: &mut table,
+                accounts: &mut accounts,
+                frame,
+            };
+            let mut results = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                results.push(apply(&mut tables, &job.node, job.cap, job.decide)?);
+            }
+            results
+        };
+        if frame.is_empty() {
+            txn.abort().map_err(storage)?;
+        } else {
+            txn.commit().map_err(storage)?;
         }
         Ok(results)
     }
@@ -139,6 +174,17 @@ impl EmbeddedStore {
         self.checkpoint_locked(&mut state)
     }
 
+    /// `read` after a checkpoint, with the journal's lock held: it sees
+    /// every outbox change made so far and none lands meanwhile.
+    pub(super) fn checkpointed<T>(
+        &self,
+        read: impl FnOnce(&Self) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let mut state = self.journal();
+        self.checkpoint_locked(&mut state)?;
+        read(self)
+    }
+
     fn checkpoint_locked(&self, state: &mut JournalState) -> Result<(), RegistryError> {
         // A durable commit makes every earlier one durable with it.
         self.commit_durably(state, |_| Ok(()))
@@ -164,8 +210,19 @@ impl EmbeddedStore {
         write: impl FnOnce(&WriteTransaction) -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {
         let txn = self.db.begin_write().map_err(storage)?;
+        if !state.outbox.is_empty() {
+            let mut table = txn.open_table(OUTBOX).map_err(storage)?;
+            for (key, value) in &state.outbox {
+                match value {
+                    Some(value) => table.insert(key.as_str(), value.as_slice()),
+                    None => table.remove(key.as_str()),
+                }
+                .map_err(storage)?;
+            }
+        }
         let out = write(&txn)?;
         txn.commit().map_err(storage)?;
+        state.outbox.clear();
         state.journal.reset().map_err(RegistryError::Journal)?;
         state.checkpointed = crate::clock::now();
         Ok(out)
@@ -273,25 +330,4 @@ fn apply(
         }
     }
     Ok(Ok(edit))
-}
-
-/// One outbox write: the entry stored, or removed.
-fn put_outbox(
-    table: &mut Table<'_>,
-    frame: &mut Frame,
-    write: &OutboxWrite,
-) -> Result<(), RegistryError> {
-    match &write.value {
-        Some(value) => {
-            table
-                .insert(write.key.as_str(), value.as_slice())
-                .map_err(storage)?;
-            frame.put(journal::Table::Outbox, &write.key, value);
-        }
-        None => {
-            table.remove(write.key.as_str()).map_err(storage)?;
-            frame.remove(journal::Table::Outbox, &write.key);
-        }
-    }
-    Ok(())
 }
