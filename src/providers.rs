@@ -14,6 +14,8 @@ mod error;
 mod fcm;
 mod fcm_body;
 mod fcm_token;
+mod http2;
+pub use http2::Http2Error;
 mod size;
 pub(crate) mod tls;
 
@@ -77,8 +79,9 @@ pub type SendFuture = Pin<Box<dyn Future<Output = Result<Delivered, DeliveryErro
 /// A push provider client. One instance is shared by all requests to the provider,
 /// so connections and tokens are reused.
 pub trait PushClient: Send + Sync + 'static {
-    /// Sends one push.
-    fn send(&self, push: Push) -> SendFuture;
+    /// Sends one push. The request is built from `push` before this
+    /// returns; the future holds no reference to it.
+    fn send(&self, push: &Push) -> SendFuture;
 
     /// When the credentials this client presents expire, in seconds since
     /// the epoch: an APNs client certificate. Tokens renew themselves.

@@ -126,9 +126,32 @@ fn read(stanza: &[u8], commands: bool) -> Option<Request> {
 /// no `]]>`, and no character reference longer than the validating parser
 /// reads. The validating parser refuses the rest, so the fast path
 /// must too.
+///
+/// Most stanzas hold none of the bytes that need a closer look, so they
+/// are looked for a block at a time, in a loop without early exit that the
+/// compiler turns into vector instructions; only a block holding one is
+/// read byte by byte. Byte by byte throughout, this was 1.5% of the
+/// gateway's CPU at full load.
 fn only_xml_chars(bytes: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
+    const BLOCK: usize = 32;
+    let mut start = 0;
+    for block in bytes.chunks(BLOCK) {
+        let doubtful = block.iter().fold(false, |seen, &b| {
+            seen | (b < 0x20) | (b == 0xEF) | (b == b']') | (b == b'&')
+        });
+        if doubtful && !xml_chars_from(bytes, start, start + block.len()) {
+            return false;
+        }
+        start += block.len();
+    }
+    true
+}
+
+/// [`only_xml_chars`] for the bytes at `start..end` of `bytes` (a sequence
+/// may run on past `end`).
+fn xml_chars_from(bytes: &[u8], start: usize, end: usize) -> bool {
+    let mut i = start;
+    while let Some(&b) = bytes.get(i).filter(|_| i < end) {
         match b {
             b'\t' | b'\n' | b'\r' => {}
             0..0x20 => return false,

@@ -18,7 +18,6 @@ pub(crate) use messages::{Drain, Forget, Submit};
 pub use messages::{Load, PoolStatus, Status};
 pub(crate) use shards::{Acquire, Lost, Release};
 
-use super::outbox::OutboxEntry;
 use super::state::{Attempt, PoolState, Step};
 use crate::clock::unix_ms as now_ms;
 use crate::providers::{Delivered, DeliveryError, PushClient, TransportError};
@@ -53,8 +52,9 @@ pub(crate) struct Pool {
     attempt_deadline: Duration,
     in_flight: usize,
     wake: Option<(u64, SpawnHandle)>,
-    /// Changes not yet flushed, latest per key; encoded only when flushed.
-    dirty: HashMap<String, Option<Box<OutboxEntry>>>,
+    /// Changes not yet flushed, latest per key: the encoded entry, or
+    /// `None` to remove it.
+    dirty: HashMap<String, Option<Vec<u8>>>,
     dirty_waiters: Vec<oneshot::Sender<bool>>,
     flushing: bool,
     /// When the earliest scheduled flush runs (lazy, or after the interval).
@@ -177,19 +177,27 @@ impl Pool {
             key,
             version,
             node,
-            push,
             trace,
         } = attempt;
         let span = trace.and_then(|parent| self.request_span(&parent));
+        // The request is built from the entry where it is held: no copy.
+        // (It is there: `take_due` just marked it in flight.)
+        let (token, request) = match self.state.entry(&key) {
+            Some(entry) => (entry.push.token.clone(), self.client.send(&entry.push)),
+            None => (
+                String::new(),
+                Box::pin(std::future::ready(Err(TransportError::Abandoned.into())))
+                    as crate::providers::SendFuture,
+            ),
+        };
         let sending = InFlight {
             key,
             version,
             node,
-            token: push.token.clone(),
+            token,
             started: crate::clock::now(),
             span,
         };
-        let request = self.client.send(push);
         let deadline = self.attempt_deadline;
         let report = Report {
             pool: ctx.address(),

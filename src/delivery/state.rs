@@ -99,10 +99,7 @@ impl PoolState {
             if slot.in_flight.is_some() && slot.follow_up_since.is_none() {
                 slot.follow_up_since = Some(now);
             }
-            return Ok((
-                Admission::Merged,
-                Persist::Put(Box::new(slot.entry.clone())),
-            ));
+            return Ok((Admission::Merged, Persist::Put(key)));
         }
         if self.slots.len() >= self.settings.capacity {
             return Err(Full);
@@ -125,9 +122,9 @@ impl PoolState {
         };
         self.due.insert((due_ms, key.clone()));
         self.slots.insert(
-            key,
+            key.clone(),
             Slot {
-                entry: entry.clone(),
+                entry,
                 version: 0,
                 in_flight: None,
                 follow_up_since: None,
@@ -135,7 +132,7 @@ impl PoolState {
                 trace: arrival.trace,
             },
         );
-        Ok((Admission::New, Persist::Put(Box::new(entry))))
+        Ok((Admission::New, Persist::Put(key)))
     }
 
     fn first_due(&self, node: &str, accepted: u64) -> u64 {
@@ -178,7 +175,6 @@ impl PoolState {
                 key,
                 version: slot.version,
                 node: slot.entry.node.clone(),
-                push: slot.entry.push.clone(),
                 trace: slot.trace.clone().map(Box::new),
             }));
             sent += 1;
@@ -251,6 +247,11 @@ impl PoolState {
     /// Whether something is due at `now` and could be sent.
     pub(crate) fn due_now(&self, now: u64) -> bool {
         self.next_wake().is_some_and(|t| t <= now)
+    }
+
+    /// The entry held for `key`, if any.
+    pub(crate) fn entry(&self, key: &str) -> Option<&OutboxEntry> {
+        self.slots.get(key).map(|slot| &slot.entry)
     }
 
     /// Entries held (pending, scheduled or in flight).

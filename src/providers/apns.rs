@@ -117,9 +117,14 @@ impl PushClient for ApnsClient {
         "/3/device/{token}"
     }
 
-    fn send(&self, push: Push) -> SendFuture {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.send(push).await })
+    fn send(&self, push: &Push) -> SendFuture {
+        match self.inner.prepare(push) {
+            Ok(request) => {
+                let inner = self.inner.clone();
+                Box::pin(async move { inner.send(request).await })
+            }
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     fn credentials_expire_at(&self) -> Option<u64> {
@@ -130,8 +135,18 @@ impl PushClient for ApnsClient {
     }
 }
 
+/// A request ready to go: built from the push before the send's future, so
+/// the future does not hold (and the pool need not copy) the push.
+struct Prepared {
+    path: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    /// The token-based authentication bearer it carries.
+    bearer: Option<String>,
+}
+
 impl Inner {
-    async fn send(&self, push: Push) -> Result<Delivered, DeliveryError> {
+    fn prepare(&self, push: &Push) -> Result<Prepared, DeliveryError> {
         let (push_type, priority, topic, limit) = match push.kind {
             PushKind::Alert => ("alert", "10", self.topic.clone(), APNS_LIMIT),
             PushKind::Background => ("background", "5", self.topic.clone(), APNS_LIMIT),
@@ -142,7 +157,7 @@ impl Inner {
                 APNS_VOIP_LIMIT,
             ),
         };
-        let body = fit(&push, limit, |p| payload(p).to_string().into_bytes())?;
+        let body = fit(push, limit, |p| payload(p).to_string().into_bytes())?;
         let mut headers = HeaderMap::with_capacity(8);
         let bearer = match &self.auth {
             Auth::Token(signer) => {
@@ -186,9 +201,24 @@ impl Inner {
             put("apns-collapse-id", collapse);
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(Prepared {
+            path: format!("/3/device/{}", push.token),
+            headers,
+            body,
+            bearer,
+        })
+    }
+
+    async fn send(&self, request: Prepared) -> Result<Delivered, DeliveryError> {
+        let Prepared {
+            path,
+            headers,
+            body,
+            bearer,
+        } = request;
         let answer = self
             .connections
-            .post(&format!("/3/device/{}", push.token), headers, body.into())
+            .post(&path, headers, body.into())
             .await
             .map_err(|e| match &self.auth {
                 Auth::Certificate { .. } if e.is_client_certificate_refused() => {

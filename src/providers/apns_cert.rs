@@ -289,7 +289,7 @@ mod tests {
             alert_body: None,
             data: std::collections::BTreeMap::new(),
         };
-        let error = client.send(push).await.expect_err("expired");
+        let error = client.send(&push).await.expect_err("expired");
         assert!(
             matches!(&error, DeliveryError::Credentials(CredentialsError::CertificateExpired { not_after }) if not_after.contains("2099")),
             "{error:?}"

@@ -1,4 +1,4 @@
-//! The HTTP/2 connections of one provider, on hyper's connection API: `n`
+//! The HTTP/2 connections of one provider (`super::http2`): `n`
 //! multiplexed connections used in turn, each opened on first use and
 //! replaced after a failure.
 //!
@@ -9,20 +9,17 @@
 //! token endpoint ([`super::tls::http_client`]), which is called rarely.
 
 use super::error::{BuildError, CredentialsError, TransportError};
+use super::http2::{self, Ended, Http2Error, Io};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http2::SendRequest;
+use h2::client::SendRequest;
+use hyper::Uri;
 use hyper::header::{HeaderMap, HeaderValue};
-use hyper::{Method, Request, Uri};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{Mutex, watch};
-use tracing::debug;
+use tokio::sync::Mutex;
 
 /// Provider answers are a few hundred bytes; a longer one is cut off here
 /// (and is then an error, which is logged).
@@ -45,25 +42,25 @@ pub(crate) struct Answer {
 #[derive(Clone)]
 struct Live {
     generation: u64,
-    sender: SendRequest<Full<Bytes>>,
+    sender: SendRequest<Bytes>,
+    /// The error the connection's driver ended with, once it has: a
+    /// request on a connection that died learns less, while the reason (a
+    /// TLS alert refusing our client certificate, say) is the driver's.
     ended: Ended,
 }
 
-/// The error the connection's driver ended with, once it has: a request on a
-/// connection that died only learns "canceled", while the reason (a TLS
-/// alert refusing our client certificate, say) is the driver's.
-type Ended = watch::Receiver<Option<Arc<hyper::Error>>>;
+impl Live {
+    /// Whether the connection's driver is still running.
+    fn open(&self) -> bool {
+        self.ended.borrow().is_none() && self.ended.has_changed().is_ok()
+    }
+}
 
 /// How long a failed request waits to learn why its connection ended.
 const END_REASON_WAIT: Duration = Duration::from_millis(200);
 
 /// One connection slot.
 type Slot = Mutex<Option<Live>>;
-
-/// The socket under a connection: TLS, or plain TCP for an `http://` endpoint
-/// (HTTP/2 with prior knowledge, for local mocks and proxies).
-trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// `n` HTTP/2 connections to one provider endpoint.
 pub(crate) struct Connections {
@@ -144,16 +141,12 @@ impl Connections {
         let uri: Uri = format!("{}{path}", self.endpoint)
             .parse()
             .map_err(|_| TransportError::Url)?;
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let Some(slot) = self.slots.get(index) else {
             return Err(TransportError::Url);
         };
         let mut generation = None;
-        let exchange = self.exchange(slot, request, &mut generation);
+        let exchange = self.exchange(slot, uri, headers, body, &mut generation);
         let result = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(TransportError::Timeout(self.timeout)),
@@ -174,17 +167,19 @@ impl Connections {
     async fn exchange(
         &self,
         slot: &Slot,
-        request: Request<Full<Bytes>>,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
         generation: &mut Option<u64>,
     ) -> Result<Answer, TransportError> {
         let Live {
             generation: g,
-            mut sender,
+            sender,
             ended,
         } = {
             let mut held = slot.lock().await;
             match held.as_ref() {
-                Some(live) if !live.sender.is_closed() => live.clone(),
+                Some(live) if live.open() => live.clone(),
                 _ => {
                     let (sender, ended) = self.connect().await?;
                     let live = Live {
@@ -198,29 +193,21 @@ impl Connections {
             }
         };
         *generation = Some(g);
-        let sent = match sender.ready().await {
-            Ok(()) => sender.send_request(request).await,
-            Err(e) => Err(e),
-        };
-        let response = match sent {
-            Ok(response) => response,
-            Err(e) => return Err(why_ended(ended, e).await),
-        };
-        let (parts, body) = response.into_parts();
-        let body = Limited::new(body, MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(TransportError::Body)?
-            .to_bytes();
-        Ok(Answer {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        })
+        match http2::post(sender, uri, headers, body, MAX_ANSWER_BYTES).await {
+            Ok((status, headers, body)) => Ok(Answer {
+                status,
+                headers,
+                body,
+            }),
+            Err(Http2Error::TooLong(limit)) => {
+                Err(TransportError::Body(Box::new(Http2Error::TooLong(limit))))
+            }
+            Err(e) => Err(why_ended(ended, e).await),
+        }
     }
 
     /// A new HTTP/2 connection, PINGing while idle so a dead one is noticed.
-    async fn connect(&self) -> Result<(SendRequest<Full<Bytes>>, Ended), TransportError> {
+    async fn connect(&self) -> Result<(SendRequest<Bytes>, Ended), TransportError> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|source| TransportError::Connect {
@@ -247,33 +234,19 @@ impl Connections {
             }
             None => Box::new(tcp),
         };
-        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(60))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(io))
+        http2::handshake(io, self.host.clone())
             .await
             .map_err(|source| TransportError::Handshake {
                 host: self.host.clone(),
                 source,
-            })?;
-        let host = self.host.clone();
-        let (end, ended) = watch::channel(None);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(%host, "HTTP/2 connection ended: {}", crate::errors::chain(&e));
-                let _ = end.send(Some(Arc::new(e)));
-            }
-        });
-        Ok((sender, ended))
+            })
     }
 }
 
 /// The error of a request that failed on a connection: the connection's own
 /// error when its driver ended with one (within [`END_REASON_WAIT`]), which
 /// says more than the request's "canceled".
-async fn why_ended(mut ended: Ended, request_error: hyper::Error) -> TransportError {
+async fn why_ended(mut ended: Ended, request_error: Http2Error) -> TransportError {
     let reason = tokio::time::timeout(END_REASON_WAIT, ended.wait_for(Option::is_some)).await;
     match reason {
         Ok(Ok(reason)) => match reason.as_ref() {
@@ -296,7 +269,10 @@ pub(crate) fn bearer_header(token: &str) -> Result<HeaderValue, CredentialsError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::Full;
+    use hyper::Request;
     use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use std::sync::atomic::AtomicUsize;
 
     /// A plain-HTTP/2 (h2c) server answering `status` with the request path

@@ -116,17 +116,17 @@ pub enum TransportError {
     Handshake {
         /// Provider host.
         host: String,
-        /// hyper's error.
+        /// The HTTP/2 error.
         #[source]
-        source: hyper::Error,
+        source: super::http2::Http2Error,
     },
     /// Sending the request or waiting for the answer's head (reset, GOAWAY).
     #[error("sending the request")]
-    Send(#[source] hyper::Error),
+    Send(#[source] super::http2::Http2Error),
     /// The connection the request was on ended with this error (TLS alert,
     /// GOAWAY, reset).
     #[error("the connection ended")]
-    Connection(#[source] Arc<hyper::Error>),
+    Connection(#[source] Arc<super::http2::Http2Error>),
     /// Reading the answer's body (or it was over 64 KiB).
     #[error("reading the answer")]
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),

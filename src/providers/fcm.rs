@@ -83,17 +83,21 @@ impl PushClient for FcmClient {
         "/v1/projects/{project}/messages:send"
     }
 
-    fn send(&self, push: Push) -> SendFuture {
+    fn send(&self, push: &Push) -> SendFuture {
+        // The body is written before the future: it does not hold (and the
+        // pool need not copy) the push.
+        let body = match fit(push, FCM_LIMIT, data_bytes) {
+            Ok(data) => message_bytes(push, &data, self.inner.expiration_s),
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
         let inner = self.inner.clone();
-        Box::pin(async move { inner.send(push).await })
+        Box::pin(async move { inner.send(body).await })
     }
 }
 
 impl Inner {
-    async fn send(&self, push: Push) -> Result<Delivered, DeliveryError> {
-        let data = fit(&push, FCM_LIMIT, data_bytes)?;
+    async fn send(&self, body: Vec<u8>) -> Result<Delivered, DeliveryError> {
         let bearer = self.tokens.bearer().await?;
-        let body = message_bytes(&push, &data, self.expiration_s);
         let mut headers = HeaderMap::with_capacity(2);
         headers.insert(AUTHORIZATION, bearer_header(&bearer)?);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -295,3 +295,36 @@ fn leaves_commands_the_validating_path_refuses_to_it() {
     let comment = register.replace("<value>tok-1</value>", "<value>tok<!-- -->1</value>");
     assert_eq!(publish_or_command(comment.as_bytes()), None);
 }
+
+/// The block-at-a-time scan finds what the byte-by-byte one finds, wherever
+/// a doubtful sequence falls, across block boundaries included.
+#[test]
+fn the_character_scan_finds_doubtful_bytes_at_every_offset() {
+    let cases: [(&[u8], bool); 9] = [
+        (b"]]>", false),
+        (b"]]", true),
+        ("\u{FFFE}".as_bytes(), false),
+        ("\u{FFFD}".as_bytes(), true),
+        (b"\x01", false),
+        (b"\t\r\n", true),
+        (b"&#00000065;", false),
+        (b"&#0000065;", true),
+        (b"&amp;", true),
+    ];
+    for (sequence, allowed) in cases {
+        for at in 0..80 {
+            let mut bytes = vec![b'a'; 100];
+            bytes.splice(at..at + sequence.len(), sequence.iter().copied());
+            assert_eq!(
+                super::only_xml_chars(&bytes),
+                allowed,
+                "{sequence:?} at {at}"
+            );
+            assert_eq!(
+                super::xml_chars_from(&bytes, 0, bytes.len()),
+                allowed,
+                "{sequence:?} at {at}, byte by byte"
+            );
+        }
+    }
+}

@@ -10,7 +10,6 @@
 //! moderate rate: fewer commits, smaller futures").
 
 use super::Pool;
-use crate::delivery::outbox::OutboxEntry;
 use crate::delivery::state::Persist;
 use crate::registry::OutboxWrite;
 use actix::prelude::*;
@@ -44,11 +43,20 @@ fn flush_delay(urgent: bool, since: Option<Duration>) -> Option<Duration> {
 }
 
 impl Pool {
+    /// Queues `change` for the next flush, a put encoded now: the entry is
+    /// not copied, and the flush only moves bytes.
     pub(super) fn persist(&mut self, change: Persist) {
         match change {
-            Persist::Put(entry) => self.dirty.insert(entry.key.clone(), Some(entry)),
-            Persist::Delete(key) => self.dirty.insert(key, None),
-        };
+            Persist::Put(key) => {
+                if let Some(entry) = self.state.entry(&key) {
+                    let value = entry.encode();
+                    self.dirty.insert(key, Some(value));
+                }
+            }
+            Persist::Delete(key) => {
+                self.dirty.insert(key, None);
+            }
+        }
     }
 
     /// Flushes what `dirty` holds now; the receiver learns whether it was committed.
@@ -102,10 +110,7 @@ impl Pool {
         let writes: Arc<[OutboxWrite]> = self
             .dirty
             .drain()
-            .map(|(key, entry)| OutboxWrite {
-                key,
-                value: entry.map(|e| e.encode()),
-            })
+            .map(|(key, value)| OutboxWrite { key, value })
             .collect();
         let waiters = std::mem::take(&mut self.dirty_waiters);
         let registry = self.registry.clone();
@@ -158,16 +163,9 @@ impl Pool {
             debug!(provider = %self.id, "outbox write failed again: {}", crate::errors::chain(error));
         }
         for w in writes {
-            // Rare path: decode what was encoded for the failed write.
-            match w.value.as_deref().map(OutboxEntry::decode) {
-                Some(Err(_)) => {}
-                Some(Ok(e)) => {
-                    self.dirty.entry(w.key.clone()).or_insert(Some(Box::new(e)));
-                }
-                None => {
-                    self.dirty.entry(w.key.clone()).or_insert(None);
-                }
-            }
+            self.dirty
+                .entry(w.key.clone())
+                .or_insert_with(|| w.value.clone());
         }
         ctx.run_later(FLUSH_RETRY, |act, ctx| act.flush(ctx));
     }

@@ -49,8 +49,7 @@ impl PoolState {
         };
         if kept {
             self.due.insert((slot.entry.due_ms, key.to_owned()));
-            done.persist
-                .push(Persist::Put(Box::new(slot.entry.clone())));
+            done.persist.push(Persist::Put(key.to_owned()));
             self.slots.insert(key.to_owned(), slot);
         }
         done

@@ -1,6 +1,5 @@
 //! The values that go in and out of [`super::PoolState`].
 
-use super::super::outbox::OutboxEntry;
 use super::super::retry::RetryPolicy;
 use crate::providers::Push;
 use opentelemetry::trace::SpanContext;
@@ -49,13 +48,16 @@ pub struct Full;
 /// A change the store must make, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Persist {
-    /// Insert or replace the entry.
-    Put(Box<OutboxEntry>),
+    /// Insert or replace the entry with this key, as
+    /// [`super::PoolState::entry`] holds it now (read before anything else
+    /// changes it: the pool encodes it at once).
+    Put(String),
     /// Remove the entry with this key.
     Delete(String),
 }
 
-/// One attempt to start.
+/// One attempt to start: it sends what [`super::PoolState::entry`] holds
+/// for its key now.
 #[derive(Debug, Clone)]
 pub struct Attempt {
     /// The entry's key.
@@ -64,8 +66,6 @@ pub struct Attempt {
     pub version: u64,
     /// The node.
     pub node: String,
-    /// What to send.
-    pub push: Push,
     /// The span of a traced publish it carries (boxed: rarely there).
     pub trace: Option<Box<SpanContext>>,
 }

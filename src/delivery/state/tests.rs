@@ -85,8 +85,9 @@ fn a_burst_within_the_window_becomes_one_push() {
     );
     let sent = sends(s.take_due(T0 + 101, 10));
     assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0].push.badge, Some(6), "latest count");
-    assert_eq!(sent[0].push.kind, PushKind::Alert, "highest priority");
+    let push = &s.entry(&sent[0].key).expect("held").push;
+    assert_eq!(push.badge, Some(6), "latest count");
+    assert_eq!(push.kind, PushKind::Alert, "highest priority");
     let done = s.complete(
         "n",
         sent[0].version,
@@ -119,7 +120,8 @@ fn a_publish_during_an_attempt_gets_a_push_of_its_own() {
     );
     assert_eq!(done.settled.map(|x| x.publishes), Some(1));
     match done.persist.as_slice() {
-        [Persist::Put(e)] => {
+        [Persist::Put(key)] => {
+            let e = s.entry(key).expect("held");
             assert_eq!(
                 (e.publishes, e.accepted_ms, e.due_ms),
                 (2, T0 + 120, T0 + 220)
@@ -147,7 +149,7 @@ fn retry_after_is_honoured_to_the_millisecond() {
     );
     assert_eq!(done.retry_in_ms, Some(30_000));
     assert!(
-        matches!(done.persist.as_slice(), [Persist::Put(e)] if e.due_ms == T0 + 30_200 && e.attempts == 1)
+        matches!(done.persist.as_slice(), [Persist::Put(key)] if s.entry(key).is_some_and(|e| e.due_ms == T0 + 30_200 && e.attempts == 1))
     );
     assert!(sends(s.take_due(T0 + 30_199, 10)).is_empty());
     assert_eq!(s.next_wake(), Some(T0 + 30_200));
@@ -234,7 +236,10 @@ fn calls_are_never_merged_delayed_or_rate_limited() {
         2,
         "both calls at once, the message after its window"
     );
-    assert!(sent.iter().all(|a| a.push.kind == PushKind::Voip));
+    assert!(sent.iter().all(|a| {
+        s.entry(&a.key)
+            .is_some_and(|e| e.push.kind == PushKind::Voip)
+    }));
     assert_ne!(sent[0].key, sent[1].key);
 }
 
@@ -259,7 +264,7 @@ fn min_interval_merges_instead_of_refusing() {
     assert_eq!(s.len(), 1);
     assert!(sends(s.take_due(T0 + 5_149, 10)).is_empty());
     let sent = sends(s.take_due(T0 + 5_150, 10));
-    assert_eq!(sent[0].push.badge, Some(4));
+    assert_eq!(s.entry(&sent[0].key).expect("held").push.badge, Some(4));
 }
 
 #[test]
@@ -400,7 +405,7 @@ fn loaded_entries_keep_their_schedule_and_call_ids() {
         .accept(arrival("n", PushKind::Voip, 1), T0 + 1)
         .expect("room");
     assert!(
-        matches!(put, Persist::Put(e) if e.key == "n#call#000000000000000a"),
+        matches!(&put, Persist::Put(key) if key == "n#call#000000000000000a"),
         "no key reuse"
     );
 }

@@ -8,7 +8,7 @@
 //! delivered), so a checkpoint writes what is left of a second's changes
 //! instead of every insert and removal (a B-tree insert and a removal per
 //! push were 8% of the gateway's CPU at full load; BENCHMARKS.md,
-//! "Performance, third round: less per delivery"). Nothing reads the outbox
+//! "Third round, again: less per delivery"). Nothing reads the outbox
 //! table but the load at start-up (after the journal is applied) and
 //! exports, which checkpoint first.
 

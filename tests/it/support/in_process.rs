@@ -211,7 +211,7 @@ impl ScriptedClient {
 }
 
 impl PushClient for ScriptedClient {
-    fn send(&self, push: Push) -> SendFuture {
+    fn send(&self, push: &Push) -> SendFuture {
         let mut script = self.lock();
         let reply = script
             .replies
@@ -220,7 +220,7 @@ impl PushClient for ScriptedClient {
             .unwrap_or(Reply::Ok);
         script.sent.push(Sent {
             at: tokio::time::Instant::now(),
-            push,
+            push: push.clone(),
         });
         Box::pin(async move {
             match reply {
