@@ -288,8 +288,13 @@ mod tests {
             while let Ok((tcp, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| async move {
-                    let mut response =
-                        hyper::Response::new(Full::new(Bytes::from(req.uri().path().to_owned())));
+                    let path = req.uri().path().to_owned();
+                    let body = if path.ends_with("/long") {
+                        Bytes::from(vec![b'x'; MAX_ANSWER_BYTES + 1])
+                    } else {
+                        Bytes::from(path)
+                    };
+                    let mut response = hyper::Response::new(Full::new(body));
                     *response.status_mut() =
                         hyper::StatusCode::from_u16(status).unwrap_or_default();
                     Ok::<_, std::convert::Infallible>(response)
@@ -348,6 +353,27 @@ mod tests {
             accepted.load(Ordering::SeqCst),
             2,
             "a 5xx renews the connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_an_error_and_the_next_one_is_read() {
+        let (port, accepted) = h2c_server(200).await;
+        let c = connections(port);
+        let err = c
+            .post("/long", HeaderMap::new(), Bytes::from_static(b"{}"))
+            .await
+            .expect_err("too long");
+        assert!(matches!(err, TransportError::Body(_)), "{err:?}");
+        let answer = c
+            .post("/short", HeaderMap::new(), Bytes::new())
+            .await
+            .expect("answered");
+        assert_eq!(answer.body.as_ref(), b"/base/short");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "a failed exchange renews the connection it used"
         );
     }
 

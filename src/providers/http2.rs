@@ -4,8 +4,9 @@
 //! Not hyper's client here, though hyper runs on this same crate: for every
 //! request hyper's client passed the request through a channel to the
 //! connection's task and spawned a task of its own to wait for the answer,
-//! with a body adapter around each end; that was 6% of the gateway's CPU at
-//! full load (BENCHMARKS.md, "Third round, again: less per delivery").
+//! with a body adapter around each end: about 6% of the gateway's samples
+//! at full load, and without it the CPU per delivery fell 11%
+//! (BENCHMARKS.md, "Third round, again: less per delivery").
 //! Here the request's own task opens the stream and waits for the answer.
 
 use bytes::{Bytes, BytesMut};
@@ -20,6 +21,8 @@ use tracing::debug;
 
 /// Idle time after which a PING checks the connection is still there.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Streams opened at most before the server's SETTINGS arrive.
+const INITIAL_MAX_STREAMS: usize = 100;
 /// How long a PING may wait for its answer before the connection is dropped.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -69,7 +72,13 @@ pub(crate) async fn handshake(
     io: Box<dyn Io>,
     host: String,
 ) -> Result<(SendRequest<Bytes>, Ended), Http2Error> {
-    let (sender, mut connection) = h2::client::handshake(io).await?;
+    // As hyper's client did: no server push (nothing would read it), and at
+    // most 100 streams before the server's SETTINGS say how many it takes.
+    let (sender, mut connection) = h2::client::Builder::new()
+        .enable_push(false)
+        .initial_max_send_streams(INITIAL_MAX_STREAMS)
+        .handshake(io)
+        .await?;
     let ping_pong = connection.ping_pong();
     let (end, ended) = watch::channel(None);
     tokio::spawn(async move {

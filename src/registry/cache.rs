@@ -73,7 +73,7 @@ impl RegistrationCache {
         }
         self.rotate_if_due(&mut g);
         if g.young.len() >= self.half_capacity {
-            rotate(&mut g);
+            rotate(&mut g, clock::now());
         }
         g.old.remove(&registration.node);
         g.young.insert(registration.node.clone(), registration);
@@ -101,7 +101,7 @@ impl RegistrationCache {
         if let Some(registration) = written.filter(|_| before == epoch) {
             self.rotate_if_due(&mut g);
             if g.young.len() >= self.half_capacity {
-                rotate(&mut g);
+                rotate(&mut g, clock::now());
             }
             g.young.insert(registration.node.clone(), registration);
         }
@@ -131,11 +131,13 @@ impl RegistrationCache {
         g.old.clear();
     }
 
+    /// Every publish comes through here: the clock is read once.
     fn rotate_if_due(&self, g: &mut Generations) {
-        if clock::now() - g.young_since >= self.ttl / 2 {
-            rotate(g);
+        let now = clock::now();
+        if now - g.young_since >= self.ttl / 2 {
+            rotate(g, now);
         }
-        if clock::now() - g.old_since >= self.ttl {
+        if now - g.old_since >= self.ttl {
             g.old.clear();
         }
     }
@@ -149,10 +151,10 @@ impl RegistrationCache {
     }
 }
 
-fn rotate(g: &mut Generations) {
+fn rotate(g: &mut Generations, now: Instant) {
     g.old = std::mem::take(&mut g.young);
     g.old_since = g.young_since;
-    g.young_since = clock::now();
+    g.young_since = now;
 }
 
 #[cfg(test)]
