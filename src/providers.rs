@@ -76,6 +76,12 @@ pub struct Delivered {
 /// A future returned by [`PushClient::send`].
 pub type SendFuture = Pin<Box<dyn Future<Output = Result<Delivered, DeliveryError>> + Send>>;
 
+/// The future of a send that failed before any request: a push that
+/// cannot be encoded, credentials that cannot be used.
+pub(crate) fn failed_send(error: DeliveryError) -> SendFuture {
+    Box::pin(std::future::ready(Err(error)))
+}
+
 /// A push provider client. One instance is shared by all requests to the provider,
 /// so connections and tokens are reused.
 pub trait PushClient: Send + Sync + 'static {

@@ -186,8 +186,7 @@ impl Pool {
             Some(entry) => (entry.push.token.clone(), self.client.send(&entry.push)),
             None => (
                 String::new(),
-                Box::pin(std::future::ready(Err(TransportError::Abandoned.into())))
-                    as crate::providers::SendFuture,
+                crate::providers::failed_send(TransportError::Abandoned.into()),
             ),
         };
         let sending = InFlight {

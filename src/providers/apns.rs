@@ -123,7 +123,7 @@ impl PushClient for ApnsClient {
                 let inner = self.inner.clone();
                 Box::pin(async move { inner.send(request).await })
             }
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+            Err(e) => super::failed_send(e),
         }
     }
 

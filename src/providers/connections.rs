@@ -9,6 +9,7 @@
 //! token endpoint ([`super::tls::http_client`]), which is called rarely.
 
 use super::error::{BuildError, CredentialsError, TransportError};
+use super::http2::Answer;
 use super::http2::{self, Ended, Http2Error, Io};
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -24,17 +25,6 @@ use tokio::sync::Mutex;
 /// Provider answers are a few hundred bytes; a longer one is cut off here
 /// (and is then an error, which is logged).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
-/// A provider's answer.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    /// HTTP status.
-    pub(crate) status: u16,
-    /// Response headers (`apns-id`, `Retry-After`).
-    pub(crate) headers: HeaderMap,
-    /// The body.
-    pub(crate) body: Bytes,
-}
 
 /// A live connection: its generation (so a failure renews only the connection
 /// that failed, not its replacement), the request sender, and how its driver
@@ -194,14 +184,8 @@ impl Connections {
         };
         *generation = Some(g);
         match http2::post(sender, uri, headers, body, MAX_ANSWER_BYTES).await {
-            Ok((status, headers, body)) => Ok(Answer {
-                status,
-                headers,
-                body,
-            }),
-            Err(Http2Error::TooLong(limit)) => {
-                Err(TransportError::Body(Box::new(Http2Error::TooLong(limit))))
-            }
+            Ok(answer) => Ok(answer),
+            Err(e @ Http2Error::TooLong(_)) => Err(TransportError::Body(Box::new(e))),
             Err(e) => Err(why_ended(ended, e).await),
         }
     }

@@ -88,7 +88,7 @@ impl PushClient for FcmClient {
         // pool need not copy) the push.
         let body = match fit(push, FCM_LIMIT, data_bytes) {
             Ok(data) => message_bytes(push, &data, self.inner.expiration_s),
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
+            Err(e) => return super::failed_send(e),
         };
         let inner = self.inner.clone();
         Box::pin(async move { inner.send(body).await })

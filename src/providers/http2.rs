@@ -58,6 +58,17 @@ impl From<h2::Error> for Http2Error {
     }
 }
 
+/// A provider's answer.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// HTTP status.
+    pub(crate) status: u16,
+    /// Response headers (`apns-id`, `Retry-After`).
+    pub(crate) headers: HeaderMap,
+    /// The body.
+    pub(crate) body: Bytes,
+}
+
 /// The error the connection's driver ended with, once it has.
 pub(crate) type Ended = watch::Receiver<Option<Arc<Http2Error>>>;
 
@@ -120,7 +131,7 @@ pub(crate) async fn post(
     mut headers: HeaderMap,
     body: Bytes,
     max_body: usize,
-) -> Result<(u16, HeaderMap, Bytes), Http2Error> {
+) -> Result<Answer, Http2Error> {
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     let mut request = Request::new(());
     *request.method_mut() = Method::POST;
@@ -143,5 +154,9 @@ pub(crate) async fn post(
         }
         answer.extend_from_slice(&chunk);
     }
-    Ok((parts.status.as_u16(), parts.headers, answer.freeze()))
+    Ok(Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: answer.freeze(),
+    })
 }

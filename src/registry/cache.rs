@@ -109,17 +109,13 @@ impl RegistrationCache {
 
     /// Records `edit` of `node`, applied to the store after `epoch` (taken
     /// before the store was read for it) was taken: see [`Self::written`].
-    /// `epoch` is `None` when it was not taken (no cache then).
-    pub(crate) fn applied(&self, node: &str, edit: &Edit, epoch: Option<u64>) {
+    pub(crate) fn applied(&self, node: &str, edit: &Edit, epoch: u64) {
         let value = match edit {
             Edit::Keep => return,
             Edit::Put(r) => Some(Arc::new(r.as_ref().clone())),
             Edit::Remove => None,
         };
-        match epoch {
-            Some(epoch) => self.written(node, value, epoch),
-            None => self.invalidate(node),
-        }
+        self.written(node, value, epoch);
     }
 
     /// Forgets everything: called when a shard is no longer this node's, so

@@ -213,11 +213,7 @@ impl EmbeddedStore {
         if !state.outbox.is_empty() {
             let mut table = txn.open_table(OUTBOX).map_err(storage)?;
             for (key, value) in &state.outbox {
-                match value {
-                    Some(value) => table.insert(key.as_str(), value.as_slice()),
-                    None => table.remove(key.as_str()),
-                }
-                .map_err(storage)?;
+                set(&mut table, key, value.as_deref())?;
             }
         }
         let out = write(&txn)?;
@@ -244,12 +240,18 @@ pub(super) fn replay(txn: &WriteTransaction, changes: Vec<Change>) -> Result<(),
             journal::Table::AccountNodes => &mut accounts,
             journal::Table::Outbox => &mut outbox,
         };
-        match &change.value {
-            Some(value) => table.insert(change.key.as_str(), value.as_slice()),
-            None => table.remove(change.key.as_str()),
-        }
-        .map_err(storage)?;
+        set(table, &change.key, change.value.as_deref())?;
     }
+    Ok(())
+}
+
+/// Stores `value` under `key`, or removes `key` for `None`.
+fn set(table: &mut Table<'_>, key: &str, value: Option<&[u8]>) -> Result<(), RegistryError> {
+    match value {
+        Some(value) => table.insert(key, value),
+        None => table.remove(key),
+    }
+    .map_err(storage)?;
     Ok(())
 }
 
